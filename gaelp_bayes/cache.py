@@ -1,0 +1,143 @@
+"""The posterior cache ``models/<name>/``: write atomically, read only when intact.
+
+Files:
+
+- ``posterior.nc``: the full posterior DataTree (netCDF, h5netcdf engine) with
+  ``posterior``, ``sample_stats`` and ``observed_data`` (the fitted cells).
+- ``runtime.npz``: float32 cubes for the runtime (see ``model.runtime_arrays``)
+  plus ``campaigns`` (str array); loaded with ``allow_pickle=False``.
+- ``manifest.json``: schema version, created-at, package version, data
+  fingerprint, campaigns, timezone, settings, diagnostics, sha256 per file.
+
+This module's *reader* of the runtime file (``read_runtime``) needs only numpy
+and the standard library, so the runtime can use it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import CacheError, FitError
+
+SCHEMA_VERSION = 1
+POSTERIOR = "posterior.nc"
+RUNTIME = "runtime.npz"
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write(out: str | Path, fit, cells, max_runtime_draws: int = 1000) -> Path:
+    """Write a fit to ``out`` atomically (temp dir beside it, then rename); returns the path."""
+    from .model import runtime_arrays
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        fit.tree.to_netcdf(tmp / POSTERIOR, engine="h5netcdf")
+        arrays = runtime_arrays(fit.tree, max_draws=max_runtime_draws, seed=fit.settings["seed"])
+        np.savez(tmp / RUNTIME, campaigns=np.array(cells.campaigns, dtype=str), **arrays)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "package_version": __version__,
+            "data_fingerprint": cells.fingerprint(),
+            "campaigns": list(cells.campaigns),
+            "timezone": cells.timezone,
+            "period": list(cells.period),
+            "n_windows": cells.n_windows,
+            "has_spend": cells.has_spend,
+            "has_revenue": cells.has_revenue,
+            "runtime_draws": int(arrays["cvr"].shape[0]),
+            "fit_seconds": round(fit.seconds, 2),
+            "settings": fit.settings,
+            "diagnostics": fit.diagnostics.as_dict(),
+            "files": {name: _sha256(tmp / name) for name in (POSTERIOR, RUNTIME)},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=float))
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put ``new`` at ``target``; an existing target is swapped out by rename, then removed."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(path: str | Path, verify: bool = True) -> dict:
+    """The manifest of a cache, after checking its version and (``verify``) every file's sha256."""
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise CacheError(f"{path}: not a model cache (no {MANIFEST}); fit one with 'gaelp-bayes fit'")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CacheError(f"{mpath}: corrupt manifest ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    if version != SCHEMA_VERSION:
+        raise CacheError(f"{path}: cache schema version {version!r}, this gaelp_bayes reads {SCHEMA_VERSION}; refit")
+    files = manifest.get("files", {})
+    for name in (POSTERIOR, RUNTIME):
+        fpath = path / name
+        if name not in files:
+            raise CacheError(f"{mpath}: no checksum for {name}; the cache is incomplete")
+        if not fpath.is_file():
+            raise CacheError(f"{path}: {name} is missing; the cache is incomplete")
+        if verify and _sha256(fpath) != files[name]:
+            raise CacheError(f"{fpath}: sha256 does not match the manifest (truncated or modified); refit")
+    return manifest
+
+
+def check_usable(manifest: dict, path: str | Path, force: bool = False) -> None:
+    """Refuse a cache whose fit failed the diagnostics gate, unless forced."""
+    diag = manifest.get("diagnostics", {})
+    if not diag.get("passed", False) and not force:
+        raise FitError(f"{path}: this fit failed its diagnostics gate ({'; '.join(diag.get('failures', []))}); "
+                       "refit with more draws/tune, or pass --force to use it anyway")
+
+
+def read_runtime(path: str | Path, verify: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """Manifest and runtime arrays (float32) of a cache; numpy and the standard library only."""
+    manifest = read_manifest(path, verify=verify)
+    try:
+        with np.load(Path(path) / RUNTIME, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as exc:
+        raise CacheError(f"{Path(path) / RUNTIME}: unreadable runtime file ({exc})") from None
+    if "cvr" not in arrays or list(arrays.get("campaigns", [])) != manifest.get("campaigns"):
+        raise CacheError(f"{Path(path) / RUNTIME}: runtime file does not match its manifest; refit")
+    return manifest, arrays
+
+
+def read_posterior(path: str | Path, verify: bool = True):
+    """Manifest and the full posterior DataTree (loaded into memory)."""
+    import xarray as xr
+
+    manifest = read_manifest(path, verify=verify)
+    return manifest, xr.load_datatree(Path(path) / POSTERIOR, engine="h5netcdf")

@@ -1,0 +1,155 @@
+"""The ``gaelp-bayes`` command line.  Errors are one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GaelpError
+
+DEMO_MODEL = "models/demo"
+DEMO_DATA = "models/demo_windows.csv"
+
+
+def _print_fit_summary(path: str, manifest: dict, arrays: dict) -> None:
+    """A readable posterior summary: per-campaign rates, best hours, diagnostics."""
+    diag = manifest["diagnostics"]
+    cvr = arrays["cvr"].astype(np.float64)  # [draw, campaign+1, 7, 24]
+    print(f"\nPosterior of hourly conversion rates: {path}")
+    print(f"  data: {manifest['n_windows']} windows, {manifest['period'][0]} .. {manifest['period'][1]}, "
+          f"hours in {manifest['timezone']}")
+    print(f"  {'campaign':<20} {'cvr mean':>9} {'90% interval':>18} {'best hours (mean cvr)':<40}")
+    for i, name in enumerate(manifest["campaigns"] + ["(new campaign)"]):
+        day = cvr[:, i].mean(axis=(1, 2))  # daily average rate per draw
+        by_hour = cvr[:, i].mean(axis=(0, 1))
+        best = np.argsort(by_hour)[::-1][:3]
+        lo, hi = np.quantile(day, [0.05, 0.95])
+        hours = ", ".join(f"{h:02d}h {by_hour[h]:.2%}" for h in best)
+        print(f"  {name:<20} {day.mean():>9.2%} {f'[{lo:.2%}, {hi:.2%}]':>18} {hours:<40}")
+    if "cpc" in arrays:
+        cpc = arrays["cpc"][:, :-1].mean(axis=(0, 2, 3))
+        print("  cost per click (mean): " + ", ".join(f"{n} {v:.2f}" for n, v in zip(manifest["campaigns"], cpc)))
+    status = "PASSED" if diag["passed"] else "FAILED"
+    print(f"  diagnostics {status}: max R-hat {diag['rhat_max']:.3f}, min bulk ESS {diag['ess_bulk_min']:.0f}, "
+          f"min tail ESS {diag['ess_tail_min']:.0f}, divergences {diag['divergences']} "
+          f"({diag['chains']} chains x {diag['draws']} draws, fit {manifest['fit_seconds']:.1f} s)")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from . import cache, data, model
+
+    windows = data.load_windows(args.windows, timezone=args.timezone)
+    cells = data.aggregate(windows, timezone=args.timezone)
+    print(f"{args.windows}: {len(windows)} windows, {len(cells.campaigns)} campaigns, {len(cells.clicks)} cells",
+          file=sys.stderr)
+    fitted = model.fit(cells, draws=args.draws, tune=args.tune, chains=args.chains, seed=args.seed,
+                       sampler=args.sampler, progress=not args.quiet)
+    cache.write(args.out, fitted, cells, max_runtime_draws=args.runtime_draws)
+    manifest, arrays = cache.read_runtime(args.out)
+    _print_fit_summary(args.out, manifest, arrays)
+    if not fitted.diagnostics.passed:
+        print(f"\nWARNING: FIT FAILED THE DIAGNOSTICS GATE: {'; '.join(fitted.diagnostics.failures)}.\n"
+              f"It is cached at {args.out} marked as failed: allocation and the runtime refuse it unless forced.\n"
+              "Try more --tune/--draws.", file=sys.stderr)
+        return 4
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+
+    out, warnings = predict(args.model, args.windows, interval=args.interval, force=args.force)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{args.out}.tmp")
+    if str(args.out).lower().endswith((".parquet", ".pq")):
+        out.to_parquet(tmp, index=False)
+    else:
+        out.to_csv(tmp, index=False)
+    tmp.replace(args.out)
+    print(f"wrote {len(out)} predictions to {args.out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on built-in data: simulate history, fit (or reuse a valid cache), summarise."""
+    from . import cache, data, model, sim
+
+    start = time.perf_counter()
+    _, history = sim.demo_windows()
+    Path(DEMO_DATA).parent.mkdir(parents=True, exist_ok=True)
+    history.to_csv(DEMO_DATA, index=False)
+    cells = data.aggregate(data.load_windows(DEMO_DATA))
+    try:
+        manifest = cache.read_manifest(DEMO_MODEL)
+        reuse = manifest["data_fingerprint"] == cells.fingerprint() and manifest["diagnostics"]["passed"]
+    except GaelpError:
+        reuse = False
+    if reuse:
+        print(f"reusing the valid cached posterior in {DEMO_MODEL} (same data fingerprint)", file=sys.stderr)
+    else:
+        print(f"fitting the demo posterior on {DEMO_DATA} ({len(history)} windows, {len(cells.campaigns)} campaigns)",
+              file=sys.stderr)
+        fitted = model.fit(cells, draws=args.draws, tune=args.tune, chains=args.chains, seed=0, progress=True)
+        cache.write(DEMO_MODEL, fitted, cells)
+    manifest, arrays = cache.read_runtime(DEMO_MODEL)
+    _print_fit_summary(DEMO_MODEL, manifest, arrays)
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s")
+    return 0 if manifest["diagnostics"]["passed"] else 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="gaelp-bayes", description="Bayesian forecasting engine for ad budget pacing")
+    p.add_argument("--version", action="version", version=f"gaelp-bayes {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="main job on built-in data")
+    d.add_argument("--draws", type=int, default=1000)
+    d.add_argument("--tune", type=int, default=1000)
+    d.add_argument("--chains", type=int, default=4)
+    d.set_defaults(func=cmd_demo)
+
+    f = sub.add_parser("fit", help="fit a posterior to performance windows and cache it")
+    f.add_argument("windows", help="CSV or Parquet of performance windows")
+    f.add_argument("--out", required=True, help="cache folder, e.g. models/NAME")
+    f.add_argument("--draws", type=int, default=1000)
+    f.add_argument("--tune", type=int, default=1000)
+    f.add_argument("--chains", type=int, default=4)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--timezone", default="UTC", help="account timezone for hours and days (IANA name)")
+    f.add_argument("--sampler", choices=["auto", "pymc", "nutpie"], default="auto")
+    f.add_argument("--runtime-draws", type=int, default=1000, help="draws kept in the runtime file")
+    f.add_argument("--quiet", action="store_true", help="no progress bars")
+    f.set_defaults(func=cmd_fit)
+
+    r = sub.add_parser("predict", help="predicted conversions per window from a cached posterior")
+    r.add_argument("model", help="cache folder, e.g. models/NAME")
+    r.add_argument("windows", help="CSV or Parquet with timestamp, clicks (and campaign)")
+    r.add_argument("--out", required=True, help="output CSV (or .parquet)")
+    r.add_argument("--interval", type=float, default=0.9)
+    r.add_argument("--force", action="store_true", help="use a cache whose fit failed its diagnostics")
+    r.set_defaults(func=cmd_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GaelpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

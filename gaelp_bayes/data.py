@@ -1,0 +1,234 @@
+"""Load, validate and aggregate performance windows.
+
+A *window* is one campaign-hour of logged performance (see DESIGN.md, "Input").
+Validation fails on the first broken rule with one line naming the file, the
+row(s), the column and the rule.  Row numbers are 1-based data rows (the CSV
+header is not counted), so row 1 is line 2 of a CSV file.
+
+Windows are aggregated to *cells* (campaign x day-of-week x hour, in the
+account's timezone): the model's likelihood uses only these sufficient
+statistics, so its cost does not grow with the number of rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+
+REQUIRED = ("timestamp", "clicks", "conversions")
+COUNT_COLUMNS = ("clicks", "conversions", "impressions")
+MONEY_COLUMNS = ("spend", "revenue")
+DEFAULT_CAMPAIGN = "default"
+N_DOW, N_HOUR = 7, 24
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Sufficient statistics per observed (campaign, day-of-week, hour) cell.
+
+    Arrays are aligned; ``campaign`` holds indices into ``campaigns``.
+    ``spend``/``revenue`` are None when the input had no such column.
+    """
+
+    campaigns: tuple[str, ...]
+    timezone: str
+    campaign: np.ndarray  # int
+    dow: np.ndarray  # int, 0 = Monday
+    hour: np.ndarray  # int, 0-23 local
+    windows: np.ndarray  # int, number of windows summed into the cell
+    clicks: np.ndarray  # int
+    conversions: np.ndarray  # int
+    spend: np.ndarray | None
+    revenue: np.ndarray | None
+    period: tuple[str, str]  # first and last window start, ISO-8601 UTC
+    n_windows: int
+
+    @property
+    def has_spend(self) -> bool:
+        return self.spend is not None
+
+    @property
+    def has_revenue(self) -> bool:
+        return self.revenue is not None
+
+    def fingerprint(self) -> str:
+        """sha256 over the statistics the fit saw (not the raw file bytes)."""
+        h = hashlib.sha256()
+        h.update("|".join(self.campaigns).encode())
+        h.update(self.timezone.encode())
+        for arr in (self.campaign, self.dow, self.hour, self.windows, self.clicks,
+                    self.conversions, self.spend, self.revenue):
+            if arr is not None:
+                h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
+        return h.hexdigest()
+
+
+def check_timezone(timezone: str) -> ZoneInfo:
+    """Return the ZoneInfo for an IANA name, or raise a one-line InputError."""
+    try:
+        return ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError(f"unknown timezone {timezone!r} (use an IANA name such as 'UTC' or 'Asia/Tokyo')") from None
+
+
+def _rows(mask: np.ndarray | pd.Series) -> str:
+    """'row 4' or 'rows 4, 9, 12 (+3 more)' for the True positions of a mask (1-based)."""
+    idx = np.flatnonzero(np.asarray(mask)) + 1
+    shown = ", ".join(str(i) for i in idx[:5])
+    more = f" (+{len(idx) - 5} more)" if len(idx) > 5 else ""
+    return f"row{'s' if len(idx) > 1 else ''} {shown}{more}"
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file as a DataFrame of strings/numbers, or raise InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: empty file (no header, no rows)") from None
+    except Exception as exc:  # parser errors name the line; keep them to one line
+        raise InputError(f"{path}: cannot read as {'Parquet' if path.suffix.lower() in ('.parquet', '.pq') else 'CSV'}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    return frame
+
+
+def load_windows(source: str | Path | pd.DataFrame, timezone: str = "UTC",
+                 required: tuple[str, ...] = REQUIRED) -> pd.DataFrame:
+    """Load and validate windows from a CSV/Parquet path or a DataFrame.
+
+    Returns a clean DataFrame: ``timestamp`` (UTC), ``campaign`` (str), the
+    count columns as int64 and the money columns as float64 (only those present).
+    ``timezone`` is the account timezone in which windows must be hour-aligned.
+    """
+    name = str(source) if not isinstance(source, pd.DataFrame) else "<DataFrame>"
+    frame = read_table(source) if not isinstance(source, pd.DataFrame) else source.reset_index(drop=True)
+    return validate_windows(frame, name, timezone, required)
+
+
+def validate_windows(frame: pd.DataFrame, name: str, timezone: str = "UTC",
+                     required: tuple[str, ...] = REQUIRED) -> pd.DataFrame:
+    """Validate one table of windows (see module doc); raise InputError on the first rule broken."""
+    tz = check_timezone(timezone)
+    frame = frame.rename(columns=lambda c: str(c).strip())
+    if len(frame) == 0:
+        raise InputError(f"{name}: empty file: no windows (header only)")
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise InputError(f"{name}: missing required column{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(repr(c) for c in missing)} (have: {', '.join(map(str, frame.columns))})")
+    out = pd.DataFrame(index=frame.index)
+
+    # Numbers first: every later rule needs them.
+    for col in COUNT_COLUMNS + MONEY_COLUMNS:
+        if col not in frame.columns:
+            continue
+        raw = frame[col]
+        blank = raw.isna() | (raw.astype(str).str.strip().str.lower().isin(["", "nan", "none", "null"]))
+        if blank.any():
+            raise InputError(f"{name}: {_rows(blank)}, column {col!r}: missing or NaN value")
+        values = pd.to_numeric(raw, errors="coerce")
+        bad = values.isna()
+        if bad.any():
+            first = raw[bad].iloc[0]
+            raise InputError(f"{name}: {_rows(bad)}, column {col!r}: not a number (e.g. {first!r})")
+        values = values.astype("float64")
+        if not np.isfinite(values).all():
+            raise InputError(f"{name}: {_rows(~np.isfinite(values))}, column {col!r}: not a finite number")
+        if (values < 0).any():
+            raise InputError(f"{name}: {_rows(values < 0)}, column {col!r}: must be >= 0")
+        if col in COUNT_COLUMNS:
+            frac = values != np.floor(values)
+            if frac.any():
+                raise InputError(f"{name}: {_rows(frac)}, column {col!r}: must be a whole number")
+            values = values.astype("int64")
+        out[col] = values
+
+    if "conversions" in out:
+        over = out["conversions"] > out["clicks"]
+        if over.any():
+            raise InputError(f"{name}: {_rows(over)}, column 'conversions': must be <= clicks")
+    if "impressions" in out:
+        under = out["impressions"] < out["clicks"]
+        if under.any():
+            raise InputError(f"{name}: {_rows(under)}, column 'impressions': must be >= clicks")
+
+    out.insert(0, "timestamp", _parse_timestamps(frame["timestamp"], name, tz))
+    if "campaign" in frame.columns:
+        camp = frame["campaign"]
+        blank = camp.isna() | (camp.astype(str).str.strip() == "")
+        if blank.any():
+            raise InputError(f"{name}: {_rows(blank)}, column 'campaign': empty campaign name")
+        out.insert(1, "campaign", camp.astype(str).str.strip())
+    else:
+        out.insert(1, "campaign", DEFAULT_CAMPAIGN)
+
+    dup = out.duplicated(["campaign", "timestamp"], keep=False)
+    if dup.any():
+        raise InputError(f"{name}: {_rows(dup)}, columns 'campaign'+'timestamp': duplicate campaign-hour")
+    return out.reset_index(drop=True)
+
+
+def _parse_timestamps(raw: pd.Series, name: str, tz: ZoneInfo) -> pd.Series:
+    """ISO-8601 strings or datetimes -> UTC; naive means UTC; must be hour-aligned in ``tz``."""
+    blank = raw.isna() | (raw.astype(str).str.strip() == "")
+    if blank.any():
+        raise InputError(f"{name}: {_rows(blank)}, column 'timestamp': missing value")
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        parsed = pd.to_datetime(raw, utc=True)
+    else:
+        text = raw.astype(str).str.strip()
+        parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+        bad = parsed.isna()
+        if bad.any():
+            raise InputError(f"{name}: {_rows(bad)}, column 'timestamp': not an ISO-8601 time "
+                             f"(e.g. {text[bad].iloc[0]!r})")
+    local = parsed.dt.tz_convert(tz)
+    off = (local.dt.minute != 0) | (local.dt.second != 0) | (local.dt.microsecond != 0) | (local.dt.nanosecond != 0)
+    if off.any():
+        raise InputError(f"{name}: {_rows(off)}, column 'timestamp': not hour-aligned in timezone {tz.key} "
+                         f"(e.g. {raw[off].iloc[0]!s}); a window starts on the hour")
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+def local_dow_hour(timestamps: pd.Series, timezone: str) -> tuple[np.ndarray, np.ndarray]:
+    """Day of week (0 = Monday) and hour of day of UTC timestamps in ``timezone``."""
+    local = pd.DatetimeIndex(timestamps).tz_convert(check_timezone(timezone))
+    return np.asarray(local.dayofweek, dtype=np.int64), np.asarray(local.hour, dtype=np.int64)
+
+
+def aggregate(windows: pd.DataFrame, timezone: str = "UTC") -> Cells:
+    """Sum validated windows into campaign x day-of-week x hour cells (local time)."""
+    dow, hour = local_dow_hour(windows["timestamp"], timezone)
+    campaigns = tuple(sorted(windows["campaign"].unique()))
+    code = {c: i for i, c in enumerate(campaigns)}
+    frame = pd.DataFrame({
+        "campaign": windows["campaign"].map(code).to_numpy(np.int64),
+        "dow": dow, "hour": hour, "windows": 1,
+        "clicks": windows["clicks"].to_numpy(), "conversions": windows["conversions"].to_numpy(),
+    })
+    money = [c for c in MONEY_COLUMNS if c in windows]
+    for col in money:
+        frame[col] = windows[col].to_numpy()
+    cells = frame.groupby(["campaign", "dow", "hour"], sort=True).sum().reset_index()
+    return Cells(
+        campaigns=campaigns, timezone=timezone,
+        campaign=cells["campaign"].to_numpy(np.int64), dow=cells["dow"].to_numpy(np.int64),
+        hour=cells["hour"].to_numpy(np.int64), windows=cells["windows"].to_numpy(np.int64),
+        clicks=cells["clicks"].to_numpy(np.int64), conversions=cells["conversions"].to_numpy(np.int64),
+        spend=cells["spend"].to_numpy(np.float64) if "spend" in money else None,
+        revenue=cells["revenue"].to_numpy(np.float64) if "revenue" in money else None,
+        period=(windows["timestamp"].min().isoformat(), windows["timestamp"].max().isoformat()),
+        n_windows=len(windows),
+    )

@@ -1,0 +1,423 @@
+"""The hierarchical PyMC model of hourly conversion rates, its fit and diagnostics.
+
+Conversion rate of cell (campaign c, day-of-week d, local hour h)::
+
+    logit p[c,d,h] = mu + a[c] + f(h) + g[d] + f_c(h) + e[c,d,h]
+
+- ``f``: global hour curve, a Fourier series with ``HOUR_HARMONICS`` harmonics
+  (smooth, and cyclic: hour 23 sits next to hour 0); coefficient scales shrink
+  as 1/k so high frequencies need more evidence.
+- ``g``: day-of-week, a ZeroSumNormal.
+- ``a[c]``, ``f_c``: campaign intercepts and campaign-specific hour curves
+  (``DEV_HARMONICS`` harmonics), partially pooled toward zero, i.e. toward the
+  global curve.  ``a`` is centred when every campaign has plenty of
+  conversions (the many-campaign case mixes badly non-centred, MEASURED.md),
+  otherwise non-centred; everything else is non-centred.
+- ``e``: cell noise (overdispersion) with a learned scale.
+
+The likelihood is the binomial kernel ``k*eta - n*softplus(eta)`` on cell
+sums (same posterior as Binomial, about 4x cheaper per gradient).
+
+The data-rich parts below use centred campaign levels (``level[c] ~ N(global,
+sigma)``), which avoids the ridge between a global mean and every offset.
+Where spend is present: cost per click ``log cpc[c,h] = level[c] + q(h)``
+with the cell's total spend ~ Gamma(clicks*kappa, kappa/cpc) (exact for
+Gamma-distributed per-click costs), and hourly volume (clicks per window)
+``log lam[c,d,h] = level[c] + r_c(h) + s[d]`` (``r_c`` pooled toward a global curve) with the cell's total
+clicks ~ NegBinomial(mean W*lam, shape W*phi) (exact for iid NB windows).
+Where revenue is present: revenue per conversion ``log rpc[c] = level[c]``
+with cell revenue ~ Gamma(conversions*tau, tau/rpc).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .data import Cells
+from .errors import FitError
+
+HOUR_HARMONICS = 4
+DEV_HARMONICS = 3
+CPC_HARMONICS = 2
+CENTRED_MIN_CONVERSIONS = 200
+GATE = {"rhat_max": 1.01, "ess_bulk_min": 400, "ess_tail_min": 400, "divergences_max": 0}
+
+
+def fourier_basis(harmonics: int) -> np.ndarray:
+    """[24, 2*harmonics] cos/sin basis over the hours, columns scaled by 1/k."""
+    hours = np.arange(24)
+    cols = []
+    for k in range(1, harmonics + 1):
+        cols += [np.cos(2 * np.pi * k * hours / 24) / k, np.sin(2 * np.pi * k * hours / 24) / k]
+    return np.stack(cols, axis=1)
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1 - p)))
+
+
+PARTS = ("conversion", "cost", "volume", "revenue")
+
+
+def model_parts(cells: Cells) -> list[str]:
+    """The submodels the data supports: conversion always, cost+volume with spend, revenue with revenue."""
+    return ["conversion"] + (["cost", "volume"] if cells.has_spend else []) + (["revenue"] if cells.has_revenue else [])
+
+
+def build_model(cells: Cells, part: str = "conversion"):
+    """The PyMC model of one part for ``cells`` (see the module doc).
+
+    The parts share no parameters, so the joint posterior is the product of
+    the parts' posteriors: each is sampled on its own, with its own step size
+    and mass matrix, and the draws are merged.
+    """
+    import pymc as pm
+
+    if part not in PARTS:
+        raise ValueError(f"unknown model part {part!r}")
+    coords = {"campaign": list(cells.campaigns), "dow": list(range(7)), "hour": list(range(24)),
+              "fourier": list(range(2 * HOUR_HARMONICS)), "fourier_dev": list(range(2 * DEV_HARMONICS)),
+              "fourier_cpc": list(range(2 * CPC_HARMONICS))}
+    with pm.Model(coords=coords) as model:
+        model.centred_campaigns = {"conversion": _conversion, "cost": _cost, "volume": _volume,
+                                   "revenue": _revenue}[part](cells, len(cells.campaigns) > 1)
+    return model
+
+
+def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
+    """Conversion-rate terms (inside an open model context); returns whether campaigns are centred."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    n_camp = len(cells.campaigns)
+    pooled = (cells.conversions.sum() + 0.5) / (cells.clicks.sum() + 1.0)
+    basis = fourier_basis(HOUR_HARMONICS)
+    basis_dev = fourier_basis(DEV_HARMONICS)
+    per_campaign_conv = np.bincount(cells.campaign, weights=cells.conversions, minlength=n_camp)
+    centred = bool(pooled_campaigns and per_campaign_conv.min() >= CENTRED_MIN_CONVERSIONS)
+    seen = cells.clicks > 0
+    c_idx = pm.Data("c_idx", cells.campaign[seen])
+    d_idx = pm.Data("d_idx", cells.dow[seen])
+    h_idx = pm.Data("h_idx", cells.hour[seen])
+    clicks = pm.Data("clicks", cells.clicks[seen].astype("float64"))
+    conv = pm.Data("conversions", cells.conversions[seen].astype("float64"))
+
+    mu = pm.Normal("mu", _logit(pooled), 2.0)
+    sigma_hour = pm.HalfNormal("sigma_hour", 0.5)
+    hour_z = pm.Normal("hour_z", 0.0, 1.0, dims="fourier")
+    hour = pm.Deterministic("hour_effect", pt.dot(basis, hour_z) * sigma_hour, dims="hour")
+    sigma_dow = pm.HalfNormal("sigma_dow", 0.3)
+    dow = pm.Deterministic("dow_effect", pm.ZeroSumNormal("dow_z", 1.0, dims="dow") * sigma_dow, dims="dow")
+    sigma_cell = pm.HalfNormal("sigma_cell", 0.2)
+    cell_z = pm.Normal("cell_z", 0.0, 1.0, dims=("campaign", "dow", "hour"))
+    eta = hour[h_idx] + dow[d_idx] + sigma_cell * cell_z[c_idx, d_idx, h_idx]
+    if pooled_campaigns:
+        sigma_campaign = pm.HalfNormal("sigma_campaign", 1.0)
+        if centred:  # campaign levels around mu: no ridge between mu and each offset
+            level = pm.Normal("campaign_level", mu, sigma_campaign, dims="campaign")
+        else:
+            camp_z = pm.Normal("campaign_z", 0.0, 1.0, dims="campaign")
+            level = pm.Deterministic("campaign_level", mu + camp_z * sigma_campaign, dims="campaign")
+        sigma_dev = pm.HalfNormal("sigma_dev", 0.3)
+        dev_z = pm.Normal("dev_z", 0.0, 1.0, dims=("campaign", "fourier_dev"))
+        dev = pt.dot(dev_z, basis_dev.T) * sigma_dev  # [campaign, hour]
+        eta = eta + level[c_idx] + dev[c_idx, h_idx]
+    else:
+        eta = eta + mu
+    pm.Potential("conversion_loglik", pt.sum(conv * eta - clicks * pt.log1pexp(eta)))
+    return centred
+
+
+def _campaign_levels(name: str, center: float, scale: float, pooled_campaigns: bool):
+    """Centred campaign levels ~ N(global, sigma): the data-rich parts mix well this way."""
+    import pymc as pm
+
+    glob = pm.Normal(f"{name}_mu", center, scale)
+    if not pooled_campaigns:
+        return glob
+    return pm.Normal(f"{name}_campaign", glob, pm.HalfNormal(f"sigma_{name}_campaign", 1.0), dims="campaign")
+
+
+def _hour_curves(name: str, harmonics: int, sigma_global: float, pooled_campaigns: bool, dims: str):
+    """Centred Fourier coefficients of an hour curve: global, and per campaign around it. Returns [C or 1, 24]."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    basis = fourier_basis(harmonics)
+    coef = pm.Normal(f"{name}_hour", 0.0, pm.HalfNormal(f"sigma_{name}_hour", sigma_global), dims=dims)
+    if pooled_campaigns:
+        coef = pm.Normal(f"{name}_campaign_hour", coef, pm.HalfNormal(f"sigma_{name}_campaign_hour", 0.3),
+                         dims=("campaign", dims))
+        return pt.dot(coef, basis.T)
+    return pt.dot(basis, coef)[None, :]
+
+
+def _cost(cells: Cells, pooled_campaigns: bool) -> None:
+    """Cost per click by campaign-hour (inside an open model context)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    n_camp = len(cells.campaigns)
+    paid = (cells.clicks > 0) & (cells.spend > 0)
+    mean_cpc = cells.spend[paid].sum() / max(cells.clicks[paid].sum(), 1)
+    pc = pm.Data("cost_c_idx", cells.campaign[paid])
+    ph = pm.Data("cost_h_idx", cells.hour[paid])
+    pn = pm.Data("cost_clicks", cells.clicks[paid].astype("float64"))
+    ps = pm.Data("cost_spend", cells.spend[paid])
+    level = _campaign_levels("cpc", np.log(max(mean_cpc, 1e-6)), 1.0, pooled_campaigns)
+    curve = _hour_curves("cpc", CPC_HARMONICS, 0.3, False, "fourier_cpc")  # one price curve for all
+    log_cpc = (level[:, None] if pooled_campaigns else level) + curve
+    log_cpc = pm.Deterministic("log_cpc", pt.broadcast_to(log_cpc, (n_camp, 24)), dims=("campaign", "hour"))
+    kappa = pm.LogNormal("cost_shape", np.log(5.0), 1.0)
+    pm.Gamma("spend_obs", alpha=pn * kappa, beta=kappa / pt.exp(log_cpc[pc, ph]), observed=ps)
+
+
+def _volume(cells: Cells, pooled_campaigns: bool) -> None:
+    """Hourly click volume by campaign x day-of-week x hour (inside an open model context)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    n_camp = len(cells.campaigns)
+    vc = pm.Data("vol_c_idx", cells.campaign)
+    vd = pm.Data("vol_d_idx", cells.dow)
+    vh = pm.Data("vol_h_idx", cells.hour)
+    vw = pm.Data("vol_windows", cells.windows.astype("float64"))
+    vn = pm.Data("vol_clicks", cells.clicks)
+    level = _campaign_levels("vol", np.log(cells.clicks.sum() / cells.windows.sum() + 0.5), 2.0, pooled_campaigns)
+    curve = _hour_curves("vol", HOUR_HARMONICS, 1.0, pooled_campaigns, "fourier")  # [C or 1, 24]
+    dow = pm.ZeroSumNormal("vol_dow", pm.HalfNormal("sigma_vol_dow", 0.3), dims="dow")
+    log_vol = (level[:, None, None] if pooled_campaigns else level) + curve[:, None, :] + dow[None, :, None]
+    log_vol = pm.Deterministic("log_volume", pt.broadcast_to(log_vol, (n_camp, 7, 24)),
+                               dims=("campaign", "dow", "hour"))
+    phi = pm.LogNormal("volume_shape", np.log(10.0), 1.5)
+    pm.NegativeBinomial("clicks_obs", mu=vw * pt.exp(log_vol[vc, vd, vh]), alpha=vw * phi, observed=vn)
+
+
+def _revenue(cells: Cells, pooled_campaigns: bool) -> None:
+    """Revenue per conversion by campaign (inside an open model context)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    sold = (cells.conversions > 0) & (cells.revenue > 0)
+    mean_rpc = cells.revenue[sold].sum() / max(cells.conversions[sold].sum(), 1)
+    rc = pm.Data("rev_c_idx", cells.campaign[sold])
+    rk = pm.Data("rev_conversions", cells.conversions[sold].astype("float64"))
+    rv = pm.Data("rev_revenue", cells.revenue[sold])
+    level = _campaign_levels("rpc", np.log(max(mean_rpc, 1e-6)), 1.5, pooled_campaigns)
+    log_rpc = pm.Deterministic("log_rpc", pt.broadcast_to(level, (len(cells.campaigns),)), dims="campaign")
+    tau = pm.LogNormal("revenue_shape", np.log(2.0), 1.0)
+    pm.Gamma("revenue_obs", alpha=rk * tau, beta=tau / pt.exp(log_rpc[rc]), observed=rv)
+
+
+@dataclass
+class Diagnostics:
+    """Convergence diagnostics of a fit and whether it passed the gate."""
+
+    rhat_max: float
+    ess_bulk_min: float
+    ess_tail_min: float
+    divergences: int
+    draws: int
+    chains: int
+    worst: dict = field(default_factory=dict)  # variable names behind each worst figure
+
+    @property
+    def failures(self) -> list[str]:
+        out = []
+        if not self.rhat_max <= GATE["rhat_max"]:
+            out.append(f"R-hat {self.rhat_max:.3f} > {GATE['rhat_max']} ({self.worst.get('rhat')})")
+        if not self.ess_bulk_min >= GATE["ess_bulk_min"]:
+            out.append(f"bulk ESS {self.ess_bulk_min:.0f} < {GATE['ess_bulk_min']} ({self.worst.get('ess_bulk')})")
+        if not self.ess_tail_min >= GATE["ess_tail_min"]:
+            out.append(f"tail ESS {self.ess_tail_min:.0f} < {GATE['ess_tail_min']} ({self.worst.get('ess_tail')})")
+        if self.divergences > GATE["divergences_max"]:
+            out.append(f"{self.divergences} divergent transitions")
+        return out
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict:
+        return {"passed": self.passed, "failures": self.failures, "rhat_max": self.rhat_max,
+                "ess_bulk_min": self.ess_bulk_min, "ess_tail_min": self.ess_tail_min,
+                "divergences": self.divergences, "draws": self.draws, "chains": self.chains,
+                "worst": self.worst, "gate": GATE}
+
+    @classmethod
+    def combine(cls, parts: dict[str, "Diagnostics"]) -> "Diagnostics":
+        """The worst figures over independently sampled parts (variable names prefixed by part)."""
+        rhat = max(parts, key=lambda p: parts[p].rhat_max)
+        bulk = min(parts, key=lambda p: parts[p].ess_bulk_min)
+        tail = min(parts, key=lambda p: parts[p].ess_tail_min)
+        first = next(iter(parts.values()))
+        return cls(rhat_max=parts[rhat].rhat_max, ess_bulk_min=parts[bulk].ess_bulk_min,
+                   ess_tail_min=parts[tail].ess_tail_min,
+                   divergences=sum(d.divergences for d in parts.values()), draws=first.draws, chains=first.chains,
+                   worst={"rhat": f"{rhat}:{parts[rhat].worst['rhat']}",
+                          "ess_bulk": f"{bulk}:{parts[bulk].worst['ess_bulk']}",
+                          "ess_tail": f"{tail}:{parts[tail].worst['ess_tail']}"})
+
+
+
+def diagnose(posterior_tree) -> Diagnostics:
+    """R-hat, bulk/tail ESS (arviz_stats) and divergences of a sampled DataTree."""
+    import arviz_stats as azs
+
+    post = posterior_tree["posterior"].to_dataset()
+    free = [v for v in post.data_vars if not v.startswith(("log_", "hour_effect", "dow_effect"))]
+    post = post[free]
+
+    def extreme(tree, pick):
+        ds = tree.to_dataset() if hasattr(tree, "to_dataset") else tree
+        vals = {v: float(pick(ds[v].values)) for v in ds.data_vars}
+        name = (max if pick is np.nanmax else min)(vals, key=vals.get)
+        return vals[name], name
+
+    rhat, rhat_var = extreme(azs.rhat(post), np.nanmax)
+    bulk, bulk_var = extreme(azs.ess(post, method="bulk"), np.nanmin)
+    tail, tail_var = extreme(azs.ess(post, method="tail"), np.nanmin)
+    stats = posterior_tree["sample_stats"].to_dataset()
+    div = int(stats["diverging"].sum()) if "diverging" in stats else 0
+    return Diagnostics(rhat_max=rhat, ess_bulk_min=bulk, ess_tail_min=tail, divergences=div,
+                       draws=int(post.sizes["draw"]), chains=int(post.sizes["chain"]),
+                       worst={"rhat": rhat_var, "ess_bulk": bulk_var, "ess_tail": tail_var})
+
+
+@dataclass
+class Fit:
+    """A sampled posterior (all parts merged) with its diagnostics and settings."""
+
+    tree: object  # xarray.DataTree: posterior, sample_stats (variables prefixed by part), observed_data
+    diagnostics: Diagnostics
+    settings: dict
+    seconds: float
+
+
+def choose_sampler(cells: Cells) -> str:
+    """PyMC's numba-compiled NUTS (its compile is cached on disk) for small data, nutpie for large.
+
+    See reports/benchmarks/fit_speed.md for the measurements behind the threshold.
+    """
+    return "pymc" if len(cells.campaigns) <= 20 else "nutpie"
+
+
+def cells_dataset(cells: Cells):
+    """The fitted sufficient statistics as an xarray Dataset (stored with the posterior)."""
+    import xarray as xr
+
+    data = {name: ("cell", getattr(cells, name)) for name in
+            ("campaign", "dow", "hour", "windows", "clicks", "conversions", "spend", "revenue")
+            if getattr(cells, name) is not None}
+    return xr.Dataset(data, coords={"campaign_name": list(cells.campaigns)},
+                      attrs={"timezone": cells.timezone, "period_start": cells.period[0],
+                             "period_end": cells.period[1], "n_windows": cells.n_windows})
+
+
+def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
+        sampler: str = "auto", target_accept: float = 0.9, progress: bool = True) -> Fit:
+    """Sample each part's posterior with NUTS, merge the draws and diagnose them."""
+    import sys
+
+    import pymc as pm
+    import xarray as xr
+
+    if cells.clicks.sum() == 0:
+        raise FitError("no clicks in the data: nothing to learn a conversion rate from")
+    sampler = choose_sampler(cells) if sampler == "auto" else sampler
+    start = time.perf_counter()
+    posteriors, stats, diags, centred = [], [], {}, False
+    parts = model_parts(cells)
+    for i, part in enumerate(parts):
+        if progress:
+            print(f"[{i + 1}/{len(parts)}] sampling the {part} model ({sampler}, {chains} chains x "
+                  f"{tune} tune + {draws} draws)", file=sys.stderr, flush=True)
+        model = build_model(cells, part)
+        centred = centred or bool(model.centred_campaigns)
+        kwargs = dict(draws=draws, tune=tune, chains=chains, random_seed=seed + i, progressbar=progress,
+                      nuts_sampler=sampler, compute_convergence_checks=False, model=model,
+                      target_accept=target_accept)
+        if sampler == "pymc":
+            kwargs["cores"] = min(chains, 2)
+        elif sampler == "nutpie":
+            kwargs["nuts_sampler_kwargs"] = {"save_warmup": False}
+        tree = pm.sample(**kwargs)
+        diags[part] = diagnose(tree)
+        posteriors.append(tree["posterior"].to_dataset())
+        st = tree["sample_stats"].to_dataset()
+        stats.append(st.rename({v: f"{part}__{v}" for v in st.data_vars}))
+    merged = xr.DataTree.from_dict({
+        "posterior": xr.merge(posteriors, combine_attrs="drop_conflicts", join="exact"),
+        "sample_stats": xr.merge(stats, combine_attrs="drop_conflicts", join="exact"),
+        "observed_data": cells_dataset(cells),
+    })
+    settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "sampler": sampler,
+                "target_accept": target_accept, "parts": parts, "centred_campaigns": centred,
+                "hour_harmonics": HOUR_HARMONICS, "dev_harmonics": DEV_HARMONICS,
+                "part_diagnostics": {p: d.as_dict() for p, d in diags.items()}}
+    return Fit(tree=merged, diagnostics=Diagnostics.combine(diags), settings=settings,
+               seconds=time.perf_counter() - start)
+
+
+def _flat(post, name: str, idx: np.ndarray) -> np.ndarray:
+    """Posterior variable as [draw, ...] (chains stacked), at the chosen draw indices."""
+    arr = post[name].values
+    return arr.reshape((-1,) + arr.shape[2:])[idx]
+
+
+def runtime_arrays(tree, max_draws: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Float32 cubes the runtime needs, from a fitted DataTree (no PyMC needed).
+
+    Each cube is [draw, campaign + 1, 7, 24]: index ``C`` (the last) is a new,
+    unseen campaign drawn from the population level.  ``cvr`` always; ``cpc``
+    and ``volume`` (expected clicks per hour) with spend; ``rpc`` (revenue per
+    conversion, [draw, campaign + 1]) with revenue.
+    """
+    post = tree["posterior"].to_dataset()
+    obs = tree["observed_data"].to_dataset()
+    rng = np.random.default_rng(seed)
+    total = post.sizes["chain"] * post.sizes["draw"]
+    idx = np.unique(np.linspace(0, total - 1, min(max_draws, total)).round().astype(int))
+    n = len(idx)
+    n_camp = obs.sizes["campaign_name"]
+    pooled = n_camp > 1
+    half_normal = lambda scale: np.abs(rng.normal(0, scale, n))  # noqa: E731  prior draw when C == 1
+
+    def g(name):
+        return _flat(post, name, idx)
+
+    # conversion rate
+    sig_c = g("sigma_campaign") if pooled else half_normal(1.0)
+    sig_dev = g("sigma_dev") if pooled else half_normal(0.3)
+    mu = g("mu")
+    level = g("campaign_level") if pooled else mu[:, None]
+    dev_z = g("dev_z") if pooled else np.zeros((n, 1, 2 * DEV_HARMONICS))
+    level = np.concatenate([level, (mu + sig_c * rng.normal(size=n))[:, None]], axis=1)
+    dev_z = np.concatenate([dev_z, rng.normal(size=(n, 1, 2 * DEV_HARMONICS))], axis=1)
+    dev = np.einsum("scf,hf->sch", dev_z, fourier_basis(DEV_HARMONICS)) * sig_dev[:, None, None]
+    cell = np.concatenate([g("cell_z"), rng.normal(size=(n, 1, 7, 24))], axis=1) * g("sigma_cell")[:, None, None, None]
+    logit = (level[:, :, None, None] + dev[:, :, None, :] + g("hour_effect")[:, None, None, :]
+             + g("dow_effect")[:, None, :, None] + cell)
+    out = {"cvr": 1.0 / (1.0 + np.exp(-logit))}
+
+    if "log_cpc" in post:
+        new = g("cpc_mu") + (g("sigma_cpc_campaign") if pooled else half_normal(1.0)) * rng.normal(size=n)
+        curve = g("log_cpc") - (g("cpc_campaign")[:, :, None] if pooled else g("cpc_mu")[:, None, None])
+        log_cpc = np.concatenate([g("log_cpc"), new[:, None, None] + curve[:, :1, :]], axis=1)
+        out["cpc"] = np.broadcast_to(np.exp(log_cpc)[:, :, None, :], (n, n_camp + 1, 7, 24))
+        basis = fourier_basis(HOUR_HARMONICS)
+        if pooled:
+            new_level = g("vol_mu") + g("sigma_vol_campaign") * rng.normal(size=n)
+            new_coef = g("vol_hour") + g("sigma_vol_campaign_hour")[:, None] * rng.normal(size=(n, 2 * HOUR_HARMONICS))
+        else:
+            new_level = g("vol_mu") + half_normal(1.0) * rng.normal(size=n)
+            new_coef = g("vol_hour") + half_normal(0.3)[:, None] * rng.normal(size=(n, 2 * HOUR_HARMONICS))
+        new_vol = new_level[:, None, None] + (new_coef @ basis.T)[:, None, :] + g("vol_dow")[:, :, None]
+        out["volume"] = np.exp(np.concatenate([g("log_volume"), new_vol[:, None]], axis=1))
+    if "log_rpc" in post:
+        new = g("rpc_mu") + (g("sigma_rpc_campaign") if pooled else half_normal(1.0)) * rng.normal(size=n)
+        out["rpc"] = np.exp(np.concatenate([g("log_rpc"), new[:, None]], axis=1))
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}

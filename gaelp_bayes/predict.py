@@ -1,0 +1,45 @@
+"""Posterior predictions per window from a cached posterior (no refit, no PyMC)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import cache
+from .data import load_windows, local_dow_hour, read_table
+
+
+def predict(model_dir: str, windows: str | pd.DataFrame, interval: float = 0.9, seed: int = 0,
+            force: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """Copy the input rows and add predicted conversions and conversion-rate intervals.
+
+    Needs ``timestamp`` and ``clicks`` per row (``conversions`` optional).
+    Adds ``pred_conversions_{mean,lo,hi}``: posterior predictive conversions
+    given the row's clicks (central ``interval``), and ``pred_cvr_{mean,lo,hi}``.
+    A campaign the model has not seen is predicted from the population level
+    (wider intervals) and named in the returned warnings.
+    """
+    if not 0 < interval < 1:
+        raise ValueError("interval must be between 0 and 1")
+    manifest, arrays = cache.read_runtime(model_dir)
+    cache.check_usable(manifest, model_dir, force)
+    tz = manifest["timezone"]
+    rows = load_windows(windows, timezone=tz, required=("timestamp", "clicks"))
+    known = {c: i for i, c in enumerate(manifest["campaigns"])}
+    unseen = sorted(set(rows["campaign"]) - set(known))
+    warnings = [f"campaign {c!r} not in the model: predicted from the population level (wider intervals)"
+                for c in unseen]
+    cidx = rows["campaign"].map(known).fillna(len(known)).to_numpy(np.int64)
+    dow, hour = local_dow_hour(rows["timestamp"], tz)
+    p = arrays["cvr"][:, cidx, dow, hour].astype(np.float64)  # [draw, row]
+    clicks = rows["clicks"].to_numpy()
+    conv = np.random.default_rng(seed).binomial(clicks[None, :], p)
+    lo_q, hi_q = (1 - interval) / 2, 1 - (1 - interval) / 2
+    out = windows.copy() if isinstance(windows, pd.DataFrame) else read_table(windows)
+    out["pred_conversions_mean"] = clicks * p.mean(axis=0)
+    out["pred_conversions_lo"] = np.quantile(conv, lo_q, axis=0)
+    out["pred_conversions_hi"] = np.quantile(conv, hi_q, axis=0)
+    out["pred_cvr_mean"] = p.mean(axis=0)
+    out["pred_cvr_lo"] = np.quantile(p, lo_q, axis=0)
+    out["pred_cvr_hi"] = np.quantile(p, hi_q, axis=0)
+    return out, warnings
