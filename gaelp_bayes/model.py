@@ -318,7 +318,7 @@ def cells_dataset(cells: Cells):
 
 
 def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
-        sampler: str = "auto", target_accept: float = 0.9, progress: bool = True) -> Fit:
+        sampler: str = "auto", target_accept: float = 0.95, progress: bool = True) -> Fit:
     """Sample each part's posterior with NUTS, merge the draws and diagnose them."""
     import sys
 

@@ -1,0 +1,35 @@
+# Two entry points (see README): `make demo` and `make test`. Both set up .venv first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# The first Python >= 3.12 among: $PYTHON, python3.13, python3.12, python3, pyenv's installs.
+PYTHON_CANDIDATES := $(PYTHON) python3.13 python3.12 python3 $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3)
+FIND_PYTHON := for p in $(PYTHON_CANDIDATES); do \
+	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
+	    command -v $$p; break; fi; done
+
+.PHONY: demo test bench venv clean
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@py="$$($(FIND_PYTHON))"; \
+	if [ -z "$$py" ]; then echo "error: gaelp_bayes needs Python >= 3.12 (tried: $(PYTHON_CANDIDATES)); install one or set PYTHON=/path/to/python3.12" >&2; exit 1; fi; \
+	echo "using $$py ($$($$py --version))"; \
+	[ -x $(PY) ] || $$py -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/gaelp-bayes demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m gaelp_bayes.bench
+
+clean:
+	rm -rf $(VENV) models/demo models/demo_windows.csv reports/*

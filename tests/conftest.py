@@ -1,0 +1,51 @@
+"""Shared fixtures.  One fitted posterior for the whole session, made through the CLI.
+
+The world has 3 campaigns and 6 weeks of history; the fit sees the first 5
+weeks, the last week is held out for calibration checks.  Draws are few (CI
+time), so the fit may miss the ESS gate: tests that need a usable cache get
+one whose gate they do not depend on, or pass ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from gaelp_bayes import cli, sim
+
+FIT_DAYS, HOLDOUT_DAYS = 35, 7
+
+
+@dataclass
+class Fitted:
+    path: Path
+    train_csv: Path
+    holdout_csv: Path
+    world: sim.World
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    manifest: dict
+
+
+@pytest.fixture(scope="session")
+def fitted(tmp_path_factory) -> Fitted:
+    root = tmp_path_factory.mktemp("fitted")
+    world = sim.make_world(campaigns=3, seed=11)
+    history = sim.log_history(world, days=FIT_DAYS + HOLDOUT_DAYS, seed=12)
+    stamps = pd.to_datetime(history["timestamp"], utc=True)
+    cut = stamps.min() + pd.Timedelta(days=FIT_DAYS)
+    train, holdout = history[stamps < cut], history[stamps >= cut]
+    train_csv, holdout_csv = root / "train.csv", root / "holdout.csv"
+    train.to_csv(train_csv, index=False)
+    holdout.to_csv(holdout_csv, index=False)
+    path = root / "models" / "sim"
+    code = cli.main(["fit", str(train_csv), "--out", str(path), "--draws", "500", "--tune", "500",
+                     "--chains", "2", "--seed", "3", "--quiet"])
+    assert code in (0, 4), "fit crashed"
+    manifest = json.loads((path / "manifest.json").read_text())
+    return Fitted(path, train_csv, holdout_csv, world, train.reset_index(drop=True),
+                  holdout.reset_index(drop=True), manifest)

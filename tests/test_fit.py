@@ -1,0 +1,150 @@
+"""The fitted posterior: cache contents, calibration against known truth, predict."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gaelp_bayes import cache, cli, data, predict
+from gaelp_bayes.errors import CacheError, FitError
+
+
+def test_manifest_records_what_a_user_needs(fitted):
+    m = fitted.manifest
+    assert m["schema_version"] == cache.SCHEMA_VERSION
+    assert m["campaigns"] == ["campaign_01", "campaign_02", "campaign_03"]
+    assert m["timezone"] == "UTC" and m["has_spend"] and m["has_revenue"]
+    assert set(m["files"]) == {"posterior.nc", "runtime.npz"}
+    diag = m["diagnostics"]
+    for key in ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "passed"):
+        assert key in diag
+    assert diag["passed"] == (not diag["failures"])
+    cells = data.aggregate(data.load_windows(fitted.train_csv))
+    assert m["data_fingerprint"] == cells.fingerprint()
+
+
+def test_runtime_file_is_float32_without_pickles(fitted):
+    with np.load(fitted.path / "runtime.npz", allow_pickle=False) as npz:
+        assert npz["cvr"].dtype == np.float32
+        assert npz["cvr"].shape[1:] == (4, 7, 24)  # 3 campaigns + the population slot
+        for key in ("cpc", "volume"):
+            assert npz[key].shape == npz["cvr"].shape
+        assert ((npz["cvr"] > 0) & (npz["cvr"] < 1)).all()
+
+
+def test_full_posterior_reads_back(fitted):
+    _, tree = cache.read_posterior(fitted.path)
+    post = tree["posterior"].to_dataset()
+    assert {"mu", "sigma_cell", "campaign_level", "log_cpc", "log_volume", "log_rpc"} <= set(post.data_vars)
+    assert int(tree["observed_data"].to_dataset()["clicks"].sum()) == int(fitted.train["clicks"].sum())
+
+
+def test_posterior_mean_beats_empirical_rates_and_intervals_cover_truth(fitted):
+    """RMSE against the true cell rates: posterior mean vs raw per-cell empirical rate."""
+    _, arrays = cache.read_runtime(fitted.path)
+    post_mean = arrays["cvr"][:, :3].mean(axis=0)
+    cells = data.aggregate(data.load_windows(fitted.train_csv))
+    truth = fitted.world.cvr[cells.campaign, cells.dow, cells.hour]
+    empirical = cells.conversions / np.maximum(cells.clicks, 1)
+    rmse_post = np.sqrt(np.mean((post_mean[cells.campaign, cells.dow, cells.hour] - truth) ** 2))
+    rmse_emp = np.sqrt(np.mean((empirical - truth) ** 2))
+    assert rmse_post < rmse_emp
+    lo, hi = np.quantile(arrays["cvr"][:, :3], [0.05, 0.95], axis=0)
+    covered = (lo <= fitted.world.cvr) & (fitted.world.cvr <= hi)
+    assert 0.8 <= covered.mean() <= 1.0
+
+
+def test_held_out_week_coverage_is_calibrated(fitted, tmp_path):
+    """Held-out week: the randomized PIT puts 85-95% of windows inside its central 90% (CLI end to end)."""
+    out = tmp_path / "pred.csv"
+    assert cli.main(["predict", str(fitted.path), str(fitted.holdout_csv), "--out", str(out), "--force"]) == 0
+    pred = pd.read_csv(out)
+    assert len(pred) == len(fitted.holdout)
+    pit_inside = (pred["pred_pit"] >= 0.05) & (pred["pred_pit"] <= 0.95)
+    assert 0.85 <= pit_inside.mean() <= 0.95, f"PIT coverage {pit_inside.mean():.3f}"
+    inside = (pred["pred_conversions_lo"] <= pred["conversions"]) & (pred["conversions"] <= pred["pred_conversions_hi"])
+    assert inside.mean() >= 0.85, f"interval coverage {inside.mean():.3f}"  # conservative on small counts
+    assert (pred["pred_cvr_lo"] <= pred["pred_cvr_mean"]).all() and (pred["pred_cvr_mean"] <= pred["pred_cvr_hi"]).all()
+
+
+def test_predict_unseen_campaign_uses_population_with_wider_interval(fitted):
+    rows = fitted.holdout[fitted.holdout["campaign"] == "campaign_01"].head(24).copy()
+    new = rows.assign(campaign="brand_new")
+    out, warnings = predict.predict(str(fitted.path), pd.concat([rows, new]), force=True)
+    assert any("brand_new" in w for w in warnings)
+    width = out["pred_cvr_hi"] - out["pred_cvr_lo"]
+    assert width.iloc[24:].mean() > 2 * width.iloc[:24].mean()
+
+
+def test_predict_needs_only_timestamp_and_clicks(fitted):
+    frame = pd.DataFrame({"timestamp": ["2026-03-02T10:00:00Z"], "campaign": ["campaign_02"], "clicks": [100]})
+    out, _ = predict.predict(str(fitted.path), frame, force=True)
+    assert 0 <= out["pred_conversions_lo"][0] <= out["pred_conversions_mean"][0] <= out["pred_conversions_hi"][0]
+
+
+@pytest.fixture
+def copy_of(fitted, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(fitted.path, dst)
+    return dst
+
+
+def test_tampered_runtime_file_is_refused(copy_of):
+    raw = bytearray((copy_of / "runtime.npz").read_bytes())
+    raw[-100] ^= 0xFF
+    (copy_of / "runtime.npz").write_bytes(bytes(raw))
+    with pytest.raises(CacheError, match="sha256 does not match"):
+        cache.read_runtime(copy_of)
+
+
+def test_truncated_posterior_is_refused(copy_of):
+    path = copy_of / "posterior.nc"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CacheError, match="posterior.nc: sha256 does not match"):
+        cache.read_posterior(copy_of)
+
+
+def test_missing_file_and_wrong_version_are_refused(copy_of):
+    manifest = json.loads((copy_of / "manifest.json").read_text())
+    (copy_of / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 99}))
+    with pytest.raises(CacheError, match="schema version 99"):
+        cache.read_manifest(copy_of)
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    (copy_of / "runtime.npz").unlink()
+    with pytest.raises(CacheError, match="runtime.npz is missing"):
+        cache.read_manifest(copy_of)
+
+
+def test_failed_fit_is_refused_unless_forced(copy_of):
+    manifest = json.loads((copy_of / "manifest.json").read_text())
+    manifest["diagnostics"] = {**manifest["diagnostics"], "passed": False, "failures": ["R-hat 1.2 > 1.01 (mu)"]}
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FitError, match="failed its diagnostics gate .*R-hat 1.2"):
+        predict.predict(str(copy_of), pd.DataFrame({"timestamp": ["2026-03-02T10:00:00Z"], "clicks": [1]}))
+    predict.predict(str(copy_of), pd.DataFrame({"timestamp": ["2026-03-02T10:00:00Z"], "clicks": [1]}), force=True)
+
+
+def test_cache_write_is_atomic(fitted, tmp_path, monkeypatch):
+    """A failure while writing leaves the previous cache intact and no temp folders behind."""
+    target = tmp_path / "models" / "m"
+    shutil.copytree(fitted.path, target)
+    before = (target / "manifest.json").read_text()
+
+    class Boom(Exception):
+        pass
+
+    def fail(*a, **k):
+        raise Boom
+
+    monkeypatch.setattr(np, "savez", fail)
+    _, tree = cache.read_posterior(fitted.path)
+    fake = type("F", (), {"tree": tree, "settings": {"seed": 0}, "seconds": 1.0, "diagnostics": None})()
+    cells = data.aggregate(data.load_windows(fitted.train_csv))
+    with pytest.raises(Boom):
+        cache.write(target, fake, cells)
+    assert (target / "manifest.json").read_text() == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["m"]
