@@ -76,6 +76,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_allocate(args: argparse.Namespace) -> int:
+    import json
+
+    from .allocate import allocate
+
+    plan = allocate(args.model, args.budget, date=args.date, campaign=args.campaign,
+                    clicks_as_cost=args.clicks_as_cost, force=args.force, objective=args.objective,
+                    target_cpa=args.target_cpa, risk=args.risk, min_per_hour=args.min_per_hour,
+                    max_per_hour=args.max_per_hour, max_share=args.max_share, headroom=args.headroom,
+                    exploration=args.exploration, tolerance=args.tolerance)
+    print(json.dumps(plan.to_json(), indent=2) if args.json else plan.table())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on built-in data: simulate history, fit (or reuse a valid cache), summarise."""
     from . import cache, data, model, sim
@@ -136,6 +150,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--interval", type=float, default=0.9)
     r.add_argument("--force", action="store_true", help="use a cache whose fit failed its diagnostics")
     r.set_defaults(func=cmd_predict)
+
+    a = sub.add_parser("allocate", help="split a daily budget over 24 hours from a cached posterior")
+    a.add_argument("model", help="cache folder, e.g. models/NAME")
+    a.add_argument("--budget", type=float, required=True, help="daily budget (money; clicks with --clicks-as-cost)")
+    a.add_argument("--date", help="YYYY-MM-DD in the account timezone (default: today)")
+    a.add_argument("--campaign", help="campaign to plan (required when the model has several)")
+    a.add_argument("--objective", choices=["conversions", "revenue", "cpa"], default="conversions")
+    a.add_argument("--target-cpa", type=float, help="target cost per acquisition (objective cpa)")
+    a.add_argument("--risk", choices=["mean", "cvar"], default="mean",
+                   help="mean: maximise expected value; cvar: maximise the mean of the worst 10%% of draws")
+    a.add_argument("--min-per-hour", type=float, default=0.0)
+    a.add_argument("--max-per-hour", type=float)
+    a.add_argument("--max-share", type=float, default=0.2, help="max share of the day per hour (default 0.2)")
+    a.add_argument("--headroom", type=float, default=1.5, help="hour capacity = historical spend rate x this")
+    a.add_argument("--exploration", type=float, default=0.0, help="share of the budget kept for exploration")
+    a.add_argument("--tolerance", type=float, default=0.95, help="confidence: P(plan >= this x draw's optimum)")
+    a.add_argument("--clicks-as-cost", action="store_true", help="no spend data: budget counts clicks")
+    a.add_argument("--force", action="store_true", help="use a cache whose fit failed its diagnostics")
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.set_defaults(func=cmd_allocate)
     return p
 
 

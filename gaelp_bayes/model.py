@@ -6,7 +6,7 @@ Conversion rate of cell (campaign c, day-of-week d, local hour h)::
 
 - ``f``: global hour curve, a Fourier series with ``HOUR_HARMONICS`` harmonics
   (smooth, and cyclic: hour 23 sits next to hour 0); coefficient scales shrink
-  as 1/k so high frequencies need more evidence.
+  as 1/sqrt(k) so high frequencies need more evidence.
 - ``g``: day-of-week, a ZeroSumNormal.
 - ``a[c]``, ``f_c``: campaign intercepts and campaign-specific hour curves
   (``DEV_HARMONICS`` harmonics), partially pooled toward zero, i.e. toward the
@@ -39,19 +39,23 @@ import numpy as np
 from .data import Cells
 from .errors import FitError
 
-HOUR_HARMONICS = 4
-DEV_HARMONICS = 3
+HOUR_HARMONICS = 6
+DEV_HARMONICS = 6
 CPC_HARMONICS = 2
 CENTRED_MIN_CONVERSIONS = 200
 GATE = {"rhat_max": 1.01, "ess_bulk_min": 400, "ess_tail_min": 400, "divergences_max": 0}
 
 
 def fourier_basis(harmonics: int) -> np.ndarray:
-    """[24, 2*harmonics] cos/sin basis over the hours, columns scaled by 1/k."""
+    """[24, 2*harmonics] cos/sin basis over the hours, columns scaled by 1/sqrt(k).
+
+    The scaling is the prior's smoothness: higher harmonics need more evidence,
+    yet a peak a couple of hours wide (prime time) stays within reach.
+    """
     hours = np.arange(24)
     cols = []
     for k in range(1, harmonics + 1):
-        cols += [np.cos(2 * np.pi * k * hours / 24) / k, np.sin(2 * np.pi * k * hours / 24) / k]
+        cols += [np.cos(2 * np.pi * k * hours / 24) / np.sqrt(k), np.sin(2 * np.pi * k * hours / 24) / np.sqrt(k)]
     return np.stack(cols, axis=1)
 
 
@@ -63,8 +67,8 @@ PARTS = ("conversion", "cost", "volume", "revenue")
 
 
 def model_parts(cells: Cells) -> list[str]:
-    """The submodels the data supports: conversion always, cost+volume with spend, revenue with revenue."""
-    return ["conversion"] + (["cost", "volume"] if cells.has_spend else []) + (["revenue"] if cells.has_revenue else [])
+    """The submodels the data supports: conversion and volume always, cost with spend, revenue with revenue."""
+    return ["conversion", "volume"] + (["cost"] if cells.has_spend else []) + (["revenue"] if cells.has_revenue else [])
 
 
 def build_model(cells: Cells, part: str = "conversion"):
@@ -372,9 +376,9 @@ def runtime_arrays(tree, max_draws: int = 1000, seed: int = 0) -> dict[str, np.n
     """Float32 cubes the runtime needs, from a fitted DataTree (no PyMC needed).
 
     Each cube is [draw, campaign + 1, 7, 24]: index ``C`` (the last) is a new,
-    unseen campaign drawn from the population level.  ``cvr`` always; ``cpc``
-    and ``volume`` (expected clicks per hour) with spend; ``rpc`` (revenue per
-    conversion, [draw, campaign + 1]) with revenue.
+    unseen campaign drawn from the population level.  ``cvr`` and ``volume``
+    (expected clicks per hour) always; ``cpc`` with spend; ``rpc`` (revenue
+    per conversion, [draw, campaign + 1]) with revenue.
     """
     post = tree["posterior"].to_dataset()
     obs = tree["observed_data"].to_dataset()
@@ -408,6 +412,7 @@ def runtime_arrays(tree, max_draws: int = 1000, seed: int = 0) -> dict[str, np.n
         curve = g("log_cpc") - (g("cpc_campaign")[:, :, None] if pooled else g("cpc_mu")[:, None, None])
         log_cpc = np.concatenate([g("log_cpc"), new[:, None, None] + curve[:, :1, :]], axis=1)
         out["cpc"] = np.broadcast_to(np.exp(log_cpc)[:, :, None, :], (n, n_camp + 1, 7, 24))
+    if "log_volume" in post:
         basis = fourier_basis(HOUR_HARMONICS)
         if pooled:
             new_level = g("vol_mu") + g("sigma_vol_campaign") * rng.normal(size=n)

@@ -1,0 +1,296 @@
+"""Daily budget -> 24 hourly amounts from cached posterior draws, with a confidence score.
+
+The response is linear up to an hour's capacity: a dollar in hour h buys
+``v[h] = cvr[h] / cpc[h]`` expected conversions (``* rpc`` for revenue).  With
+the bounds below, maximising posterior expected value is a fractional
+knapsack, solved exactly in integer cents by filling the hours in order of
+posterior mean ``v``.  The same fill per draw, vectorised, gives the plan that
+would be optimal if that draw were the truth; the confidence score compares
+the chosen plan with it draw by draw.
+
+Bounds on hour h: ``min_per_hour <= x[h] <= min(max_per_hour, max_share * budget,
+capacity[h])`` where capacity is the posterior mean of the spend the hour
+absorbed at the logged bid (clicks per hour x cpc) times ``headroom``
+(default 1.5: bidding somewhat higher than history buys somewhat more traffic;
+beyond that the linear response is not trusted).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from . import cache
+from .errors import GaelpError
+
+OBJECTIVES = ("conversions", "revenue", "cpa")
+RISKS = ("mean", "cvar")
+
+
+class AllocationError(GaelpError):
+    """Infeasible bounds, missing data for an objective, or an unknown campaign choice."""
+
+    exit_code = 2
+
+
+@dataclass
+class Draws:
+    """Per-draw hourly quantities for one campaign on one day of the week, [draw, 24]."""
+
+    cvr: np.ndarray
+    cpc: np.ndarray
+    capacity: np.ndarray  # spend the hour can absorb (money)
+    rpc: np.ndarray | None  # revenue per conversion
+
+
+@dataclass
+class Plan:
+    """An allocation with its scores (money in Decimal, to the cent)."""
+
+    budget: Decimal
+    date: str
+    campaign: str
+    objective: str
+    risk: str
+    amounts: list[Decimal]
+    hourly_conversions: np.ndarray  # [3, 24]: mean, lo, hi of expected conversions
+    confidence: float
+    confidence_tolerance: float
+    p_beats_even: float
+    expected_conversions: tuple[float, float, float]  # mean, lo, hi
+    expected_cpa: float | None
+    expected_roas: float | None
+    p_meets_target_cpa: float | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        mean, lo, hi = self.hourly_conversions
+        return {
+            "budget": float(self.budget), "date": self.date, "campaign": self.campaign,
+            "objective": self.objective, "risk": self.risk,
+            "allocations": [{"hour": h, "amount": float(a), "expected_conversions_mean": float(mean[h]),
+                             "expected_conversions_lo": float(lo[h]), "expected_conversions_hi": float(hi[h])}
+                            for h, a in enumerate(self.amounts)],
+            "confidence": self.confidence, "confidence_tolerance": self.confidence_tolerance,
+            "p_beats_even": self.p_beats_even,
+            "expected_conversions": dict(zip(("mean", "lo", "hi"), self.expected_conversions)),
+            "expected_cpa": self.expected_cpa, "expected_roas": self.expected_roas,
+            "p_meets_target_cpa": self.p_meets_target_cpa, "warnings": self.warnings,
+        }
+
+    def table(self) -> str:
+        mean, lo, hi = self.hourly_conversions
+        m, l_, h_ = self.expected_conversions
+        lines = [f"Plan for {self.campaign} on {self.date}: budget {self.budget:.2f}, objective {self.objective}"
+                 f" ({'risk-averse: CVaR 10%' if self.risk == 'cvar' else 'posterior mean'})",
+                 f"{'hour':>4} {'amount':>10} {'share':>6} {'exp. conv':>9} {'90% interval':>16}"]
+        for h, a in enumerate(self.amounts):
+            share = float(a / self.budget) if self.budget else 0.0
+            lines.append(f"{h:>4} {a:>10.2f} {share:>6.1%} {mean[h]:>9.2f} {f'[{lo[h]:.2f}, {hi[h]:.2f}]':>16}")
+        lines.append(f"total {sum(self.amounts):>9.2f}        {m:>9.2f} {f'[{l_:.2f}, {h_:.2f}]':>16}")
+        lines.append(f"confidence {self.confidence:.0%}: the posterior probability that this plan gets at least "
+                     f"{self.confidence_tolerance:.0%} of the conversions of the plan that would be best if we knew "
+                     "the true rates")
+        lines.append(f"P(plan beats even pacing) = {self.p_beats_even:.0%}")
+        if self.expected_cpa is not None:
+            lines.append(f"expected CPA {self.expected_cpa:.2f}")
+        if self.expected_roas is not None:
+            lines.append(f"expected ROAS {self.expected_roas:.2f}")
+        if self.p_meets_target_cpa is not None:
+            lines.append(f"P(CPA <= target) = {self.p_meets_target_cpa:.0%}")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def greedy_fill(order: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: int | np.ndarray) -> np.ndarray:
+    """Exact solution of max sum(x*v) s.t. sum(x) = total, lo <= x <= hi, given hours sorted by v.
+
+    ``order`` is [..., 24] (hours in decreasing value; leading axes are draws);
+    amounts are integer cents.  Returns x with the same leading shape.
+    """
+    room = np.take_along_axis(np.broadcast_to(hi - lo, order.shape), order, axis=-1)
+    left = np.asarray(total - lo.sum())[..., None]
+    before = np.cumsum(room, axis=-1) - room
+    fill_sorted = np.clip(left - before, 0, room)
+    fill = np.empty_like(fill_sorted)
+    np.put_along_axis(fill, order, fill_sorted, axis=-1)
+    return lo + fill
+
+
+def cvar_plan(value: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: int, alpha: float = 0.1) -> np.ndarray:
+    """Integer-cent plan maximising the CVaR at ``alpha`` of sum(x*v) over draws (Rockafellar-Uryasev LP)."""
+    from scipy.optimize import linprog
+
+    s, n = value.shape
+    # variables: x (24), t, u (s); maximise t - sum(u)/(alpha*s)
+    c = np.concatenate([np.zeros(n), [-1.0], np.full(s, 1.0 / (alpha * s))])
+    a_ub = np.hstack([-value, np.ones((s, 1)), -np.eye(s)])  # t - x.v_s - u_s <= 0
+    a_eq = np.concatenate([np.ones(n), [0.0], np.zeros(s)])[None, :]
+    bounds = [(float(l_), float(h_)) for l_, h_ in zip(lo, hi)] + [(None, None)] + [(0, None)] * s
+    res = linprog(c, A_ub=a_ub, b_ub=np.zeros(s), A_eq=a_eq, b_eq=[float(total)], bounds=bounds, method="highs")
+    if not res.success:
+        raise AllocationError(f"risk-averse (CVaR) allocation failed: {res.message}")
+    return round_to_total(res.x[:n], lo, hi, total)
+
+
+def round_to_total(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: int) -> np.ndarray:
+    """Integer amounts within [lo, hi] summing to ``total`` (x must sum to about ``total``).
+
+    Floors, then adds a unit to the largest remainders (ties: earlier hour).
+    """
+    base = np.clip(np.floor(x + 1e-9).astype(np.int64), lo, hi)
+    short = int(total - base.sum())
+    rem = x - base
+    for h in np.argsort(-rem, kind="stable"):
+        if short <= 0:
+            break
+        if base[h] < hi[h]:
+            base[h] += 1
+            short -= 1
+    return base
+
+
+def bounds_in_cents(budget_cents: int, capacity: np.ndarray, min_per_hour: float, max_per_hour: float | None,
+                    max_share: float, headroom: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-hour [lo, hi] in cents, or AllocationError naming the bound that makes the budget infeasible."""
+    lo = np.full(24, int(np.ceil(round(min_per_hour * 100, 6))), dtype=np.int64)
+    cap = np.floor(capacity * headroom * 100).astype(np.int64)
+    hi = np.minimum(cap, int(np.floor(max_share * budget_cents + 1e-9)))
+    if max_per_hour is not None:
+        hi = np.minimum(hi, int(np.floor(round(max_per_hour * 100, 6))))
+    if (lo > hi).any():
+        h = int(np.argmax(lo > hi))
+        raise AllocationError(f"infeasible bounds: hour {h} must get at least {lo[h] / 100:.2f} but can take at most "
+                              f"{hi[h] / 100:.2f} (max share, max per hour or capacity)")
+    if lo.sum() > budget_cents:
+        raise AllocationError(f"infeasible bounds: the hourly minimums add to {lo.sum() / 100:.2f}, "
+                              f"more than the budget {budget_cents / 100:.2f}")
+    if hi.sum() < budget_cents:
+        raise AllocationError(f"infeasible bounds: the hours can absorb at most {hi.sum() / 100:.2f} "
+                              f"(max share {max_share:.0%}, hourly capacity x headroom {headroom}), "
+                              f"less than the budget {budget_cents / 100:.2f}")
+    return lo, hi
+
+
+def campaign_draws(arrays: dict, manifest: dict, campaign: str | None, dow: int,
+                   clicks_as_cost: bool = False) -> tuple[str, Draws, list[str]]:
+    """Slice the runtime cubes for one campaign and day of week; unseen campaigns use the population slot."""
+    names = manifest["campaigns"]
+    warnings = []
+    if campaign is None:
+        if len(names) > 1:
+            raise AllocationError(f"the model has {len(names)} campaigns: choose one with --campaign "
+                                  f"({', '.join(names)})")
+        campaign = names[0]
+    if campaign in names:
+        c = names.index(campaign)
+    else:
+        c = len(names)
+        warnings.append(f"campaign {campaign!r} not in the model: planned from the population level")
+    cvr = arrays["cvr"][:, c, dow].astype(np.float64)
+    volume = arrays["volume"][:, c, dow].astype(np.float64)
+    if "cpc" in arrays:
+        cpc = arrays["cpc"][:, c, dow].astype(np.float64)
+    elif clicks_as_cost:
+        cpc = np.ones_like(cvr)
+        warnings.append("no spend data: budget and amounts are in clicks, not money")
+    else:
+        raise AllocationError("the model was fitted without a 'spend' column, so cost per click is unknown: "
+                              "refit with spend, or pass --clicks-as-cost to allocate clicks instead of money")
+    rpc = arrays["rpc"][:, c, None].astype(np.float64) * np.ones(24) if "rpc" in arrays else None
+    capacity = (volume * cpc).mean(axis=0)
+    return campaign, Draws(cvr=cvr, cpc=cpc, capacity=np.broadcast_to(capacity, cvr.shape), rpc=rpc), warnings
+
+
+def plan_date(date: str | None, timezone: str) -> dt.date:
+    """The plan's date: given (YYYY-MM-DD) or today in the account timezone."""
+    if date is None:
+        return dt.datetime.now(ZoneInfo(timezone)).date()
+    try:
+        return dt.date.fromisoformat(date)
+    except ValueError:
+        raise AllocationError(f"--date {date!r}: not a date (YYYY-MM-DD)") from None
+
+
+def allocate_draws(draws: Draws, budget: float | Decimal, *, objective: str = "conversions",
+                   target_cpa: float | None = None, risk: str = "mean", min_per_hour: float = 0.0,
+                   max_per_hour: float | None = None, max_share: float = 0.2, headroom: float = 1.5,
+                   exploration: float = 0.0, tolerance: float = 0.95) -> dict:
+    """The core solve on per-draw arrays; returns amounts in cents and the scores (see ``allocate``)."""
+    if objective not in OBJECTIVES:
+        raise AllocationError(f"unknown objective {objective!r} (one of {', '.join(OBJECTIVES)})")
+    if risk not in RISKS:
+        raise AllocationError(f"unknown risk option {risk!r} (one of {', '.join(RISKS)})")
+    if objective == "cpa" and not (target_cpa and target_cpa > 0):
+        raise AllocationError("objective 'cpa' needs a positive --target-cpa")
+    if objective == "revenue" and draws.rpc is None:
+        raise AllocationError("objective 'revenue' needs a model fitted with a 'revenue' column")
+    if not 0 <= exploration < 1:
+        raise AllocationError("exploration must be a fraction in [0, 1)")
+    budget_cents = int(Decimal(str(budget)).quantize(Decimal("0.01")) * 100)
+    if budget_cents <= 0:
+        raise AllocationError("budget must be positive")
+    conv_per_dollar = draws.cvr / draws.cpc  # [draw, 24]
+    value = conv_per_dollar * draws.rpc if objective == "revenue" else conv_per_dollar
+    lo, hi = bounds_in_cents(budget_cents, draws.capacity[0], min_per_hour, max_per_hour, max_share, headroom)
+
+    # Exploration reserve first, Thompson-style: each hour gets the posterior probability that it is the
+    # best hour (among hours with room), so uncertain hours that might be best are tried.
+    reserve = np.zeros(24, dtype=np.int64)
+    if exploration > 0:
+        open_value = np.where(hi > lo, value, -np.inf)
+        weights = np.bincount(np.argmax(open_value, axis=1), minlength=24) / value.shape[0]
+        size = min(int(round(exploration * budget_cents)), budget_cents - int(lo.sum()))
+        want = size * weights
+        reserve = round_to_total(np.minimum(want, hi - lo), np.zeros(24, np.int64), hi - lo, size)
+    lo2 = lo + reserve
+    if risk == "cvar":
+        x = cvar_plan(value, lo2, hi, budget_cents)
+    else:
+        x = greedy_fill(np.argsort(-value.mean(axis=0), kind="stable"), lo2, hi, budget_cents)
+
+    # Scores, draw by draw: the plan vs the plan that would be optimal under that draw.
+    optimal = greedy_fill(np.argsort(-value, axis=1, kind="stable"), lo, hi, budget_cents)
+    plan_conv = conv_per_dollar @ x / 100.0  # expected conversions of the plan, per draw
+    opt_score, plan_score = (optimal * value).sum(axis=1), value @ x
+    even = np.full(24, budget_cents / 24.0)
+    hourly = conv_per_dollar * x / 100.0
+    out = {
+        "cents": x,
+        "hourly": np.stack([hourly.mean(axis=0), *np.quantile(hourly, [0.05, 0.95], axis=0)]),
+        "confidence": float(np.mean(plan_score >= tolerance * opt_score)),
+        "p_beats_even": float(np.mean(plan_score > value @ even)),
+        "expected": (float(plan_conv.mean()), *map(float, np.quantile(plan_conv, [0.05, 0.95]))),
+        "expected_cpa": float(budget_cents / 100.0 / plan_conv.mean()) if plan_conv.mean() > 0 else None,
+        "expected_roas": None, "p_meets_target_cpa": None, "warnings": [],
+    }
+    if draws.rpc is not None:
+        out["expected_roas"] = float((conv_per_dollar * draws.rpc @ x).mean() / budget_cents)
+    if objective == "cpa":
+        cpa = budget_cents / 100.0 / np.maximum(plan_conv, 1e-12)
+        out["p_meets_target_cpa"] = float(np.mean(cpa <= target_cpa))
+        if out["expected_cpa"] is None or out["expected_cpa"] > target_cpa:
+            out["warnings"].append(f"target CPA {target_cpa:.2f} is not expected at this budget (expected CPA "
+                                   f"{out['expected_cpa']:.2f}); a smaller budget on the best hours would reach it")
+    return out
+
+
+def allocate(model_dir: str, budget: float | Decimal, *, date: str | None = None, campaign: str | None = None,
+             clicks_as_cost: bool = False, force: bool = False, **options) -> Plan:
+    """Plan a day's budget from a cached posterior (options: see ``allocate_draws``)."""
+    manifest, arrays = cache.read_runtime(model_dir)
+    cache.check_usable(manifest, model_dir, force)
+    day = plan_date(date, manifest["timezone"])
+    name, draws, warnings = campaign_draws(arrays, manifest, campaign, day.weekday(), clicks_as_cost)
+    res = allocate_draws(draws, budget, **options)
+    return Plan(budget=Decimal(int(res["cents"].sum())) / 100, date=day.isoformat(), campaign=name,
+                objective=options.get("objective", "conversions"), risk=options.get("risk", "mean"),
+                amounts=[Decimal(int(c)) / 100 for c in res["cents"]], hourly_conversions=res["hourly"],
+                confidence=res["confidence"], confidence_tolerance=options.get("tolerance", 0.95),
+                p_beats_even=res["p_beats_even"], expected_conversions=res["expected"],
+                expected_cpa=res["expected_cpa"], expected_roas=res["expected_roas"],
+                p_meets_target_cpa=res["p_meets_target_cpa"], warnings=warnings + res["warnings"])
