@@ -113,6 +113,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cache.write(DEMO_MODEL, fitted, cells)
     manifest, arrays = cache.read_runtime(DEMO_MODEL)
     _print_fit_summary(DEMO_MODEL, manifest, arrays)
+    if manifest["diagnostics"]["passed"]:
+        from .allocate import allocate
+
+        plan = allocate(DEMO_MODEL, 100, campaign=manifest["campaigns"][0], date="2026-03-02")
+        print("\n" + plan.table())
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s")
     return 0 if manifest["diagnostics"]["passed"] else 4
 
