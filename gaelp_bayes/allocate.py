@@ -154,14 +154,21 @@ def round_to_total(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: int) ->
     return base
 
 
-def bounds_in_cents(budget_cents: int, capacity: np.ndarray, min_per_hour: float, max_per_hour: float | None,
-                    max_share: float, headroom: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-hour [lo, hi] in cents, or AllocationError naming the bound that makes the budget infeasible."""
+def hour_bounds(budget_cents: int, capacity: np.ndarray, min_per_hour: float, max_per_hour: float | None,
+                max_share: float, headroom: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-hour [lo, hi] in cents, unchecked."""
     lo = np.full(24, int(np.ceil(round(min_per_hour * 100, 6))), dtype=np.int64)
     cap = np.floor(capacity * headroom * 100).astype(np.int64)
     hi = np.minimum(cap, int(np.floor(max_share * budget_cents + 1e-9)))
     if max_per_hour is not None:
         hi = np.minimum(hi, int(np.floor(round(max_per_hour * 100, 6))))
+    return lo, hi
+
+
+def bounds_in_cents(budget_cents: int, capacity: np.ndarray, min_per_hour: float, max_per_hour: float | None,
+                    max_share: float, headroom: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-hour [lo, hi] in cents, or AllocationError naming the bound that makes the budget infeasible."""
+    lo, hi = hour_bounds(budget_cents, capacity, min_per_hour, max_per_hour, max_share, headroom)
     if (lo > hi).any():
         h = int(np.argmax(lo > hi))
         raise AllocationError(f"infeasible bounds: hour {h} must get at least {lo[h] / 100:.2f} but can take at most "
@@ -219,8 +226,14 @@ def plan_date(date: str | None, timezone: str) -> dt.date:
 def allocate_draws(draws: Draws, budget: float | Decimal, *, objective: str = "conversions",
                    target_cpa: float | None = None, risk: str = "mean", min_per_hour: float = 0.0,
                    max_per_hour: float | None = None, max_share: float = 0.2, headroom: float = 1.5,
-                   exploration: float = 0.0, tolerance: float = 0.95) -> dict:
-    """The core solve on per-draw arrays; returns amounts in cents and the scores (see ``allocate``)."""
+                   exploration: float = 0.0, tolerance: float = 0.95, open_hours: np.ndarray | None = None,
+                   spend_all: bool = True) -> dict:
+    """The core solve on per-draw arrays; returns amounts in cents and the scores (see ``allocate``).
+
+    ``open_hours`` (bool [24]) closes the others (re-planning the rest of a day).  With
+    ``spend_all=False`` a budget larger than the hours can absorb plans what they can absorb
+    (with a warning) instead of failing: the runtime's choice, never the user's default.
+    """
     if objective not in OBJECTIVES:
         raise AllocationError(f"unknown objective {objective!r} (one of {', '.join(OBJECTIVES)})")
     if risk not in RISKS:
@@ -236,7 +249,19 @@ def allocate_draws(draws: Draws, budget: float | Decimal, *, objective: str = "c
         raise AllocationError("budget must be positive")
     conv_per_dollar = draws.cvr / draws.cpc  # [draw, 24]
     value = conv_per_dollar * draws.rpc if objective == "revenue" else conv_per_dollar
-    lo, hi = bounds_in_cents(budget_cents, draws.capacity[0], min_per_hour, max_per_hour, max_share, headroom)
+    capacity = draws.capacity[0] if open_hours is None else np.where(open_hours, draws.capacity[0], 0.0)
+    warnings = []
+    if not spend_all:
+        absorbable = int(hour_bounds(budget_cents, capacity, min_per_hour, max_per_hour, max_share, headroom)[1].sum())
+        if absorbable < budget_cents:
+            warnings.append(f"the open hours can absorb about {absorbable / 100:.2f} of the "
+                            f"{budget_cents / 100:.2f} left; planning that much")
+            share_cap = max_share * budget_cents / 100
+            max_per_hour = share_cap if max_per_hour is None else min(max_per_hour, share_cap)
+            budget_cents, max_share = absorbable, 1.0
+            if budget_cents <= 0:
+                raise AllocationError("no open hour can absorb any spend")
+    lo, hi = bounds_in_cents(budget_cents, capacity, min_per_hour, max_per_hour, max_share, headroom)
 
     # Exploration reserve first, Thompson-style: each hour gets the posterior probability that it is the
     # best hour (among hours with room), so uncertain hours that might be best are tried.
@@ -266,7 +291,7 @@ def allocate_draws(draws: Draws, budget: float | Decimal, *, objective: str = "c
         "p_beats_even": float(np.mean(plan_score > value @ even)),
         "expected": (float(plan_conv.mean()), *map(float, np.quantile(plan_conv, [0.05, 0.95]))),
         "expected_cpa": float(budget_cents / 100.0 / plan_conv.mean()) if plan_conv.mean() > 0 else None,
-        "expected_roas": None, "p_meets_target_cpa": None, "warnings": [],
+        "expected_roas": None, "p_meets_target_cpa": None, "warnings": warnings,
     }
     if draws.rpc is not None:
         out["expected_roas"] = float((conv_per_dollar * draws.rpc @ x).mean() / budget_cents)
@@ -294,3 +319,101 @@ def allocate(model_dir: str, budget: float | Decimal, *, date: str | None = None
                 p_beats_even=res["p_beats_even"], expected_conversions=res["expected"],
                 expected_cpa=res["expected_cpa"], expected_roas=res["expected_roas"],
                 p_meets_target_cpa=res["p_meets_target_cpa"], warnings=warnings + res["warnings"])
+
+
+# ----- auction response: what a bid factor buys in a second-price market --------------------------------
+PRICE_SIGMA = 0.6  # assumed log-sd of the market price within an hour
+LOGGED_WIN_RATE = 2 / 3  # assumed share of auctions the logged (historical) bid won
+
+
+def normal_cdf(x: np.ndarray) -> np.ndarray:
+    """Standard normal CDF in numpy (Abramowitz-Stegun 7.1.26 erf, |error| < 1.5e-7)."""
+    z = np.abs(x) / np.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = 1.0 - poly * np.exp(-z * z)
+    return 0.5 * (1.0 + np.sign(x) * erf)
+
+
+def _z_logged(sigma: float, win_rate: float) -> float:
+    """log(logged bid / median price), from the logged win rate (bisection on the normal CDF)."""
+    lo, hi = -10.0, 10.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if normal_cdf(np.array(mid / sigma)) < win_rate else (lo, mid)
+    return (lo + hi) / 2
+
+
+def auction_response(log_factor: np.ndarray, volume: np.ndarray, cpc: np.ndarray, cvr: np.ndarray,
+                     sigma: float = PRICE_SIGMA, win_rate: float = LOGGED_WIN_RATE) -> tuple[np.ndarray, np.ndarray]:
+    """Expected spend and conversions per hour when bidding ``exp(log_factor)`` x the logged bid.
+
+    Lognormal market prices: at the logged bid (factor 1) the hour yields ``volume`` clicks at
+    ``cpc`` each (the posterior); higher bids win more auctions at rising prices, lower bids fewer.
+    """
+    z0 = _z_logged(sigma, win_rate)
+    base = normal_cdf(np.array((z0 - sigma ** 2) / sigma))
+    spend = volume * cpc * normal_cdf((log_factor + z0 - sigma ** 2) / sigma) / base
+    conversions = volume * cvr * normal_cdf((log_factor + z0) / sigma) / win_rate
+    return spend, conversions
+
+
+def threshold_plan(cvr: np.ndarray, cpc: np.ndarray, volume: np.ndarray, budget: float,
+                   max_per_hour: np.ndarray | float = np.inf, open_hours: np.ndarray | None = None,
+                   sigma: float = PRICE_SIGMA, win_rate: float = LOGGED_WIN_RATE) -> tuple[np.ndarray, np.ndarray]:
+    """Bid factors proportional to the conversion rate (the second-price optimum under a budget) and the
+    expected spend per hour they produce, with the multiplier set so the day's expected spend is the
+    budget; hours that would exceed ``max_per_hour`` are held at it.  Inputs are [24] posterior means.
+    Returns (log bid factor [24], expected spend [24])."""
+    open_hours = np.ones(24, bool) if open_hours is None else open_hours
+    cap = np.where(open_hours, np.broadcast_to(max_per_hour, (24,)), 0.0).astype(np.float64)
+    rel = np.log(np.maximum(cvr, 1e-12) / np.maximum(cvr[open_hours].mean() if open_hours.any() else 1.0, 1e-12))
+    held = ~open_hours
+    log_k = np.full(24, -np.inf)
+    for _ in range(25):
+        free = ~held
+        left = budget - np.minimum(cap, np.inf)[held & open_hours].sum()
+        lo, hi = -12.0, 6.0
+        for _ in range(50):
+            mid = (lo + hi) / 2
+            spend, _ = auction_response(np.where(free, rel + mid, -np.inf), volume, cpc, cvr, sigma, win_rate)
+            lo, hi = (mid, hi) if spend[free].sum() < left else (lo, mid)
+        log_k = np.where(free, rel + lo, log_k)
+        spend, _ = auction_response(log_k, volume, cpc, cvr, sigma, win_rate)
+        over = free & (spend > cap)
+        if not over.any():
+            break
+        held |= over
+        # a held hour bids what buys exactly its cap
+        for h in np.flatnonzero(over):
+            a, b = -12.0, log_k[h]
+            for _ in range(50):
+                m = (a + b) / 2
+                s, _ = auction_response(np.array([m]), volume[h:h + 1], cpc[h:h + 1], cvr[h:h + 1], sigma, win_rate)
+                a, b = (m, b) if s[0] < cap[h] else (a, m)
+            log_k[h] = a
+    spend, _ = auction_response(log_k, volume, cpc, cvr, sigma, win_rate)
+    return log_k, spend
+
+
+def threshold_scores(log_k: np.ndarray, cvr: np.ndarray, cpc: np.ndarray, volume: np.ndarray,
+                     tolerance: float = 0.95, sigma: float = PRICE_SIGMA,
+                     win_rate: float = LOGGED_WIN_RATE) -> dict:
+    """Scores of bid factors ``log_k`` [24] under each draw ([draw, 24] arrays).
+
+    The confidence compares, draw by draw, the plan's conversions with the best threshold policy
+    for that draw at the same spend (so a plan is never penalised for spending less).
+    """
+    spend, conv = auction_response(log_k[None, :], volume, cpc, cvr, sigma, win_rate)
+    target = spend.sum(axis=1)
+    rel = np.log(np.maximum(cvr, 1e-12))
+    lo, hi = np.full(len(cvr), -20.0), np.full(len(cvr), 10.0)
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        s, _ = auction_response(rel + mid[:, None], volume, cpc, cvr, sigma, win_rate)
+        under = s.sum(axis=1) < target
+        lo, hi = np.where(under, mid, lo), np.where(under, hi, mid)
+    _, best = auction_response(rel + lo[:, None], volume, cpc, cvr, sigma, win_rate)
+    plan_conv, best_conv = conv.sum(axis=1), best.sum(axis=1)
+    return {"confidence": float(np.mean(plan_conv >= tolerance * best_conv)),
+            "expected_conversions": plan_conv, "expected_spend": target}

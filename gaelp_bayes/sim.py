@@ -44,8 +44,9 @@ def _bump(center: float, width: float) -> np.ndarray:
     return np.exp((np.cos(2 * np.pi * (HOURS - center) / 24) - 1) / width)
 
 
-def make_world(campaigns: int = 3, seed: int = 0, base_cvr: tuple[float, float] = (0.01, 0.08)) -> World:
-    """Draw a world with ``campaigns`` campaigns (see the module doc for its parameters)."""
+def make_world(campaigns: int = 3, seed: int = 0, base_cvr: tuple[float, float] = (0.01, 0.08),
+               volume_scale: float = 1.0) -> World:
+    """Draw a world with ``campaigns`` campaigns (see the module doc; ``volume_scale`` multiplies traffic)."""
     rng = np.random.default_rng(seed)
     names = tuple(f"campaign_{i + 1:02d}" for i in range(campaigns))
     cvr = np.empty((campaigns, 7, 24))
@@ -62,7 +63,7 @@ def make_world(campaigns: int = 3, seed: int = 0, base_cvr: tuple[float, float] 
         noise = rng.lognormal(0.0, 0.1, size=(7, 24))
         cvr[c] = np.clip(base * shape[None, :] * dow_mult[:, None] * noise, 1e-5, 0.9)
         volume = 0.15 + _bump(13 + shift / 2, 0.3)
-        clicks[c] = rng.uniform(20, 200) * volume[None, :] * rng.lognormal(0, 0.1, size=7)[:, None]
+        clicks[c] = volume_scale * rng.uniform(20, 200) * volume[None, :] * rng.lognormal(0, 0.1, size=7)[:, None]
         price = rng.uniform(0.3, 1.5) * (1 + 0.2 * np.sin(2 * np.pi * (HOURS - 6) / 24))
         cpc[c] = price[None, :]
         rpc[c] = rng.uniform(20, 80)
@@ -100,3 +101,220 @@ def demo_windows(days: int = 56, campaigns: int = 3, seed: int = 7) -> tuple[Wor
     """The built-in demo data: 8 weeks of 3 campaigns from a seeded world."""
     world = make_world(campaigns=campaigns, seed=seed)
     return world, log_history(world, days=days, seed=seed + 1)
+
+
+# ----- auctions: history at a fixed raw bid, and test days replayed bid by bid ------------------------
+PRICE_SIGMA = 0.6  # log-sd of the highest competing bid around the hour's median price
+RAW_BID_OVER_MEDIAN = 1.3  # the logged raw bid, relative to the median price (wins about 2/3 of auctions)
+
+
+def _win_rate_at_raw() -> float:
+    from math import erf, log, sqrt
+
+    return 0.5 * (1 + erf(log(RAW_BID_OVER_MEDIAN) / (PRICE_SIGMA * sqrt(2))))
+
+
+def raw_bid(world: World, campaign: int) -> float:
+    """The fixed raw bid the orchestrator logged history at (the campaign's mean price x 1.3)."""
+    return float(world.cpc[campaign].mean() * RAW_BID_OVER_MEDIAN)
+
+
+def log_auction_history(world: World, days: int, start: str = "2026-01-05", seed: int = 1) -> pd.DataFrame:
+    """Windows logged by bidding the raw bid on every opportunity (second price: pay the market price)."""
+    rng = np.random.default_rng(seed)
+    stamps = pd.date_range(start, periods=days * 24, freq="h", tz="UTC")
+    rows = []
+    for c, name in enumerate(world.campaigns):
+        bid = raw_bid(world, c)
+        for ts in stamps:
+            d, h = ts.dayofweek, ts.hour
+            n = rng.poisson(world.clicks[c, d, h] / _win_rate_at_raw())
+            prices = world.cpc[c, d, h] * rng.lognormal(0.0, PRICE_SIGMA, n)
+            won = prices < bid
+            clicks = int(won.sum())
+            conv = int(rng.binomial(clicks, world.cvr[c, d, h]))
+            rows.append((ts.strftime("%Y-%m-%dT%H:%M:%SZ"), name, clicks, conv, round(float(prices[won].sum()), 4)))
+    return pd.DataFrame(rows, columns=["timestamp", "campaign", "clicks", "conversions", "spend"])
+
+
+@dataclass
+class AuctionDay:
+    """One test day's opportunities for one campaign, in time order (common to every policy)."""
+
+    campaign: int
+    start: float  # epoch seconds of local midnight (UTC here)
+    times: np.ndarray
+    prices: np.ndarray
+    cvr: np.ndarray  # true conversion probability of each opportunity
+    converts: np.ndarray  # bool: would convert if won (drawn once, shared by policies)
+    hours: np.ndarray
+
+
+def auction_day(world: World, campaign: int, date: str, seed: int, cvr_shift: tuple[int, float] | None = None,
+                price_spike: tuple[int, int, float] | None = None) -> AuctionDay:
+    """Opportunities of one day.  ``cvr_shift=(hour, factor)`` multiplies true rates from that hour on;
+    ``price_spike=(from_hour, to_hour, factor)`` multiplies market prices in those hours."""
+    rng = np.random.default_rng(seed)
+    day = pd.Timestamp(date, tz="UTC")
+    d = day.dayofweek
+    times, prices, cvr, hours = [], [], [], []
+    for h in range(24):
+        n = rng.poisson(world.clicks[campaign, d, h] / _win_rate_at_raw())
+        times.append(day.timestamp() + 3600 * h + np.sort(rng.uniform(0, 3600, n)))
+        p = world.cpc[campaign, d, h] * rng.lognormal(0.0, PRICE_SIGMA, n)
+        if price_spike and price_spike[0] <= h < price_spike[1]:
+            p = p * price_spike[2]
+        prices.append(p)
+        rate = world.cvr[campaign, d, h] * (cvr_shift[1] if cvr_shift and h >= cvr_shift[0] else 1.0)
+        cvr.append(np.full(n, min(rate, 0.95)))
+        hours.append(np.full(n, h))
+    cvr_all = np.concatenate(cvr)
+    return AuctionDay(campaign, day.timestamp(), np.concatenate(times), np.concatenate(prices), cvr_all,
+                      rng.uniform(size=cvr_all.size) < cvr_all, np.concatenate(hours))
+
+
+def oracle_conversions(day: AuctionDay, budget: float) -> float:
+    """Hindsight optimum: win the opportunities with the most conversions per dollar until the budget is spent.
+
+    A uniform threshold bid cvr/lambda in a second-price auction wins exactly these, so this is the
+    value of the best budget-feasible bidding policy that knows true rates and prices.
+    """
+    order = np.argsort(-day.cvr / day.prices, kind="stable")
+    taken = np.cumsum(day.prices[order]) <= budget
+    return float(day.cvr[order][taken].sum())
+
+
+def replay(day: AuctionDay, policy, raw: float, budget: float) -> dict:
+    """Run one day bid by bid: the policy bids, wins if above the price, pays the price, learns the outcome."""
+    spent = conv = expected = 0.0
+    ran_out = None
+    for t, price, rate, converts in zip(day.times.tolist(), day.prices.tolist(), day.cvr.tolist(),
+                                        day.converts.tolist()):
+        b = policy.adjust_bid(raw, now=t)
+        if b > price:
+            spent += price
+            expected += rate
+            conv += converts
+            policy.record(price, clicks=1, conversions=int(converts), now=t)
+            if ran_out is None and spent >= 0.99 * budget:
+                ran_out = (t - day.start) / 3600
+        elif b > 0:
+            policy.record(0.0, now=t)
+    return {"spent": spent, "expected_conversions": expected, "conversions": conv,
+            "ran_out_hour": ran_out, "overspend": max(0.0, spent - budget)}
+
+
+class EvenPacing:
+    """Spend the budget evenly over the clock: bid the raw bid while spend is behind linear time."""
+
+    def __init__(self, budget: float, day_start: float):
+        self.budget, self.start, self.spent = budget, day_start, 0.0
+
+    def adjust_bid(self, bid: float, now: float) -> float:
+        target = self.budget * min(max((now - self.start) / 86400, 0.0), 1.0)
+        return min(bid, self.budget - self.spent) if self.spent < target + 0.01 * self.budget else 0.0
+
+    def record(self, cost: float, clicks: int = 0, conversions: int = 0, now: float | None = None) -> None:
+        self.spent += cost
+
+
+class LegacyRules:
+    """The old optimiser's rules: hourly shares by historical conversions per dollar, a pace-ratio
+    multiplier on linear time clamped to [0.7, 1.3] and smoothed at rate 0.1 (updated every 5
+    minutes), a single bid <= 10% of the hour's allocation, and a budget safety stop."""
+
+    def __init__(self, budget: float, day_start: float, history: pd.DataFrame):
+        by_hour = history.assign(hour=pd.to_datetime(history["timestamp"], utc=True).dt.hour).groupby("hour")
+        cpd = (by_hour["conversions"].sum() / by_hour["spend"].sum().clip(lower=1e-9)).reindex(range(24), fill_value=0)
+        self.alloc = (budget * cpd / cpd.sum()).to_numpy()
+        self.budget, self.start, self.spent, self.m, self.next_update = budget, day_start, 0.0, 1.0, day_start
+
+    def adjust_bid(self, bid: float, now: float) -> float:
+        if now >= self.next_update:
+            elapsed = min(max((now - self.start) / 86400, 1e-6), 1.0)
+            pace = self.spent / (self.budget * elapsed)
+            target = 1.3 if pace == 0 else min(max(1.0 / pace, 0.7), 1.3)
+            self.m = 0.9 * self.m + 0.1 * target
+            self.next_update = now + 300
+        h = min(int((now - self.start) // 3600), 23)
+        return max(0.0, min(bid * self.m, 0.1 * self.alloc[h], self.budget - self.spent))
+
+    def record(self, cost: float, clicks: int = 0, conversions: int = 0, now: float | None = None) -> None:
+        self.spent += cost
+
+
+def plugin_posterior(history: pd.DataFrame, campaign: str, prior_clicks: float = 50.0):
+    """A careful non-Bayesian plug-in: smoothed empirical hourly rates (toward the campaign's rate),
+    empirical hourly cpc and volume, as a single 'draw' for the same pacer."""
+    from .runtime import CampaignPosterior
+
+    rows = history[history["campaign"] == campaign]
+    hour = pd.to_datetime(rows["timestamp"], utc=True).dt.hour
+    g = rows.assign(hour=hour, n=1).groupby("hour")[["clicks", "conversions", "spend", "n"]].sum()
+    g = g.reindex(range(24), fill_value=0)
+    base = rows["conversions"].sum() / max(rows["clicks"].sum(), 1)
+    cvr = (g["conversions"] + prior_clicks * base) / (g["clicks"] + prior_clicks)
+    cpc = (g["spend"] / g["clicks"].clip(lower=1)).where(g["clicks"] > 0, rows["spend"].sum() / max(rows["clicks"].sum(), 1))
+    volume = g["clicks"] / g["n"].clip(lower=1)
+    cube = lambda s: np.broadcast_to(s.to_numpy(np.float32)[None, None, :], (1, 7, 24)).copy()  # noqa: E731
+    return CampaignPosterior(campaign, cube(cvr), cube(cpc), cube(volume))
+
+
+POLICIES = ("oracle", "even", "legacy", "plugin", "bayes")
+
+
+def compare_policies(world: World, history: pd.DataFrame, model_dir: str | None, test_days: list[str],
+                     budget_share: float = 0.5, policies: tuple[str, ...] = POLICIES, seed: int = 100,
+                     day_kwargs: dict | None = None, pacer_kwargs: dict | None = None) -> pd.DataFrame:
+    """One row per (campaign, day, policy): conversions (expected, from true rates) and spend.
+
+    Each campaign's daily budget is ``budget_share`` of its mean daily spend in the history at
+    the raw bid, so the budget binds and pacing matters.
+    """
+    from . import cache
+    from .runtime import CampaignPosterior, Pacer
+
+    if model_dir is not None:
+        manifest, arrays = cache.read_runtime(model_dir)
+    n_days = pd.to_datetime(history["timestamp"], utc=True).dt.normalize().nunique()
+    rows = []
+    for c, name in enumerate(world.campaigns):
+        budget = round(budget_share * history.loc[history["campaign"] == name, "spend"].sum() / n_days, 2)
+        raw = raw_bid(world, c)
+        for i, date in enumerate(test_days):
+            day = auction_day(world, c, date, seed=seed + 1000 * c + i, **(day_kwargs or {}))
+            oracle = oracle_conversions(day, budget)
+            for policy in policies:
+                if policy == "oracle":
+                    res = {"spent": budget, "expected_conversions": oracle, "conversions": float("nan"),
+                           "ran_out_hour": None, "overspend": 0.0}
+                else:
+                    if policy == "even":
+                        pacer = EvenPacing(budget, day.start)
+                    elif policy == "legacy":
+                        pacer = LegacyRules(budget, day.start, history[history["campaign"] == name])
+                    else:
+                        post = (plugin_posterior(history, name) if policy == "plugin"
+                                else CampaignPosterior.from_cache(arrays, manifest, name)[0])
+                        pacer = Pacer(post, budget, "UTC", now=day.start, **(pacer_kwargs or {}))
+                    res = replay(day, pacer, raw, budget)
+                rows.append({"campaign": name, "date": date, "policy": policy, "budget": budget,
+                             "oracle": oracle, **res})
+    out = pd.DataFrame(rows)
+    out["pct_of_oracle"] = 100 * out["expected_conversions"] / out["oracle"]
+    return out
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Per policy: % of oracle (mean and 5-95% over campaign-days), spend/budget, overspend, run-out hour, CPA."""
+    g = results.groupby("policy", sort=False)
+    return pd.DataFrame({
+        "pct_of_oracle": g["pct_of_oracle"].mean(),
+        "pct_lo": g["pct_of_oracle"].quantile(0.05),
+        "pct_hi": g["pct_of_oracle"].quantile(0.95),
+        "spend_over_budget": g.apply(lambda x: x["spent"].sum() / x["budget"].sum(), include_groups=False),
+        "max_overspend": g["overspend"].max(),
+        "days_ran_out_before_23h": g["ran_out_hour"].apply(lambda s: int((s < 23).sum())),
+        "earliest_run_out_hour": g["ran_out_hour"].min(),
+        "cpa": g.apply(lambda x: x["spent"].sum() / max(x["expected_conversions"].sum(), 1e-9), include_groups=False),
+    }).round(3)

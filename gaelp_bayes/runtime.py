@@ -1,0 +1,460 @@
+"""Runtime pacer for the orchestrator's hot path: numpy and the standard library only.
+
+    from gaelp_bayes.runtime import Pacer
+    pacer = Pacer.load("models/demo", daily_budget=100.0, campaign="campaign_01")
+    bid = pacer.adjust_bid(raw_bid)          # 0.0 means: do not bid
+    pacer.record(cost, clicks=1, conversions=0)
+
+How a bid is shaped (Balseiro & Gur's adaptive pacing, driven by the posterior):
+
+- value: ``raw_bid * r[h]``, where ``r[h]`` is the hour's posterior mean conversion
+  rate (today's day of week, re-weighted by today's outcomes) relative to the
+  plan's spend-weighted average: bids are proportional to the opportunity's value.
+- budget multiplier ``m = exp(L - KP * gap)``: ``gap`` is actual spend minus the
+  plan's expected cumulative spend at this instant (in units of an average
+  hour's budget); ``L`` integrates the gap over time (the dual variable), so the
+  multiplier settles wherever spend tracks the plan.  ``M_MIN <= m <= M_MAX``.
+- caps: a single bid <= 10% of the current hour's allocation; spend through
+  the end of this hour <= the plan's cumulative amount by then (no running
+  ahead, unspent money carries forward); and the hard guard: a bid never
+  exceeds budget left minus the bids still outstanding, so, as long as every
+  placed bid is recorded (cost 0 when lost), the day cannot overspend.
+
+``record`` re-weights the cached draws by the likelihood of today's clicks and
+conversions (importance weights, no refit), re-plans the rest of the day when
+the evidence changes the plan materially, flags a refit when the weights'
+effective sample size collapses, and stops bidding in an emergency (spend far
+beyond plan, conversions far below the posterior predictive, an invalid or
+stale cache); ``status()["emergency_stop"]`` says why.  Every record is
+appended to a journal and replayed on restart, so a crash loses nothing recorded.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import json
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from . import cache
+from .allocate import (LOGGED_WIN_RATE, PRICE_SIGMA, auction_response, normal_cdf, threshold_plan,
+                       threshold_scores)
+from .errors import GaelpError
+
+KP, KI = 0.5, 1.0  # proportional gain, integral gain per hour (gap in units of budget/24)
+M_MIN, M_MAX = 0.05, 3.0
+BID_CAP_SHARE = 0.10  # a single bid <= 10% of the hour's allocation (plan option bid_cap_share)
+HOUR_SLACK = 0.25  # spend through hour h may run ahead of the plan by 25% of hour h's allocation
+CHECK_EVERY = 50  # records between learning checks (re-weighting, outage); re-plans on hour changes
+REPLAN_GAIN = 0.02  # adopt a new plan for the rest of the day if it is >= 2% better ...
+REPLAN_PROB = 0.9  # ... with posterior probability >= 0.9
+REFIT_ESS = 0.25  # refit due when the effective sample size falls below this share of the draws
+OUTAGE_P = 1e-3  # conversions this improbable under the posterior predictive stop bidding
+OVERSPEND_STOP = 1.5  # spend beyond 1.5x the plan so far (+5% of budget) stops bidding
+OUTSTANDING_TIMEOUT = 120.0  # seconds after which unrecorded bids no longer hold budget
+
+
+@dataclass
+class CampaignPosterior:
+    """One campaign's draws, [draw, 7, 24]; ``rpc`` may be None."""
+
+    name: str
+    cvr: np.ndarray
+    cpc: np.ndarray
+    volume: np.ndarray
+    rpc: np.ndarray | None = None
+
+    @classmethod
+    def from_cache(cls, arrays: dict, manifest: dict, campaign: str | None) -> tuple["CampaignPosterior", list[str]]:
+        names = manifest["campaigns"]
+        if campaign is None:
+            if len(names) > 1:
+                raise GaelpError(f"the model has {len(names)} campaigns: pass campaign= ({', '.join(names)})")
+            campaign = names[0]
+        warnings = []
+        if campaign in names:
+            c = names.index(campaign)
+        else:
+            c = len(names)
+            warnings.append(f"campaign {campaign!r} not in the model: pacing on the population level")
+        if "cpc" not in arrays:
+            raise GaelpError("the model was fitted without spend: the runtime needs cost per click")
+        rpc = arrays["rpc"][:, c, None, None] * np.ones((1, 7, 24), np.float32) if "rpc" in arrays else None
+        return cls(campaign, arrays["cvr"][:, c], arrays["cpc"][:, c], arrays["volume"][:, c], rpc), warnings
+
+
+def _epoch(now) -> float:
+    if now is None:
+        return time.time()
+    if isinstance(now, (int, float)):
+        return float(now)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=dt.timezone.utc)
+    return now.timestamp()
+
+
+class Pacer:
+    """Per-bid pacing on cached posterior draws (see the module doc)."""
+
+    def __init__(self, posterior: CampaignPosterior, daily_budget: float, timezone: str = "UTC",
+                 journal: str | Path | None = None, now=None, plan_options: dict | None = None,
+                 stop_reason: str | None = None, warnings: list[str] | None = None, durable: bool = False):
+        if not (daily_budget > 0 and math.isfinite(daily_budget)):
+            raise ValueError("daily_budget must be a positive number")
+        self.posterior = posterior
+        self.budget = float(daily_budget)
+        self.tz = ZoneInfo(timezone)
+        self.journal_dir = Path(journal) if journal else None
+        self.durable = durable
+        self.plan_options = {"max_share": 0.2, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
+                             "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, **(plan_options or {})}
+        self._bid_cap = float(self.plan_options["bid_cap_share"])
+        self.warnings = list(warnings or [])
+        self._fixed_stop = stop_reason
+        self._lock = threading.RLock()
+        self._log_cvr = np.log(np.clip(posterior.cvr.astype(np.float64), 1e-12, 1.0))
+        self._log_ncvr = np.log1p(-np.clip(posterior.cvr.astype(np.float64), 0.0, 1 - 1e-12))
+        self._journal = None
+        self._start_day(_epoch(now))
+
+    # ----- loading -----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, daily_budget: float = 100.0, campaign: str | None = None,
+             timezone: str | None = None, journal: str | Path | None = None, now=None, strict: bool = False,
+             force: bool = False, max_cache_age_days: float = 30.0, **plan_options) -> "Pacer":
+        """A pacer on a model cache.  An invalid, failed or stale cache gives a stopped pacer
+        (bids 0.0, ``status()`` says why) unless ``strict``, which raises instead."""
+        path = Path(path)
+        journal = journal or path.parent / f"{path.name}.journal"
+        try:
+            manifest, arrays = cache.read_runtime(path)
+            cache.check_usable(manifest, path, force)
+            posterior, warnings = CampaignPosterior.from_cache(arrays, manifest, campaign)
+            age = (time.time() - dt.datetime.fromisoformat(manifest["created_at"]).timestamp()) / 86400
+            stop = None
+            if age > max_cache_age_days:
+                stop = f"stale cache: fitted {age:.0f} days ago (limit {max_cache_age_days:g}); refit"
+                if strict:
+                    raise GaelpError(f"{path}: {stop}")
+        except GaelpError as exc:
+            if strict:
+                raise
+            return cls._stopped(str(exc), daily_budget, timezone or "UTC", now)
+        return cls(posterior, daily_budget, timezone or manifest["timezone"], journal, now, plan_options,
+                   stop_reason=stop, warnings=warnings)
+
+    @classmethod
+    def _stopped(cls, reason: str, daily_budget: float, timezone: str, now) -> "Pacer":
+        flat = np.full((1, 7, 24), 0.01, np.float32)
+        dummy = CampaignPosterior("(none)", flat, np.ones_like(flat), np.ones_like(flat))
+        return cls(dummy, daily_budget, timezone, None, now, stop_reason=reason)
+
+    # ----- day state ---------------------------------------------------------------------------
+    def _start_day(self, t: float) -> None:
+        local = dt.datetime.fromtimestamp(t, self.tz)
+        self.date = local.date()
+        midnight = dt.datetime.combine(self.date, dt.time(0), self.tz)
+        self._starts = [midnight.replace(hour=h).timestamp() for h in range(24)]
+        self._starts.append(dt.datetime.combine(self.date + dt.timedelta(days=1), dt.time(0), self.tz).timestamp())
+        self._dow = self.date.weekday()
+        self._spent = 0.0
+        self._clicks = np.zeros(24)
+        self._conversions = np.zeros(24)
+        self._logw = np.zeros(self.posterior.cvr.shape[0])
+        self._weights = None
+        self._ess = float(self.posterior.cvr.shape[0])
+        self._L = 0.0
+        self._t_int = t
+        self._last_t = -math.inf
+        self._outstanding: deque[float] = deque()
+        self._last_out = t
+        self._out_sum = 0.0
+        self._records = 0
+        self._hour = -1
+        self._replans = 0
+        self._stop = self._fixed_stop
+        self._flags: dict[str, str] = {}
+        self._plan(np.ones(24, bool), self.budget, first=True)
+        self._open_journal()
+
+    def _today(self, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Today's (day-of-week) draws of cvr, cpc and volume, [draw, 24], optionally resampled."""
+        p, d = self.posterior, self._dow
+        sel = slice(None) if idx is None else idx
+        return (p.cvr[sel, d].astype(np.float64), p.cpc[sel, d].astype(np.float64),
+                p.volume[sel, d].astype(np.float64))
+
+    def _resampled(self) -> np.ndarray | None:
+        """Systematic resample of draw indices by the current weights (None: weights are uniform)."""
+        if self._weights is None:
+            return None
+        n = len(self._weights)
+        positions = (np.arange(n) + 0.5) / n
+        return np.minimum(np.searchsorted(np.cumsum(self._weights), positions), n - 1)
+
+    def _threshold(self, open_hours: np.ndarray, budget: float) -> tuple[np.ndarray, np.ndarray]:
+        """Bid factors and expected spend per hour for ``budget`` over the open hours (weighted posterior)."""
+        cvr, cpc, vol = self._today(self._resampled())
+        cap = self.plan_options["max_share"] * self.budget
+        if self.plan_options.get("max_per_hour"):
+            cap = min(cap, self.plan_options["max_per_hour"])
+        return threshold_plan(cvr.mean(0), cpc.mean(0), vol.mean(0), budget, cap, open_hours,
+                              self.plan_options["sigma"], self.plan_options["win_rate"])
+
+    def _plan(self, open_hours: np.ndarray, budget: float, first: bool = False) -> None:
+        log_k, spend = self._threshold(open_hours, budget)
+        self._log_k = log_k
+        self._alloc = [float(s) for s in spend]
+        self._k = [float(k) for k in np.exp(log_k)]
+        cvr, cpc, vol = self._today()
+        scores = threshold_scores(log_k, cvr, cpc, vol, self.plan_options["tolerance"],
+                                  self.plan_options["sigma"], self.plan_options["win_rate"])
+        self._confidence = scores["confidence"]
+        even = np.full(24, self.budget / 24)
+        self._plan_warnings = []
+        if sum(self._alloc) < 0.99 * budget:
+            self._plan_warnings.append(f"the hours can absorb about {sum(self._alloc):.2f} of {budget:.2f}")
+        self._p_beats_even = float(np.mean(scores["expected_conversions"] > (cvr / cpc) @ even)) if first \
+            else self._p_beats_even
+        self._refresh_curve()
+
+    def _refresh_curve(self) -> None:
+        """Cumulative planned spend from the allocation."""
+        self._cum = [0.0]
+        for a in self._alloc:
+            self._cum.append(self._cum[-1] + a)
+
+    # ----- journal -------------------------------------------------------------------------------
+    def _open_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        if self.journal_dir is None:
+            return
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        path = self.journal_dir / f"{self.posterior.name}-{self.date.isoformat()}.jsonl"
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    e = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line from a crash mid-write: everything before it counts
+                self._apply(e["t"], e["cost"], e["clicks"], e["conversions"])
+            self._learn(self._last_t if self._last_t > -math.inf else self._starts[0])
+        self._journal = open(path, "a", encoding="utf-8")
+
+    # ----- hot path ------------------------------------------------------------------------------
+    def _hour_of(self, t: float) -> int:
+        if t >= self._starts[24] or t < self._starts[0]:
+            self._start_day(t)
+        return bisect.bisect_right(self._starts, t) - 1
+
+    def _multiplier(self, t: float, h: int) -> float:
+        planned = self._cum[h] + self._alloc[h] * (t - self._starts[h]) / (self._starts[h + 1] - self._starts[h])
+        gap = (self._spent - planned) * 24.0 / self.budget
+        dt_h = (t - self._t_int) / 3600.0
+        if dt_h > 0:
+            self._L = min(max(self._L - KI * gap * dt_h, -3.0), 1.1)
+            self._t_int = t
+        return min(max(math.exp(self._L - KP * gap), M_MIN), M_MAX)
+
+    def adjust_bid(self, bid: float, now=None) -> float:
+        """The bid to place for an opportunity whose raw bid is ``bid``; 0.0 means do not bid."""
+        t = _epoch(now)
+        with self._lock:
+            h = self._hour_of(t)
+            if self._stop or bid <= 0:
+                return 0.0
+            if self._outstanding and t - self._last_out > OUTSTANDING_TIMEOUT:
+                self._outstanding.clear()
+                self._out_sum = 0.0
+            b = bid * self._k[h] * self._multiplier(t, h)
+            cap = min(self._bid_cap * self._alloc[h],
+                      self._cum[h + 1] + HOUR_SLACK * self._alloc[h] - self._spent - self._out_sum,
+                      self.budget - self._spent - self._out_sum)
+            if b > cap:
+                b = cap
+            if b < 0.005:  # below a cent: do not bid
+                return 0.0
+            self._outstanding.append(b)
+            self._out_sum += b
+            self._last_out = t
+            return b
+
+    def adjust_bids(self, bids: np.ndarray, now=None) -> np.ndarray:
+        """Vectorised ``adjust_bid`` for a batch of opportunities arriving at the same instant.
+
+        The hard guard holds for the batch as a whole: bids are placed in order
+        until the budget room is used (later ones get 0.0).
+        """
+        t = _epoch(now)
+        bids = np.asarray(bids, dtype=np.float64)
+        with self._lock:
+            h = self._hour_of(t)
+            if self._stop:
+                return np.zeros_like(bids)
+            out = bids * (self._k[h] * self._multiplier(t, h))
+            np.minimum(out, self._bid_cap * self._alloc[h], out=out)
+            out[out < 0.005] = 0.0
+            room = min(self._cum[h + 1] + HOUR_SLACK * self._alloc[h], self.budget) - self._spent - self._out_sum
+            placed = np.cumsum(out) <= room
+            out[~placed] = 0.0
+            nz = out[out > 0]
+            self._outstanding.extend(nz.tolist())
+            self._out_sum += float(nz.sum())
+            self._last_out = t
+            return out
+
+    def multiplier(self, now=None) -> float:
+        """The current budget multiplier (times the hour's relative value gives the bid factor)."""
+        t = _epoch(now)
+        with self._lock:
+            return self._multiplier(t, self._hour_of(t))
+
+    # ----- feedback ------------------------------------------------------------------------------
+    def record(self, cost: float, clicks: int = 0, conversions: int = 0, now=None) -> None:
+        """Outcome of one placed bid (cost 0.0 when lost): updates spend, journal and learning."""
+        if not (isinstance(cost, (int, float)) and math.isfinite(cost) and cost >= 0):
+            raise ValueError(f"cost must be a finite number >= 0, got {cost!r}")
+        if clicks < 0 or conversions < 0 or int(clicks) != clicks or int(conversions) != conversions:
+            raise ValueError(f"clicks and conversions must be whole numbers >= 0, got {clicks!r}, {conversions!r}")
+        t = _epoch(now)
+        with self._lock:
+            if t < self._last_t:
+                raise ValueError(f"out-of-order record: {dt.datetime.fromtimestamp(t, self.tz).isoformat()} is "
+                                 f"before the last record {dt.datetime.fromtimestamp(self._last_t, self.tz).isoformat()}")
+            h = self._hour_of(t)
+            if self._outstanding:
+                self._out_sum = max(0.0, self._out_sum - self._outstanding.popleft())
+            self._apply(t, float(cost), int(clicks), int(conversions))
+            if self._journal is not None:
+                self._journal.write(json.dumps({"t": t, "cost": float(cost), "clicks": int(clicks),
+                                                "conversions": int(conversions)}) + "\n")
+                self._journal.flush()
+                if self.durable:
+                    import os
+
+                    os.fsync(self._journal.fileno())
+            if self._spent > OVERSPEND_STOP * self._cum[h + 1] + 0.05 * self.budget:
+                self._stop = self._stop or (f"spend {self._spent:.2f} is far beyond the plan "
+                                            f"({self._cum[h + 1]:.2f} by the end of hour {h})")
+            if h != self._hour or self._records % CHECK_EVERY == 0:
+                self._learn(t, replan=h != self._hour)
+
+    def _apply(self, t: float, cost: float, clicks: int, conversions: int) -> None:
+        h = bisect.bisect_right(self._starts, t) - 1
+        self._multiplier(t, h)  # integrate the gap up to now before spend jumps
+        self._spent += cost
+        self._clicks[h] += clicks
+        self._conversions[h] += conversions
+        self._last_t = t
+        self._records += 1
+
+    def _learn(self, t: float, replan: bool = True) -> None:
+        """Re-weight draws by today's outcomes; flag refits and outages; re-plan the rest of the day
+        (on hour changes: a plan is a few milliseconds, a record a few microseconds)."""
+        h = min(max(bisect.bisect_right(self._starts, t) - 1, 0), 23)
+        self._hour = h
+        d = self._dow
+        if not self._clicks.any():
+            return
+        conv = self._conversions
+        fails = np.maximum(self._clicks - conv, 0.0)
+        self._logw = self._log_cvr[:, d] @ conv + self._log_ncvr[:, d] @ fails
+        w = np.exp(self._logw - self._logw.max())
+        self._weights = w / w.sum()
+        self._ess = float(1.0 / np.sum(self._weights ** 2))
+        n = len(self._weights)
+        if n > 1 and self._ess < REFIT_ESS * n:
+            self._flags["refit_due"] = (f"importance weights' effective sample size {self._ess:.0f} of {n}: "
+                                        "today differs from the fitted posterior; refit soon")
+        self._check_outage()
+        if replan and h < 23 and not self._stop:
+            self._maybe_replan(h)
+
+    def _check_outage(self) -> None:
+        """Stop if today's conversions are far below what the (unweighted) posterior predicts."""
+        expected = self.posterior.cvr[:, self._dow].astype(np.float64) @ self._clicks  # [draw]
+        if expected.mean() < 5:
+            return
+        k = self._conversions.sum()
+        z = (k + 0.5 - expected) / np.sqrt(np.maximum(expected, 1e-9))
+        p_low = float(np.mean(normal_cdf(z)))
+        if p_low < OUTAGE_P:
+            self._stop = self._stop or (f"conversions far below the posterior predictive: {k:.0f} observed vs "
+                                        f"{expected.mean():.1f} expected (P = {p_low:.1e}); tracking outage?")
+
+    def _maybe_replan(self, h: int) -> None:
+        """Re-plan hours after ``h`` if the weighted posterior says a different plan is materially better."""
+        open_hours = np.arange(24) > h
+        left = self.budget - max(self._spent + self._out_sum, self._cum[h + 1])
+        if left < 0.01 * self.budget:
+            return
+        log_k, spend = self._threshold(open_hours, left)
+        cvr, cpc, vol = self._today()
+        old_k = np.where(open_hours, self._log_k, -np.inf)
+        _, new_conv = auction_response(log_k[None, :], vol, cpc, cvr, self.plan_options["sigma"],
+                                       self.plan_options["win_rate"])
+        _, old_conv = auction_response(old_k[None, :], vol, cpc, cvr, self.plan_options["sigma"],
+                                       self.plan_options["win_rate"])
+        gain = new_conv.sum(1) - old_conv.sum(1)
+        base = max(float(self._weights @ old_conv.sum(1)), 1e-12)
+        if float(self._weights @ gain) >= REPLAN_GAIN * base and float(self._weights @ (gain > 0)) >= REPLAN_PROB:
+            self._log_k = np.where(open_hours, log_k, self._log_k)
+            self._k = [float(k) for k in np.exp(self._log_k)]
+            self._alloc = [a if not o else float(s) for a, o, s in zip(self._alloc, open_hours, spend)]
+            self._replans += 1
+            self._refresh_curve()
+
+    # ----- reporting -----------------------------------------------------------------------------
+    def prevent_exhaustion(self, now=None) -> tuple[bool, str, float]:
+        """(at_risk, reason, recommended per-bid cap) for the current instant."""
+        t = _epoch(now)
+        with self._lock:
+            h = self._hour_of(t)
+            planned = self._cum[h] + self._alloc[h] * (t - self._starts[h]) / (self._starts[h + 1] - self._starts[h])
+            room = max(0.0, min(self._cum[h + 1], self.budget) - self._spent - self._out_sum)
+            cap = min(self._bid_cap * self._alloc[h], room)
+            if self._stop:
+                return True, self._stop, 0.0
+            if self._spent > 1.2 * planned + 0.01 * self.budget:
+                return True, (f"spend {self._spent:.2f} is ahead of the plan's {planned:.2f} at this time; "
+                              f"bids capped until the plan catches up"), cap
+            return False, "spend is on plan", cap
+
+    def status(self, now=None) -> dict:
+        """Utilization, multiplier, plan, confidence and risk flags."""
+        t = _epoch(now)
+        with self._lock:
+            h = self._hour_of(t)
+            m = self._multiplier(t, h)
+            at_risk, reason, cap = self.prevent_exhaustion(t)
+            planned = self._cum[h] + self._alloc[h] * (t - self._starts[h]) / (self._starts[h + 1] - self._starts[h])
+            return {
+                "campaign": self.posterior.name, "date": self.date.isoformat(), "hour": h,
+                "daily_budget": self.budget, "spent": round(self._spent, 6),
+                "remaining": round(self.budget - self._spent, 6), "utilization": self._spent / self.budget,
+                "planned_spend_so_far": planned, "pace": self._spent / planned if planned > 0 else None,
+                "multiplier": m, "hour_bid_factor": self._k[h], "bid_factor": m * self._k[h],
+                "plan": [round(a, 2) for a in self._alloc], "confidence": self._confidence,
+                "p_beats_even": self._p_beats_even, "clicks_today": int(self._clicks.sum()),
+                "conversions_today": int(self._conversions.sum()), "ess": self._ess,
+                "draws": int(self.posterior.cvr.shape[0]), "refit_due": "refit_due" in self._flags,
+                "replans": self._replans, "exhaustion_risk": at_risk, "exhaustion_reason": reason,
+                "bid_cap": cap, "emergency_stop": self._stop, "bidding": not self._stop,
+                "flags": dict(self._flags), "warnings": self.warnings + self._plan_warnings,
+            }
+
+    def close(self) -> None:
+        with self._lock:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
