@@ -34,6 +34,14 @@ def _header(title: str) -> list[str]:
             f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
 
 
+def _markdown(frame) -> str:
+    """A pandas DataFrame as a Markdown table (index first), without extra dependencies."""
+    cols = [frame.index.name or ""] + [str(c) for c in frame.columns]
+    rows = [[str(i)] + [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
+            for i, row in zip(frame.index, frame.itertuples(index=False))]
+    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 def _write(name: str, lines: list[str]) -> None:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines) + "\n"
@@ -131,6 +139,46 @@ def bench_calibration(campaigns: int, seed: int) -> None:
     _write("calibration", lines)
 
 
+REGIMES = {  # name: (history days, base conversion rate range, traffic scale, world seed)
+    "rich": (35, (0.01, 0.08), 10.0, 41),
+    "sparse": (6, (0.008, 0.012), 10.0, 42),
+}
+
+
+def bench_pacing(regimes: list[str], draws: int = 1000, bid_caps: tuple[float, ...] = (0.10, 1.0)) -> None:
+    """Conversions as % of the hindsight oracle per policy, per history regime (fit on history, pace 7 test days)."""
+    import pandas as pd
+
+    from . import cache, data, model, sim
+
+    lines = _header("Pacing policies in a simulated second-price auction world (3 campaigns x 7 test days)") + [
+        "Oracle: hindsight optimum (knows every opportunity's price and true rate). Conversions are expected "
+        "conversions from the true rates of the opportunities won. Budget: half of each campaign's mean daily "
+        "spend at the logged raw bid. `bayes`/`plugin` use the same pacer; `bid cap` is the contract's "
+        "single-bid cap as a share of the hour's allocation (0.10 by default; 1.0 relaxes it).", ""]
+    for regime in regimes:
+        days, cvr_range, scale, seed = REGIMES[regime]
+        world = sim.make_world(campaigns=3, seed=seed, base_cvr=cvr_range, volume_scale=scale)
+        history = sim.log_auction_history(world, days=days, seed=seed + 1)
+        cells = data.aggregate(data.load_windows(history))
+        fitted = model.fit(cells, draws=draws, tune=draws, progress=False, seed=seed)
+        start = pd.Timestamp("2026-01-05") + pd.Timedelta(days=days)
+        test_days = [str(start + pd.Timedelta(days=i))[:10] for i in range(7)]
+        with tempfile.TemporaryDirectory() as tmp:
+            cache.write(Path(tmp) / "m", fitted, cells)
+            for cap in bid_caps:
+                t0 = time.perf_counter()
+                res = sim.compare_policies(world, history, str(Path(tmp) / "m"), test_days,
+                                           pacer_kwargs={"plan_options": {"bid_cap_share": cap}})
+                table = sim.summarize(res)
+                lines += [f"## {regime} history: {days} days, {history['conversions'].sum()} conversions from "
+                          f"{history['clicks'].sum()} clicks; bid cap {cap:.2f}",
+                          f"fit gate: {'pass' if fitted.diagnostics.passed else 'FAIL ' + '; '.join(fitted.diagnostics.failures)}; "
+                          f"replay {time.perf_counter() - t0:.0f} s", "", _markdown(table), ""]
+                print("\n".join(lines[-5:]), flush=True)
+    _write("pacing", lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gaelp_bayes.bench")
     sub = p.add_subparsers(dest="what", required=True)
@@ -140,8 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("calibration")
     c.add_argument("--campaigns", type=int, default=10)
     c.add_argument("--seed", type=int, default=21)
+    pc = sub.add_parser("pacing")
+    pc.add_argument("--regimes", default="rich,sparse")
+    pc.add_argument("--draws", type=int, default=1000)
     args = p.parse_args(argv)
-    if args.what == "fit":
+    if args.what == "pacing":
+        bench_pacing(args.regimes.split(","), args.draws)
+    elif args.what == "fit":
         bench_fit([int(s) for s in args.sizes.split(",")], args.samplers.split(","))
     else:
         bench_calibration(args.campaigns, args.seed)

@@ -346,8 +346,6 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
                       target_accept=target_accept)
         if sampler == "pymc":
             kwargs["cores"] = min(chains, 2)
-        elif sampler == "nutpie":
-            kwargs["nuts_sampler_kwargs"] = {"save_warmup": False}
         tree = pm.sample(**kwargs)
         diags[part] = diagnose(tree)
         posteriors.append(tree["posterior"].to_dataset())
