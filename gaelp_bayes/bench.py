@@ -139,6 +139,54 @@ def bench_calibration(campaigns: int, seed: int) -> None:
     _write("calibration", lines)
 
 
+def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> None:
+    """Per-bid adjust_bid time vs a no-op call, record time, batch throughput, import time, memory."""
+    import resource
+
+    code = "import time; t = time.perf_counter(); import gaelp_bayes.runtime; print(time.perf_counter() - t)"
+    imports = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
+               for _ in range(3)]
+    from .runtime import Pacer
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    pacer = Pacer.load(model_dir, daily_budget=1e9, campaign=campaign, force=True, journal=tempfile.mkdtemp())
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = pacer.date
+    import datetime as _dt
+
+    now = _dt.datetime.combine(t0, _dt.time(14), pacer.tz).timestamp()
+
+    def noop(bid, now=None):
+        return bid
+
+    def timed(fn):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn(1.0, now)
+        return (time.perf_counter() - start) / n * 1e6
+
+    base = min(timed(noop) for _ in range(3))
+    per_bid = min(timed(pacer.adjust_bid) for _ in range(3))
+    start = time.perf_counter()
+    for i in range(n // 10):
+        pacer.record(0.0, now=now + i * 1e-3)
+    per_record = (time.perf_counter() - start) / (n // 10) * 1e6
+    batch = np.full(1_000_000, 1.0)
+    start = time.perf_counter()
+    for _ in range(5):
+        pacer.adjust_bids(batch * 1e-6, now=now)  # tiny bids: the guard never binds, all are placed
+    batch_rate = 5 * batch.size / (time.perf_counter() - start)
+    lines = _header("Runtime pacer speed") + [
+        "| measure | value | baseline in the same run |", "|---|---|---|",
+        f"| adjust_bid per call | {per_bid:.2f} us | no-op Python call {base:.2f} us (ratio {per_bid / base:.1f}x) |",
+        f"| record per call (journal on, no learning check) | {per_record:.2f} us | |",
+        f"| adjust_bids batch throughput | {batch_rate / 1e6:.1f} M bids/s | |",
+        f"| import gaelp_bayes.runtime (fresh process, incl. numpy) | {min(imports) * 1000:.0f} ms | |",
+        f"| resident memory added by a loaded pacer | {(rss1 - rss0) / 1024:.1f} MB (peak RSS delta) | "
+        f"{pacer.posterior.cvr.shape[0]} draws |"]
+    _write("runtime_speed", lines)
+
+
 REGIMES = {  # name: (history days, base conversion rate range, traffic scale, world seed)
     "rich": (35, (0.01, 0.08), 10.0, 41),
     "sparse": (6, (0.008, 0.012), 10.0, 42),
@@ -188,11 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("calibration")
     c.add_argument("--campaigns", type=int, default=10)
     c.add_argument("--seed", type=int, default=21)
+    rt = sub.add_parser("runtime")
+    rt.add_argument("--model", default="models/demo")
+    rt.add_argument("--campaign", default=None)
     pc = sub.add_parser("pacing")
     pc.add_argument("--regimes", default="rich,sparse")
     pc.add_argument("--draws", type=int, default=1000)
     args = p.parse_args(argv)
-    if args.what == "pacing":
+    if args.what == "runtime":
+        bench_runtime(args.model, args.campaign)
+    elif args.what == "pacing":
         bench_pacing(args.regimes.split(","), args.draws)
     elif args.what == "fit":
         bench_fit([int(s) for s in args.sizes.split(",")], args.samplers.split(","))

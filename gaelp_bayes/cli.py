@@ -101,11 +101,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cells = data.aggregate(data.load_windows(DEMO_DATA))
     try:
         manifest = cache.read_manifest(DEMO_MODEL)
-        reuse = manifest["data_fingerprint"] == cells.fingerprint() and manifest["diagnostics"]["passed"]
+        reuse = (manifest["data_fingerprint"] == cells.fingerprint() and manifest["diagnostics"]["passed"]
+                 and manifest["settings"].get("model_version") == model.MODEL_VERSION)
     except GaelpError:
         reuse = False
     if reuse:
-        print(f"reusing the valid cached posterior in {DEMO_MODEL} (same data fingerprint)", file=sys.stderr)
+        print(f"reusing the valid cached posterior in {DEMO_MODEL} (same data and model version)", file=sys.stderr)
     else:
         print(f"fitting the demo posterior on {DEMO_DATA} ({len(history)} windows, {len(cells.campaigns)} campaigns)",
               file=sys.stderr)

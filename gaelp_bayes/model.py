@@ -13,7 +13,8 @@ Conversion rate of cell (campaign c, day-of-week d, local hour h)::
   global curve.  ``a`` is centred when every campaign has plenty of
   conversions (the many-campaign case mixes badly non-centred, MEASURED.md),
   otherwise non-centred; everything else is non-centred.
-- ``e``: cell noise (overdispersion) with a learned scale.
+- ``e``: cell noise (overdispersion) with a learned scale, centred in cells
+  whose data outweighs the prior and non-centred elsewhere.
 
 The likelihood is the binomial kernel ``k*eta - n*softplus(eta)`` on cell
 sums (same posterior as Binomial, about 4x cheaper per gradient).
@@ -42,7 +43,9 @@ from .errors import FitError
 HOUR_HARMONICS = 6
 DEV_HARMONICS = 6
 CPC_HARMONICS = 2
-CENTRED_MIN_CONVERSIONS = 200
+CENTRED_MIN_CONVERSIONS = 200  # per campaign: centre campaign levels and hour deviations
+CENTRED_CELL_CONVERSIONS = 50  # per cell: centre its noise
+MODEL_VERSION = 2  # bump when the model changes: cached fits of other versions are not reused by the demo
 GATE = {"rhat_max": 1.01, "ess_bulk_min": 400, "ess_tail_min": 400, "divergences_max": 0}
 
 
@@ -111,13 +114,18 @@ def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
 
     mu = pm.Normal("mu", _logit(pooled), 2.0)
     sigma_hour = pm.HalfNormal("sigma_hour", 0.5)
-    hour_z = pm.Normal("hour_z", 0.0, 1.0, dims="fourier")
-    hour = pm.Deterministic("hour_effect", pt.dot(basis, hour_z) * sigma_hour, dims="hour")
     sigma_dow = pm.HalfNormal("sigma_dow", 0.3)
-    dow = pm.Deterministic("dow_effect", pm.ZeroSumNormal("dow_z", 1.0, dims="dow") * sigma_dow, dims="dow")
+    if centred:  # data-rich: the global curve and day effects are pinned by the data
+        hour = pm.Deterministic("hour_effect", pt.dot(basis, pm.Normal("hour_coef", 0.0, sigma_hour, dims="fourier")),
+                                dims="hour")
+        dow = pm.ZeroSumNormal("dow_effect", sigma_dow, dims="dow")
+    else:
+        hour = pm.Deterministic("hour_effect", pt.dot(basis, pm.Normal("hour_z", 0.0, 1.0, dims="fourier"))
+                                * sigma_hour, dims="hour")
+        dow = pm.Deterministic("dow_effect", pm.ZeroSumNormal("dow_z", 1.0, dims="dow") * sigma_dow, dims="dow")
     sigma_cell = pm.HalfNormal("sigma_cell", 0.2)
-    cell_z = pm.Normal("cell_z", 0.0, 1.0, dims=("campaign", "dow", "hour"))
-    eta = hour[h_idx] + dow[d_idx] + sigma_cell * cell_z[c_idx, d_idx, h_idx]
+    cell = pm.Deterministic("cell_effect", _cell_noise(cells, sigma_cell), dims=("campaign", "dow", "hour"))
+    eta = hour[h_idx] + dow[d_idx] + cell[c_idx, d_idx, h_idx]
     if pooled_campaigns:
         sigma_campaign = pm.HalfNormal("sigma_campaign", 1.0)
         if centred:  # campaign levels around mu: no ridge between mu and each offset
@@ -126,13 +134,36 @@ def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
             camp_z = pm.Normal("campaign_z", 0.0, 1.0, dims="campaign")
             level = pm.Deterministic("campaign_level", mu + camp_z * sigma_campaign, dims="campaign")
         sigma_dev = pm.HalfNormal("sigma_dev", 0.3)
-        dev_z = pm.Normal("dev_z", 0.0, 1.0, dims=("campaign", "fourier_dev"))
-        dev = pt.dot(dev_z, basis_dev.T) * sigma_dev  # [campaign, hour]
+        if centred:
+            dev_coef = pm.Normal("dev_coef", 0.0, sigma_dev, dims=("campaign", "fourier_dev"))
+        else:
+            dev_coef = pm.Deterministic("dev_coef", pm.Normal("dev_z", 0.0, 1.0, dims=("campaign", "fourier_dev"))
+                                        * sigma_dev, dims=("campaign", "fourier_dev"))
+        dev = pt.dot(dev_coef, basis_dev.T)  # [campaign, hour]
         eta = eta + level[c_idx] + dev[c_idx, h_idx]
     else:
         eta = eta + mu
     pm.Potential("conversion_loglik", pt.sum(conv * eta - clicks * pt.log1pexp(eta)))
     return centred
+
+
+def _cell_noise(cells: Cells, sigma):
+    """Cell effects [campaign, dow, hour]: centred where a cell's conversions outweigh the prior
+    (>= ``CENTRED_CELL_CONVERSIONS``), non-centred elsewhere (sparse and unobserved cells)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    shape = (len(cells.campaigns), 7, 24)
+    conv = np.zeros(shape)
+    np.add.at(conv, (cells.campaign, cells.dow, cells.hour), cells.conversions)
+    rich = conv.ravel() >= CENTRED_CELL_CONVERSIONS
+    flat = pt.zeros(int(np.prod(shape)))
+    if rich.any():
+        flat = pt.set_subtensor(flat[np.flatnonzero(rich)], pm.Normal("cell_c", 0.0, sigma, shape=int(rich.sum())))
+    if (~rich).any():
+        z = pm.Normal("cell_z", 0.0, 1.0, shape=int((~rich).sum()))
+        flat = pt.set_subtensor(flat[np.flatnonzero(~rich)], sigma * z)
+    return flat.reshape(shape)
 
 
 def _campaign_levels(name: str, center: float, scale: float, pooled_campaigns: bool):
@@ -272,7 +303,7 @@ def diagnose(posterior_tree) -> Diagnostics:
     import arviz_stats as azs
 
     post = posterior_tree["posterior"].to_dataset()
-    free = [v for v in post.data_vars if not v.startswith(("log_", "hour_effect", "dow_effect"))]
+    free = [v for v in post.data_vars if not v.startswith(("log_", "hour_effect", "cell_effect"))]
     post = post[free]
 
     def extreme(tree, pick):
@@ -356,7 +387,8 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
         "sample_stats": xr.merge(stats, combine_attrs="drop_conflicts", join="exact"),
         "observed_data": cells_dataset(cells),
     })
-    settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "sampler": sampler,
+    settings = {"model_version": MODEL_VERSION, "draws": draws, "tune": tune, "chains": chains, "seed": seed,
+                "sampler": sampler,
                 "target_accept": target_accept, "parts": parts, "centred_campaigns": centred,
                 "hour_harmonics": HOUR_HARMONICS, "dev_harmonics": DEV_HARMONICS,
                 "part_diagnostics": {p: d.as_dict() for p, d in diags.items()}}
@@ -396,11 +428,12 @@ def runtime_arrays(tree, max_draws: int = 1000, seed: int = 0) -> dict[str, np.n
     sig_dev = g("sigma_dev") if pooled else half_normal(0.3)
     mu = g("mu")
     level = g("campaign_level") if pooled else mu[:, None]
-    dev_z = g("dev_z") if pooled else np.zeros((n, 1, 2 * DEV_HARMONICS))
+    dev_coef = g("dev_coef") if pooled else np.zeros((n, 1, 2 * DEV_HARMONICS))
     level = np.concatenate([level, (mu + sig_c * rng.normal(size=n))[:, None]], axis=1)
-    dev_z = np.concatenate([dev_z, rng.normal(size=(n, 1, 2 * DEV_HARMONICS))], axis=1)
-    dev = np.einsum("scf,hf->sch", dev_z, fourier_basis(DEV_HARMONICS)) * sig_dev[:, None, None]
-    cell = np.concatenate([g("cell_z"), rng.normal(size=(n, 1, 7, 24))], axis=1) * g("sigma_cell")[:, None, None, None]
+    dev_coef = np.concatenate([dev_coef, sig_dev[:, None, None] * rng.normal(size=(n, 1, 2 * DEV_HARMONICS))], axis=1)
+    dev = np.einsum("scf,hf->sch", dev_coef, fourier_basis(DEV_HARMONICS))
+    new_cell = g("sigma_cell")[:, None, None, None] * rng.normal(size=(n, 1, 7, 24))
+    cell = np.concatenate([g("cell_effect"), new_cell], axis=1)
     logit = (level[:, :, None, None] + dev[:, :, None, :] + g("hour_effect")[:, None, None, :]
              + g("dow_effect")[:, None, :, None] + cell)
     out = {"cvr": 1.0 / (1.0 + np.exp(-logit))}

@@ -182,6 +182,8 @@ class Pacer:
         self._replans = 0
         self._stop = self._fixed_stop
         self._flags: dict[str, str] = {}
+        self._gap_scale = 24.0 / self.budget
+        self._h, self._h_start, self._h_end, self._h_inv = -1, math.inf, -math.inf, 0.0
         self._plan(np.ones(24, bool), self.budget, first=True)
         self._open_journal()
 
@@ -267,19 +269,39 @@ class Pacer:
         return min(max(math.exp(self._L - KP * gap), M_MIN), M_MAX)
 
     def adjust_bid(self, bid: float, now=None) -> float:
-        """The bid to place for an opportunity whose raw bid is ``bid``; 0.0 means do not bid."""
-        t = _epoch(now)
+        """The bid to place for an opportunity whose raw bid is ``bid``; 0.0 means do not bid.
+
+        The hot path: the same arithmetic as ``_multiplier`` inlined, the current hour's bounds
+        cached, no allocation but the outstanding-bid entry.
+        """
+        t = time.time() if now is None else now if now.__class__ is float else _epoch(now)
         with self._lock:
-            h = self._hour_of(t)
+            h = self._h
+            if not self._h_start <= t < self._h_end:
+                h = self._locate(t)
             if self._stop or bid <= 0:
                 return 0.0
+            spent = self._spent + self._out_sum
             if self._outstanding and t - self._last_out > OUTSTANDING_TIMEOUT:
                 self._outstanding.clear()
                 self._out_sum = 0.0
-            b = bid * self._k[h] * self._multiplier(t, h)
-            cap = min(self._bid_cap * self._alloc[h],
-                      self._cum[h + 1] + HOUR_SLACK * self._alloc[h] - self._spent - self._out_sum,
-                      self.budget - self._spent - self._out_sum)
+                spent = self._spent
+            alloc = self._alloc[h]
+            gap = (self._spent - self._cum[h] - alloc * (t - self._h_start) * self._h_inv) * self._gap_scale
+            dt_h = t - self._t_int
+            if dt_h > 0:
+                L = self._L - KI * gap * dt_h * (1 / 3600.0)
+                self._L = L = -3.0 if L < -3.0 else 1.1 if L > 1.1 else L
+                self._t_int = t
+            m = math.exp(self._L - KP * gap)
+            b = bid * self._k[h] * (M_MIN if m < M_MIN else M_MAX if m > M_MAX else m)
+            cap = self._bid_cap * alloc
+            room = self._cum[h + 1] + HOUR_SLACK * alloc - spent
+            if room < cap:
+                cap = room
+            room = self.budget - spent
+            if room < cap:
+                cap = room
             if b > cap:
                 b = cap
             if b < 0.005:  # below a cent: do not bid
@@ -288,6 +310,13 @@ class Pacer:
             self._out_sum += b
             self._last_out = t
             return b
+
+    def _locate(self, t: float) -> int:
+        """Hour of ``t`` (rolling the day over if needed); caches that hour's bounds."""
+        h = self._hour_of(t)
+        self._h, self._h_start, self._h_end = h, self._starts[h], self._starts[h + 1]
+        self._h_inv = 1.0 / (self._h_end - self._h_start)
+        return h
 
     def adjust_bids(self, bids: np.ndarray, now=None) -> np.ndarray:
         """Vectorised ``adjust_bid`` for a batch of opportunities arriving at the same instant.
@@ -336,8 +365,8 @@ class Pacer:
                 self._out_sum = max(0.0, self._out_sum - self._outstanding.popleft())
             self._apply(t, float(cost), int(clicks), int(conversions))
             if self._journal is not None:
-                self._journal.write(json.dumps({"t": t, "cost": float(cost), "clicks": int(clicks),
-                                                "conversions": int(conversions)}) + "\n")
+                self._journal.write(f'{{"t": {t!r}, "cost": {float(cost)!r}, "clicks": {int(clicks)}, '
+                                    f'"conversions": {int(conversions)}}}\n')
                 self._journal.flush()
                 if self.durable:
                     import os
