@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m gaelp_bayes.bench
+	$(PY) -m gaelp_bayes.bench all
 
 clean:
 	rm -rf $(VENV) models/demo models/demo_windows.csv reports/*

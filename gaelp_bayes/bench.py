@@ -2,6 +2,10 @@
 
     python -m gaelp_bayes.bench fit            # fit time, cold vs warm compile, 1/20/200 campaigns
     python -m gaelp_bayes.bench calibration    # held-out coverage and RMSE on a larger simulated case
+    python -m gaelp_bayes.bench allocation     # plan quality vs truth and confidence calibration
+    python -m gaelp_bayes.bench runtime        # per-bid time, batch throughput, import time, memory
+    python -m gaelp_bayes.bench pacing         # policies vs a hindsight oracle, rich and sparse history
+    python -m gaelp_bayes.bench all            # everything (make bench; needs models/demo from make demo)
 
 Speed targets are checked here, never by timed assertions in tests.
 """
@@ -187,6 +191,57 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
     _write("runtime_speed", lines)
 
 
+def bench_allocation(datasets: int, draws: int, seed: int = 500) -> None:
+    """Over simulated datasets: plan quality vs the true optimum, and calibration of the confidence score."""
+    import pandas as pd
+
+    from . import allocate as al
+    from . import cache, data, model, sim
+
+    rows = []
+    for i in range(datasets):
+        world = sim.make_world(campaigns=3, seed=seed + i)
+        for weeks in (1, 5):
+            history = sim.log_history(world, days=7 * weeks, seed=seed + 100 + i)
+            cells = data.aggregate(data.load_windows(history))
+            fitted = model.fit(cells, draws=draws, tune=draws, chains=4, progress=False, seed=i)
+            with tempfile.TemporaryDirectory() as tmp:
+                cache.write(Path(tmp) / "m", fitted, cells)
+                manifest, arrays = cache.read_runtime(Path(tmp) / "m")
+            for c, name in enumerate(manifest["campaigns"]):
+                for dow in range(7):
+                    _, draws_, _ = al.campaign_draws(arrays, manifest, name, dow)
+                    res = al.allocate_draws(draws_, 150)
+                    lo, hi = al.bounds_in_cents(15_000, draws_.capacity[0], 0.0, None, 0.2, 1.5)
+                    true_v = world.cvr[c, dow] / world.cpc[c, dow]
+                    best = al.greedy_fill(np.argsort(-true_v, kind="stable"), lo, hi, 15_000)
+                    ratio = float(true_v @ res["cents"] / (true_v @ best))
+                    rows.append({"dataset": i, "weeks": weeks, "campaign": name, "dow": dow, "ratio": ratio,
+                                 "confidence": res["confidence"], "reached": ratio >= 0.95,
+                                 "gate": fitted.diagnostics.passed})
+            print(f"dataset {i} weeks {weeks}: mean ratio {np.mean([r['ratio'] for r in rows[-21:]]):.3f}", flush=True)
+    df = pd.DataFrame(rows)
+    lines = _header(f"Allocation quality and confidence calibration: {datasets} simulated worlds x 3 campaigns x "
+                    f"7 days, history of 1 or 5 weeks, {draws} draws x 4 chains") + [
+        "Ratio: the plan's true expected conversions over those of the plan computed from the true rates under the "
+        "same constraints (budget 150, max share 20%, capacity x 1.5). Reached: ratio >= 0.95. A calibrated "
+        "confidence score matches the reached fraction.", "",
+        "| history | plans | mean ratio | 5% quantile | mean confidence | fraction reached | fits passing gate |",
+        "|---|---|---|---|---|---|---|"]
+    for weeks, g in df.groupby("weeks"):
+        lines.append(f"| {weeks} week(s) | {len(g)} | {g['ratio'].mean():.3f} | {g['ratio'].quantile(0.05):.3f} | "
+                     f"{g['confidence'].mean():.3f} | {g['reached'].mean():.3f} | "
+                     f"{g.groupby('dataset')['gate'].first().mean():.0%} |")
+    lines += ["", "Reliability (all plans):", "", "| stated confidence | plans | mean stated | fraction reached |",
+              "|---|---|---|---|"]
+    bins = pd.cut(df["confidence"], [0, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0], include_lowest=True)
+    for b, g in df.groupby(bins, observed=True):
+        lines.append(f"| {b} | {len(g)} | {g['confidence'].mean():.3f} | {g['reached'].mean():.3f} |")
+    lines.append(f"\nOverall: mean stated confidence {df['confidence'].mean():.3f}, fraction reached "
+                 f"{df['reached'].mean():.3f} (gap {abs(df['confidence'].mean() - df['reached'].mean()):.3f}).")
+    _write("allocation", lines)
+
+
 REGIMES = {  # name: (history days, base conversion rate range, traffic scale, world seed)
     "rich": (35, (0.01, 0.08), 10.0, 41),
     "sparse": (6, (0.008, 0.012), 10.0, 42),
@@ -236,14 +291,26 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("calibration")
     c.add_argument("--campaigns", type=int, default=10)
     c.add_argument("--seed", type=int, default=21)
+    al = sub.add_parser("allocation")
+    al.add_argument("--datasets", type=int, default=10)
+    al.add_argument("--draws", type=int, default=500)
     rt = sub.add_parser("runtime")
     rt.add_argument("--model", default="models/demo")
     rt.add_argument("--campaign", default=None)
     pc = sub.add_parser("pacing")
     pc.add_argument("--regimes", default="rich,sparse")
     pc.add_argument("--draws", type=int, default=1000)
+    sub.add_parser("all", help="every benchmark above with its defaults (about an hour on 2 cores)")
     args = p.parse_args(argv)
-    if args.what == "runtime":
+    if args.what == "all":
+        bench_runtime("models/demo", "campaign_01")
+        bench_calibration(10, 21)
+        bench_allocation(10, 500)
+        bench_pacing(["rich", "sparse"])
+        bench_fit([1, 20, 200], ["auto"])
+    elif args.what == "allocation":
+        bench_allocation(args.datasets, args.draws)
+    elif args.what == "runtime":
         bench_runtime(args.model, args.campaign)
     elif args.what == "pacing":
         bench_pacing(args.regimes.split(","), args.draws)

@@ -173,6 +173,16 @@ def auction_day(world: World, campaign: int, date: str, seed: int, cvr_shift: tu
                       rng.uniform(size=cvr_all.size) < cvr_all, np.concatenate(hours))
 
 
+def oracle_finish_hour(day: AuctionDay, budget: float) -> float:
+    """When the hindsight oracle has spent 99% of the budget (hours since midnight; 24 if never)."""
+    order = np.argsort(-day.cvr / day.prices, kind="stable")
+    taken = order[np.cumsum(day.prices[order]) <= budget]
+    chrono = np.sort(taken)
+    spent = np.cumsum(day.prices[chrono])
+    reach = np.searchsorted(spent, 0.99 * budget)
+    return float((day.times[chrono[reach]] - day.start) / 3600) if reach < len(chrono) else 24.0
+
+
 def oracle_conversions(day: AuctionDay, budget: float) -> float:
     """Hindsight optimum: win the opportunities with the most conversions per dollar until the budget is spent.
 
@@ -284,6 +294,7 @@ def compare_policies(world: World, history: pd.DataFrame, model_dir: str | None,
         for i, date in enumerate(test_days):
             day = auction_day(world, c, date, seed=seed + 1000 * c + i, **(day_kwargs or {}))
             oracle = oracle_conversions(day, budget)
+            oracle_finish = oracle_finish_hour(day, budget)
             for policy in policies:
                 if policy == "oracle":
                     res = {"spent": budget, "expected_conversions": oracle, "conversions": float("nan"),
@@ -298,15 +309,20 @@ def compare_policies(world: World, history: pd.DataFrame, model_dir: str | None,
                                 else CampaignPosterior.from_cache(arrays, manifest, name)[0])
                         pacer = Pacer(post, budget, "UTC", now=day.start, **(pacer_kwargs or {}))
                     res = replay(day, pacer, raw, budget)
+                ran_dry = res["ran_out_hour"] is not None and res["ran_out_hour"] < oracle_finish - 1.0
                 rows.append({"campaign": name, "date": date, "policy": policy, "budget": budget,
-                             "oracle": oracle, **res})
+                             "oracle": oracle, "oracle_finish_hour": oracle_finish, "ran_dry": ran_dry, **res})
     out = pd.DataFrame(rows)
     out["pct_of_oracle"] = 100 * out["expected_conversions"] / out["oracle"]
     return out
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Per policy: % of oracle (mean and 5-95% over campaign-days), spend/budget, overspend, run-out hour, CPA."""
+    """Per policy: % of oracle (mean and 5-95% over campaign-days), spend/budget, overspend, run-out hour, CPA.
+
+    ``days_ran_dry``: days on which the policy had spent 99% of the budget more than an hour before the
+    hindsight oracle did (running out early, rather than finishing early because late hours are poor).
+    """
     g = results.groupby("policy", sort=False)
     return pd.DataFrame({
         "pct_of_oracle": g["pct_of_oracle"].mean(),
@@ -315,6 +331,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         "spend_over_budget": g.apply(lambda x: x["spent"].sum() / x["budget"].sum(), include_groups=False),
         "max_overspend": g["overspend"].max(),
         "days_ran_out_before_23h": g["ran_out_hour"].apply(lambda s: int((s < 23).sum())),
+        "days_ran_dry": g["ran_dry"].sum().astype(int),
         "earliest_run_out_hour": g["ran_out_hour"].min(),
         "cpa": g.apply(lambda x: x["spent"].sum() / max(x["expected_conversions"].sum(), 1e-9), include_groups=False),
     }).round(3)

@@ -1,0 +1,32 @@
+"""The auction simulator: the hindsight oracle bounds every policy, and nobody overspends."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gaelp_bayes import sim
+
+
+def test_policies_against_the_oracle(fitted):
+    world = sim.make_world(campaigns=3, seed=11)  # the fixture's world
+    history = sim.log_auction_history(world, days=7, seed=3)
+    res = sim.compare_policies(world, history, str(fitted.path), ["2026-03-02", "2026-03-03"])
+    assert set(res["policy"]) == set(sim.POLICIES)
+    assert (res["spent"] <= res["budget"] + 1e-9).all() and (res["overspend"] == 0).all()
+    assert (res["expected_conversions"] <= res["oracle"] * (1 + 1e-9)).all()
+    table = sim.summarize(res)
+    assert table.loc["oracle", "pct_of_oracle"] == 100.0
+    assert table.loc["bayes", "pct_of_oracle"] > table.loc["even", "pct_of_oracle"]
+
+
+def test_auction_day_is_reproducible_and_scenarios_apply():
+    world = sim.make_world(campaigns=1, seed=2)
+    a = sim.auction_day(world, 0, "2026-03-02", seed=5)
+    b = sim.auction_day(world, 0, "2026-03-02", seed=5)
+    assert np.array_equal(a.prices, b.prices) and np.array_equal(a.converts, b.converts)
+    shifted = sim.auction_day(world, 0, "2026-03-02", seed=5, cvr_shift=(12, 0.5))
+    assert np.allclose(shifted.cvr[shifted.hours >= 12], 0.5 * a.cvr[a.hours >= 12])
+    assert np.allclose(shifted.cvr[shifted.hours < 12], a.cvr[a.hours < 12])
+    spiked = sim.auction_day(world, 0, "2026-03-02", seed=5, price_spike=(10, 12, 3.0))
+    in_spike = (a.hours >= 10) & (a.hours < 12)
+    assert np.allclose(spiked.prices[in_spike], 3.0 * a.prices[in_spike])
