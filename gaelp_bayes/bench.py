@@ -191,6 +191,32 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
     _write("runtime_speed", lines)
 
 
+def bench_allocation_speed(model_dir: str = "models/demo", campaign: str = "campaign_01") -> None:
+    """Time one allocation with its scores from the cached draws (median of repeats)."""
+    from . import allocate as al
+    from . import cache
+
+    manifest, arrays = cache.read_runtime(model_dir)
+    _, draws, _ = al.campaign_draws(arrays, manifest, campaign, 0)
+
+    def median_ms(fn, repeats):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return 1000 * float(np.median(times))
+
+    lines = _header(f"Allocation speed ({draws.cvr.shape[0]} draws x 24 hours)") + [
+        "| operation | median ms | aim |", "|---|---|---|",
+        f"| plan + confidence + all scores (allocate_draws) | {median_ms(lambda: al.allocate_draws(draws, 100), 30):.1f} | < 50 |",
+        f"| risk-averse CVaR plan (HiGHS LP) + scores | {median_ms(lambda: al.allocate_draws(draws, 100, risk='cvar'), 5):.1f} | |",
+        f"| with a 10% exploration reserve | {median_ms(lambda: al.allocate_draws(draws, 100, exploration=0.1), 30):.1f} | |",
+        f"| allocate() from the cache (read, sha256-verify, slice, plan) | "
+        f"{median_ms(lambda: al.allocate(model_dir, 100, campaign=campaign, date='2026-03-02'), 5):.1f} | |"]
+    _write("allocation_speed", lines)
+
+
 def bench_allocation(datasets: int, draws: int, seed: int = 500) -> None:
     """Over simulated datasets: plan quality vs the true optimum, and calibration of the confidence score."""
     import pandas as pd
@@ -294,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     al = sub.add_parser("allocation")
     al.add_argument("--datasets", type=int, default=10)
     al.add_argument("--draws", type=int, default=500)
+    sub.add_parser("allocation-speed")
     rt = sub.add_parser("runtime")
     rt.add_argument("--model", default="models/demo")
     rt.add_argument("--campaign", default=None)
@@ -304,10 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.what == "all":
         bench_runtime("models/demo", "campaign_01")
+        bench_allocation_speed()
         bench_calibration(10, 21)
         bench_allocation(10, 500)
         bench_pacing(["rich", "sparse"])
         bench_fit([1, 20, 200], ["auto"])
+    elif args.what == "allocation-speed":
+        bench_allocation_speed()
     elif args.what == "allocation":
         bench_allocation(args.datasets, args.draws)
     elif args.what == "runtime":

@@ -76,6 +76,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_windows(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .data import read_table, windows_from_events
+
+    frames = []
+    for path in args.raw:
+        events = read_table(path)
+        if args.group is None and len(args.raw) > 1:
+            events = events.assign(_campaign=Path(path).stem)
+        frames.append(windows_from_events(events, args.time, args.outcome,
+                                          group=args.group or ("_campaign" if len(args.raw) > 1 else None),
+                                          cost=args.cost, revenue=args.revenue, source_tz=args.source_tz, name=path))
+    windows = pd.concat(frames, ignore_index=True)
+    windows = windows.groupby(["timestamp", "campaign"], as_index=False, sort=True).sum()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{args.out}.tmp")
+    windows.to_csv(tmp, index=False)
+    tmp.replace(args.out)
+    print(f"wrote {len(windows)} windows ({windows['campaign'].nunique()} campaigns, {windows['clicks'].sum()} "
+          f"trials, {windows['conversions'].sum()} conversions) to {args.out}")
+    return 0
+
+
 def cmd_allocate(args: argparse.Namespace) -> int:
     import json
 
@@ -156,6 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--interval", type=float, default=0.9)
     r.add_argument("--force", action="store_true", help="use a cache whose fit failed its diagnostics")
     r.set_defaults(func=cmd_predict)
+
+    w = sub.add_parser("windows", help="aggregate raw event logs (one row per trial) into hourly windows")
+    w.add_argument("raw", nargs="+", help="CSV or Parquet event logs; with several files and no --group, "
+                   "each file's name is its campaign")
+    w.add_argument("--time", required=True, help="event time column (ISO-8601)")
+    w.add_argument("--outcome", required=True, help="0/1 outcome column (becomes conversions)")
+    w.add_argument("--group", help="campaign column")
+    w.add_argument("--cost", help="cost column (summed into spend)")
+    w.add_argument("--revenue", help="revenue column")
+    w.add_argument("--source-tz", default="UTC", help="timezone of times without an offset")
+    w.add_argument("--out", required=True, help="windows CSV to write")
+    w.set_defaults(func=cmd_windows)
 
     a = sub.add_parser("allocate", help="split a daily budget over 24 hours from a cached posterior")
     a.add_argument("model", help="cache folder, e.g. models/NAME")

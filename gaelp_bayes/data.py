@@ -232,3 +232,64 @@ def aggregate(windows: pd.DataFrame, timezone: str = "UTC") -> Cells:
         period=(windows["timestamp"].min().isoformat(), windows["timestamp"].max().isoformat()),
         n_windows=len(windows),
     )
+
+
+def windows_from_events(events: pd.DataFrame, time: str, outcome: str, group: str | None = None,
+                        cost: str | None = None, revenue: str | None = None, source_tz: str = "UTC",
+                        name: str = "<DataFrame>") -> pd.DataFrame:
+    """Aggregate a raw event log (one row per trial, outcome 0/1) into hourly performance windows.
+
+    clicks = rows, conversions = sum of the outcome, spend = sum of ``cost``, revenue = sum of
+    ``revenue``; ``group`` becomes the campaign.  Times without an offset are in ``source_tz``.
+    Hours with no events between a campaign's first and last event are kept as zero windows.
+    Returns the window schema (``timestamp`` as ISO-8601 UTC strings).
+    """
+    tz = check_timezone(source_tz)
+    for role, col in (("time", time), ("outcome", outcome), ("group", group), ("cost", cost), ("revenue", revenue)):
+        if col is not None and col not in events.columns:
+            raise InputError(f"{name}: no column {col!r} for --{role} (have: {', '.join(map(str, events.columns))})")
+    if len(events) == 0:
+        raise InputError(f"{name}: empty file: no events")
+    raw = events[time]
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        stamps = raw
+    else:
+        stamps = pd.to_datetime(raw.astype(str).str.strip(), format="ISO8601", errors="coerce", utc=False)
+        if stamps.dtype == object:  # mixed offsets: parse each to UTC
+            stamps = pd.to_datetime(raw.astype(str).str.strip(), format="ISO8601", errors="coerce", utc=True)
+    bad = stamps.isna()
+    if bad.any():
+        raise InputError(f"{name}: {_rows(bad)}, column {time!r}: not an ISO-8601 time (e.g. {raw[bad].iloc[0]!r})")
+    stamps = stamps.dt.tz_localize(tz) if stamps.dt.tz is None else stamps
+    hours = stamps.dt.tz_convert("UTC").dt.floor("h")
+
+    out = pd.DataFrame({"timestamp": hours.to_numpy(),
+                        "campaign": events[group].astype(str).str.strip() if group else DEFAULT_CAMPAIGN})
+    y = pd.to_numeric(events[outcome], errors="coerce")
+    bad = ~y.isin([0, 1])
+    if bad.any():
+        raise InputError(f"{name}: {_rows(bad)}, column {outcome!r}: outcome must be 0 or 1 "
+                         f"(e.g. {events[outcome][bad].iloc[0]!r})")
+    out["clicks"] = 1
+    out["conversions"] = y.astype("int64").to_numpy()
+    for col, target in ((cost, "spend"), (revenue, "revenue")):
+        if col is None:
+            continue
+        v = pd.to_numeric(events[col], errors="coerce")
+        bad = v.isna() | (v < 0) | ~np.isfinite(v.fillna(0))
+        if bad.any():
+            raise InputError(f"{name}: {_rows(bad)}, column {col!r}: must be a number >= 0")
+        out[target] = v.to_numpy(np.float64)
+    summed = out.groupby(["campaign", "timestamp"], sort=True).sum()
+    frames = []
+    for camp, part in summed.groupby(level="campaign", sort=True):
+        part = part.droplevel("campaign")
+        span = pd.date_range(part.index.min(), part.index.max(), freq="h", name="timestamp")
+        part = part.reindex(span, fill_value=0).reset_index()
+        part.insert(1, "campaign", camp)
+        frames.append(part)
+    windows = pd.concat(frames, ignore_index=True)
+    windows["timestamp"] = windows["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    for col in ("clicks", "conversions"):
+        windows[col] = windows[col].astype("int64")
+    return windows

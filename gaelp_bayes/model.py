@@ -19,12 +19,14 @@ Conversion rate of cell (campaign c, day-of-week d, local hour h)::
 The likelihood is the binomial kernel ``k*eta - n*softplus(eta)`` on cell
 sums (same posterior as Binomial, about 4x cheaper per gradient).
 
-The data-rich parts below use centred campaign levels (``level[c] ~ N(global,
-sigma)``), which avoids the ridge between a global mean and every offset.
+The parts below have ample data per campaign, so campaigns get independent
+levels and curves under fixed weakly informative priors (no variance
+hyperparameters: over a handful of campaigns those only make funnels); an
+unseen campaign is drawn from the spread of the fitted ones.
 Where spend is present: cost per click ``log cpc[c,h] = level[c] + q(h)``
 with the cell's total spend ~ Gamma(clicks*kappa, kappa/cpc) (exact for
 Gamma-distributed per-click costs), and hourly volume (clicks per window)
-``log lam[c,d,h] = level[c] + r_c(h) + s[d]`` (``r_c`` pooled toward a global curve) with the cell's total
+``log lam[c,d,h] = level[c] + r_c(h) + s[d]`` (each campaign its own daily cycle) with the cell's total
 clicks ~ NegBinomial(mean W*lam, shape W*phi) (exact for iid NB windows).
 Where revenue is present: revenue per conversion ``log rpc[c] = level[c]``
 with cell revenue ~ Gamma(conversions*tau, tau/rpc).
@@ -45,7 +47,8 @@ DEV_HARMONICS = 6
 CPC_HARMONICS = 2
 CENTRED_MIN_CONVERSIONS = 200  # per campaign: centre campaign levels and hour deviations
 CENTRED_CELL_CONVERSIONS = 50  # per cell: centre its noise
-MODEL_VERSION = 2  # bump when the model changes: cached fits of other versions are not reused by the demo
+MODEL_VERSION = 3  # bump when the model changes: cached fits of other versions are not reused by the demo
+RETRY_TARGET_ACCEPT = 0.99
 GATE = {"rhat_max": 1.01, "ess_bulk_min": 400, "ess_tail_min": 400, "divergences_max": 0}
 
 
@@ -167,27 +170,13 @@ def _cell_noise(cells: Cells, sigma):
 
 
 def _campaign_levels(name: str, center: float, scale: float, pooled_campaigns: bool):
-    """Centred campaign levels ~ N(global, sigma): the data-rich parts mix well this way."""
+    """Independent campaign levels ~ N(center, scale): each campaign's data is ample for these parts,
+    and a variance hyperparameter over a handful of campaigns only makes funnels."""
     import pymc as pm
 
-    glob = pm.Normal(f"{name}_mu", center, scale)
     if not pooled_campaigns:
-        return glob
-    return pm.Normal(f"{name}_campaign", glob, pm.HalfNormal(f"sigma_{name}_campaign", 1.0), dims="campaign")
-
-
-def _hour_curves(name: str, harmonics: int, sigma_global: float, pooled_campaigns: bool, dims: str):
-    """Centred Fourier coefficients of an hour curve: global, and per campaign around it. Returns [C or 1, 24]."""
-    import pymc as pm
-    import pytensor.tensor as pt
-
-    basis = fourier_basis(harmonics)
-    coef = pm.Normal(f"{name}_hour", 0.0, pm.HalfNormal(f"sigma_{name}_hour", sigma_global), dims=dims)
-    if pooled_campaigns:
-        coef = pm.Normal(f"{name}_campaign_hour", coef, pm.HalfNormal(f"sigma_{name}_campaign_hour", 0.3),
-                         dims=("campaign", dims))
-        return pt.dot(coef, basis.T)
-    return pt.dot(basis, coef)[None, :]
+        return pm.Normal(f"{name}_level", center, scale)
+    return pm.Normal(f"{name}_level", center, scale, dims="campaign")
 
 
 def _cost(cells: Cells, pooled_campaigns: bool) -> None:
@@ -203,8 +192,8 @@ def _cost(cells: Cells, pooled_campaigns: bool) -> None:
     pn = pm.Data("cost_clicks", cells.clicks[paid].astype("float64"))
     ps = pm.Data("cost_spend", cells.spend[paid])
     level = _campaign_levels("cpc", np.log(max(mean_cpc, 1e-6)), 1.0, pooled_campaigns)
-    curve = _hour_curves("cpc", CPC_HARMONICS, 0.3, False, "fourier_cpc")  # one price curve for all
-    log_cpc = (level[:, None] if pooled_campaigns else level) + curve
+    curve = pt.dot(fourier_basis(CPC_HARMONICS), pm.Normal("cpc_hour", 0.0, 0.3, dims="fourier_cpc"))
+    log_cpc = (level[:, None] if pooled_campaigns else level) + curve[None, :]
     log_cpc = pm.Deterministic("log_cpc", pt.broadcast_to(log_cpc, (n_camp, 24)), dims=("campaign", "hour"))
     kappa = pm.LogNormal("cost_shape", np.log(5.0), 1.0)
     pm.Gamma("spend_obs", alpha=pn * kappa, beta=kappa / pt.exp(log_cpc[pc, ph]), observed=ps)
@@ -222,8 +211,9 @@ def _volume(cells: Cells, pooled_campaigns: bool) -> None:
     vw = pm.Data("vol_windows", cells.windows.astype("float64"))
     vn = pm.Data("vol_clicks", cells.clicks)
     level = _campaign_levels("vol", np.log(cells.clicks.sum() / cells.windows.sum() + 0.5), 2.0, pooled_campaigns)
-    curve = _hour_curves("vol", HOUR_HARMONICS, 1.0, pooled_campaigns, "fourier")  # [C or 1, 24]
-    dow = pm.ZeroSumNormal("vol_dow", pm.HalfNormal("sigma_vol_dow", 0.3), dims="dow")
+    coef = pm.Normal("vol_hour", 0.0, 1.0, dims=("campaign", "fourier"))  # each campaign's own daily cycle
+    curve = pt.dot(coef, fourier_basis(HOUR_HARMONICS).T)  # [campaign, 24]
+    dow = pm.ZeroSumNormal("vol_dow", 0.3, dims="dow")
     log_vol = (level[:, None, None] if pooled_campaigns else level) + curve[:, None, :] + dow[None, :, None]
     log_vol = pm.Deterministic("log_volume", pt.broadcast_to(log_vol, (n_camp, 7, 24)),
                                dims=("campaign", "dow", "hour"))
@@ -364,7 +354,7 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
         raise FitError("no clicks in the data: nothing to learn a conversion rate from")
     sampler = choose_sampler(cells) if sampler == "auto" else sampler
     start = time.perf_counter()
-    posteriors, stats, diags, centred = [], [], {}, False
+    posteriors, stats, diags, centred, retried = [], [], {}, False, []
     parts = model_parts(cells)
     for i, part in enumerate(parts):
         if progress:
@@ -379,6 +369,15 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
             kwargs["cores"] = min(chains, 2)
         tree = pm.sample(**kwargs)
         diags[part] = diagnose(tree)
+        if diags[part].divergences and target_accept < RETRY_TARGET_ACCEPT:
+            # Divergences mean the step size was too large somewhere (often the tail of a group scale
+            # over few campaigns): sample this part again with smaller steps, and say so.
+            if progress:
+                print(f"    {diags[part].divergences} divergences in the {part} model: sampling it again with "
+                      f"target_accept={RETRY_TARGET_ACCEPT}", file=sys.stderr, flush=True)
+            retried.append(part)
+            tree = pm.sample(**{**kwargs, "target_accept": RETRY_TARGET_ACCEPT, "random_seed": seed + 100 + i})
+            diags[part] = diagnose(tree)
         posteriors.append(tree["posterior"].to_dataset())
         st = tree["sample_stats"].to_dataset()
         stats.append(st.rename({v: f"{part}__{v}" for v in st.data_vars}))
@@ -391,6 +390,7 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
                 "sampler": sampler,
                 "target_accept": target_accept, "parts": parts, "centred_campaigns": centred,
                 "hour_harmonics": HOUR_HARMONICS, "dev_harmonics": DEV_HARMONICS,
+                "retried_with_target_accept_0.99": retried,
                 "part_diagnostics": {p: d.as_dict() for p, d in diags.items()}}
     return Fit(tree=merged, diagnostics=Diagnostics.combine(diags), settings=settings,
                seconds=time.perf_counter() - start)
@@ -438,22 +438,25 @@ def runtime_arrays(tree, max_draws: int = 1000, seed: int = 0) -> dict[str, np.n
              + g("dow_effect")[:, None, :, None] + cell)
     out = {"cvr": 1.0 / (1.0 + np.exp(-logit))}
 
+    def unseen(levels: np.ndarray, prior_sd: float) -> np.ndarray:
+        """A new campaign's value per draw: normal around the fitted campaigns' mean with their spread
+        (the prior's scale when there is a single campaign)."""
+        if levels.ndim == 1 or levels.shape[1] < 2:
+            flat = levels.reshape(n, -1)[:, 0]
+            return flat + prior_sd * rng.normal(size=n)
+        return levels.mean(axis=1) + levels.std(axis=1, ddof=1) * rng.normal(size=n)
+
     if "log_cpc" in post:
-        new = g("cpc_mu") + (g("sigma_cpc_campaign") if pooled else half_normal(1.0)) * rng.normal(size=n)
-        curve = g("log_cpc") - (g("cpc_campaign")[:, :, None] if pooled else g("cpc_mu")[:, None, None])
-        log_cpc = np.concatenate([g("log_cpc"), new[:, None, None] + curve[:, :1, :]], axis=1)
+        curve = g("cpc_hour") @ fourier_basis(CPC_HARMONICS).T  # [draw, 24]
+        new = unseen(g("cpc_level"), 1.0)
+        log_cpc = np.concatenate([g("log_cpc"), (new[:, None] + curve)[:, None, :]], axis=1)
         out["cpc"] = np.broadcast_to(np.exp(log_cpc)[:, :, None, :], (n, n_camp + 1, 7, 24))
     if "log_volume" in post:
-        basis = fourier_basis(HOUR_HARMONICS)
-        if pooled:
-            new_level = g("vol_mu") + g("sigma_vol_campaign") * rng.normal(size=n)
-            new_coef = g("vol_hour") + g("sigma_vol_campaign_hour")[:, None] * rng.normal(size=(n, 2 * HOUR_HARMONICS))
-        else:
-            new_level = g("vol_mu") + half_normal(1.0) * rng.normal(size=n)
-            new_coef = g("vol_hour") + half_normal(0.3)[:, None] * rng.normal(size=(n, 2 * HOUR_HARMONICS))
-        new_vol = new_level[:, None, None] + (new_coef @ basis.T)[:, None, :] + g("vol_dow")[:, :, None]
+        coef = g("vol_hour")  # [draw, campaign, fourier]
+        new_coef = coef.mean(axis=1) + (coef.std(axis=1, ddof=1) if n_camp > 1 else 0.3) * rng.normal(size=coef[:, 0].shape)
+        new_vol = (unseen(g("vol_level"), 1.0)[:, None, None] + (new_coef @ fourier_basis(HOUR_HARMONICS).T)[:, None, :]
+                   + g("vol_dow")[:, :, None])
         out["volume"] = np.exp(np.concatenate([g("log_volume"), new_vol[:, None]], axis=1))
     if "log_rpc" in post:
-        new = g("rpc_mu") + (g("sigma_rpc_campaign") if pooled else half_normal(1.0)) * rng.normal(size=n)
-        out["rpc"] = np.exp(np.concatenate([g("log_rpc"), new[:, None]], axis=1))
+        out["rpc"] = np.exp(np.concatenate([g("log_rpc"), unseen(g("rpc_level"), 1.0)[:, None]], axis=1))
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
