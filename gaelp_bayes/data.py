@@ -252,16 +252,21 @@ def windows_from_events(events: pd.DataFrame, time: str, outcome: str, group: st
         raise InputError(f"{name}: empty file: no events")
     raw = events[time]
     if pd.api.types.is_datetime64_any_dtype(raw):
-        stamps = raw
+        stamps = raw.dt.tz_localize(tz) if raw.dt.tz is None else raw
+        stamps = stamps.dt.tz_convert("UTC")
     else:
-        stamps = pd.to_datetime(raw.astype(str).str.strip(), format="ISO8601", errors="coerce", utc=False)
-        if stamps.dtype == object:  # mixed offsets: parse each to UTC
-            stamps = pd.to_datetime(raw.astype(str).str.strip(), format="ISO8601", errors="coerce", utc=True)
+        text = raw.astype(str).str.strip()
+        aware = text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True)
+        stamps = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+        if aware.any():
+            stamps[aware] = pd.to_datetime(text[aware], format="ISO8601", errors="coerce", utc=True)
+        if (~aware).any():
+            naive = pd.to_datetime(text[~aware], format="ISO8601", errors="coerce")
+            stamps[~aware] = naive.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
     bad = stamps.isna()
     if bad.any():
         raise InputError(f"{name}: {_rows(bad)}, column {time!r}: not an ISO-8601 time (e.g. {raw[bad].iloc[0]!r})")
-    stamps = stamps.dt.tz_localize(tz) if stamps.dt.tz is None else stamps
-    hours = stamps.dt.tz_convert("UTC").dt.floor("h")
+    hours = stamps.dt.floor("h")
 
     out = pd.DataFrame({"timestamp": hours.to_numpy(),
                         "campaign": events[group].astype(str).str.strip() if group else DEFAULT_CAMPAIGN})
