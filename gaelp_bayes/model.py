@@ -13,8 +13,7 @@ Conversion rate of cell (campaign c, day-of-week d, local hour h)::
   global curve.  ``a`` is centred when every campaign has plenty of
   conversions (the many-campaign case mixes badly non-centred, MEASURED.md),
   otherwise non-centred; everything else is non-centred.
-- ``e``: cell noise (overdispersion) with a learned scale, centred in cells
-  whose data outweighs the prior and non-centred elsewhere.
+- ``e``: cell noise (overdispersion) with a learned scale, non-centred.
 
 The likelihood is the binomial kernel ``k*eta - n*softplus(eta)`` on cell
 sums (same posterior as Binomial, about 4x cheaper per gradient).
@@ -46,8 +45,7 @@ HOUR_HARMONICS = 6
 DEV_HARMONICS = 6
 CPC_HARMONICS = 2
 CENTRED_MIN_CONVERSIONS = 200  # per campaign: centre campaign levels and hour deviations
-CENTRED_CELL_CONVERSIONS = 50  # per cell: centre its noise
-MODEL_VERSION = 3  # bump when the model changes: cached fits of other versions are not reused by the demo
+MODEL_VERSION = 4  # bump when the model changes: cached fits of other versions are not reused by the demo
 RETRY_TARGET_ACCEPT = 0.99
 GATE = {"rhat_max": 1.01, "ess_bulk_min": 400, "ess_tail_min": 400, "divergences_max": 0}
 
@@ -116,18 +114,19 @@ def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
     conv = pm.Data("conversions", cells.conversions[seen].astype("float64"))
 
     mu = pm.Normal("mu", _logit(pooled), 2.0)
-    sigma_hour = pm.HalfNormal("sigma_hour", 0.5)
-    sigma_dow = pm.HalfNormal("sigma_dow", 0.3)
-    if centred:  # data-rich: the global curve and day effects are pinned by the data
-        hour = pm.Deterministic("hour_effect", pt.dot(basis, pm.Normal("hour_coef", 0.0, sigma_hour, dims="fourier")),
+    if centred:  # data-rich: the data pins these; a scale hyperparameter over a dozen values only adds a funnel
+        hour = pm.Deterministic("hour_effect", pt.dot(basis, pm.Normal("hour_coef", 0.0, 1.0, dims="fourier")),
                                 dims="hour")
-        dow = pm.ZeroSumNormal("dow_effect", sigma_dow, dims="dow")
-    else:
+        dow = pm.ZeroSumNormal("dow_effect", 0.5, dims="dow")
+    else:  # sparse: learned scales let the curve shrink to flat when the data shows no hour effect
+        sigma_hour = pm.HalfNormal("sigma_hour", 0.5)
+        sigma_dow = pm.HalfNormal("sigma_dow", 0.3)
         hour = pm.Deterministic("hour_effect", pt.dot(basis, pm.Normal("hour_z", 0.0, 1.0, dims="fourier"))
                                 * sigma_hour, dims="hour")
         dow = pm.Deterministic("dow_effect", pm.ZeroSumNormal("dow_z", 1.0, dims="dow") * sigma_dow, dims="dow")
     sigma_cell = pm.HalfNormal("sigma_cell", 0.2)
-    cell = pm.Deterministic("cell_effect", _cell_noise(cells, sigma_cell), dims=("campaign", "dow", "hour"))
+    cell = pm.Deterministic("cell_effect", sigma_cell * pm.Normal("cell_z", 0.0, 1.0, dims=("campaign", "dow", "hour")),
+                            dims=("campaign", "dow", "hour"))
     eta = hour[h_idx] + dow[d_idx] + cell[c_idx, d_idx, h_idx]
     if pooled_campaigns:
         sigma_campaign = pm.HalfNormal("sigma_campaign", 1.0)
@@ -137,36 +136,14 @@ def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
             camp_z = pm.Normal("campaign_z", 0.0, 1.0, dims="campaign")
             level = pm.Deterministic("campaign_level", mu + camp_z * sigma_campaign, dims="campaign")
         sigma_dev = pm.HalfNormal("sigma_dev", 0.3)
-        if centred:
-            dev_coef = pm.Normal("dev_coef", 0.0, sigma_dev, dims=("campaign", "fourier_dev"))
-        else:
-            dev_coef = pm.Deterministic("dev_coef", pm.Normal("dev_z", 0.0, 1.0, dims=("campaign", "fourier_dev"))
-                                        * sigma_dev, dims=("campaign", "fourier_dev"))
+        dev_coef = pm.Deterministic("dev_coef", pm.Normal("dev_z", 0.0, 1.0, dims=("campaign", "fourier_dev"))
+                                    * sigma_dev, dims=("campaign", "fourier_dev"))
         dev = pt.dot(dev_coef, basis_dev.T)  # [campaign, hour]
         eta = eta + level[c_idx] + dev[c_idx, h_idx]
     else:
         eta = eta + mu
     pm.Potential("conversion_loglik", pt.sum(conv * eta - clicks * pt.log1pexp(eta)))
     return centred
-
-
-def _cell_noise(cells: Cells, sigma):
-    """Cell effects [campaign, dow, hour]: centred where a cell's conversions outweigh the prior
-    (>= ``CENTRED_CELL_CONVERSIONS``), non-centred elsewhere (sparse and unobserved cells)."""
-    import pymc as pm
-    import pytensor.tensor as pt
-
-    shape = (len(cells.campaigns), 7, 24)
-    conv = np.zeros(shape)
-    np.add.at(conv, (cells.campaign, cells.dow, cells.hour), cells.conversions)
-    rich = conv.ravel() >= CENTRED_CELL_CONVERSIONS
-    flat = pt.zeros(int(np.prod(shape)))
-    if rich.any():
-        flat = pt.set_subtensor(flat[np.flatnonzero(rich)], pm.Normal("cell_c", 0.0, sigma, shape=int(rich.sum())))
-    if (~rich).any():
-        z = pm.Normal("cell_z", 0.0, 1.0, shape=int((~rich).sum()))
-        flat = pt.set_subtensor(flat[np.flatnonzero(~rich)], sigma * z)
-    return flat.reshape(shape)
 
 
 def _campaign_levels(name: str, center: float, scale: float, pooled_campaigns: bool):

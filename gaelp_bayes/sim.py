@@ -97,10 +97,7 @@ def log_history(world: World, days: int, start: str = "2026-01-05", seed: int = 
     return pd.concat(frames, ignore_index=True)
 
 
-def demo_windows(days: int = 56, campaigns: int = 3, seed: int = 7) -> tuple[World, pd.DataFrame]:
-    """The built-in demo data: 8 weeks of 3 campaigns from a seeded world."""
-    world = make_world(campaigns=campaigns, seed=seed)
-    return world, log_history(world, days=days, seed=seed + 1)
+
 
 
 # ----- auctions: history at a fixed raw bid, and test days replayed bid by bid ------------------------
@@ -133,8 +130,10 @@ def log_auction_history(world: World, days: int, start: str = "2026-01-05", seed
             won = prices < bid
             clicks = int(won.sum())
             conv = int(rng.binomial(clicks, world.cvr[c, d, h]))
-            rows.append((ts.strftime("%Y-%m-%dT%H:%M:%SZ"), name, clicks, conv, round(float(prices[won].sum()), 4)))
-    return pd.DataFrame(rows, columns=["timestamp", "campaign", "clicks", "conversions", "spend"])
+            revenue = float(rng.gamma(2.0 * conv, world.rpc[c, d, h] / 2.0)) if conv else 0.0
+            rows.append((ts.strftime("%Y-%m-%dT%H:%M:%SZ"), name, clicks, conv, round(float(prices[won].sum()), 4),
+                         round(revenue, 2)))
+    return pd.DataFrame(rows, columns=["timestamp", "campaign", "clicks", "conversions", "spend", "revenue"])
 
 
 @dataclass
@@ -335,3 +334,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         "earliest_run_out_hour": g["ran_out_hour"].min(),
         "cpa": g.apply(lambda x: x["spent"].sum() / max(x["expected_conversions"].sum(), 1e-9), include_groups=False),
     }).round(3)
+
+
+def demo_windows(days: int = 56, campaigns: int = 3, seed: int = 7) -> tuple[World, pd.DataFrame]:
+    """The built-in demo data: 8 weeks of 3 campaigns bidding the raw bid in a seeded auction world."""
+    world = make_world(campaigns=campaigns, seed=seed)
+    return world, log_auction_history(world, days=days, seed=seed + 1)
