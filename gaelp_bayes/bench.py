@@ -153,7 +153,10 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
     from .runtime import Pacer
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    pacer = Pacer.load(model_dir, daily_budget=1e9, campaign=campaign, force=True, journal=tempfile.mkdtemp())
+    if campaign is None:
+        campaign = json.loads((Path(model_dir) / "manifest.json").read_text())["campaigns"][0]
+    pacer = Pacer.load(model_dir, daily_budget=1e9, campaign=campaign, force=True, journal=tempfile.mkdtemp(),
+                       strict=True)  # a stopped pacer would time its early return
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = pacer.date
     import datetime as _dt
