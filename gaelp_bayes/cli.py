@@ -166,6 +166,59 @@ def _demo_paced_day(world, history) -> None:
           "finished = earliest hour 99% of a budget was spent")
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Fit a posterior on simulated history, then pace test days bid by bid with each policy per scenario."""
+    import json
+
+    import pandas as pd
+
+    from . import cache, data, model, sim
+
+    scenarios = args.scenario.split(",")
+    unknown = [s for s in scenarios if s not in sim.SCENARIOS]
+    if unknown:
+        raise GaelpError(f"unknown scenario {unknown[0]!r} (one of {', '.join(sim.SCENARIOS)})")
+    policies = tuple(args.policies.split(","))
+    world = sim.make_world(campaigns=args.campaigns, seed=args.seed, volume_scale=args.volume_scale)
+    history = sim.log_auction_history(world, days=args.history_days, seed=args.seed + 1)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, lines = [], [f"# Simulation: {args.campaigns} campaigns, {args.history_days} days of history, "
+                          f"{args.days} test days, seed {args.seed}", ""]
+    for scenario in scenarios:
+        hist = history
+        if scenario == "new-campaign":  # the last campaign keeps only its last 2 days of history
+            stamps = pd.to_datetime(history["timestamp"], utc=True)
+            young = (history["campaign"] == world.campaigns[-1]) & (stamps < stamps.max() - pd.Timedelta(days=2))
+            hist = history[~young].reset_index(drop=True)
+        model_dir = out_dir / f"model-{scenario if scenario == 'new-campaign' else 'history'}"
+        if not (model_dir / "manifest.json").exists():
+            cells = data.aggregate(data.load_windows(hist))
+            print(f"fitting the posterior on {len(hist)} simulated windows ...", file=sys.stderr, flush=True)
+            cache.write(model_dir, model.fit(cells, progress=False, seed=args.seed), cells)
+        start = pd.to_datetime(history["timestamp"], utc=True).max().normalize() + pd.Timedelta(days=1)
+        days = [str((start + pd.Timedelta(days=i)).date()) for i in range(args.days)]
+        kwargs, outage = sim.SCENARIOS[scenario]
+        print(f"scenario {scenario}: pacing {len(days)} days x {args.campaigns} campaigns ...", file=sys.stderr)
+        res = sim.compare_policies(world, hist, str(model_dir), days, budget_share=args.budget_share,
+                                   policies=policies, seed=args.seed + 7, day_kwargs=kwargs, outage_from=outage)
+        res.insert(0, "scenario", scenario)
+        results.append(res)
+        table = sim.summarize(res)
+        lines += [f"## {scenario}", "", table.to_string(), ""]
+    all_results = pd.concat(results, ignore_index=True)
+    all_results.to_csv(out_dir / "results.csv", index=False)
+    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    if args.json:
+        summary = {s: sim.summarize(g).reset_index().to_dict(orient="records")
+                   for s, g in all_results.groupby("scenario", sort=False)}
+        print(json.dumps(summary, indent=2, default=float))
+    else:
+        print("\n".join(lines))
+    print(f"wrote {out_dir}/summary.md and results.csv", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -211,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--source-tz", default="UTC", help="timezone of times without an offset")
     w.add_argument("--out", required=True, help="windows CSV to write")
     w.set_defaults(func=cmd_windows)
+
+    s = sub.add_parser("simulate", help="policy benchmark in a simulated auction world")
+    s.add_argument("--days", type=int, default=7, help="test days paced bid by bid")
+    s.add_argument("--campaigns", type=int, default=3)
+    s.add_argument("--history-days", type=int, default=35)
+    s.add_argument("--budget-share", type=float, default=0.5, help="budget = this x usual daily spend")
+    s.add_argument("--volume-scale", type=float, default=10.0, help="traffic multiplier of the world")
+    s.add_argument("--policies", default=",".join(("oracle", "even", "legacy", "plugin", "bayes")))
+    s.add_argument("--scenario", default="stationary",
+                   help="comma-separated: stationary, shift, price-spike, outage, new-campaign")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="reports/simulation")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_simulate)
 
     a = sub.add_parser("allocate", help="split a daily budget over 24 hours from a cached posterior")
     a.add_argument("model", help="cache folder, e.g. models/NAME")

@@ -193,10 +193,14 @@ def oracle_conversions(day: AuctionDay, budget: float) -> float:
     return float(day.cvr[order][taken].sum())
 
 
-def replay(day: AuctionDay, policy, raw: float, budget: float) -> dict:
-    """Run one day bid by bid: the policy bids, wins if above the price, pays the price, learns the outcome."""
+def replay(day: AuctionDay, policy, raw: float, budget: float, outage_from: float | None = None) -> dict:
+    """Run one day bid by bid: the policy bids, wins if above the price, pays the price, learns the outcome.
+
+    ``outage_from`` (hour): from then on conversions still happen but are not reported to the policy.
+    """
     spent = conv = expected = 0.0
     ran_out = None
+    outage_t = day.start + 3600 * outage_from if outage_from is not None else float("inf")
     for t, price, rate, converts in zip(day.times.tolist(), day.prices.tolist(), day.cvr.tolist(),
                                         day.converts.tolist()):
         b = policy.adjust_bid(raw, now=t)
@@ -204,7 +208,7 @@ def replay(day: AuctionDay, policy, raw: float, budget: float) -> dict:
             spent += price
             expected += rate
             conv += converts
-            policy.record(price, clicks=1, conversions=int(converts), now=t)
+            policy.record(price, clicks=1, conversions=int(converts) if t < outage_t else 0, now=t)
             if ran_out is None and spent >= 0.99 * budget:
                 ran_out = (t - day.start) / 3600
         elif b > 0:
@@ -272,9 +276,19 @@ def plugin_posterior(history: pd.DataFrame, campaign: str, prior_clicks: float =
 POLICIES = ("oracle", "even", "legacy", "plugin", "bayes")
 
 
+SCENARIOS = {  # name: (auction_day kwargs, replay outage hour)
+    "stationary": ({}, None),
+    "shift": ({"cvr_shift": (12, 0.5)}, None),  # conversion rates halve from noon
+    "price-spike": ({"price_spike": (10, 14, 2.5)}, None),  # prices x2.5 from 10:00 to 14:00
+    "outage": ({}, 12.0),  # conversions stop being reported at noon
+    "new-campaign": ({}, None),  # the last campaign has only 2 days of history (see simulate)
+}
+
+
 def compare_policies(world: World, history: pd.DataFrame, model_dir: str | None, test_days: list[str],
                      budget_share: float = 0.5, policies: tuple[str, ...] = POLICIES, seed: int = 100,
-                     day_kwargs: dict | None = None, pacer_kwargs: dict | None = None) -> pd.DataFrame:
+                     day_kwargs: dict | None = None, pacer_kwargs: dict | None = None,
+                     outage_from: float | None = None) -> pd.DataFrame:
     """One row per (campaign, day, policy): conversions (expected, from true rates) and spend.
 
     Each campaign's daily budget is ``budget_share`` of its mean daily spend in the history at
@@ -307,9 +321,11 @@ def compare_policies(world: World, history: pd.DataFrame, model_dir: str | None,
                         post = (plugin_posterior(history, name) if policy == "plugin"
                                 else CampaignPosterior.from_cache(arrays, manifest, name)[0])
                         pacer = Pacer(post, budget, "UTC", now=day.start, **(pacer_kwargs or {}))
-                    res = replay(day, pacer, raw, budget)
+                    res = replay(day, pacer, raw, budget, outage_from)
                 ran_dry = res["ran_out_hour"] is not None and res["ran_out_hour"] < oracle_finish - 1.0
                 rows.append({"campaign": name, "date": date, "policy": policy, "budget": budget,
+                             "stopped": pacer.status(day.start + 86_399)["emergency_stop"]
+                             if policy != "oracle" and isinstance(pacer, Pacer) else None,
                              "oracle": oracle, "oracle_finish_hour": oracle_finish, "ran_dry": ran_dry, **res})
     out = pd.DataFrame(rows)
     out["pct_of_oracle"] = 100 * out["expected_conversions"] / out["oracle"]
