@@ -417,3 +417,18 @@ def threshold_scores(log_k: np.ndarray, cvr: np.ndarray, cpc: np.ndarray, volume
     plan_conv, best_conv = conv.sum(axis=1), best.sum(axis=1)
     return {"confidence": float(np.mean(plan_conv >= tolerance * best_conv)),
             "expected_conversions": plan_conv, "expected_spend": target}
+
+
+def conversions_at_spend(spend: np.ndarray, cvr: np.ndarray, cpc: np.ndarray, volume: np.ndarray,
+                         sigma: float = PRICE_SIGMA, win_rate: float = LOGGED_WIN_RATE) -> np.ndarray:
+    """Expected conversions per draw [draw] of spending ``spend`` [24] per hour under the auction response
+    (each hour's bid set to buy its amount; an amount beyond what the hour can sell buys all it has)."""
+    lo = np.full(cvr.shape, -20.0)
+    hi = np.full(cvr.shape, 10.0)
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        s, _ = auction_response(mid, volume, cpc, cvr, sigma, win_rate)
+        under = s < spend[None, :]
+        lo, hi = np.where(under, mid, lo), np.where(under, hi, mid)
+    _, conv = auction_response(np.where(spend[None, :] > 0, lo, -np.inf), volume, cpc, cvr, sigma, win_rate)
+    return conv.sum(axis=1)

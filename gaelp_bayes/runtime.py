@@ -45,8 +45,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from . import cache
-from .allocate import (LOGGED_WIN_RATE, PRICE_SIGMA, auction_response, normal_cdf, threshold_plan,
-                       threshold_scores)
+from .allocate import (LOGGED_WIN_RATE, PRICE_SIGMA, auction_response, conversions_at_spend, normal_cdf,
+                       threshold_plan, threshold_scores)
 from .errors import GaelpError
 
 KP, KI = 0.5, 1.0  # proportional gain, integral gain per hour (gap in units of budget/24)
@@ -220,12 +220,13 @@ class Pacer:
         scores = threshold_scores(log_k, cvr, cpc, vol, self.plan_options["tolerance"],
                                   self.plan_options["sigma"], self.plan_options["win_rate"])
         self._confidence = scores["confidence"]
-        even = np.full(24, self.budget / 24)
         self._plan_warnings = []
         if sum(self._alloc) < 0.99 * budget:
             self._plan_warnings.append(f"the hours can absorb about {sum(self._alloc):.2f} of {budget:.2f}")
-        self._p_beats_even = float(np.mean(scores["expected_conversions"] > (cvr / cpc) @ even)) if first \
-            else self._p_beats_even
+        if first:  # even pacing valued under the same auction response
+            even = conversions_at_spend(np.full(24, self.budget / 24), cvr, cpc, vol, self.plan_options["sigma"],
+                                        self.plan_options["win_rate"])
+            self._p_beats_even = float(np.mean(scores["expected_conversions"] > even))
         self._refresh_curve()
 
     def _refresh_curve(self) -> None:
