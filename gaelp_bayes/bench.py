@@ -387,6 +387,41 @@ def bench_events(rows: int = 1_000_000) -> None:
     _write("events", lines)
 
 
+def bench_sparse(campaigns: int = 30, days: int = 3, seed: int = 3) -> None:
+    """Many campaigns with few events, base rates 0.01%-50%, a few days, no spend: default fit settings."""
+    import pandas as pd
+
+    from . import data, model
+
+    rng = np.random.default_rng(seed)
+    base = np.exp(rng.uniform(np.log(1e-4), np.log(0.5), campaigns))
+    stamps = pd.date_range("2026-01-05", periods=days * 24, freq="h", tz="UTC")
+    frames = []
+    for c in range(campaigns):
+        n = rng.poisson(rng.uniform(0.5, 20), len(stamps))
+        p = np.clip(base[c] * np.exp(0.3 * np.sin(2 * np.pi * stamps.hour / 24)), 0, 0.95)
+        frames.append(pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%dT%H:%M:%SZ"), "campaign": f"c{c:02d}",
+                                    "clicks": n, "conversions": rng.binomial(n, p)}))
+    windows = pd.concat(frames, ignore_index=True)
+    cells = data.aggregate(data.load_windows(windows))
+    fitted = model.fit(cells, progress=False, seed=seed)
+    level = fitted.tree["posterior"].to_dataset()["campaign_level"].values.reshape(-1, campaigns).mean(axis=0)
+    d = fitted.diagnostics
+    lines = _header(f"Sparse data: {campaigns} campaigns, {days} days, no spend, default fit settings") + [
+        "| measure | value |", "|---|---|",
+        f"| windows / clicks / conversions | {len(windows)} / {windows['clicks'].sum()} / {windows['conversions'].sum()} |",
+        f"| cells with zero conversions | {(cells.conversions == 0).mean():.0%} |",
+        f"| true base rates | {base.min():.4%} to {base.max():.1%} |",
+        f"| gate | {'pass' if d.passed else 'FAIL: ' + '; '.join(d.failures)} |",
+        f"| max R-hat / min bulk ESS / min tail ESS / divergences | {d.rhat_max:.3f} / {d.ess_bulk_min:.0f} / "
+        f"{d.ess_tail_min:.0f} / {d.divergences} |",
+        f"| parts re-sampled at target_accept 0.99 | {', '.join(fitted.settings['retried_with_target_accept_0.99']) or 'none'} |",
+        f"| correlation of posterior-mean log rate with true log base rate | "
+        f"{np.corrcoef(-np.log1p(np.exp(-level)), np.log(base))[0, 1]:.3f} |",
+        f"| fit seconds ({fitted.settings['sampler']}) | {fitted.seconds:.0f} |"]
+    _write("sparse", lines)
+
+
 REGIMES = {  # name: (history days, base conversion rate range, traffic scale, world seed)
     "rich": (35, (0.01, 0.08), 10.0, 41),
     "sparse": (6, (0.008, 0.012), 10.0, 42),
@@ -442,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("allocation-speed")
     sub.add_parser("open-bandit")
     sub.add_parser("events")
+    sub.add_parser("sparse")
     rt = sub.add_parser("runtime")
     rt.add_argument("--model", default="models/demo")
     rt.add_argument("--campaign", default=None)
@@ -456,9 +492,12 @@ def main(argv: list[str] | None = None) -> int:
         bench_calibration(10, 21)
         bench_open_bandit()
         bench_events()
+        bench_sparse()
         bench_allocation(10, 500)
         bench_pacing(["rich", "sparse"])
         bench_fit([1, 20, 200], ["auto"])
+    elif args.what == "sparse":
+        bench_sparse()
     elif args.what == "events":
         bench_events()
     elif args.what == "open-bandit":

@@ -2,18 +2,25 @@
 
 Conversion rate of cell (campaign c, day-of-week d, local hour h)::
 
-    logit p[c,d,h] = mu + a[c] + f(h) + g[d] + f_c(h) + e[c,d,h]
+    logit p[c,d,h] = a[c] + f(h) + g[d] + f_c(h) + e[c,d,h]
 
 - ``f``: global hour curve, a Fourier series with ``HOUR_HARMONICS`` harmonics
-  (smooth, and cyclic: hour 23 sits next to hour 0); coefficient scales shrink
-  as 1/sqrt(k) so high frequencies need more evidence.
+  (smooth, and cyclic: hour 23 sits next to hour 0); the basis scales harmonic
+  k by 1/sqrt(k), so high frequencies need more evidence.
 - ``g``: day-of-week, a ZeroSumNormal.
-- ``a[c]``, ``f_c``: campaign intercepts and campaign-specific hour curves
-  (``DEV_HARMONICS`` harmonics), partially pooled toward zero, i.e. toward the
-  global curve.  ``a`` is centred when every campaign has plenty of
-  conversions (the many-campaign case mixes badly non-centred, MEASURED.md),
-  otherwise non-centred; everything else is non-centred.
+- ``f_c``: campaign-specific hour curves (``DEV_HARMONICS`` harmonics),
+  partially pooled toward the global curve (non-centred).
 - ``e``: cell noise (overdispersion) with a learned scale, non-centred.
+- ``a[c]``: campaign intercepts.  When a campaign has few conversions they
+  are partially pooled around ``mu`` (non-centred).  When every campaign has
+  ``DATA_RICH_CONVERSIONS`` or more ("data-rich"), each campaign's data pins
+  its own intercept: intercepts are independent under a weak prior, since a
+  group scale over well-measured campaigns only makes funnels and ridges
+  (MEASURED.md saw them at 200 campaigns; we saw them at 3), and an unseen
+  campaign is drawn from the fitted campaigns' spread.  Data-rich fits also
+  give ``f`` and ``g`` fixed weakly informative scales (N(0, 1) per
+  coefficient, ZeroSumNormal(0.5)) instead of learned ones; sparse fits learn
+  them, so the hour curve can shrink to flat when the data shows no effect.
 
 The likelihood is the binomial kernel ``k*eta - n*softplus(eta)`` on cell
 sums (same posterior as Binomial, about 4x cheaper per gradient).
@@ -44,8 +51,8 @@ from .errors import FitError
 HOUR_HARMONICS = 6
 DEV_HARMONICS = 6
 CPC_HARMONICS = 2
-CENTRED_MIN_CONVERSIONS = 200  # per campaign: centre campaign levels and hour deviations
-MODEL_VERSION = 4  # bump when the model changes: cached fits of other versions are not reused by the demo
+DATA_RICH_CONVERSIONS = 200  # per campaign: "data-rich" (independent intercepts, fixed hour/day scales)
+MODEL_VERSION = 6  # bump when the model changes: cached fits of other versions are not reused by the demo
 RETRY_TARGET_ACCEPT = 0.99
 GATE = {"rhat_max": 1.01, "ess_bulk_min": 400, "ess_tail_min": 400, "divergences_max": 0}
 
@@ -90,13 +97,13 @@ def build_model(cells: Cells, part: str = "conversion"):
               "fourier": list(range(2 * HOUR_HARMONICS)), "fourier_dev": list(range(2 * DEV_HARMONICS)),
               "fourier_cpc": list(range(2 * CPC_HARMONICS))}
     with pm.Model(coords=coords) as model:
-        model.centred_campaigns = {"conversion": _conversion, "cost": _cost, "volume": _volume,
+        model.data_rich = {"conversion": _conversion, "cost": _cost, "volume": _volume,
                                    "revenue": _revenue}[part](cells, len(cells.campaigns) > 1)
     return model
 
 
 def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
-    """Conversion-rate terms (inside an open model context); returns whether campaigns are centred."""
+    """Conversion-rate terms (inside an open model context); returns whether the fit is data-rich."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -105,7 +112,7 @@ def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
     basis = fourier_basis(HOUR_HARMONICS)
     basis_dev = fourier_basis(DEV_HARMONICS)
     per_campaign_conv = np.bincount(cells.campaign, weights=cells.conversions, minlength=n_camp)
-    centred = bool(pooled_campaigns and per_campaign_conv.min() >= CENTRED_MIN_CONVERSIONS)
+    rich = bool(per_campaign_conv.min() >= DATA_RICH_CONVERSIONS)
     seen = cells.clicks > 0
     c_idx = pm.Data("c_idx", cells.campaign[seen])
     d_idx = pm.Data("d_idx", cells.dow[seen])
@@ -113,8 +120,7 @@ def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
     clicks = pm.Data("clicks", cells.clicks[seen].astype("float64"))
     conv = pm.Data("conversions", cells.conversions[seen].astype("float64"))
 
-    mu = pm.Normal("mu", _logit(pooled), 2.0)
-    if centred:  # data-rich: the data pins these; a scale hyperparameter over a dozen values only adds a funnel
+    if rich:  # data-rich: the data pins these; a scale hyperparameter over a dozen values only adds a funnel
         hour = pm.Deterministic("hour_effect", pt.dot(basis, pm.Normal("hour_coef", 0.0, 1.0, dims="fourier")),
                                 dims="hour")
         dow = pm.ZeroSumNormal("dow_effect", 0.5, dims="dow")
@@ -129,10 +135,11 @@ def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
                             dims=("campaign", "dow", "hour"))
     eta = hour[h_idx] + dow[d_idx] + cell[c_idx, d_idx, h_idx]
     if pooled_campaigns:
-        sigma_campaign = pm.HalfNormal("sigma_campaign", 1.0)
-        if centred:  # campaign levels around mu: no ridge between mu and each offset
-            level = pm.Normal("campaign_level", mu, sigma_campaign, dims="campaign")
-        else:
+        if rich:  # each campaign's data pins its level: independent levels, no group scale to make a funnel
+            level = pm.Normal("campaign_level", _logit(pooled), 2.0, dims="campaign")
+        else:  # sparse: partial pooling toward the population, non-centred
+            mu = pm.Normal("mu", _logit(pooled), 2.0)
+            sigma_campaign = pm.HalfNormal("sigma_campaign", 1.0)
             camp_z = pm.Normal("campaign_z", 0.0, 1.0, dims="campaign")
             level = pm.Deterministic("campaign_level", mu + camp_z * sigma_campaign, dims="campaign")
         sigma_dev = pm.HalfNormal("sigma_dev", 0.3)
@@ -141,9 +148,9 @@ def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
         dev = pt.dot(dev_coef, basis_dev.T)  # [campaign, hour]
         eta = eta + level[c_idx] + dev[c_idx, h_idx]
     else:
-        eta = eta + mu
+        eta = eta + pm.Normal("mu", _logit(pooled), 2.0)
     pm.Potential("conversion_loglik", pt.sum(conv * eta - clicks * pt.log1pexp(eta)))
-    return centred
+    return rich
 
 
 def _campaign_levels(name: str, center: float, scale: float, pooled_campaigns: bool):
@@ -331,14 +338,14 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
         raise FitError("no clicks in the data: nothing to learn a conversion rate from")
     sampler = choose_sampler(cells) if sampler == "auto" else sampler
     start = time.perf_counter()
-    posteriors, stats, diags, centred, retried = [], [], {}, False, []
+    posteriors, stats, diags, data_rich, retried = [], [], {}, False, []
     parts = model_parts(cells)
     for i, part in enumerate(parts):
         if progress:
             print(f"[{i + 1}/{len(parts)}] sampling the {part} model ({sampler}, {chains} chains x "
                   f"{tune} tune + {draws} draws)", file=sys.stderr, flush=True)
         model = build_model(cells, part)
-        centred = centred or bool(model.centred_campaigns)
+        data_rich = data_rich or bool(model.data_rich)
         kwargs = dict(draws=draws, tune=tune, chains=chains, random_seed=seed + i, progressbar=progress,
                       nuts_sampler=sampler, compute_convergence_checks=False, model=model,
                       target_accept=target_accept)
@@ -365,7 +372,7 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
     })
     settings = {"model_version": MODEL_VERSION, "draws": draws, "tune": tune, "chains": chains, "seed": seed,
                 "sampler": sampler,
-                "target_accept": target_accept, "parts": parts, "centred_campaigns": centred,
+                "target_accept": target_accept, "parts": parts, "data_rich": data_rich,
                 "hour_harmonics": HOUR_HARMONICS, "dev_harmonics": DEV_HARMONICS,
                 "retried_with_target_accept_0.99": retried,
                 "part_diagnostics": {p: d.as_dict() for p, d in diags.items()}}
@@ -400,21 +407,6 @@ def runtime_arrays(tree, max_draws: int = 1000, seed: int = 0) -> dict[str, np.n
     def g(name):
         return _flat(post, name, idx)
 
-    # conversion rate
-    sig_c = g("sigma_campaign") if pooled else half_normal(1.0)
-    sig_dev = g("sigma_dev") if pooled else half_normal(0.3)
-    mu = g("mu")
-    level = g("campaign_level") if pooled else mu[:, None]
-    dev_coef = g("dev_coef") if pooled else np.zeros((n, 1, 2 * DEV_HARMONICS))
-    level = np.concatenate([level, (mu + sig_c * rng.normal(size=n))[:, None]], axis=1)
-    dev_coef = np.concatenate([dev_coef, sig_dev[:, None, None] * rng.normal(size=(n, 1, 2 * DEV_HARMONICS))], axis=1)
-    dev = np.einsum("scf,hf->sch", dev_coef, fourier_basis(DEV_HARMONICS))
-    new_cell = g("sigma_cell")[:, None, None, None] * rng.normal(size=(n, 1, 7, 24))
-    cell = np.concatenate([g("cell_effect"), new_cell], axis=1)
-    logit = (level[:, :, None, None] + dev[:, :, None, :] + g("hour_effect")[:, None, None, :]
-             + g("dow_effect")[:, None, :, None] + cell)
-    out = {"cvr": 1.0 / (1.0 + np.exp(-logit))}
-
     def unseen(levels: np.ndarray, prior_sd: float) -> np.ndarray:
         """A new campaign's value per draw: normal around the fitted campaigns' mean with their spread
         (the prior's scale when there is a single campaign)."""
@@ -422,6 +414,23 @@ def runtime_arrays(tree, max_draws: int = 1000, seed: int = 0) -> dict[str, np.n
             flat = levels.reshape(n, -1)[:, 0]
             return flat + prior_sd * rng.normal(size=n)
         return levels.mean(axis=1) + levels.std(axis=1, ddof=1) * rng.normal(size=n)
+
+    # conversion rate
+    sig_dev = g("sigma_dev") if pooled else half_normal(0.3)
+    level = g("campaign_level") if pooled else g("mu")[:, None]
+    if "sigma_campaign" in post:  # partially pooled: the population the campaigns came from
+        new_level = g("mu") + g("sigma_campaign") * rng.normal(size=n)
+    else:
+        new_level = unseen(level, 1.0)
+    dev_coef = g("dev_coef") if pooled else np.zeros((n, 1, 2 * DEV_HARMONICS))
+    level = np.concatenate([level, new_level[:, None]], axis=1)
+    dev_coef = np.concatenate([dev_coef, sig_dev[:, None, None] * rng.normal(size=(n, 1, 2 * DEV_HARMONICS))], axis=1)
+    dev = np.einsum("scf,hf->sch", dev_coef, fourier_basis(DEV_HARMONICS))
+    new_cell = g("sigma_cell")[:, None, None, None] * rng.normal(size=(n, 1, 7, 24))
+    cell = np.concatenate([g("cell_effect"), new_cell], axis=1)
+    logit = (level[:, :, None, None] + dev[:, :, None, :] + g("hour_effect")[:, None, None, :]
+             + g("dow_effect")[:, None, :, None] + cell)
+    out = {"cvr": 1.0 / (1.0 + np.exp(-logit))}
 
     if "log_cpc" in post:
         curve = g("cpc_hour") @ fourier_basis(CPC_HARMONICS).T  # [draw, 24]

@@ -39,7 +39,7 @@ def test_runtime_file_is_float32_without_pickles(fitted):
 def test_full_posterior_reads_back(fitted):
     _, tree = cache.read_posterior(fitted.path)
     post = tree["posterior"].to_dataset()
-    assert {"mu", "sigma_cell", "campaign_level", "log_cpc", "log_volume", "log_rpc"} <= set(post.data_vars)
+    assert {"sigma_cell", "campaign_level", "cell_effect", "log_cpc", "log_volume", "log_rpc"} <= set(post.data_vars)
     assert int(tree["observed_data"].to_dataset()["clicks"].sum()) == int(fitted.train["clicks"].sum())
 
 
