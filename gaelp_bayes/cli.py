@@ -308,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     except GaelpError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except (ValueError, OSError) as exc:  # bad option values, unwritable paths: still one line
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
