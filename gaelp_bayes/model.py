@@ -32,7 +32,8 @@ unseen campaign is drawn from the spread of the fitted ones.
 Where spend is present: cost per click ``log cpc[c,h] = level[c] + q(h)``
 with the cell's total spend ~ Gamma(clicks*kappa, kappa/cpc) (exact for
 Gamma-distributed per-click costs), and hourly volume (clicks per window)
-``log lam[c,d,h] = level[c] + r_c(h) + s[d]`` (each campaign its own daily cycle) with the cell's total
+``log lam[c,d,h] = level[c] + r_c(h) + s[d]`` (each campaign its own daily cycle; ``s`` only once every
+weekday has been seen twice) with the cell's total
 clicks ~ NegBinomial(mean W*lam, shape W*phi) (exact for iid NB windows).
 Where revenue is present: revenue per conversion ``log rpc[c] = level[c]``
 with cell revenue ~ Gamma(conversions*tau, tau/rpc).
@@ -52,7 +53,7 @@ HOUR_HARMONICS = 6
 DEV_HARMONICS = 6
 CPC_HARMONICS = 2
 DATA_RICH_CONVERSIONS = 200  # per campaign: "data-rich" (independent intercepts, fixed hour/day scales)
-MODEL_VERSION = 6  # bump when the model changes: cached fits of other versions are not reused by the demo
+MODEL_VERSION = 7  # bump when the model changes: cached fits of other versions are not reused by the demo
 RETRY_TARGET_ACCEPT = 0.99
 GATE = {"rhat_max": 1.01, "ess_bulk_min": 400, "ess_tail_min": 400, "divergences_max": 0}
 
@@ -197,8 +198,10 @@ def _volume(cells: Cells, pooled_campaigns: bool) -> None:
     level = _campaign_levels("vol", np.log(cells.clicks.sum() / cells.windows.sum() + 0.5), 2.0, pooled_campaigns)
     coef = pm.Normal("vol_hour", 0.0, 1.0, dims=("campaign", "fourier"))  # each campaign's own daily cycle
     curve = pt.dot(coef, fourier_basis(HOUR_HARMONICS).T)  # [campaign, 24]
-    dow = pm.ZeroSumNormal("vol_dow", 0.3, dims="dow")
-    log_vol = (level[:, None, None] if pooled_campaigns else level) + curve[:, None, :] + dow[None, :, None]
+    log_vol = (level[:, None, None] if pooled_campaigns else level) + curve[:, None, :]
+    if len(np.unique(cells.dow)) == 7 and cells.windows.max() >= 2:
+        # with fewer than two of each weekday, day effects trade off against every campaign level (a ridge)
+        log_vol = log_vol + pm.ZeroSumNormal("vol_dow", 0.3, dims="dow")[None, :, None]
     log_vol = pm.Deterministic("log_volume", pt.broadcast_to(log_vol, (n_camp, 7, 24)),
                                dims=("campaign", "dow", "hour"))
     phi = pm.LogNormal("volume_shape", np.log(10.0), 1.5)
@@ -355,12 +358,13 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
         diags[part] = diagnose(tree)
         if diags[part].divergences and target_accept < RETRY_TARGET_ACCEPT:
             # Divergences mean the step size was too large somewhere (often the tail of a group scale
-            # over few campaigns): sample this part again with smaller steps, and say so.
+            # over few campaigns): sample this part again with smaller steps and longer tuning, and say so.
             if progress:
                 print(f"    {diags[part].divergences} divergences in the {part} model: sampling it again with "
-                      f"target_accept={RETRY_TARGET_ACCEPT}", file=sys.stderr, flush=True)
+                      f"target_accept={RETRY_TARGET_ACCEPT} and {2 * tune} tuning steps", file=sys.stderr, flush=True)
             retried.append(part)
-            tree = pm.sample(**{**kwargs, "target_accept": RETRY_TARGET_ACCEPT, "random_seed": seed + 100 + i})
+            tree = pm.sample(**{**kwargs, "target_accept": RETRY_TARGET_ACCEPT, "tune": 2 * tune,
+                                "random_seed": seed + 100 + i})
             diags[part] = diagnose(tree)
         posteriors.append(tree["posterior"].to_dataset())
         st = tree["sample_stats"].to_dataset()
@@ -440,8 +444,9 @@ def runtime_arrays(tree, max_draws: int = 1000, seed: int = 0) -> dict[str, np.n
     if "log_volume" in post:
         coef = g("vol_hour")  # [draw, campaign, fourier]
         new_coef = coef.mean(axis=1) + (coef.std(axis=1, ddof=1) if n_camp > 1 else 0.3) * rng.normal(size=coef[:, 0].shape)
+        dow = g("vol_dow")[:, :, None] if "vol_dow" in post else np.zeros((n, 7, 1))
         new_vol = (unseen(g("vol_level"), 1.0)[:, None, None] + (new_coef @ fourier_basis(HOUR_HARMONICS).T)[:, None, :]
-                   + g("vol_dow")[:, :, None])
+                   + dow)
         out["volume"] = np.exp(np.concatenate([g("log_volume"), new_vol[:, None]], axis=1))
     if "log_rpc" in post:
         out["rpc"] = np.exp(np.concatenate([g("log_rpc"), unseen(g("rpc_level"), 1.0)[:, None]], axis=1))
