@@ -186,18 +186,7 @@ def bounds_in_cents(budget_cents: int, capacity: np.ndarray, min_per_hour: float
 def campaign_draws(arrays: dict, manifest: dict, campaign: str | None, dow: int,
                    clicks_as_cost: bool = False) -> tuple[str, Draws, list[str]]:
     """Slice the runtime cubes for one campaign and day of week; unseen campaigns use the population slot."""
-    names = manifest["campaigns"]
-    warnings = []
-    if campaign is None:
-        if len(names) > 1:
-            raise AllocationError(f"the model has {len(names)} campaigns: choose one with --campaign "
-                                  f"({', '.join(names)})")
-        campaign = names[0]
-    if campaign in names:
-        c = names.index(campaign)
-    else:
-        c = len(names)
-        warnings.append(f"campaign {campaign!r} not in the model: planned from the population level")
+    campaign, c, warnings = cache.campaign_slot(manifest, campaign, AllocationError)
     cvr = arrays["cvr"][:, c, dow].astype(np.float64)
     volume = arrays["volume"][:, c, dow].astype(np.float64)
     if "cpc" in arrays:

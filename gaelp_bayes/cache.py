@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import CacheError, FitError
+from .errors import CacheError, FitError, GaelpError
 
 SCHEMA_VERSION = 1
 POSTERIOR = "posterior.nc"
@@ -133,6 +133,25 @@ def read_runtime(path: str | Path, verify: bool = True) -> tuple[dict, dict[str,
     if "cvr" not in arrays or list(arrays.get("campaigns", [])) != manifest.get("campaigns"):
         raise CacheError(f"{Path(path) / RUNTIME}: runtime file does not match its manifest; refit")
     return manifest, arrays
+
+
+def campaign_slot(manifest: dict, campaign: str | None,
+                  error: type[GaelpError] = GaelpError) -> tuple[str, int, list[str]]:
+    """Name, runtime-array index and warnings for a campaign choice (numpy and stdlib only).
+
+    None is allowed only for a one-campaign model; an unseen campaign gets the population slot
+    (the last index) and a warning.
+    """
+    names = manifest["campaigns"]
+    if campaign is None:
+        if len(names) > 1:
+            raise error(f"the model has {len(names)} campaigns: choose one with --campaign / campaign= "
+                        f"({', '.join(names)})")
+        campaign = names[0]
+    if campaign in names:
+        return campaign, names.index(campaign), []
+    return campaign, len(names), [f"campaign {campaign!r} not in the model: using the population level "
+                                  "(wider intervals)"]
 
 
 def read_posterior(path: str | Path, verify: bool = True):

@@ -74,17 +74,7 @@ class CampaignPosterior:
 
     @classmethod
     def from_cache(cls, arrays: dict, manifest: dict, campaign: str | None) -> tuple["CampaignPosterior", list[str]]:
-        names = manifest["campaigns"]
-        if campaign is None:
-            if len(names) > 1:
-                raise GaelpError(f"the model has {len(names)} campaigns: pass campaign= ({', '.join(names)})")
-            campaign = names[0]
-        warnings = []
-        if campaign in names:
-            c = names.index(campaign)
-        else:
-            c = len(names)
-            warnings.append(f"campaign {campaign!r} not in the model: pacing on the population level")
+        campaign, c, warnings = cache.campaign_slot(manifest, campaign)
         if "cpc" not in arrays:
             raise GaelpError("the model was fitted without spend: the runtime needs cost per click")
         rpc = arrays["rpc"][:, c, None, None] * np.ones((1, 7, 24), np.float32) if "rpc" in arrays else None
