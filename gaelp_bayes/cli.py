@@ -114,6 +114,14 @@ def cmd_allocate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    out = build_report(args.model, out=args.out, budget=args.budget, date=args.date, campaign=args.campaign)
+    print(f"wrote {out} (figures in {out.with_suffix('')}/)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on built-in data: simulate history, fit (or reuse a valid cache), summarise."""
     from . import cache, data, model, sim
@@ -264,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--source-tz", default="UTC", help="timezone of times without an offset")
     w.add_argument("--out", required=True, help="windows CSV to write")
     w.set_defaults(func=cmd_windows)
+
+    rp = sub.add_parser("report", help="uncertainty report (HTML + figures) of a cached posterior")
+    rp.add_argument("model", help="cache folder, e.g. models/NAME")
+    rp.add_argument("--out", help="HTML file (default reports/NAME.html; figures go to reports/NAME/)")
+    rp.add_argument("--budget", type=float, help="daily budget to allocate (default: half the usual daily spend)")
+    rp.add_argument("--date", help="YYYY-MM-DD of the planned day (default: today in the account timezone)")
+    rp.add_argument("--campaign", help="campaign for the allocation (default: the first)")
+    rp.set_defaults(func=cmd_report)
 
     s = sub.add_parser("simulate", help="policy benchmark in a simulated auction world")
     s.add_argument("--days", type=int, default=7, help="test days paced bid by bid")

@@ -51,3 +51,8 @@ def test_open_bandit_windows_fit_predict_and_missing_spend(tmp_path, capsys):
     assert pd.read_csv(pred)["pred_cvr_mean"].between(0.0005, 0.05).all()
     with pytest.raises(AllocationError, match="without a 'spend' column"):
         allocate(str(out), 10, campaign="men", force=True)
+    report = tmp_path / "reports" / "ob.html"
+    assert cli.main(["report", str(out), "--out", str(report), "--campaign", "men", "--date", "2019-12-01"]) == 0
+    text = report.read_text()
+    assert "No spend column" in text and "alt='pacing_curve'" not in text  # says what is missing
+    assert (report.with_suffix("") / "hourly_conversion_rate.png").is_file()

@@ -1,0 +1,458 @@
+"""Uncertainty report of a cached posterior: figures (PNG) and one self-contained HTML file.
+
+``build_report(models/NAME)`` writes ``reports/NAME.html`` (figures embedded as
+data URIs, so it opens offline and prints on its own) and the same figures as
+PNG files under ``reports/NAME/``.  Everything is read from the cache; nothing
+is refitted.  A fit that failed its diagnostics is still reported (that is
+when a report is most needed), under a red banner.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from . import cache
+from .errors import CacheError
+
+DOW_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+BAND_50, BAND_90 = (0.25, 0.75), (0.05, 0.95)
+MAX_PANELS = 6  # campaigns drawn in per-campaign figures
+STYLE = {
+    "figure.dpi": 100, "savefig.dpi": 110, "font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold",
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+    "figure.constrained_layout.use": True,
+}
+COLOR, DATA_COLOR = "#1f5fa8", "#d1495b"
+
+
+@dataclass
+class Figure:
+    name: str  # file stem under reports/NAME/
+    caption: str
+    png: bytes
+
+
+@dataclass
+class Context:
+    """What every section reads: the cache, one campaign's choice and the plan's day."""
+
+    model_dir: Path
+    manifest: dict
+    arrays: dict[str, np.ndarray]
+    tree: object  # xarray.DataTree
+    cells: object  # xarray.Dataset of the fitted cells
+    campaign: str
+    slot: int
+    date: dt.date
+    budget: float | None
+    tz: str
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _hour_axis(ax, tz: str) -> None:
+    ax.set_xlim(-0.5, 23.5)
+    ax.set_xticks(range(0, 24, 3))
+    ax.set_xlabel(f"hour of day ({tz})")
+
+
+def _shown_campaigns(ctx: Context) -> list[int]:
+    """Indices of campaigns drawn in per-campaign figures: the chosen one first, then by clicks."""
+    clicks = np.bincount(ctx.cells["campaign"].values, ctx.cells["clicks"].values,
+                         minlength=len(ctx.manifest["campaigns"]))
+    order = [c for c in np.argsort(-clicks, kind="stable") if c != ctx.slot]
+    first = [ctx.slot] if ctx.slot < len(ctx.manifest["campaigns"]) else []
+    return (first + order)[:MAX_PANELS]
+
+
+# ----- sections: each returns (html, figures) ------------------------------------------------------------
+def data_summary(ctx: Context) -> tuple[str, list[Figure]]:
+    import matplotlib.pyplot as plt
+
+    cells, m = ctx.cells, ctx.manifest
+    start, end = (dt.datetime.fromisoformat(p) for p in m["period"])
+    hours = int((end - start).total_seconds() // 3600) + 1
+    rows = []
+    for c, name in enumerate(m["campaigns"]):
+        sel = cells["campaign"].values == c
+        windows = int(cells["windows"].values[sel].sum())
+        clicks, conv = int(cells["clicks"].values[sel].sum()), int(cells["conversions"].values[sel].sum())
+        spend = f"{cells['spend'].values[sel].sum():,.2f}" if "spend" in cells else "-"
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{windows:,}</td><td>{hours - windows:,}</td>"
+                    f"<td>{clicks:,}</td><td>{conv:,}</td><td>{conv / max(clicks, 1):.2%}</td><td>{spend}</td></tr>")
+    missing = [] if m["has_spend"] else ["spend (no cost per click: allocation in clicks, no runtime pacing)"]
+    if not m["has_revenue"]:
+        missing.append("revenue (no ROAS or revenue objective)")
+    text = (f"<p>Period {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC ({hours:,} hours), "
+            f"{len(m['campaigns'])} campaign(s), {m['n_windows']:,} hourly windows; hours and days below are in "
+            f"<b>{html.escape(ctx.tz)}</b>. A gap is an hour of the period with no window for that campaign."
+            + (f" Not in the data: {'; '.join(missing)}." if missing else "") + "</p>"
+            "<table><tr><th>campaign</th><th>windows</th><th>gaps (hours)</th><th>clicks</th><th>conversions</th>"
+            "<th>conv. rate</th><th>spend</th></tr>" + "".join(rows) + "</table>")
+    grid = np.zeros((7, 24))
+    np.add.at(grid, (cells["dow"].values, cells["hour"].values), cells["windows"].values)
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    im = ax.imshow(grid, aspect="auto", cmap="Blues", vmin=0, vmax=max(grid.max(), 1) * 1.3)
+    ax.set_yticks(range(7), DOW_NAMES)
+    _hour_axis(ax, ctx.tz)
+    ax.grid(False)
+    ax.set_title("Windows logged per day of week and hour (all campaigns)")
+    fig.colorbar(im, ax=ax, label="windows")
+    return text, [Figure("data_coverage", "How much history each day-of-week x hour cell has; white cells are "
+                         "gaps the model fills by pooling.", _png(fig))]
+
+
+def hourly_rates(ctx: Context) -> tuple[str, list[Figure]]:
+    import matplotlib.pyplot as plt
+
+    shown = _shown_campaigns(ctx)
+    cvr = ctx.arrays["cvr"].astype(np.float64).mean(axis=2)  # [draw, campaign+1, 24], averaged over weekdays
+    cells = ctx.cells
+    fig, axes = plt.subplots(len(shown), 1, figsize=(8, 2.3 * len(shown)), squeeze=False, sharex=True)
+    for ax, c in zip(axes[:, 0], shown):
+        q = np.quantile(cvr[:, c], [*BAND_90, *BAND_50], axis=0) * 100
+        ax.fill_between(range(24), q[0], q[1], color=COLOR, alpha=0.18, label="90% interval")
+        ax.fill_between(range(24), q[2], q[3], color=COLOR, alpha=0.35, label="50% interval")
+        ax.plot(range(24), cvr[:, c].mean(axis=0) * 100, color=COLOR, lw=2, label="posterior mean")
+        sel = cells["campaign"].values == c
+        clicks = np.bincount(cells["hour"].values[sel], cells["clicks"].values[sel], minlength=24)
+        conv = np.bincount(cells["hour"].values[sel], cells["conversions"].values[sel], minlength=24)
+        seen = clicks > 0
+        size = 10 + 140 * clicks[seen] / max(clicks.max(), 1)
+        ax.scatter(np.flatnonzero(seen), 100 * conv[seen] / clicks[seen], s=size, color=DATA_COLOR, alpha=0.7,
+                   edgecolor="white", label="observed (size: clicks)", zorder=3)
+        ax.set_title(f"{ctx.manifest['campaigns'][c]}: conversion rate by hour")
+        ax.set_ylabel("conversions per click (%)")
+        ax.set_ylim(bottom=0)
+    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=2)
+    _hour_axis(axes[-1, 0], ctx.tz)
+    more = len(ctx.manifest["campaigns"]) - len(shown)
+    return (f"<p>Posterior hourly conversion rate, averaged over days of the week, with 50% and 90% credible "
+            f"bands; dots are the observed rates (all weekdays pooled), sized by clicks. Hours with few clicks "
+            f"are pulled towards the campaign's curve and the other campaigns (partial pooling)."
+            + (f" {more} more campaign(s) not drawn." if more > 0 else "") + "</p>",
+            [Figure("hourly_conversion_rate", "Posterior conversion rate per hour (bands: 50%/90%) over the "
+                    "observed rates (dots, sized by clicks).", _png(fig))])
+
+
+def heatmaps(ctx: Context) -> tuple[str, list[Figure]]:
+    import matplotlib.pyplot as plt
+
+    shown = _shown_campaigns(ctx)[:3]
+    cvr = ctx.arrays["cvr"].astype(np.float64)
+    fig, axes = plt.subplots(len(shown), 2, figsize=(10, 2.4 * len(shown)), squeeze=False)
+    for row, c in zip(axes, shown):
+        mean = cvr[:, c].mean(axis=0) * 100
+        lo, hi = np.quantile(cvr[:, c], BAND_90, axis=0) * 100
+        name = ctx.manifest["campaigns"][c]
+        for ax, grid, title, cmap, label in ((row[0], mean, "posterior mean", "viridis", "conv. rate (%)"),
+                                             (row[1], hi - lo, "90% interval width", "magma_r", "width (pp)")):
+            im = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=0)
+            ax.set_yticks(range(7), DOW_NAMES)
+            _hour_axis(ax, ctx.tz)
+            ax.grid(False)
+            ax.set_title(f"{name}: {title}")
+            fig.colorbar(im, ax=ax, label=label)
+    return ("<p>Day of week x hour: where the conversion rate is high (left) and how sure we are (right: the "
+            "width of the 90% interval in percentage points; darker is less certain).</p>",
+            [Figure("heatmap_conversion_rate", "Posterior mean conversion rate and its 90% interval width by day "
+                    "of week and hour.", _png(fig))])
+
+
+def costs(ctx: Context) -> tuple[str, list[Figure]]:
+    import matplotlib.pyplot as plt
+
+    if "cpc" not in ctx.arrays:
+        return ("<p>No spend column in the fitted data: cost per click and conversions per dollar are "
+                "unknown.</p>", [])
+    c, dow = ctx.slot, ctx.date.weekday()
+    cpc = ctx.arrays["cpc"][:, c, dow].astype(np.float64)
+    per_dollar = ctx.arrays["cvr"][:, c, dow].astype(np.float64) / cpc
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+    for ax, draws, title, label in ((axes[0], cpc, "cost per click", "money per click"),
+                                    (axes[1], per_dollar, "conversions per unit of spend", "conversions per money")):
+        q = np.quantile(draws, [*BAND_90, *BAND_50], axis=0)
+        ax.fill_between(range(24), q[0], q[1], color=COLOR, alpha=0.18, label="90%")
+        ax.fill_between(range(24), q[2], q[3], color=COLOR, alpha=0.35, label="50%")
+        ax.plot(range(24), draws.mean(axis=0), color=COLOR, lw=2, label="mean")
+        ax.set_title(f"{ctx.campaign}, {DOW_NAMES[dow]}: {title}")
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+        _hour_axis(ax, ctx.tz)
+    axes[0].legend(fontsize=8)
+    return (f"<p>What an hour costs and what it buys, for {html.escape(ctx.campaign)} on a "
+            f"{DOW_NAMES[dow]}: the allocation favours hours with high conversions per unit of spend.</p>",
+            [Figure("cost_by_hour", "Cost per click and conversions per unit of spend by hour (bands 50%/90%).",
+                    _png(fig))])
+
+
+def allocation(ctx: Context) -> tuple[str, list[Figure]]:
+    import matplotlib.pyplot as plt
+
+    from .allocate import allocate
+
+    plan = allocate(str(ctx.model_dir), ctx.budget, date=ctx.date.isoformat(), campaign=ctx.campaign,
+                    clicks_as_cost="cpc" not in ctx.arrays, force=True)
+    unit = "money" if "cpc" in ctx.arrays else "clicks"
+    amounts = np.array([float(a) for a in plan.amounts])
+    mean, lo, hi = plan.hourly_conversions
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.bar(range(24), amounts, color=COLOR, alpha=0.8, label=f"amount ({unit})")
+    ax.axhline(float(plan.budget) / 24, color="grey", ls="--", lw=1, label="even pacing")
+    ax.set_ylabel(f"amount ({unit})")
+    ax2 = ax.twinx()
+    ax2.errorbar(range(24), mean, yerr=[mean - lo, hi - mean], fmt="o", color=DATA_COLOR, ms=4, capsize=2,
+                 label="expected conversions (90%)")
+    ax2.set_ylabel("expected conversions")
+    ax2.set_ylim(bottom=0)
+    ax2.grid(False)
+    ax2.spines["right"].set_visible(True)
+    _hour_axis(ax, ctx.tz)
+    ax.set_title(f"Allocation of {plan.budget:.2f} for {plan.campaign} on {plan.date}")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper left")
+    m, l_, h_ = plan.expected_conversions
+    words = (f"<p class='big'>Budget <b>{plan.budget:.2f}</b> ({unit}) for <b>{html.escape(plan.campaign)}</b> on "
+             f"{plan.date}: expected <b>{m:.1f}</b> conversions (90% interval {l_:.1f} to {h_:.1f})"
+             + (f", expected cost per conversion {plan.expected_cpa:.2f}" if plan.expected_cpa else "") + ".</p>"
+             f"<p><b>Confidence {plan.confidence:.0%}</b>: if the model is right, there is a {plan.confidence:.0%} "
+             f"chance that this plan gets at least {plan.confidence_tolerance:.0%} of the conversions of the plan "
+             f"we would choose if we knew the true hourly rates. <b>{plan.p_beats_even:.0%}</b> is the chance it "
+             f"beats spreading the budget evenly over the 24 hours.</p>")
+    words += "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in plan.warnings)
+    rows = "".join(f"<tr><td>{h:02d}:00</td><td>{a:.2f}</td><td>{mean[h]:.2f}</td><td>{lo[h]:.2f} - {hi[h]:.2f}"
+                   "</td></tr>" for h, a in enumerate(amounts))
+    words += ("<details><summary>the 24 amounts</summary><table><tr><th>hour</th><th>amount</th>"
+              f"<th>exp. conversions</th><th>90% interval</th></tr>{rows}</table></details>")
+    figures = [Figure("allocation", "Hourly amounts (bars) against even pacing (dashed) and each hour's expected "
+                      "conversions with 90% intervals.", _png(fig))]
+    if "cpc" in ctx.arrays:
+        figures.append(_pacing_curve(ctx, amounts))
+    else:
+        words += ("<p>No spend data, so no runtime pacing curve: the runtime pacer needs cost per click.</p>")
+    return words, figures
+
+
+def _pacing_curve(ctx: Context, amounts: np.ndarray) -> Figure:
+    """The expected cumulative spend the runtime pacer follows (its auction-aware plan) for this day."""
+    import matplotlib.pyplot as plt
+
+    from .runtime import CampaignPosterior, Pacer
+
+    posterior, _ = CampaignPosterior.from_cache(ctx.arrays, ctx.manifest, ctx.campaign)
+    midnight = dt.datetime.combine(ctx.date, dt.time(0, 0, 1), tzinfo=ZoneInfo(ctx.tz))
+    pacer = Pacer(posterior, float(amounts.sum()), ctx.tz, journal=None, now=midnight)
+    status = pacer.status(now=midnight)
+    budget = float(amounts.sum())
+    fig, ax = plt.subplots(figsize=(8, 3))
+    hours = np.arange(25)
+    ax.plot(hours, np.concatenate([[0], np.cumsum(status["plan"])]), color=COLOR, lw=2.5,
+            label=f"runtime pacer's plan (confidence {status['confidence']:.0%})")
+    ax.plot(hours, np.concatenate([[0], np.cumsum(amounts)]), color=DATA_COLOR, lw=1.5, ls="-.",
+            label="allocation above (linear response)")
+    ax.plot(hours, budget * hours / 24, color="grey", ls="--", lw=1, label="even pacing")
+    ax.axhline(budget, color="black", lw=0.8)
+    ax.set_xlim(0, 24)
+    ax.set_xticks(range(0, 25, 3))
+    ax.set_xlabel(f"hour of day ({ctx.tz})")
+    ax.set_ylabel("cumulative spend (money)")
+    ax.set_title(f"Expected cumulative spend, {ctx.campaign} on {ctx.date}")
+    ax.legend(fontsize=8, loc="upper left")
+    return Figure("pacing_curve", "The cumulative spend curve the runtime pacer steers to (its auction-aware plan: "
+                  "bids proportional to the conversion rate), beside the linear allocation and even pacing.",
+                  _png(fig))
+
+
+def diagnostics(ctx: Context) -> tuple[str, list[Figure]]:
+    import arviz_plots as azp
+    import matplotlib.pyplot as plt
+    import xarray as xr
+
+    diag, settings = ctx.manifest["diagnostics"], ctx.manifest["settings"]
+    gate = diag["gate"]
+    rows = "".join(
+        f"<tr class='{'ok' if d['passed'] else 'bad'}'><td>{part}</td><td>{d['rhat_max']:.3f}</td>"
+        f"<td>{d['ess_bulk_min']:.0f}</td><td>{d['ess_tail_min']:.0f}</td><td>{d['divergences']}</td>"
+        f"<td>{'pass' if d['passed'] else 'FAIL'}</td></tr>"
+        for part, d in settings.get("part_diagnostics", {}).items())
+    text = (f"<p>Gate: R-hat &le; {gate['rhat_max']}, bulk and tail ESS &ge; {gate['ess_bulk_min']}, "
+            f"divergences &le; {gate['divergences_max']}. Sampler {settings['sampler']}, {settings['chains']} chains "
+            f"x {settings['draws']} draws after {settings['tune']} tuning steps, fitted in "
+            f"{ctx.manifest['fit_seconds']:.0f} s.</p><table><tr><th>model part</th><th>max R-hat</th>"
+            f"<th>min bulk ESS</th><th>min tail ESS</th><th>divergences</th><th>gate</th></tr>{rows}</table>")
+    post = ctx.tree["posterior"].to_dataset()
+    keys = [v for v in ("mu", "sigma_campaign", "campaign_level", "sigma_cell", "sigma_dev", "cpc_level")
+            if v in post]
+    subset = post[keys]
+    if "campaign" in subset.dims:
+        subset = subset.isel(campaign=slice(0, 2))
+    pc = azp.plot_rank(xr.DataTree.from_dict({"posterior": subset}), backend="matplotlib")
+    fig = pc.viz["chart"].item() if "chart" in pc.viz else plt.gcf()
+    fig.suptitle("Rank ECDF differences per chain (key parameters): flat, overlapping lines mean the chains agree")
+    return text, [Figure("rank_plot", "ArviZ rank plot of key parameters: each line is one chain; lines leaving "
+                         "the envelope (black dots) flag disagreement between chains.", _png(fig))]
+
+
+def predictive_check(ctx: Context) -> tuple[str, list[Figure]]:
+    import matplotlib.pyplot as plt
+
+    from .predict import randomized_pit
+
+    cells = ctx.cells
+    c, d, h = (cells[k].values for k in ("campaign", "dow", "hour"))
+    clicks, observed = cells["clicks"].values, cells["conversions"].values
+    p = ctx.arrays["cvr"][:, c, d, h].astype(np.float64)[:400]  # [draw, cell]
+    rng = np.random.default_rng(0)
+    replicated = rng.binomial(clicks[None, :], p)
+    lo, hi = np.quantile(replicated, BAND_90, axis=0)
+    covered = float(np.mean((observed >= lo) & (observed <= hi)))
+    pit = randomized_pit(observed, clicks, p, seed=0)
+    pit_cov = float(np.mean((pit >= 0.05) & (pit <= 0.95)))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    mean = replicated.mean(axis=0)
+    order = np.argsort(mean)
+    step = max(1, len(order) // 300)
+    idx = order[::step]
+    axes[0].vlines(np.arange(len(idx)), lo[idx], hi[idx], color=COLOR, alpha=0.4, lw=1.5, label="90% predictive")
+    axes[0].scatter(np.arange(len(idx)), observed[idx], s=6, color=DATA_COLOR, zorder=3, label="observed")
+    axes[0].set_xlabel("cells sorted by predicted conversions" + (f" (every {step}th)" if step > 1 else ""))
+    axes[0].set_ylabel("conversions per cell")
+    axes[0].set_yscale("symlog", linthresh=5)
+    axes[0].set_title("Observed vs predicted conversions per cell")
+    axes[0].legend(fontsize=8)
+    axes[1].hist(pit, bins=10, range=(0, 1), color=COLOR, alpha=0.8, edgecolor="white")
+    axes[1].axhline(len(pit) / 10, color="black", ls="--", lw=1, label="calibrated")
+    axes[1].set_xlabel("randomized PIT of the observed count")
+    axes[1].set_ylabel("cells")
+    axes[1].set_title("PIT histogram (flat = calibrated)")
+    axes[1].legend(fontsize=8)
+    text = (f"<p>Each fitted cell's conversions against the posterior predictive given its clicks (in-sample). "
+            f"The 90% predictive interval covers <b>{covered:.1%}</b> of {len(observed):,} cells (inclusive "
+            f"intervals over-cover small counts); the randomized PIT lies in its central 90% for "
+            f"<b>{pit_cov:.1%}</b> (ideal 90%). For calibration on held-out data use "
+            "<code>gaelp-bayes predict</code> on later windows.</p>")
+    return text, [Figure("predictive_check", "Posterior predictive check: observed cell conversions against 90% "
+                         "predictive intervals, and the PIT histogram.", _png(fig))]
+
+
+SECTIONS = (("Data", data_summary), ("Conversion rate by hour", hourly_rates),
+            ("When and how sure", heatmaps), ("Cost and value by hour", costs),
+            ("Allocation", allocation), ("Can the fit be trusted?", diagnostics),
+            ("Posterior predictive check", predictive_check))
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1000px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em}h2{border-bottom:2px solid #1f5fa8;padding-bottom:.2em;margin-top:1.6em}
+.banner{padding:.8em 1em;border-radius:6px;font-weight:bold;margin:1em 0}
+.pass{background:#e3f4e6;border:1px solid #2e8540}.fail{background:#fde2e2;border:1px solid #c0392b}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .6em;
+text-align:right}th{background:#f2f4f7}td:first-child{text-align:left}tr.bad td{background:#fde2e2}
+figure{margin:1em 0;break-inside:avoid;page-break-inside:avoid}img{max-width:100%;height:auto}
+figcaption{font-size:.85em;color:#555}.big{font-size:1.1em}.warn{color:#a04000}.meta{color:#666;font-size:.9em}
+@media print{body{max-width:none;margin:0}h2{break-after:avoid}details{display:block}}
+"""
+
+# Set on load: 'ok' when every figure decoded (the browser test reads it), else the broken figures' names.
+CHECK_SCRIPT = """<script>
+window.addEventListener('load', function () {
+  var bad = Array.from(document.images).filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
+  document.body.setAttribute('data-rendered', bad.length ? 'broken:' + bad.map(function (i) { return i.alt; }) : 'ok');
+});
+</script>"""
+
+
+def _context(model_dir: str | Path, budget: float | None, date: str | None, campaign: str | None) -> Context:
+    from .allocate import AllocationError, plan_date
+
+    model_dir = Path(model_dir)
+    manifest, tree = cache.read_posterior(model_dir)
+    _, arrays = cache.read_runtime(model_dir, verify=False)
+    name, slot, _ = cache.campaign_slot(manifest, campaign or manifest["campaigns"][0], AllocationError)
+    if slot >= len(manifest["campaigns"]):
+        raise AllocationError(f"campaign {campaign!r} is not in {model_dir} ({', '.join(manifest['campaigns'])})")
+    day = plan_date(date, manifest["timezone"])
+    if budget is None:  # half of what the campaign usually spends (or clicks) in a day
+        unit_cost = arrays["cpc"][:, slot, day.weekday()] if "cpc" in arrays else 1.0
+        budget = round(0.5 * float((arrays["volume"][:, slot, day.weekday()] * unit_cost).mean(0).sum()), 2)
+    elif not budget > 0:
+        raise AllocationError("--budget must be positive")
+    return Context(model_dir, manifest, arrays, tree, tree["observed_data"].to_dataset(), name, slot, day,
+                   budget, manifest["timezone"])
+
+
+def build_report(model_dir: str | Path, out: str | Path | None = None, budget: float | None = None,
+                 date: str | None = None, campaign: str | None = None) -> Path:
+    """Write the HTML report (default ``reports/<model name>.html``) and its figures beside it; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ctx = _context(model_dir, budget, date, campaign)
+    out = Path(out) if out else Path("reports") / f"{ctx.model_dir.name}.html"
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise CacheError(f"--out {out}: the report is an .html file")
+    fig_dir = out.with_suffix("")
+    diag = ctx.manifest["diagnostics"]
+    body, figures = [], []
+    with plt.rc_context(STYLE):
+        for title, section in SECTIONS:
+            text, figs = section(ctx)
+            body.append(f"<section><h2>{html.escape(title)}</h2>{text}")
+            for f in figs:
+                data = base64.b64encode(f.png).decode()
+                body.append(f"<figure><img alt='{f.name}' src='data:image/png;base64,{data}'>"
+                            f"<figcaption>{html.escape(f.caption)} (<code>{fig_dir.name}/{f.name}.png</code>)"
+                            "</figcaption></figure>")
+            body.append("</section>")
+            figures += figs
+    banner = ("<div class='banner pass'>Fit PASSED its diagnostics gate: max R-hat {:.3f}, min bulk ESS {:.0f}, "
+              "min tail ESS {:.0f}, {} divergences.</div>" if diag["passed"] else
+              "<div class='banner fail'>Fit FAILED its diagnostics gate ({}): do not trust these numbers; the "
+              "allocation and runtime refuse this cache unless forced. Refit with more tuning or draws.</div>")
+    banner = (banner.format(diag["rhat_max"], diag["ess_bulk_min"], diag["ess_tail_min"], diag["divergences"])
+              if diag["passed"] else banner.format(html.escape("; ".join(diag["failures"]))))
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>gaelp_bayes report: "
+            f"{html.escape(ctx.model_dir.name)}</title><style>{CSS}</style></head><body>"
+            f"<h1>Uncertainty report: {html.escape(ctx.model_dir.name)}</h1>"
+            f"<p class='meta'>Model {html.escape(str(ctx.model_dir))}, fitted {ctx.manifest['created_at']}, "
+            f"gaelp_bayes {ctx.manifest['package_version']}; report made "
+            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Hours are local to "
+            f"{html.escape(ctx.tz)}.</p>{banner}{''.join(body)}{CHECK_SCRIPT}</body></html>")
+    _write_atomic(out, fig_dir, page, figures)
+    return out
+
+
+def _write_atomic(out: Path, fig_dir: Path, page: str, figures: list[Figure]) -> None:
+    """Figures to a temp folder renamed into place, then the HTML through a temp file: nothing half-written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{fig_dir.name}.", dir=out.parent))
+    try:
+        tmp.chmod(0o755)
+        for f in figures:
+            (tmp / f"{f.name}.png").write_bytes(f.png)
+        cache._replace_dir(tmp, fig_dir)
+        tmp_html = out.with_name(f".{out.name}.tmp")
+        tmp_html.write_text(page, encoding="utf-8")
+        tmp_html.replace(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
