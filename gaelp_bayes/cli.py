@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from .errors import GaelpError
 
-DEMO_MODEL = "models/demo"
-DEMO_DATA = "models/demo_windows.csv"
 
 
-def _print_fit_summary(path: str, manifest: dict, arrays: dict) -> None:
+def print_fit_summary(path: str, manifest: dict, arrays: dict) -> None:
     """A readable posterior summary: per-campaign rates, best hours, diagnostics."""
     diag = manifest["diagnostics"]
     cvr = arrays["cvr"].astype(np.float64)  # [draw, campaign+1, 7, 24]
@@ -50,7 +47,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
                        sampler=args.sampler, progress=not args.quiet)
     cache.write(args.out, fitted, cells, max_runtime_draws=args.runtime_draws)
     manifest, arrays = cache.read_runtime(args.out)
-    _print_fit_summary(args.out, manifest, arrays)
+    print_fit_summary(args.out, manifest, arrays)
     if not fitted.diagnostics.passed:
         print(f"\nWARNING: FIT FAILED THE DIAGNOSTICS GATE: {'; '.join(fitted.diagnostics.failures)}.\n"
               f"It is cached at {args.out} marked as failed: allocation and the runtime refuse it unless forced.\n"
@@ -123,55 +120,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on built-in data: simulate history, fit (or reuse a valid cache), summarise."""
-    from . import cache, data, model, sim
+    """The main job on built-in data (see ``gaelp_bayes.demo``)."""
+    from . import demo
 
-    start = time.perf_counter()
-    world, history = sim.demo_windows()
-    Path(DEMO_DATA).parent.mkdir(parents=True, exist_ok=True)
-    history.to_csv(DEMO_DATA, index=False)
-    cells = data.aggregate(data.load_windows(DEMO_DATA))
-    try:
-        manifest = cache.read_manifest(DEMO_MODEL)
-        reuse = (manifest["data_fingerprint"] == cells.fingerprint() and manifest["diagnostics"]["passed"]
-                 and manifest["settings"].get("model_version") == model.MODEL_VERSION)
-    except GaelpError:
-        reuse = False
-    if reuse:
-        print(f"reusing the valid cached posterior in {DEMO_MODEL} (same data and model version)", file=sys.stderr)
-    else:
-        print(f"fitting the demo posterior on {DEMO_DATA} ({len(history)} windows, {len(cells.campaigns)} campaigns)",
-              file=sys.stderr)
-        fitted = model.fit(cells, draws=args.draws, tune=args.tune, chains=args.chains, seed=0, progress=True)
-        cache.write(DEMO_MODEL, fitted, cells)
-    manifest, arrays = cache.read_runtime(DEMO_MODEL)
-    _print_fit_summary(DEMO_MODEL, manifest, arrays)
-    if manifest["diagnostics"]["passed"]:
-        from .allocate import allocate
-
-        plan = allocate(DEMO_MODEL, 100, campaign=manifest["campaigns"][0], date="2026-03-02")
-        print("\n" + plan.table())
-        _demo_paced_day(world, history)
-    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; the model is in {DEMO_MODEL}/, "
-          f"the windows in {DEMO_DATA}")
-    return 0 if manifest["diagnostics"]["passed"] else 4
-
-
-def _demo_paced_day(world, history) -> None:
-    """Pace one simulated auction day per campaign with the runtime, beside even pacing and the old rules."""
-    from . import sim
-
-    days = ["2026-03-02", "2026-03-03"]
-    res = sim.compare_policies(world, history, DEMO_MODEL, days, policies=("oracle", "even", "legacy", "bayes"))
-    table = sim.summarize(res)
-    print(f"\nSimulated auction days ({len(days)} days x {len(world.campaigns)} campaigns, budget = half of each "
-          "campaign's usual daily spend; conversions as % of a hindsight oracle):")
-    print(f"  {'policy':<8} {'% of oracle':>11} {'spend/budget':>12} {'overspend':>9} {'finished (h)':>12}")
-    for name, row in table.iterrows():
-        print(f"  {name:<8} {row['pct_of_oracle']:>11.1f} {row['spend_over_budget']:>12.3f} "
-              f"{row['max_overspend']:>9.2f} {row['earliest_run_out_hour']:>12.1f}")
-    print("  bayes = the runtime Pacer on this posterior; legacy = the old optimiser's rules; "
-          "finished = earliest hour 99% of a budget was spent")
+    return demo.run(draws=args.draws, tune=args.tune, chains=args.chains)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
