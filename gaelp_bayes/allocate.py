@@ -18,6 +18,7 @@ beyond that the linear response is not trusted).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -324,8 +325,10 @@ def normal_cdf(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.sign(x) * erf)
 
 
+@functools.lru_cache(maxsize=64)
 def _z_logged(sigma: float, win_rate: float) -> float:
-    """log(logged bid / median price), from the logged win rate (bisection on the normal CDF)."""
+    """log(logged bid / median price), from the logged win rate (bisection on the normal CDF; cached, since
+    every auction response needs it and the runtime re-plans inside the bid loop)."""
     lo, hi = -10.0, 10.0
     for _ in range(60):
         mid = (lo + hi) / 2
