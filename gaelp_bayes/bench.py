@@ -1,11 +1,16 @@
-"""Benchmarks: each prints a Markdown table and writes it under reports/benchmarks/.
+"""Benchmarks: each prints a Markdown table and writes it under reports/benchmarks/; every run also
+rebuilds reports/benchmarks.md, the index of all tables (machine, versions, each figure beside its
+baseline from the same run).
 
-    python -m gaelp_bayes.bench fit            # fit time, cold vs warm compile, 1/20/200 campaigns
-    python -m gaelp_bayes.bench calibration    # held-out coverage and RMSE on a larger simulated case
-    python -m gaelp_bayes.bench allocation     # plan quality vs truth and confidence calibration
-    python -m gaelp_bayes.bench runtime        # per-bid time, batch throughput, import time, memory
-    python -m gaelp_bayes.bench pacing         # policies vs a hindsight oracle, rich and sparse history
-    python -m gaelp_bayes.bench all            # everything (make bench; needs models/demo from make demo)
+    gaelp-bayes bench fit            # fit time, cold vs warm compile, 1/20/200 campaigns
+    gaelp-bayes bench calibration    # held-out coverage and RMSE on a larger simulated case
+    gaelp-bayes bench allocation     # plan quality vs truth and confidence calibration
+    gaelp-bayes bench runtime        # per-bid time, batch throughput, import time, memory
+    gaelp-bayes bench pacing         # policies vs a hindsight oracle, rich and sparse history
+    gaelp-bayes bench scenarios      # every simulate scenario, 3 campaigns x 7 days, with/without learning
+    gaelp-bayes bench all            # everything (make bench; needs models/demo from make demo)
+
+(``python -m gaelp_bayes.bench ...`` is the same.)
 
 Speed targets are checked here, never by timed assertions in tests.
 """
@@ -465,8 +470,57 @@ def bench_pacing(regimes: list[str], draws: int = 1000, bid_caps: tuple[float, .
     _write("pacing", lines)
 
 
+def bench_scenarios(seed: int = 41, days: int = 7, campaigns: int = 3) -> None:
+    """``gaelp-bayes simulate`` over every scenario (tables and figures in reports/simulation/)."""
+    from . import cli, sim
+
+    out = Path("reports/simulation")
+    code = cli.main(["simulate", "--scenario", ",".join(sim.SCENARIOS), "--days", str(days), "--campaigns",
+                     str(campaigns), "--seed", str(seed), "--out", str(out)])
+    if code != 0:
+        raise SystemExit(f"simulate failed with exit code {code}")
+    body = (out / "summary.md").read_text().splitlines()[1:]
+    lines = _header(f"Scenarios: {campaigns} campaigns x {days} test days, world seed {seed}") + [
+        "Conversions as % of the hindsight oracle (`pct_lo`/`pct_hi`: 5-95% over campaign-days). `bayes-static` "
+        "is the same pacer with online learning off, the baseline for learning. Figures: reports/simulation/.",
+        *body]
+    _write("scenarios", lines)
+
+
+INDEX_ORDER = ("pacing", "scenarios", "calibration", "open_bandit", "allocation", "allocation_speed",
+               "runtime_speed", "events", "sparse", "fit_speed")
+
+
+def write_index() -> Path:
+    """reports/benchmarks.md: this machine and versions, then every table under reports/benchmarks/."""
+    tables = sorted(OUT_DIR.glob("*.md"), key=lambda p: (INDEX_ORDER.index(p.stem) if p.stem in INDEX_ORDER
+                                                         else len(INDEX_ORDER), p.stem))
+    lines = _header("gaelp_bayes benchmarks") + [
+        f"CPU: {_cpu_name()}. Each section below is one benchmark's table as written by its last run (its own "
+        "line says when); figures sit beside their baseline measured in that same run. Regenerate with "
+        "`gaelp-bayes bench all` (`make bench`), or one part with `gaelp-bayes bench NAME`.", ""]
+    lines += [f"- [{p.stem}](benchmarks/{p.name})" for p in tables] + [""]
+    for path in tables:
+        text = path.read_text().strip().splitlines()
+        lines += ["#" + text[0]] + [("#" + line if line.startswith("## ") else line) for line in text[1:]] + [""]
+    index = OUT_DIR.parent / "benchmarks.md"
+    index.write_text("\n".join(lines) + "\n")
+    print(f"wrote {index}")
+    return index
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gaelp_bayes.bench")
+    p = argparse.ArgumentParser(prog="gaelp-bayes bench")
     sub = p.add_subparsers(dest="what", required=True)
     f = sub.add_parser("fit")
     f.add_argument("--sizes", default="1,20,200")
@@ -487,9 +541,17 @@ def main(argv: list[str] | None = None) -> int:
     pc = sub.add_parser("pacing")
     pc.add_argument("--regimes", default="rich,sparse")
     pc.add_argument("--draws", type=int, default=1000)
+    sc = sub.add_parser("scenarios")
+    sc.add_argument("--seed", type=int, default=41)
+    sc.add_argument("--days", type=int, default=7)
+    sub.add_parser("index", help="only rebuild reports/benchmarks.md from the tables")
     sub.add_parser("all", help="every benchmark above with its defaults (about an hour on 2 cores)")
     args = p.parse_args(argv)
-    if args.what == "all":
+    if args.what == "index":
+        pass
+    elif args.what == "scenarios":
+        bench_scenarios(args.seed, args.days)
+    elif args.what == "all":
         bench_runtime("models/demo", "campaign_01")
         bench_allocation_speed()
         bench_calibration(10, 21)
@@ -498,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_sparse()
         bench_allocation(10, 500)
         bench_pacing(["rich", "sparse"])
+        bench_scenarios()
         bench_fit([1, 20, 200], ["auto"])
     elif args.what == "sparse":
         bench_sparse()
@@ -517,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_fit([int(s) for s in args.sizes.split(",")], args.samplers.split(","))
     else:
         bench_calibration(args.campaigns, args.seed)
+    write_index()
     return 0
 
 

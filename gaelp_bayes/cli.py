@@ -133,6 +133,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from . import cache, data, model, sim
+    from .report import simulation_figures
 
     scenarios = args.scenario.split(",")
     unknown = [s for s in scenarios if s not in sim.SCENARIOS]
@@ -165,7 +166,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         res.insert(0, "scenario", scenario)
         results.append(res)
         table = sim.summarize(res)
-        lines += [f"## {scenario}", "", table.to_string(), ""]
+        trace = sim.trace_day(world, hist, str(model_dir), 0, days[0], policies, seed=args.seed + 7,
+                              budget_share=args.budget_share, day_kwargs=kwargs, outage_from=outage)
+        figures = simulation_figures(trace, out_dir, scenario)
+        lines += [f"## {scenario}", "", table.to_string(), "",
+                  "Figures (first campaign, first test day): " + ", ".join(f"`{p.name}`" for p in figures), ""]
     all_results = pd.concat(results, ignore_index=True)
     all_results.to_csv(out_dir / "results.csv", index=False)
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
@@ -239,13 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--history-days", type=int, default=35)
     s.add_argument("--budget-share", type=float, default=0.5, help="budget = this x usual daily spend")
     s.add_argument("--volume-scale", type=float, default=10.0, help="traffic multiplier of the world")
-    s.add_argument("--policies", default=",".join(("oracle", "even", "legacy", "plugin", "bayes")))
+    s.add_argument("--policies", default=",".join(("oracle", "even", "legacy", "plugin", "bayes", "bayes-static")),
+                   help="bayes-static: the bayes pacer with online learning off")
     s.add_argument("--scenario", default="stationary",
                    help="comma-separated: stationary, shift, price-spike, outage, new-campaign")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="reports/simulation")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_simulate)
+
+    b = sub.add_parser("bench", help="speed and quality benchmarks; writes reports/benchmarks.md",
+                       add_help=False)
+    b.add_argument("bench_args", nargs=argparse.REMAINDER,
+                   help="fit | calibration | allocation | allocation-speed | runtime | pacing | scenarios | "
+                        "open-bandit | events | sparse | index | all (see gaelp-bayes bench --help)")
 
     a = sub.add_parser("allocate", help="split a daily budget over 24 hours from a cached posterior")
     a.add_argument("model", help="cache folder, e.g. models/NAME")
@@ -270,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # the benchmark runner has its own options (gaelp-bayes bench --help)
+        from . import bench
+
+        return bench.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -46,12 +46,6 @@ def ensure_model(model_dir: str = DEMO_MODEL, data_path: str = DEMO_DATA, draws:
     return world, history, cache.read_manifest(model_dir)
 
 
-def usual_budget(history: pd.DataFrame, campaign: str, share: float = 0.5) -> float:
-    """``share`` of the campaign's mean daily spend in the history (the simulator's budget rule)."""
-    days = pd.to_datetime(history["timestamp"], utc=True).dt.normalize().nunique()
-    return round(share * history.loc[history["campaign"] == campaign, "spend"].sum() / days, 2)
-
-
 def paced_day(world: sim.World, campaign: str, budget: float, date: str, model_dir: str = DEMO_MODEL) -> dict:
     """Pace one simulated auction day with the runtime Pacer; the pacer's status at 18:00 and at day end."""
     from .runtime import CampaignPosterior, Pacer
@@ -90,7 +84,7 @@ def run(draws: int = 1000, tune: int = 1000, chains: int = 4) -> int:
         print(f"\nthe demo fit failed its diagnostics gate: see {DEMO_MODEL}/manifest.json", file=sys.stderr)
         return 4
     campaign = manifest["campaigns"][0]
-    budget = usual_budget(history, campaign)
+    budget = sim.usual_budget(history, campaign)
     plan = allocate(DEMO_MODEL, budget, campaign=campaign, date=DEMO_DAYS[0])
     print("\n" + plan.table())
     print("The runtime pacer turns this into bid factors for a second-price market (its expected cumulative "

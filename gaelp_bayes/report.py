@@ -456,3 +456,50 @@ def _write_atomic(out: Path, fig_dir: Path, page: str, figures: list[Figure]) ->
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ----- simulation figures (gaelp-bayes simulate) ------------------------------------------------------------
+POLICY_COLORS = {"even": "grey", "legacy": "#e39b2d", "plugin": "#7a5cad", "bayes": COLOR, "bayes-static": "#5fa8d3"}
+
+
+def simulation_figures(trace: dict, out_dir: str | Path, scenario: str) -> list[Path]:
+    """Cumulative spend against the pacer's plan, and the mean bid per hour, of one traced campaign-day
+    (``sim.trace_day``); PNG files ``<scenario>_spend.png`` and ``<scenario>_bids.png`` under ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hours, budget = trace["hours"], trace["budget"]
+    title = f"{scenario}: {trace['campaign']} on {trace['date']}"
+    paths = []
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(8, 3.4))
+        if trace["plan"] is not None:
+            ax.plot(np.arange(25), np.concatenate([[0], np.cumsum(trace["plan"])]), color="black", lw=1, ls=":",
+                    label="bayes pacer's plan (start of day)")
+        for policy, res in trace["policies"].items():
+            ax.plot(np.concatenate([[0], hours]), np.concatenate([[0], res["spend"]]),
+                    color=POLICY_COLORS.get(policy), lw=2 if policy == "bayes" else 1.3, label=policy)
+        ax.axhline(budget, color="black", lw=0.8)
+        ax.set(xlim=(0, 24), xticks=range(0, 25, 3), xlabel="hour of day (UTC)", ylabel="cumulative spend (money)",
+               title=f"Cumulative spend vs plan, {title} (budget {budget:.2f})")
+        ax.legend(fontsize=8, loc="upper left")
+        paths.append(out_dir / f"{scenario}_spend.png")
+        paths[-1].write_bytes(_png(fig))
+
+        fig, ax = plt.subplots(figsize=(8, 3.4))
+        hour = np.minimum(hours.astype(int), 23)
+        for policy, res in trace["policies"].items():
+            total = np.bincount(hour, res["bids"], minlength=24)
+            count = np.maximum(np.bincount(hour, minlength=24), 1)
+            ax.plot(range(24), total / count, color=POLICY_COLORS.get(policy), lw=2 if policy == "bayes" else 1.3,
+                    marker="o", ms=3, label=policy)
+        _hour_axis(ax, "UTC")
+        ax.set(ylabel="mean bid per opportunity (money; 0 = no bid)", title=f"Bids by hour, {title}")
+        ax.legend(fontsize=8, loc="upper left")
+        paths.append(out_dir / f"{scenario}_bids.png")
+        paths[-1].write_bytes(_png(fig))
+    return paths

@@ -20,10 +20,16 @@ How a bid is shaped (Balseiro & Gur's adaptive pacing, driven by the posterior):
   exceeds budget left minus the bids still outstanding, so, as long as every
   placed bid is recorded (cost 0 when lost), the day cannot overspend.
 
-``record`` re-weights the cached draws by the likelihood of today's clicks and
-conversions (importance weights, no refit), re-plans the rest of the day when
-the evidence changes the plan materially, flags a refit when the weights'
-effective sample size collapses, and stops bidding in an emergency (spend far
+``record`` learns from today's clicks and conversions without a refit, in two
+steps: it re-weights the cached draws by their likelihood (importance weights:
+which of the fitted worlds is today), and on top of the re-weighted posterior
+it learns today's own deviation: hour by hour, today's rate is the posterior's
+times ``exp(x[h])``, with ``x`` smooth over the day (Gaussian AR(1) prior, sd
+``TODAY_SD``, neighbour correlation ``TODAY_CORR``; Poisson likelihood; Laplace
+posterior by Newton's method), so a few hours of low conversions lower the
+hours that follow too, which the draws alone cannot express.  It re-plans the
+rest of the day on hour changes when that evidence changes the plan
+materially, flags a refit when the weights' effective sample size collapses, and stops bidding in an emergency (spend far
 beyond plan, conversions far below the posterior predictive, an invalid or
 stale cache); ``status()["emergency_stop"]`` says why.  Every record is
 appended to a journal and replayed on restart, so a crash loses nothing recorded.
@@ -45,7 +51,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from . import cache
-from .allocate import (LOGGED_WIN_RATE, PRICE_SIGMA, auction_response, conversions_at_spend, normal_cdf,
+from .allocate import (LOGGED_WIN_RATE, PRICE_SIGMA, auction_response, conversions_at_spend,
                        threshold_plan, threshold_scores)
 from .errors import GaelpError
 
@@ -57,9 +63,29 @@ CHECK_EVERY = 50  # records between learning checks (re-weighting, outage); re-p
 REPLAN_GAIN = 0.02  # adopt a new plan for the rest of the day if it is >= 2% better ...
 REPLAN_PROB = 0.9  # ... with posterior probability >= 0.9
 REFIT_ESS = 0.25  # refit due when the effective sample size falls below this share of the draws
-OUTAGE_P = 1e-3  # conversions this improbable under the posterior predictive stop bidding
+OUTAGE_P = 1e-3  # a silence this improbable (no conversion reported) stops bidding: a tracking outage
+OUTAGE_FLOOR = 0.25  # ... judged at a quarter of the usual rate, so a real drop in rates is learned, not stopped
 OVERSPEND_STOP = 1.5  # spend beyond 1.5x the plan so far (+5% of budget) stops bidding
 OUTSTANDING_TIMEOUT = 120.0  # seconds after which unrecorded bids no longer hold budget
+TODAY_SD = 0.3  # prior sd of today's log conversion rate around the posterior's, per hour (an assumption)
+TODAY_CORR = 0.8  # prior correlation of that deviation between neighbouring hours (AR(1) over the day)
+_HOURS = np.arange(24)
+TODAY_COVARIANCE = TODAY_SD ** 2 * TODAY_CORR ** np.abs(_HOURS[:, None] - _HOURS[None, :])
+TODAY_PRECISION = np.linalg.inv(TODAY_COVARIANCE)
+
+
+def today_deviation(expected: np.ndarray, observed: np.ndarray,
+                    precision: np.ndarray = TODAY_PRECISION) -> tuple[np.ndarray, np.ndarray]:
+    """Laplace posterior (mode, covariance) of today's log-rate deviation ``x`` [24] per hour, given
+    conversions ``observed[h] ~ Poisson(expected[h] * exp(x[h]))`` and the prior ``x ~ N(0, precision^-1)``."""
+    x = np.zeros(24)
+    for _ in range(30):
+        mu = expected * np.exp(x)
+        step = np.linalg.solve(precision + np.diag(mu), observed - mu - precision @ x)
+        x += np.clip(step, -1.0, 1.0)
+        if np.abs(step).max() < 1e-6:
+            break
+    return x, np.linalg.inv(precision + np.diag(expected * np.exp(x)))
 
 
 @dataclass
@@ -105,11 +131,13 @@ class Pacer:
         self.journal_dir = Path(journal) if journal else None
         self.durable = durable
         self.plan_options = {"max_share": 0.2, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
-                             "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, **(plan_options or {})}
+                             "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, "learn": True,
+                             **(plan_options or {})}
         self._bid_cap = float(self.plan_options["bid_cap_share"])
         self.warnings = list(warnings or [])
         self._fixed_stop = stop_reason
         self._lock = threading.RLock()
+        self._mean_cvr = posterior.cvr.astype(np.float64).mean(axis=0)  # [7, 24]
         self._log_cvr = np.log(np.clip(posterior.cvr.astype(np.float64), 1e-12, 1.0))
         self._log_ncvr = np.log1p(-np.clip(posterior.cvr.astype(np.float64), 0.0, 1 - 1e-12))
         self._journal = None
@@ -158,8 +186,10 @@ class Pacer:
         self._spent = 0.0
         self._clicks = np.zeros(24)
         self._conversions = np.zeros(24)
-        self._logw = np.zeros(self.posterior.cvr.shape[0])
-        self._weights = None
+        self._silent_clicks = np.zeros(24)  # clicks per hour since the last reported conversion
+        self._weights = None  # importance weights of the draws under today's outcomes (None: uniform)
+        self._today_x = np.zeros(24)  # learned log-rate deviation of today, per hour
+        self._today_cov = None  # its Laplace covariance (None: nothing learned yet)
         self._ess = float(self.posterior.cvr.shape[0])
         self._L = 0.0
         self._t_int = t
@@ -177,15 +207,21 @@ class Pacer:
         self._plan(np.ones(24, bool), self.budget, first=True)
         self._open_journal()
 
-    def _today(self, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Today's (day-of-week) draws of cvr, cpc and volume, [draw, 24], optionally resampled."""
+    def _today(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Today's draws of cvr, cpc and volume, [draw, 24]: resampled by the importance weights, and the
+        rates times a draw of today's learned deviation."""
         p, d = self.posterior, self._dow
+        idx = self._resampled()
         sel = slice(None) if idx is None else idx
-        return (p.cvr[sel, d].astype(np.float64), p.cpc[sel, d].astype(np.float64),
-                p.volume[sel, d].astype(np.float64))
+        cvr = p.cvr[sel, d].astype(np.float64)
+        if self._today_cov is not None:  # one draw of today's deviation per posterior draw
+            rng = np.random.default_rng(self._records)
+            x = self._today_x + rng.standard_normal((len(cvr), 24)) @ np.linalg.cholesky(self._today_cov).T
+            cvr = np.minimum(cvr * np.exp(x), 1.0)
+        return cvr, p.cpc[sel, d].astype(np.float64), p.volume[sel, d].astype(np.float64)
 
     def _resampled(self) -> np.ndarray | None:
-        """Systematic resample of draw indices by the current weights (None: weights are uniform)."""
+        """Systematic resample of draw indices by the importance weights (None: weights are uniform)."""
         if self._weights is None:
             return None
         n = len(self._weights)
@@ -193,8 +229,8 @@ class Pacer:
         return np.minimum(np.searchsorted(np.cumsum(self._weights), positions), n - 1)
 
     def _threshold(self, open_hours: np.ndarray, budget: float) -> tuple[np.ndarray, np.ndarray]:
-        """Bid factors and expected spend per hour for ``budget`` over the open hours (weighted posterior)."""
-        cvr, cpc, vol = self._today(self._resampled())
+        """Bid factors and expected spend per hour for ``budget`` over the open hours (today's posterior)."""
+        cvr, cpc, vol = self._today()
         cap = self.plan_options["max_share"] * self.budget
         if self.plan_options.get("max_per_hour"):
             cap = min(cap, self.plan_options["max_per_hour"])
@@ -375,11 +411,15 @@ class Pacer:
         self._spent += cost
         self._clicks[h] += clicks
         self._conversions[h] += conversions
+        if conversions:
+            self._silent_clicks[:] = 0.0
+        else:
+            self._silent_clicks[h] += clicks
         self._last_t = t
         self._records += 1
 
     def _learn(self, t: float, replan: bool = True) -> None:
-        """Re-weight draws by today's outcomes; flag refits and outages; re-plan the rest of the day
+        """Learn today's rates from today's outcomes; flag refits and outages; re-plan the rest of the day
         (on hour changes: a plan is a few milliseconds, a record a few microseconds)."""
         h = min(max(bisect.bisect_right(self._starts, t) - 1, 0), 23)
         self._hour = h
@@ -388,29 +428,33 @@ class Pacer:
             return
         conv = self._conversions
         fails = np.maximum(self._clicks - conv, 0.0)
-        self._logw = self._log_cvr[:, d] @ conv + self._log_ncvr[:, d] @ fails
-        w = np.exp(self._logw - self._logw.max())
-        self._weights = w / w.sum()
-        self._ess = float(1.0 / np.sum(self._weights ** 2))
-        n = len(self._weights)
+        logw = self._log_cvr[:, d] @ conv + self._log_ncvr[:, d] @ fails
+        w = np.exp(logw - logw.max())
+        w /= w.sum()
+        self._ess = float(1.0 / np.sum(w ** 2))
+        n = len(w)
+        if self.plan_options["learn"]:
+            self._weights = w
+            expected = self._clicks * (w @ self.posterior.cvr[:, d].astype(np.float64))
+            self._today_x, self._today_cov = today_deviation(expected, conv)
         if n > 1 and self._ess < REFIT_ESS * n:
             self._flags["refit_due"] = (f"importance weights' effective sample size {self._ess:.0f} of {n}: "
                                         "today differs from the fitted posterior; refit soon")
         self._check_outage()
-        if replan and h < 23 and not self._stop:
+        if replan and h < 23 and not self._stop and self.plan_options["learn"]:
             self._maybe_replan(h)
 
     def _check_outage(self) -> None:
-        """Stop if today's conversions are far below what the (unweighted) posterior predicts."""
-        expected = self.posterior.cvr[:, self._dow].astype(np.float64) @ self._clicks  # [draw]
-        if expected.mean() < 5:
-            return
-        k = self._conversions.sum()
-        z = (k + 0.5 - expected) / np.sqrt(np.maximum(expected, 1e-9))
-        p_low = float(np.mean(normal_cdf(z)))
-        if p_low < OUTAGE_P:
-            self._stop = self._stop or (f"conversions far below the posterior predictive: {k:.0f} observed vs "
-                                        f"{expected.mean():.1f} expected (P = {p_low:.1e}); tracking outage?")
+        """Stop if no conversion has been reported for so long that even a quarter of the usual rate
+        makes the silence improbable (P < ``OUTAGE_P``): conversions have stopped arriving.  A real
+        drop in rates (to a half, say) still reports conversions, and is learned instead."""
+        silent = self._silent_clicks.sum()
+        expected = float(self._mean_cvr[self._dow] @ self._silent_clicks)
+        if OUTAGE_FLOOR * expected > -math.log(OUTAGE_P):
+            self._stop = self._stop or (
+                f"no conversion reported over the last {silent:.0f} clicks, where the posterior expects "
+                f"{expected:.1f} (P = {math.exp(-OUTAGE_FLOOR * expected):.1e} even at a quarter of that rate); "
+                "tracking outage?")
 
     def _maybe_replan(self, h: int) -> None:
         """Re-plan hours after ``h`` if the weighted posterior says a different plan is materially better."""
@@ -425,9 +469,9 @@ class Pacer:
                                        self.plan_options["win_rate"])
         _, old_conv = auction_response(old_k[None, :], vol, cpc, cvr, self.plan_options["sigma"],
                                        self.plan_options["win_rate"])
-        gain = new_conv.sum(1) - old_conv.sum(1)
-        base = max(float(self._weights @ old_conv.sum(1)), 1e-12)
-        if float(self._weights @ gain) >= REPLAN_GAIN * base and float(self._weights @ (gain > 0)) >= REPLAN_PROB:
+        gain = new_conv.sum(1) - old_conv.sum(1)  # draws already resampled by the weights
+        base = max(float(old_conv.sum(1).mean()), 1e-12)
+        if float(gain.mean()) >= REPLAN_GAIN * base and float(np.mean(gain > 0)) >= REPLAN_PROB:
             self._log_k = np.where(open_hours, log_k, self._log_k)
             self._k = [float(k) for k in np.exp(self._log_k)]
             self._alloc = [a if not o else float(s) for a, o, s in zip(self._alloc, open_hours, spend)]
@@ -468,6 +512,7 @@ class Pacer:
                 "p_beats_even": self._p_beats_even, "clicks_today": int(self._clicks.sum()),
                 "conversions_today": int(self._conversions.sum()), "ess": self._ess,
                 "draws": int(self.posterior.cvr.shape[0]), "refit_due": "refit_due" in self._flags,
+                "today_rate_factor": [round(float(f), 3) for f in np.exp(self._today_x)],
                 "replans": self._replans, "exhaustion_risk": at_risk, "exhaustion_reason": reason,
                 "bid_cap": cap, "emergency_stop": self._stop, "bidding": not self._stop,
                 "flags": dict(self._flags), "warnings": self.warnings + self._plan_warnings,

@@ -149,10 +149,11 @@ class AuctionDay:
     hours: np.ndarray
 
 
-def auction_day(world: World, campaign: int, date: str, seed: int, cvr_shift: tuple[int, float] | None = None,
+def auction_day(world: World, campaign: int, date: str, seed: int,
+                cvr_shift: tuple[int, int, float] | None = None,
                 price_spike: tuple[int, int, float] | None = None) -> AuctionDay:
-    """Opportunities of one day.  ``cvr_shift=(hour, factor)`` multiplies true rates from that hour on;
-    ``price_spike=(from_hour, to_hour, factor)`` multiplies market prices in those hours."""
+    """Opportunities of one day.  ``cvr_shift=(from_hour, to_hour, factor)`` multiplies true conversion rates
+    in those hours; ``price_spike=(from_hour, to_hour, factor)`` multiplies market prices in those hours."""
     rng = np.random.default_rng(seed)
     day = pd.Timestamp(date, tz="UTC")
     d = day.dayofweek
@@ -164,7 +165,7 @@ def auction_day(world: World, campaign: int, date: str, seed: int, cvr_shift: tu
         if price_spike and price_spike[0] <= h < price_spike[1]:
             p = p * price_spike[2]
         prices.append(p)
-        rate = world.cvr[campaign, d, h] * (cvr_shift[1] if cvr_shift and h >= cvr_shift[0] else 1.0)
+        rate = world.cvr[campaign, d, h] * (cvr_shift[2] if cvr_shift and cvr_shift[0] <= h < cvr_shift[1] else 1.0)
         cvr.append(np.full(n, min(rate, 0.95)))
         hours.append(np.full(n, h))
     cvr_all = np.concatenate(cvr)
@@ -193,17 +194,22 @@ def oracle_conversions(day: AuctionDay, budget: float) -> float:
     return float(day.cvr[order][taken].sum())
 
 
-def replay(day: AuctionDay, policy, raw: float, budget: float, outage_from: float | None = None) -> dict:
+def replay(day: AuctionDay, policy, raw: float, budget: float, outage_from: float | None = None,
+           trace: bool = False) -> dict:
     """Run one day bid by bid: the policy bids, wins if above the price, pays the price, learns the outcome.
 
     ``outage_from`` (hour): from then on conversions still happen but are not reported to the policy.
+    ``trace``: also return each opportunity's bid and the cumulative spend after it (``bids``, ``spend``).
     """
     spent = conv = expected = 0.0
     ran_out = None
     outage_t = day.start + 3600 * outage_from if outage_from is not None else float("inf")
-    for t, price, rate, converts in zip(day.times.tolist(), day.prices.tolist(), day.cvr.tolist(),
-                                        day.converts.tolist()):
+    bids, spend = (np.empty(len(day.times)), np.empty(len(day.times))) if trace else (None, None)
+    for i, (t, price, rate, converts) in enumerate(zip(day.times.tolist(), day.prices.tolist(), day.cvr.tolist(),
+                                                       day.converts.tolist())):
         b = policy.adjust_bid(raw, now=t)
+        if trace:
+            bids[i] = b
         if b > price:
             spent += price
             expected += rate
@@ -213,8 +219,11 @@ def replay(day: AuctionDay, policy, raw: float, budget: float, outage_from: floa
                 ran_out = (t - day.start) / 3600
         elif b > 0:
             policy.record(0.0, now=t)
-    return {"spent": spent, "expected_conversions": expected, "conversions": conv,
-            "ran_out_hour": ran_out, "overspend": max(0.0, spent - budget)}
+        if trace:
+            spend[i] = spent
+    out = {"spent": spent, "expected_conversions": expected, "conversions": conv,
+           "ran_out_hour": ran_out, "overspend": max(0.0, spent - budget)}
+    return {**out, "bids": bids, "spend": spend} if trace else out
 
 
 class EvenPacing:
@@ -274,15 +283,67 @@ def plugin_posterior(history: pd.DataFrame, campaign: str, prior_clicks: float =
 
 
 POLICIES = ("oracle", "even", "legacy", "plugin", "bayes")
+# also available: "bayes-static", the same pacer with online learning off (the plan of the morning all day)
 
 
 SCENARIOS = {  # name: (auction_day kwargs, replay outage hour)
     "stationary": ({}, None),
-    "shift": ({"cvr_shift": (12, 0.5)}, None),  # conversion rates halve from noon
+    "shift": ({"cvr_shift": (12, 18, 0.4)}, None),  # the afternoon (12:00-18:00) converts at 0.4x the usual rate
     "price-spike": ({"price_spike": (10, 14, 2.5)}, None),  # prices x2.5 from 10:00 to 14:00
     "outage": ({}, 12.0),  # conversions stop being reported at noon
     "new-campaign": ({}, None),  # the last campaign has only 2 days of history (see simulate)
 }
+
+
+def usual_budget(history: pd.DataFrame, campaign: str, share: float = 0.5) -> float:
+    """``share`` of the campaign's mean daily spend in the history: a budget that binds, so pacing matters."""
+    days = pd.to_datetime(history["timestamp"], utc=True).dt.normalize().nunique()
+    return round(share * history.loc[history["campaign"] == campaign, "spend"].sum() / days, 2)
+
+
+def trace_day(world: World, history: pd.DataFrame, model_dir: str | None, campaign: int, date: str,
+              policies: tuple[str, ...], seed: int, budget_share: float = 0.5, day_kwargs: dict | None = None,
+              outage_from: float | None = None) -> dict:
+    """One campaign-day replayed by each policy with traces (for figures): opportunity times (hours), the
+    budget, per policy the bids and cumulative spend, and the bayes pacer's planned spend per hour."""
+    from . import cache
+
+    cached = cache.read_runtime(model_dir) if model_dir is not None else None
+    name = world.campaigns[campaign]
+    budget = usual_budget(history, name, budget_share)
+    day = auction_day(world, campaign, date, seed=seed, **(day_kwargs or {}))
+    out = {"campaign": name, "date": date, "budget": budget, "hours": (day.times - day.start) / 3600,
+           "policies": {}, "plan": None}
+    for policy in policies:
+        if policy == "oracle":
+            continue
+        pacer = make_policy(policy, name, budget, day.start, history, cached)
+        if policy == "bayes":
+            out["plan"] = pacer.status(day.start)["plan"]
+        out["policies"][policy] = replay(day, pacer, raw_bid(world, campaign), budget, outage_from, trace=True)
+    return out
+
+
+def make_policy(policy: str, campaign: str, budget: float, day_start: float, history: pd.DataFrame,
+                cached: tuple[dict, dict] | None = None, pacer_kwargs: dict | None = None):
+    """A fresh policy for one campaign-day: ``even``, ``legacy``, ``plugin``, ``bayes`` or ``bayes-static``
+    (the last two need ``cached`` = (manifest, runtime arrays) of a fitted posterior)."""
+    from .runtime import CampaignPosterior, Pacer
+
+    if policy == "even":
+        return EvenPacing(budget, day_start)
+    if policy == "legacy":
+        return LegacyRules(budget, day_start, history[history["campaign"] == campaign])
+    if policy not in ("plugin", "bayes", "bayes-static"):
+        raise ValueError(f"unknown policy {policy!r} (one of {', '.join(POLICIES)}, bayes-static)")
+    if policy != "plugin" and cached is None:
+        raise ValueError(f"policy {policy!r} needs a fitted posterior")
+    post = (plugin_posterior(history, campaign) if policy == "plugin"
+            else CampaignPosterior.from_cache(cached[1], cached[0], campaign)[0])
+    kwargs = dict(pacer_kwargs or {})
+    if policy == "bayes-static":
+        kwargs["plan_options"] = {**kwargs.get("plan_options", {}), "learn": False}
+    return Pacer(post, budget, "UTC", now=day_start, **kwargs)
 
 
 def compare_policies(world: World, history: pd.DataFrame, model_dir: str | None, test_days: list[str],
@@ -295,14 +356,12 @@ def compare_policies(world: World, history: pd.DataFrame, model_dir: str | None,
     the raw bid, so the budget binds and pacing matters.
     """
     from . import cache
-    from .runtime import CampaignPosterior, Pacer
+    from .runtime import Pacer
 
-    if model_dir is not None:
-        manifest, arrays = cache.read_runtime(model_dir)
-    n_days = pd.to_datetime(history["timestamp"], utc=True).dt.normalize().nunique()
+    cached = cache.read_runtime(model_dir) if model_dir is not None else None
     rows = []
     for c, name in enumerate(world.campaigns):
-        budget = round(budget_share * history.loc[history["campaign"] == name, "spend"].sum() / n_days, 2)
+        budget = usual_budget(history, name, budget_share)
         raw = raw_bid(world, c)
         for i, date in enumerate(test_days):
             day = auction_day(world, c, date, seed=seed + 1000 * c + i, **(day_kwargs or {}))
@@ -313,14 +372,7 @@ def compare_policies(world: World, history: pd.DataFrame, model_dir: str | None,
                     res = {"spent": budget, "expected_conversions": oracle, "conversions": float("nan"),
                            "ran_out_hour": None, "overspend": 0.0}
                 else:
-                    if policy == "even":
-                        pacer = EvenPacing(budget, day.start)
-                    elif policy == "legacy":
-                        pacer = LegacyRules(budget, day.start, history[history["campaign"] == name])
-                    else:
-                        post = (plugin_posterior(history, name) if policy == "plugin"
-                                else CampaignPosterior.from_cache(arrays, manifest, name)[0])
-                        pacer = Pacer(post, budget, "UTC", now=day.start, **(pacer_kwargs or {}))
+                    pacer = make_policy(policy, name, budget, day.start, history, cached, pacer_kwargs)
                     res = replay(day, pacer, raw, budget, outage_from)
                 ran_dry = res["ran_out_hour"] is not None and res["ran_out_hour"] < oracle_finish - 1.0
                 rows.append({"campaign": name, "date": date, "policy": policy, "budget": budget,
