@@ -60,8 +60,8 @@ M_MIN, M_MAX = 0.05, 3.0
 BID_CAP_SHARE = 0.10  # a single bid <= 10% of the hour's allocation (plan option bid_cap_share)
 HOUR_SLACK = 0.25  # spend through hour h may run ahead of the plan by 25% of hour h's allocation
 CHECK_EVERY = 50  # records between learning checks (re-weighting, outage); re-plans on hour changes
-REPLAN_GAIN = 0.02  # adopt a new plan for the rest of the day if it is >= 2% better ...
-REPLAN_PROB = 0.9  # ... with posterior probability >= 0.9
+REPLAN_GAIN = 0.01  # adopt a new plan for the rest of the day if it is >= 1% better ...
+REPLAN_PROB = 0.75  # ... with posterior probability >= 0.75 (both set on the tuning world, seed 31)
 REFIT_ESS = 0.25  # refit due when the effective sample size falls below this share of the draws
 OUTAGE_P = 1e-3  # a silence this improbable (no conversion reported) stops bidding: a tracking outage
 OUTAGE_FLOOR = 0.25  # ... judged at a quarter of the usual rate, so a real drop in rates is learned, not stopped
