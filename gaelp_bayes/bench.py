@@ -155,7 +155,7 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
     code = "import time; t = time.perf_counter(); import gaelp_bayes.runtime; print(time.perf_counter() - t)"
     imports = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
                for _ in range(3)]
-    from .runtime import Pacer
+    from .runtime import CHECK_EVERY, Pacer
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if campaign is None:
@@ -183,6 +183,10 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
     for i in range(n // 10):
         pacer.record(0.0, now=now + i * 1e-3)
     per_record = (time.perf_counter() - start) / (n // 10) * 1e6
+    for i in range(200):  # some clicks and conversions so the learning step has data
+        pacer.record(0.5, clicks=1, conversions=int(i % 20 == 0), now=now + 1000 + i)
+    learn_ms = _median_ms(lambda: pacer._learn(now + 2000, replan=False), 20)
+    replan_ms = _median_ms(lambda: pacer._maybe_replan(14), 10)
     batch = np.full(1_000_000, 1.0)
     start = time.perf_counter()
     for _ in range(5):
@@ -192,11 +196,23 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
         "| measure | value | baseline in the same run |", "|---|---|---|",
         f"| adjust_bid per call | {per_bid:.2f} us | no-op Python call {base:.2f} us (ratio {per_bid / base:.1f}x) |",
         f"| record per call (journal on, no learning check) | {per_record:.2f} us | |",
+        f"| learning check (importance weights + today's deviation), every {CHECK_EVERY} records | "
+        f"{learn_ms:.2f} ms | amortized {1000 * learn_ms / CHECK_EVERY:.1f} us per record |",
+        f"| re-plan of the rest of the day (on hour changes) | {replan_ms:.1f} ms | once an hour |",
         f"| adjust_bids batch throughput | {batch_rate / 1e6:.1f} M bids/s | |",
         f"| import gaelp_bayes.runtime (fresh process, incl. numpy) | {min(imports) * 1000:.0f} ms | |",
         f"| resident memory added by a loaded pacer | {(rss1 - rss0) / 1024:.1f} MB (peak RSS delta) | "
         f"{pacer.posterior.cvr.shape[0]} draws |"]
     _write("runtime_speed", lines)
+
+
+def _median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
 
 
 def bench_allocation_speed(model_dir: str = "models/demo", campaign: str = "campaign_01") -> None:
@@ -207,21 +223,13 @@ def bench_allocation_speed(model_dir: str = "models/demo", campaign: str = "camp
     manifest, arrays = cache.read_runtime(model_dir)
     _, draws, _ = al.campaign_draws(arrays, manifest, campaign, 0)
 
-    def median_ms(fn, repeats):
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return 1000 * float(np.median(times))
-
     lines = _header(f"Allocation speed ({draws.cvr.shape[0]} draws x 24 hours)") + [
         "| operation | median ms | aim |", "|---|---|---|",
-        f"| plan + confidence + all scores (allocate_draws) | {median_ms(lambda: al.allocate_draws(draws, 100), 30):.1f} | < 50 |",
-        f"| risk-averse CVaR plan (HiGHS LP) + scores | {median_ms(lambda: al.allocate_draws(draws, 100, risk='cvar'), 5):.1f} | |",
-        f"| with a 10% exploration reserve | {median_ms(lambda: al.allocate_draws(draws, 100, exploration=0.1), 30):.1f} | |",
+        f"| plan + confidence + all scores (allocate_draws) | {_median_ms(lambda: al.allocate_draws(draws, 100), 30):.1f} | < 50 |",
+        f"| risk-averse CVaR plan (HiGHS LP) + scores | {_median_ms(lambda: al.allocate_draws(draws, 100, risk='cvar'), 5):.1f} | |",
+        f"| with a 10% exploration reserve | {_median_ms(lambda: al.allocate_draws(draws, 100, exploration=0.1), 30):.1f} | |",
         f"| allocate() from the cache (read, sha256-verify, slice, plan) | "
-        f"{median_ms(lambda: al.allocate(model_dir, 100, campaign=campaign, date='2026-03-02'), 5):.1f} | |"]
+        f"{_median_ms(lambda: al.allocate(model_dir, 100, campaign=campaign, date='2026-03-02'), 5):.1f} | |"]
     _write("allocation_speed", lines)
 
 
