@@ -231,7 +231,8 @@ def allocation(ctx: Context) -> tuple[str, list[Figure]]:
     m, l_, h_ = plan.expected_conversions
     words = (f"<p class='big'>Budget <b>{plan.budget:.2f}</b> ({unit}) for <b>{html.escape(plan.campaign)}</b> on "
              f"{plan.date}: expected <b>{m:.1f}</b> conversions (90% interval {l_:.1f} to {h_:.1f})"
-             + (f", expected cost per conversion {plan.expected_cpa:.2f}" if plan.expected_cpa else "") + ".</p>"
+             + (f", expected {'cost' if unit == 'money' else 'clicks'} per conversion {plan.expected_cpa:.2f}"
+                if plan.expected_cpa else "") + ".</p>"
              f"<p><b>Confidence {plan.confidence:.0%}</b>: if the model is right, there is a {plan.confidence:.0%} "
              f"chance that this plan gets at least {plan.confidence_tolerance:.0%} of the conversions of the plan "
              f"we would choose if we knew the true hourly rates. <b>{plan.p_beats_even:.0%}</b> is the chance it "
