@@ -432,6 +432,8 @@ def bench_sparse(campaigns: int = 30, days: int = 3, seed: int = 3) -> None:
         f"| max R-hat / min bulk ESS / min tail ESS / divergences | {d.rhat_max:.3f} / {d.ess_bulk_min:.0f} / "
         f"{d.ess_tail_min:.0f} / {d.divergences} |",
         f"| parts re-sampled at target_accept 0.99 | {', '.join(fitted.settings['retried_with_target_accept_0.99']) or 'none'} |",
+        f"| parts re-sampled twice as long, thinned by 2 (slow mixing) | "
+        f"{', '.join(fitted.settings['lengthened_and_thinned']) or 'none'} |",
         f"| correlation of posterior-mean log rate with true log base rate | "
         f"{np.corrcoef(-np.log1p(np.exp(-level)), np.log(base))[0, 1]:.3f} |",
         f"| fit seconds ({fitted.settings['sampler']}) | {fitted.seconds:.0f} |"]

@@ -12,7 +12,8 @@ Conversion rate of cell (campaign c, day-of-week d, local hour h)::
   partially pooled toward the global curve (non-centred).
 - ``e``: cell noise (overdispersion) with a learned scale, non-centred.
 - ``a[c]``: campaign intercepts.  When a campaign has few conversions they
-  are partially pooled around ``mu`` (non-centred).  When every campaign has
+  are partially pooled around ``mu`` (centred for campaigns with
+  ``CENTRED_CONVERSIONS`` or more, non-centred for the others).  When every campaign has
   ``DATA_RICH_CONVERSIONS`` or more ("data-rich"), each campaign's data pins
   its own intercept: intercepts are independent under a weak prior, since a
   group scale over well-measured campaigns only makes funnels and ridges
@@ -53,7 +54,8 @@ HOUR_HARMONICS = 6
 DEV_HARMONICS = 6
 CPC_HARMONICS = 2
 DATA_RICH_CONVERSIONS = 200  # per campaign: "data-rich" (independent intercepts, fixed hour/day scales)
-MODEL_VERSION = 7  # bump when the model changes: cached fits of other versions are not reused by the demo
+CENTRED_CONVERSIONS = 20  # per campaign, in a pooled (sparse) fit: its level is centred, else non-centred
+MODEL_VERSION = 8  # bump when the model changes: cached fits of other versions are not reused by the demo
 RETRY_TARGET_ACCEPT = 0.99
 GATE = {"rhat_max": 1.01, "ess_bulk_min": 400, "ess_tail_min": 400, "divergences_max": 0}
 
@@ -138,11 +140,20 @@ def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
     if pooled_campaigns:
         if rich:  # each campaign's data pins its level: independent levels, no group scale to make a funnel
             level = pm.Normal("campaign_level", _logit(pooled), 2.0, dims="campaign")
-        else:  # sparse: partial pooling toward the population, non-centred
+        else:  # sparse: partial pooling toward the population
             mu = pm.Normal("mu", _logit(pooled), 2.0)
             sigma_campaign = pm.HalfNormal("sigma_campaign", 1.0)
-            camp_z = pm.Normal("campaign_z", 0.0, 1.0, dims="campaign")
-            level = pm.Deterministic("campaign_level", mu + camp_z * sigma_campaign, dims="campaign")
+            # mixed parameterisation: centred where the campaign's own data pins its level (a non-centred
+            # offset would sit on a ridge with the scale), non-centred where it does not (a funnel otherwise)
+            centred = per_campaign_conv >= CENTRED_CONVERSIONS
+            level = pt.zeros(n_camp)
+            if centred.any():
+                level = pt.set_subtensor(level[np.flatnonzero(centred)], pm.Normal(
+                    "campaign_level_centred", mu, sigma_campaign, shape=int(centred.sum())))
+            if not centred.all():
+                level = pt.set_subtensor(level[np.flatnonzero(~centred)], mu + sigma_campaign * pm.Normal(
+                    "campaign_z", 0.0, 1.0, shape=int((~centred).sum())))
+            level = pm.Deterministic("campaign_level", level, dims="campaign")
         sigma_dev = pm.HalfNormal("sigma_dev", 0.3)
         dev_coef = pm.Deterministic("dev_coef", pm.Normal("dev_z", 0.0, 1.0, dims=("campaign", "fourier_dev"))
                                     * sigma_dev, dims=("campaign", "fourier_dev"))
@@ -341,7 +352,7 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
         raise FitError("no clicks in the data: nothing to learn a conversion rate from")
     sampler = choose_sampler(cells) if sampler == "auto" else sampler
     start = time.perf_counter()
-    posteriors, stats, diags, data_rich, retried = [], [], {}, False, []
+    posteriors, stats, diags, data_rich, retried, lengthened = [], [], {}, False, [], []
     parts = model_parts(cells)
     for i, part in enumerate(parts):
         if progress:
@@ -366,6 +377,19 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
             tree = pm.sample(**{**kwargs, "target_accept": RETRY_TARGET_ACCEPT, "tune": 2 * tune,
                                 "random_seed": seed + 100 + i})
             diags[part] = diagnose(tree)
+        if not diags[part].passed and not diags[part].divergences:
+            # Slow mixing (R-hat or ESS short of the gate, no divergences): run twice as long and keep every
+            # second draw, so the part still merges with the others and its effective sample size about doubles.
+            if progress:
+                print(f"    the {part} model mixed slowly ({'; '.join(diags[part].failures)}): sampling it again "
+                      f"with {2 * tune} tuning steps and {2 * draws} draws, thinned by 2", file=sys.stderr, flush=True)
+            lengthened.append(part)
+            longer = pm.sample(**{**kwargs, "tune": 2 * tune, "draws": 2 * draws, "random_seed": seed + 200 + i,
+                                  "target_accept": RETRY_TARGET_ACCEPT if part in retried else target_accept})
+            tree = xr.DataTree.from_dict({
+                group: longer[group].to_dataset().isel(draw=slice(1, None, 2)).assign_coords(draw=np.arange(draws))
+                for group in ("posterior", "sample_stats")})
+            diags[part] = diagnose(tree)
         posteriors.append(tree["posterior"].to_dataset())
         st = tree["sample_stats"].to_dataset()
         stats.append(st.rename({v: f"{part}__{v}" for v in st.data_vars}))
@@ -378,7 +402,7 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
                 "sampler": sampler,
                 "target_accept": target_accept, "parts": parts, "data_rich": data_rich,
                 "hour_harmonics": HOUR_HARMONICS, "dev_harmonics": DEV_HARMONICS,
-                "retried_with_target_accept_0.99": retried,
+                "retried_with_target_accept_0.99": retried, "lengthened_and_thinned": lengthened,
                 "part_diagnostics": {p: d.as_dict() for p, d in diags.items()}}
     return Fit(tree=merged, diagnostics=Diagnostics.combine(diags), settings=settings,
                seconds=time.perf_counter() - start)
