@@ -29,9 +29,11 @@ times ``exp(x[h])``, with ``x`` smooth over the day (Gaussian AR(1) prior, sd
 posterior by Newton's method), so a few hours of low conversions lower the
 hours that follow too, which the draws alone cannot express.  It re-plans the
 rest of the day on hour changes when that evidence changes the plan
-materially, flags a refit when the weights' effective sample size collapses, and stops bidding in an emergency (spend far
-beyond plan, conversions far below the posterior predictive, an invalid or
-stale cache); ``status()["emergency_stop"]`` says why.  Every record is
+materially, flags a refit when the weights' effective sample size collapses,
+and stops bidding in an emergency (spend far beyond plan; a tracking outage,
+i.e. no conversion reported for so long that even a quarter of the usual rate
+makes the silence improbable; an invalid or stale cache);
+``status()["emergency_stop"]`` says why.  Every record is
 appended to a journal and replayed on restart, so a crash loses nothing recorded.
 """
 

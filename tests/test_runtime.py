@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gaelp_bayes.runtime import CampaignPosterior, Pacer
+from gaelp_bayes.runtime import CampaignPosterior, Pacer, today_deviation
 
 DAY = dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc).timestamp()  # a Monday, 00:00 UTC
 
@@ -162,3 +162,37 @@ def test_evidence_reweights_draws_and_flags_refit():
         pacer.record(0.01, clicks=1, conversions=1, now=t + i)
     s = pacer.status(t + 400)
     assert s["ess"] < 0.25 * s["draws"] and s["refit_due"]
+
+
+def test_today_deviation_is_zero_on_plan_and_follows_a_drop():
+    expected = np.full(24, 20.0)
+    x, cov = today_deviation(expected, expected.copy())
+    assert np.abs(x).max() < 1e-6 and np.all(np.diag(cov) > 0)
+    seen = np.r_[np.full(12, 20.0), np.zeros(12)]  # only the morning observed so far, at half the rate
+    x, _ = today_deviation(seen, seen / 2)
+    assert np.all(x[:12] < -0.4) and -0.8 < x[:12].mean() < -0.4  # log(0.5) = -0.69, shrunk toward 0
+    assert x[12] < -0.3 and abs(x[23]) < abs(x[12])  # the next hours follow, fading with distance
+
+
+def test_a_drop_in_rates_is_learned_while_silence_stops():
+    post = posterior(draws=200)
+    rate = post.cvr[:, 0].mean(axis=0)  # a Monday
+    learning, silent = Pacer(post, 1000.0, now=DAY), Pacer(post, 1000.0, now=DAY)
+    rng = np.random.default_rng(0)
+    for h in range(8, 14):
+        for i in range(400):
+            t = DAY + h * 3600 + i * 9
+            learning.record(0.01, clicks=1, conversions=int(rng.uniform() < 0.5 * rate[h]), now=t)
+            silent.record(0.01, clicks=1, conversions=0, now=t)
+    s = learning.status(DAY + 14 * 3600)
+    assert s["bidding"] and not s["emergency_stop"]  # half the usual rate is a change, not an outage
+    assert np.mean(s["today_rate_factor"][8:14]) < 0.8 and s["today_rate_factor"][15] < 0.95
+    assert silent.status(DAY + 14 * 3600)["emergency_stop"]  # 2,400 clicks and no conversion at all
+
+
+def test_learning_can_be_switched_off():
+    pacer = Pacer(posterior(draws=200), 1000.0, now=DAY, plan_options={"learn": False})
+    for i in range(400):
+        pacer.record(0.01, clicks=1, conversions=0 if i % 10 else 1, now=DAY + 10 * 3600 + i)
+    s = pacer.status(DAY + 12 * 3600)
+    assert s["today_rate_factor"] == [1.0] * 24 and s["replans"] == 0
