@@ -46,6 +46,7 @@ class Draws:
     cpc: np.ndarray
     capacity: np.ndarray  # spend the hour can absorb (money)
     rpc: np.ndarray | None  # revenue per conversion
+    volume: np.ndarray | None = None  # clicks per hour at the logged bid (for the auction-aware plan)
 
 
 @dataclass
@@ -67,6 +68,8 @@ class Plan:
     expected_roas: float | None
     p_meets_target_cpa: float | None = None
     warnings: list[str] = field(default_factory=list)
+    runtime_plan: list[float] | None = None  # expected spend per hour of the plan the runtime pacer follows
+    runtime_confidence: float | None = None
 
     def to_json(self) -> dict:
         mean, lo, hi = self.hourly_conversions
@@ -81,18 +84,26 @@ class Plan:
             "expected_conversions": dict(zip(("mean", "lo", "hi"), self.expected_conversions)),
             "expected_cpa": self.expected_cpa, "expected_roas": self.expected_roas,
             "p_meets_target_cpa": self.p_meets_target_cpa, "warnings": self.warnings,
+            "runtime_plan": self.runtime_plan, "runtime_confidence": self.runtime_confidence,
         }
 
     def table(self) -> str:
         mean, lo, hi = self.hourly_conversions
         m, l_, h_ = self.expected_conversions
+        pacer = self.runtime_plan
         lines = [f"Plan for {self.campaign} on {self.date}: budget {self.budget:.2f}, objective {self.objective}"
                  f" ({'risk-averse: CVaR 10%' if self.risk == 'cvar' else 'posterior mean'})",
-                 f"{'hour':>4} {'amount':>10} {'share':>6} {'exp. conv':>9} {'90% interval':>16}"]
+                 f"{'hour':>4} {'amount':>10} {'share':>6} {'exp. conv':>9} {'90% interval':>16}"
+                 + (f" {'pacer':>9}" if pacer else "")]
         for h, a in enumerate(self.amounts):
             share = float(a / self.budget) if self.budget else 0.0
-            lines.append(f"{h:>4} {a:>10.2f} {share:>6.1%} {mean[h]:>9.2f} {f'[{lo[h]:.2f}, {hi[h]:.2f}]':>16}")
-        lines.append(f"total {sum(self.amounts):>9.2f}        {m:>9.2f} {f'[{l_:.2f}, {h_:.2f}]':>16}")
+            lines.append(f"{h:>4} {a:>10.2f} {share:>6.1%} {mean[h]:>9.2f} {f'[{lo[h]:.2f}, {hi[h]:.2f}]':>16}"
+                         + (f" {pacer[h]:>9.2f}" if pacer else ""))
+        lines.append(f"total {sum(self.amounts):>9.2f}        {m:>9.2f} {f'[{l_:.2f}, {h_:.2f}]':>16}"
+                     + (f" {sum(pacer):>9.2f}" if pacer else ""))
+        if pacer:
+            lines.append(f"pacer: the expected spend per hour of the plan the runtime pacer follows (bids proportional "
+                         f"to the conversion rate in a second-price market; confidence {self.runtime_confidence:.0%})")
         lines.append(f"confidence {self.confidence:.0%}: the posterior probability that this plan gets at least "
                      f"{self.confidence_tolerance:.0%} of the conversions of the plan that would be best if we knew "
                      "the true rates")
@@ -200,7 +211,8 @@ def campaign_draws(arrays: dict, manifest: dict, campaign: str | None, dow: int,
                               "refit with spend, or pass --clicks-as-cost to allocate clicks instead of money")
     rpc = arrays["rpc"][:, c, None].astype(np.float64) * np.ones(24) if "rpc" in arrays else None
     capacity = (volume * cpc).mean(axis=0)
-    return campaign, Draws(cvr=cvr, cpc=cpc, capacity=np.broadcast_to(capacity, cvr.shape), rpc=rpc), warnings
+    return campaign, Draws(cvr=cvr, cpc=cpc, capacity=np.broadcast_to(capacity, cvr.shape), rpc=rpc,
+                           volume=volume), warnings
 
 
 def plan_date(date: str | None, timezone: str) -> dt.date:
@@ -302,13 +314,23 @@ def allocate(model_dir: str, budget: float | Decimal, *, date: str | None = None
     day = plan_date(date, manifest["timezone"])
     name, draws, warnings = campaign_draws(arrays, manifest, campaign, day.weekday(), clicks_as_cost)
     res = allocate_draws(draws, budget, **options)
+    runtime_plan = runtime_confidence = None
+    if "cpc" in arrays:  # the auction-aware plan of the runtime pacer, for the same budget and hour caps
+        total = float(res["cents"].sum()) / 100
+        cap = options.get("max_share", 0.2) * total
+        cap = min(cap, options["max_per_hour"]) if options.get("max_per_hour") else cap
+        log_k, spend = threshold_plan(draws.cvr.mean(0), draws.cpc.mean(0), draws.volume.mean(0), total, cap)
+        runtime_plan = [round(float(x), 2) for x in spend]
+        runtime_confidence = threshold_scores(log_k, draws.cvr, draws.cpc, draws.volume,
+                                              options.get("tolerance", 0.95))["confidence"]
     return Plan(budget=Decimal(int(res["cents"].sum())) / 100, date=day.isoformat(), campaign=name,
                 objective=options.get("objective", "conversions"), risk=options.get("risk", "mean"),
                 amounts=[Decimal(int(c)) / 100 for c in res["cents"]], hourly_conversions=res["hourly"],
                 confidence=res["confidence"], confidence_tolerance=options.get("tolerance", 0.95),
                 p_beats_even=res["p_beats_even"], expected_conversions=res["expected"],
                 expected_cpa=res["expected_cpa"], expected_roas=res["expected_roas"],
-                p_meets_target_cpa=res["p_meets_target_cpa"], warnings=warnings + res["warnings"])
+                p_meets_target_cpa=res["p_meets_target_cpa"], warnings=warnings + res["warnings"],
+                runtime_plan=runtime_plan, runtime_confidence=runtime_confidence)
 
 
 # ----- auction response: what a bid factor buys in a second-price market --------------------------------

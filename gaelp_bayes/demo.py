@@ -87,8 +87,6 @@ def run(draws: int = 1000, tune: int = 1000, chains: int = 4) -> int:
     budget = sim.usual_budget(history, campaign)
     plan = allocate(DEMO_MODEL, budget, campaign=campaign, date=DEMO_DAYS[0])
     print("\n" + plan.table())
-    print("The runtime pacer turns this into bid factors for a second-price market (its expected cumulative "
-          "spend curve is in the report).")
 
     day = paced_day(world, campaign, budget, DEMO_DAYS[0])
     s18, end = day["at_18"], day["end"]

@@ -17,7 +17,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -244,28 +243,22 @@ def allocation(ctx: Context) -> tuple[str, list[Figure]]:
               f"<th>exp. conversions</th><th>90% interval</th></tr>{rows}</table></details>")
     figures = [Figure("allocation", "Hourly amounts (bars) against even pacing (dashed) and each hour's expected "
                       "conversions with 90% intervals.", _png(fig))]
-    if "cpc" in ctx.arrays:
-        figures.append(_pacing_curve(ctx, amounts))
+    if plan.runtime_plan is not None:
+        figures.append(_pacing_curve(ctx, amounts, plan.runtime_plan, plan.runtime_confidence))
     else:
         words += ("<p>No spend data, so no runtime pacing curve: the runtime pacer needs cost per click.</p>")
     return words, figures
 
 
-def _pacing_curve(ctx: Context, amounts: np.ndarray) -> Figure:
+def _pacing_curve(ctx: Context, amounts: np.ndarray, runtime_plan: list[float], confidence: float) -> Figure:
     """The expected cumulative spend the runtime pacer follows (its auction-aware plan) for this day."""
     import matplotlib.pyplot as plt
 
-    from .runtime import CampaignPosterior, Pacer
-
-    posterior, _ = CampaignPosterior.from_cache(ctx.arrays, ctx.manifest, ctx.campaign)
-    midnight = dt.datetime.combine(ctx.date, dt.time(0, 0, 1), tzinfo=ZoneInfo(ctx.tz))
-    pacer = Pacer(posterior, float(amounts.sum()), ctx.tz, journal=None, now=midnight)
-    status = pacer.status(now=midnight)
     budget = float(amounts.sum())
     fig, ax = plt.subplots(figsize=(8, 3))
     hours = np.arange(25)
-    ax.plot(hours, np.concatenate([[0], np.cumsum(status["plan"])]), color=COLOR, lw=2.5,
-            label=f"runtime pacer's plan (confidence {status['confidence']:.0%})")
+    ax.plot(hours, np.concatenate([[0], np.cumsum(runtime_plan)]), color=COLOR, lw=2.5,
+            label=f"runtime pacer's plan (confidence {confidence:.0%})")
     ax.plot(hours, np.concatenate([[0], np.cumsum(amounts)]), color=DATA_COLOR, lw=1.5, ls="-.",
             label="allocation above (linear response)")
     ax.plot(hours, budget * hours / 24, color="grey", ls="--", lw=1, label="even pacing")

@@ -150,3 +150,16 @@ def test_no_spend_needs_explicit_clicks_as_cost(fitted):
         al.campaign_draws(no_spend, manifest, "campaign_01", 0)
     _, draws, warnings = al.campaign_draws(no_spend, manifest, "campaign_01", 0, clicks_as_cost=True)
     assert (draws.cpc == 1).all() and "clicks" in warnings[0]
+
+
+def test_allocate_reports_the_plan_the_runtime_pacer_follows(fitted, tmp_path):
+    import datetime as dt
+
+    from gaelp_bayes.runtime import Pacer
+
+    plan = al.allocate(str(fitted.path), 100, campaign="campaign_01", date="2026-03-02", force=True)
+    midnight = dt.datetime(2026, 3, 2, 0, 0, 1, tzinfo=dt.timezone.utc)
+    pacer = Pacer.load(fitted.path, 100.0, campaign="campaign_01", journal=tmp_path, now=midnight, force=True)
+    assert np.allclose(plan.runtime_plan, pacer.status(now=midnight)["plan"], atol=0.011)
+    assert abs(sum(plan.runtime_plan) - 100) < 1.0 and 0 <= plan.runtime_confidence <= 1
+    assert "pacer" in plan.table() and plan.to_json()["runtime_plan"] == plan.runtime_plan
