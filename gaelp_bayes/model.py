@@ -57,6 +57,7 @@ DATA_RICH_CONVERSIONS = 200  # per campaign: "data-rich" (independent intercepts
 CENTRED_CONVERSIONS = 20  # per campaign, in a pooled (sparse) fit: its level is centred, else non-centred
 MODEL_VERSION = 8  # bump when the model changes: cached fits of other versions are not reused by the demo
 RETRY_TARGET_ACCEPT = 0.99
+LENGTHEN_MAX_SECONDS = 180  # a slowly mixing part is sampled twice as long only if it took at most this long
 GATE = {"rhat_max": 1.01, "ess_bulk_min": 400, "ess_tail_min": 400, "divergences_max": 0}
 
 
@@ -358,6 +359,7 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
         if progress:
             print(f"[{i + 1}/{len(parts)}] sampling the {part} model ({sampler}, {chains} chains x "
                   f"{tune} tune + {draws} draws)", file=sys.stderr, flush=True)
+        part_start = time.perf_counter()
         model = build_model(cells, part)
         data_rich = data_rich or bool(model.data_rich)
         kwargs = dict(draws=draws, tune=tune, chains=chains, random_seed=seed + i, progressbar=progress,
@@ -377,7 +379,8 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
             tree = pm.sample(**{**kwargs, "target_accept": RETRY_TARGET_ACCEPT, "tune": 2 * tune,
                                 "random_seed": seed + 100 + i})
             diags[part] = diagnose(tree)
-        if not diags[part].passed and not diags[part].divergences:
+        if (not diags[part].passed and not diags[part].divergences
+                and time.perf_counter() - part_start <= LENGTHEN_MAX_SECONDS):
             # Slow mixing (R-hat or ESS short of the gate, no divergences): run twice as long and keep every
             # second draw, so the part still merges with the others and its effective sample size about doubles.
             if progress:
