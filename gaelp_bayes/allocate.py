@@ -311,14 +311,25 @@ def allocate(model_dir: str, budget: float | Decimal, *, date: str | None = None
     """Plan a day's budget from a cached posterior (options: see ``allocate_draws``)."""
     manifest, arrays = cache.read_runtime(model_dir)
     cache.check_usable(manifest, model_dir, force)
-    day = plan_date(date, manifest["timezone"])
+    return plan_day(manifest, arrays, budget, plan_date(date, manifest["timezone"]), campaign, clicks_as_cost,
+                    **options)
+
+
+def hour_cap(budget: float, max_share: float = 0.2, max_per_hour: float | None = None) -> float:
+    """The most one hour may take of a day's budget: ``max_share`` of it, and at most ``max_per_hour``."""
+    cap = max_share * budget
+    return min(cap, max_per_hour) if max_per_hour else cap
+
+
+def plan_day(manifest: dict, arrays: dict, budget: float | Decimal, day: dt.date, campaign: str | None = None,
+             clicks_as_cost: bool = False, **options) -> Plan:
+    """``allocate`` on runtime arrays already read (and checked) from a cache."""
     name, draws, warnings = campaign_draws(arrays, manifest, campaign, day.weekday(), clicks_as_cost)
     res = allocate_draws(draws, budget, **options)
     runtime_plan = runtime_confidence = None
     if "cpc" in arrays:  # the auction-aware plan of the runtime pacer, for the same budget and hour caps
         total = float(res["cents"].sum()) / 100
-        cap = options.get("max_share", 0.2) * total
-        cap = min(cap, options["max_per_hour"]) if options.get("max_per_hour") else cap
+        cap = hour_cap(total, options.get("max_share", 0.2), options.get("max_per_hour"))
         log_k, spend = threshold_plan(draws.cvr.mean(0), draws.cpc.mean(0), draws.volume.mean(0), total, cap)
         runtime_plan = [round(float(x), 2) for x in spend]
         runtime_confidence = threshold_scores(log_k, draws.cvr, draws.cpc, draws.volume,

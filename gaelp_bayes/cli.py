@@ -11,7 +11,6 @@ import numpy as np
 from .errors import GaelpError
 
 
-
 def print_fit_summary(path: str, manifest: dict, arrays: dict) -> None:
     """A readable posterior summary: per-campaign rates, best hours, diagnostics."""
     diag = manifest["diagnostics"]

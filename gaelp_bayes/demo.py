@@ -77,7 +77,7 @@ def run(draws: int = 1000, tune: int = 1000, chains: int = 4) -> int:
     from .report import build_report
 
     start = time.perf_counter()
-    world, history, manifest = ensure_model(draws=draws, tune=tune, chains=chains)
+    world, history, _ = ensure_model(draws=draws, tune=tune, chains=chains)
     manifest, arrays = cache.read_runtime(DEMO_MODEL)
     print_fit_summary(DEMO_MODEL, manifest, arrays)
     if not manifest["diagnostics"]["passed"]:

@@ -72,6 +72,14 @@ def _hour_axis(ax, tz: str) -> None:
     ax.set_xlabel(f"hour of day ({tz})")
 
 
+def _bands(ax, draws: np.ndarray) -> None:
+    """Posterior mean by hour with its 90% and 50% credible bands, from draws [draw, 24]."""
+    q = np.quantile(draws, [*BAND_90, *BAND_50], axis=0)
+    ax.fill_between(range(24), q[0], q[1], color=COLOR, alpha=0.18, label="90% interval")
+    ax.fill_between(range(24), q[2], q[3], color=COLOR, alpha=0.35, label="50% interval")
+    ax.plot(range(24), draws.mean(axis=0), color=COLOR, lw=2, label="posterior mean")
+
+
 def _shown_campaigns(ctx: Context) -> list[int]:
     """Indices of campaigns drawn in per-campaign figures: the chosen one first, then by clicks."""
     clicks = np.bincount(ctx.cells["campaign"].values, ctx.cells["clicks"].values,
@@ -126,10 +134,7 @@ def hourly_rates(ctx: Context) -> tuple[str, list[Figure]]:
     cells = ctx.cells
     fig, axes = plt.subplots(len(shown), 1, figsize=(8, 2.3 * len(shown)), squeeze=False, sharex=True)
     for ax, c in zip(axes[:, 0], shown):
-        q = np.quantile(cvr[:, c], [*BAND_90, *BAND_50], axis=0) * 100
-        ax.fill_between(range(24), q[0], q[1], color=COLOR, alpha=0.18, label="90% interval")
-        ax.fill_between(range(24), q[2], q[3], color=COLOR, alpha=0.35, label="50% interval")
-        ax.plot(range(24), cvr[:, c].mean(axis=0) * 100, color=COLOR, lw=2, label="posterior mean")
+        _bands(ax, cvr[:, c] * 100)
         sel = cells["campaign"].values == c
         clicks = np.bincount(cells["hour"].values[sel], cells["clicks"].values[sel], minlength=24)
         conv = np.bincount(cells["hour"].values[sel], cells["conversions"].values[sel], minlength=24)
@@ -187,10 +192,7 @@ def costs(ctx: Context) -> tuple[str, list[Figure]]:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3))
     for ax, draws, title, label in ((axes[0], cpc, "cost per click", "money per click"),
                                     (axes[1], per_dollar, "conversions per unit of spend", "conversions per money")):
-        q = np.quantile(draws, [*BAND_90, *BAND_50], axis=0)
-        ax.fill_between(range(24), q[0], q[1], color=COLOR, alpha=0.18, label="90%")
-        ax.fill_between(range(24), q[2], q[3], color=COLOR, alpha=0.35, label="50%")
-        ax.plot(range(24), draws.mean(axis=0), color=COLOR, lw=2, label="mean")
+        _bands(ax, draws)
         ax.set_title(f"{ctx.campaign}, {DOW_NAMES[dow]}: {title}")
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0)
@@ -205,10 +207,11 @@ def costs(ctx: Context) -> tuple[str, list[Figure]]:
 def allocation(ctx: Context) -> tuple[str, list[Figure]]:
     import matplotlib.pyplot as plt
 
-    from .allocate import allocate
+    from .allocate import plan_day
 
-    plan = allocate(str(ctx.model_dir), ctx.budget, date=ctx.date.isoformat(), campaign=ctx.campaign,
-                    clicks_as_cost="cpc" not in ctx.arrays, force=True)
+    # a failed fit is still reported (under its banner), so the cache's gate is not checked here
+    plan = plan_day(ctx.manifest, ctx.arrays, ctx.budget, ctx.date, ctx.campaign,
+                    clicks_as_cost="cpc" not in ctx.arrays)
     unit = "money" if "cpc" in ctx.arrays else "clicks"
     amounts = np.array([float(a) for a in plan.amounts])
     mean, lo, hi = plan.hourly_conversions

@@ -53,7 +53,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from . import cache
-from .allocate import (LOGGED_WIN_RATE, PRICE_SIGMA, auction_response, conversions_at_spend,
+from .allocate import (LOGGED_WIN_RATE, PRICE_SIGMA, auction_response, conversions_at_spend, hour_cap,
                        threshold_plan, threshold_scores)
 from .errors import GaelpError
 
@@ -233,9 +233,7 @@ class Pacer:
     def _threshold(self, open_hours: np.ndarray, budget: float) -> tuple[np.ndarray, np.ndarray]:
         """Bid factors and expected spend per hour for ``budget`` over the open hours (today's posterior)."""
         cvr, cpc, vol = self._today()
-        cap = self.plan_options["max_share"] * self.budget
-        if self.plan_options.get("max_per_hour"):
-            cap = min(cap, self.plan_options["max_per_hour"])
+        cap = hour_cap(self.budget, self.plan_options["max_share"], self.plan_options.get("max_per_hour"))
         return threshold_plan(cvr.mean(0), cpc.mean(0), vol.mean(0), budget, cap, open_hours,
                               self.plan_options["sigma"], self.plan_options["win_rate"])
 
