@@ -42,6 +42,8 @@ with cell revenue ~ Gamma(conversions*tau, tau/rpc).
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -118,11 +120,12 @@ def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
     per_campaign_conv = np.bincount(cells.campaign, weights=cells.conversions, minlength=n_camp)
     rich = bool(per_campaign_conv.min() >= DATA_RICH_CONVERSIONS)
     seen = cells.clicks > 0
-    c_idx = pm.Data("c_idx", cells.campaign[seen])
-    d_idx = pm.Data("d_idx", cells.dow[seen])
-    h_idx = pm.Data("h_idx", cells.hour[seen])
+    # the logit is built on the whole campaign x day x hour grid by broadcasting, then read at the observed
+    # cells with one flat index: its gradient is a single scatter-add (about 1.4x faster than three indices)
+    cell_idx = pm.Data("cell_idx", (cells.campaign * 168 + cells.dow * 24 + cells.hour)[seen])
     clicks = pm.Data("clicks", cells.clicks[seen].astype("float64"))
     conv = pm.Data("conversions", cells.conversions[seen].astype("float64"))
+    center = pm.Data("conversion_prior_center", _logit(pooled))  # data, not a constant: see nuts.py
 
     if rich:  # data-rich: the data pins these; a scale hyperparameter over a dozen values only adds a funnel
         hour = pm.Deterministic("hour_effect", pt.dot(basis, pm.Normal("hour_coef", 0.0, 1.0, dims="fourier")),
@@ -137,12 +140,12 @@ def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
     sigma_cell = pm.HalfNormal("sigma_cell", 0.2)
     cell = pm.Deterministic("cell_effect", sigma_cell * pm.Normal("cell_z", 0.0, 1.0, dims=("campaign", "dow", "hour")),
                             dims=("campaign", "dow", "hour"))
-    eta = hour[h_idx] + dow[d_idx] + cell[c_idx, d_idx, h_idx]
+    grid = hour[None, None, :] + dow[None, :, None] + cell  # [campaign, dow, hour]
     if pooled_campaigns:
         if rich:  # each campaign's data pins its level: independent levels, no group scale to make a funnel
-            level = pm.Normal("campaign_level", _logit(pooled), 2.0, dims="campaign")
+            level = pm.Normal("campaign_level", center, 2.0, dims="campaign")
         else:  # sparse: partial pooling toward the population
-            mu = pm.Normal("mu", _logit(pooled), 2.0)
+            mu = pm.Normal("mu", center, 2.0)
             sigma_campaign = pm.HalfNormal("sigma_campaign", 1.0)
             # mixed parameterisation: centred where the campaign's own data pins its level (a non-centred
             # offset would sit on a ridge with the scale), non-centred where it does not (a funnel otherwise)
@@ -159,14 +162,15 @@ def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
         dev_coef = pm.Deterministic("dev_coef", pm.Normal("dev_z", 0.0, 1.0, dims=("campaign", "fourier_dev"))
                                     * sigma_dev, dims=("campaign", "fourier_dev"))
         dev = pt.dot(dev_coef, basis_dev.T)  # [campaign, hour]
-        eta = eta + level[c_idx] + dev[c_idx, h_idx]
+        grid = grid + level[:, None, None] + dev[:, None, :]
     else:
-        eta = eta + pm.Normal("mu", _logit(pooled), 2.0)
+        grid = grid + pm.Normal("mu", center, 2.0)
+    eta = grid.reshape((-1,))[cell_idx]
     pm.Potential("conversion_loglik", pt.sum(conv * eta - clicks * pt.log1pexp(eta)))
     return rich
 
 
-def _campaign_levels(name: str, center: float, scale: float, pooled_campaigns: bool):
+def _campaign_levels(name: str, center, scale: float, pooled_campaigns: bool):
     """Independent campaign levels ~ N(center, scale): each campaign's data is ample for these parts,
     and a variance hyperparameter over a handful of campaigns only makes funnels."""
     import pymc as pm
@@ -184,16 +188,15 @@ def _cost(cells: Cells, pooled_campaigns: bool) -> None:
     n_camp = len(cells.campaigns)
     paid = (cells.clicks > 0) & (cells.spend > 0)
     mean_cpc = cells.spend[paid].sum() / max(cells.clicks[paid].sum(), 1)
-    pc = pm.Data("cost_c_idx", cells.campaign[paid])
-    ph = pm.Data("cost_h_idx", cells.hour[paid])
+    ch_idx = pm.Data("cost_idx", (cells.campaign * 24 + cells.hour)[paid])  # flat campaign x hour index
     pn = pm.Data("cost_clicks", cells.clicks[paid].astype("float64"))
     ps = pm.Data("cost_spend", cells.spend[paid])
-    level = _campaign_levels("cpc", np.log(max(mean_cpc, 1e-6)), 1.0, pooled_campaigns)
+    level = _campaign_levels("cpc", pm.Data("cpc_prior_center", np.log(max(mean_cpc, 1e-6))), 1.0, pooled_campaigns)
     curve = pt.dot(fourier_basis(CPC_HARMONICS), pm.Normal("cpc_hour", 0.0, 0.3, dims="fourier_cpc"))
     log_cpc = (level[:, None] if pooled_campaigns else level) + curve[None, :]
     log_cpc = pm.Deterministic("log_cpc", pt.broadcast_to(log_cpc, (n_camp, 24)), dims=("campaign", "hour"))
     kappa = pm.LogNormal("cost_shape", np.log(5.0), 1.0)
-    pm.Gamma("spend_obs", alpha=pn * kappa, beta=kappa / pt.exp(log_cpc[pc, ph]), observed=ps)
+    pm.Gamma("spend_obs", alpha=pn * kappa, beta=kappa / pt.exp(log_cpc.reshape((-1,))[ch_idx]), observed=ps)
 
 
 def _volume(cells: Cells, pooled_campaigns: bool) -> None:
@@ -202,12 +205,11 @@ def _volume(cells: Cells, pooled_campaigns: bool) -> None:
     import pytensor.tensor as pt
 
     n_camp = len(cells.campaigns)
-    vc = pm.Data("vol_c_idx", cells.campaign)
-    vd = pm.Data("vol_d_idx", cells.dow)
-    vh = pm.Data("vol_h_idx", cells.hour)
+    cell_idx = pm.Data("vol_idx", cells.campaign * 168 + cells.dow * 24 + cells.hour)  # flat campaign x dow x hour
     vw = pm.Data("vol_windows", cells.windows.astype("float64"))
     vn = pm.Data("vol_clicks", cells.clicks)
-    level = _campaign_levels("vol", np.log(cells.clicks.sum() / cells.windows.sum() + 0.5), 2.0, pooled_campaigns)
+    level = _campaign_levels("vol", pm.Data("vol_prior_center", np.log(cells.clicks.sum() / cells.windows.sum() + 0.5)),
+                             2.0, pooled_campaigns)
     coef = pm.Normal("vol_hour", 0.0, 1.0, dims=("campaign", "fourier"))  # each campaign's own daily cycle
     curve = pt.dot(coef, fourier_basis(HOUR_HARMONICS).T)  # [campaign, 24]
     log_vol = (level[:, None, None] if pooled_campaigns else level) + curve[:, None, :]
@@ -217,7 +219,7 @@ def _volume(cells: Cells, pooled_campaigns: bool) -> None:
     log_vol = pm.Deterministic("log_volume", pt.broadcast_to(log_vol, (n_camp, 7, 24)),
                                dims=("campaign", "dow", "hour"))
     phi = pm.LogNormal("volume_shape", np.log(10.0), 1.5)
-    pm.NegativeBinomial("clicks_obs", mu=vw * pt.exp(log_vol[vc, vd, vh]), alpha=vw * phi, observed=vn)
+    pm.NegativeBinomial("clicks_obs", mu=vw * pt.exp(log_vol.reshape((-1,))[cell_idx]), alpha=vw * phi, observed=vn)
 
 
 def _revenue(cells: Cells, pooled_campaigns: bool) -> None:
@@ -230,7 +232,7 @@ def _revenue(cells: Cells, pooled_campaigns: bool) -> None:
     rc = pm.Data("rev_c_idx", cells.campaign[sold])
     rk = pm.Data("rev_conversions", cells.conversions[sold].astype("float64"))
     rv = pm.Data("rev_revenue", cells.revenue[sold])
-    level = _campaign_levels("rpc", np.log(max(mean_rpc, 1e-6)), 1.5, pooled_campaigns)
+    level = _campaign_levels("rpc", pm.Data("rpc_prior_center", np.log(max(mean_rpc, 1e-6))), 1.5, pooled_campaigns)
     log_rpc = pm.Deterministic("log_rpc", pt.broadcast_to(level, (len(cells.campaigns),)), dims="campaign")
     tau = pm.LogNormal("revenue_shape", np.log(2.0), 1.0)
     pm.Gamma("revenue_obs", alpha=rk * tau, beta=tau / pt.exp(log_rpc[rc]), observed=rv)
@@ -322,11 +324,11 @@ class Fit:
 
 
 def choose_sampler(cells: Cells) -> str:
-    """PyMC's numba-compiled NUTS (its compile is cached on disk) for small data, nutpie for large.
+    """nutpie (its compiled callbacks cached on disk, nuts.py): faster than PyMC's sampler at every size measured.
 
-    See reports/benchmarks/fit_speed.md for the measurements behind the threshold.
+    See reports/benchmarks/fit_speed.md for the measurements.
     """
-    return "pymc" if len(cells.campaigns) <= 20 else "nutpie"
+    return "nutpie"
 
 
 def cells_dataset(cells: Cells):
@@ -346,7 +348,6 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
     """Sample each part's posterior with NUTS, merge the draws and diagnose them."""
     import sys
 
-    import pymc as pm
     import xarray as xr
 
     if cells.clicks.sum() == 0:
@@ -362,12 +363,9 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
         part_start = time.perf_counter()
         model = build_model(cells, part)
         data_rich = data_rich or bool(model.data_rich)
-        kwargs = dict(draws=draws, tune=tune, chains=chains, random_seed=seed + i, progressbar=progress,
-                      nuts_sampler=sampler, compute_convergence_checks=False, model=model,
-                      target_accept=target_accept)
-        if sampler == "pymc":
-            kwargs["cores"] = min(chains, 2)
-        tree = pm.sample(**kwargs)
+        sample = functools.partial(_sample, model, sampler, chains, progress, draws=draws, tune=tune, seed=seed + i,
+                                   target_accept=target_accept)  # keywords can be overridden for a retry
+        tree = sample()
         diags[part] = diagnose(tree)
         if diags[part].divergences and target_accept < RETRY_TARGET_ACCEPT:
             # Divergences mean the step size was too large somewhere (often the tail of a group scale
@@ -376,8 +374,7 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
                 print(f"    {diags[part].divergences} divergences in the {part} model: sampling it again with "
                       f"target_accept={RETRY_TARGET_ACCEPT} and {2 * tune} tuning steps", file=sys.stderr, flush=True)
             retried.append(part)
-            tree = pm.sample(**{**kwargs, "target_accept": RETRY_TARGET_ACCEPT, "tune": 2 * tune,
-                                "random_seed": seed + 100 + i})
+            tree = sample(target_accept=RETRY_TARGET_ACCEPT, tune=2 * tune, seed=seed + 100 + i)
             diags[part] = diagnose(tree)
         if (not diags[part].passed and not diags[part].divergences
                 and time.perf_counter() - part_start <= LENGTHEN_MAX_SECONDS):
@@ -387,8 +384,8 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
                 print(f"    the {part} model mixed slowly ({'; '.join(diags[part].failures)}): sampling it again "
                       f"with {2 * tune} tuning steps and {2 * draws} draws, thinned by 2", file=sys.stderr, flush=True)
             lengthened.append(part)
-            longer = pm.sample(**{**kwargs, "tune": 2 * tune, "draws": 2 * draws, "random_seed": seed + 200 + i,
-                                  "target_accept": RETRY_TARGET_ACCEPT if part in retried else target_accept})
+            longer = sample(tune=2 * tune, draws=2 * draws, seed=seed + 200 + i,
+                            target_accept=RETRY_TARGET_ACCEPT if part in retried else target_accept)
             tree = xr.DataTree.from_dict({
                 group: longer[group].to_dataset().isel(draw=slice(1, None, 2)).assign_coords(draw=np.arange(draws))
                 for group in ("posterior", "sample_stats")})
@@ -409,6 +406,22 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
                 "part_diagnostics": {p: d.as_dict() for p, d in diags.items()}}
     return Fit(tree=merged, diagnostics=Diagnostics.combine(diags), settings=settings,
                seconds=time.perf_counter() - start)
+
+
+def _sample(model, sampler: str, chains: int, progress: bool, draws: int, tune: int, seed: int,
+            target_accept: float):
+    """One NUTS run of a part: nutpie with its compiled callbacks cached on disk (nuts.py), or PyMC's sampler."""
+    cores = min(chains, os.cpu_count() or 1)
+    if sampler == "nutpie":
+        from . import nuts
+
+        return nuts.sample(model, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept,
+                           cores=cores, progress=progress)
+    import pymc as pm
+
+    return pm.sample(draws=draws, tune=tune, chains=chains, cores=min(cores, 2), random_seed=seed,
+                     target_accept=target_accept, progressbar=progress, nuts_sampler="pymc",
+                     compute_convergence_checks=False, model=model)
 
 
 def _flat(post, name: str, idx: np.ndarray) -> np.ndarray:
