@@ -63,6 +63,7 @@ DEV_HARMONICS = 6
 CPC_HARMONICS = 2
 DATA_RICH_CONVERSIONS = 200  # per campaign: "data-rich" (independent intercepts, fixed hour/day scales)
 CURVE_PINNED_CONVERSIONS = 5000  # in all: the global hour and day curves get fixed scales (see _conversion)
+CENTRED_CURVE_CONVERSIONS = 100  # every campaign this many: campaign hour curves centred, else non-centred
 CENTRED_CONVERSIONS = 20  # per campaign, in a pooled (sparse) fit: its level is centred, else non-centred
 MODEL_VERSION = 9  # bump when the model changes: cached fits of other versions are not reused by the demo
 RETRY_TARGET_ACCEPT = 0.99
@@ -172,8 +173,12 @@ def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
         sigma_dev = pm.HalfNormal("sigma_dev", 0.3)
         # zero-sum over campaigns, as the cell effects: otherwise the global curve trades off against the mean
         # of the campaigns' curves, a ridge across every campaign that mixes slowly at many campaigns
-        dev_z = pm.ZeroSumNormal("dev_z", 1.0, dims=("fourier_dev", "campaign")).T
-        dev_coef = pm.Deterministic("dev_coef", dev_z * sigma_dev, dims=("campaign", "fourier_dev"))
+        if per_campaign_conv.min() >= CENTRED_CURVE_CONVERSIONS:  # each campaign's data pins its curve: centred
+            dev_coef = pm.Deterministic("dev_coef", pm.ZeroSumNormal(
+                "dev_centred", sigma_dev, dims=("fourier_dev", "campaign")).T, dims=("campaign", "fourier_dev"))
+        else:  # non-centred: a funnel otherwise
+            dev_z = pm.ZeroSumNormal("dev_z", 1.0, dims=("fourier_dev", "campaign")).T
+            dev_coef = pm.Deterministic("dev_coef", dev_z * sigma_dev, dims=("campaign", "fourier_dev"))
         dev = pt.dot(dev_coef, basis_dev.T)  # [campaign, hour]
         grid = grid + level[:, None, None] + dev[:, None, :]
     else:
@@ -336,14 +341,6 @@ class Fit:
     seconds: float
 
 
-def choose_sampler(cells: Cells) -> str:
-    """nutpie (its compiled callbacks cached on disk, nuts.py): faster than PyMC's sampler at every size measured.
-
-    See reports/benchmarks/fit_speed.md for the measurements.
-    """
-    return "nutpie"
-
-
 def cells_dataset(cells: Cells):
     """The fitted sufficient statistics as an xarray Dataset (stored with the posterior)."""
     import xarray as xr
@@ -365,7 +362,9 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
 
     if cells.clicks.sum() == 0:
         raise FitError("no clicks in the data: nothing to learn a conversion rate from")
-    sampler = choose_sampler(cells) if sampler == "auto" else sampler
+    # nutpie by default: with its callbacks cached (nuts.py) it was 2.8x faster than PyMC's sampler for one
+    # campaign and as fast at 20 (reports/benchmarks/fit_speed.md); "pymc" stays available
+    sampler = "nutpie" if sampler == "auto" else sampler
     start = time.perf_counter()
     posteriors, stats, diags, data_rich, retried, lengthened = [], [], {}, False, [], []
     parts = model_parts(cells)
