@@ -9,7 +9,8 @@ Conversion rate of cell (campaign c, day-of-week d, local hour h)::
   k by 1/sqrt(k), so high frequencies need more evidence.
 - ``g``: day-of-week, a ZeroSumNormal.
 - ``f_c``: campaign-specific hour curves (``DEV_HARMONICS`` harmonics),
-  partially pooled toward the global curve (non-centred).
+  partially pooled toward the global curve (centred when every campaign has
+  ``CENTRED_CURVE_CONVERSIONS`` conversions, non-centred otherwise).
 - ``e``: cell noise (overdispersion) with a learned scale, non-centred.
 - With several campaigns ``f_c`` and ``e`` sum to zero over campaigns
   (ZeroSumNormal), so ``f`` and ``g`` are the campaigns' average: otherwise
