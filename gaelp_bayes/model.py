@@ -117,6 +117,11 @@ def build_model(cells: Cells, part: str = "conversion"):
     return model
 
 
+def _flat_cell(cells: Cells) -> np.ndarray:
+    """Each cell's position in a flattened [campaign, dow, hour] grid (the likelihoods read the grid there)."""
+    return cells.campaign * 168 + cells.dow * 24 + cells.hour
+
+
 def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
     """Conversion-rate terms (inside an open model context); returns whether the fit is data-rich."""
     import pymc as pm
@@ -132,7 +137,7 @@ def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
     seen = cells.clicks > 0
     # the logit is built on the whole campaign x day x hour grid by broadcasting, then read at the observed
     # cells with one flat index: its gradient is a single scatter-add (about 1.4x faster than three indices)
-    cell_idx = pm.Data("cell_idx", (cells.campaign * 168 + cells.dow * 24 + cells.hour)[seen])
+    cell_idx = pm.Data("cell_idx", _flat_cell(cells)[seen])
     clicks = pm.Data("clicks", cells.clicks[seen].astype("float64"))
     conv = pm.Data("conversions", cells.conversions[seen].astype("float64"))
     center = pm.Data("conversion_prior_center", _logit(pooled))  # data, not a constant: see nuts.py
@@ -224,7 +229,7 @@ def _volume(cells: Cells, pooled_campaigns: bool) -> None:
     import pytensor.tensor as pt
 
     n_camp = len(cells.campaigns)
-    cell_idx = pm.Data("vol_idx", cells.campaign * 168 + cells.dow * 24 + cells.hour)  # flat campaign x dow x hour
+    cell_idx = pm.Data("vol_idx", _flat_cell(cells))
     vw = pm.Data("vol_windows", cells.windows.astype("float64"))
     vn = pm.Data("vol_clicks", cells.clicks)
     level = _campaign_levels("vol", pm.Data("vol_prior_center", np.log(cells.clicks.sum() / cells.windows.sum() + 0.5)),
