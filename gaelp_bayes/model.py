@@ -9,13 +9,14 @@ Conversion rate of cell (campaign c, day-of-week d, local hour h)::
   k by 1/sqrt(k), so high frequencies need more evidence.
 - ``g``: day-of-week, a ZeroSumNormal.
 - ``f_c``: campaign-specific hour curves (``DEV_HARMONICS`` harmonics),
-  partially pooled toward the global curve (centred when every campaign has
-  ``CENTRED_CURVE_CONVERSIONS`` conversions, non-centred otherwise).
-- ``e``: cell noise (overdispersion) with a learned scale, non-centred.
-- With several campaigns ``f_c`` and ``e`` sum to zero over campaigns
-  (ZeroSumNormal), so ``f`` and ``g`` are the campaigns' average: otherwise
-  the global curve trades off against the mean of all campaign curves, a
-  ridge that mixed slowly at 200 campaigns (R-hat 1.065 on ``f``).
+  partially pooled toward the global curve.  When every campaign has
+  ``CENTRED_CURVE_CONVERSIONS`` conversions, each campaign's level and curve
+  are sampled in whitened coordinates (``curve_whitening``) under a centred
+  prior, so ``f`` is the campaigns' population mean; otherwise they are
+  non-centred and zero-sum over campaigns, so ``f`` is their average (a free
+  ``f`` plus free deviations is a ridge: R-hat 1.065 at 200 campaigns).
+- ``e``: cell noise (overdispersion) with a learned scale, non-centred, zero-sum
+  over campaigns when there are several (``g`` is then their average).
 - ``a[c]``: campaign intercepts.  When a campaign has few conversions they
   are partially pooled around ``mu`` (centred for campaigns with
   ``CENTRED_CONVERSIONS`` or more, non-centred for the others).  When every campaign has
@@ -60,13 +61,13 @@ from .data import Cells
 from .errors import FitError
 
 HOUR_HARMONICS = 6
-DEV_HARMONICS = 6
+DEV_HARMONICS = 6  # equal to HOUR_HARMONICS: whitened campaign curves (see _whitened_curves) hold both
 CPC_HARMONICS = 2
 DATA_RICH_CONVERSIONS = 200  # per campaign: "data-rich" (independent intercepts, fixed hour/day scales)
 CURVE_PINNED_CONVERSIONS = 5000  # in all: the global hour and day curves get fixed scales (see _conversion)
 CENTRED_CURVE_CONVERSIONS = 100  # every campaign this many: campaign hour curves centred, else non-centred
 CENTRED_CONVERSIONS = 20  # per campaign, in a pooled (sparse) fit: its level is centred, else non-centred
-MODEL_VERSION = 9  # bump when the model changes: cached fits of other versions are not reused by the demo
+MODEL_VERSION = 10  # bump when the model changes: cached fits of other versions are not reused by the demo
 RETRY_TARGET_ACCEPT = 0.99
 LENGTHEN_MAX_SECONDS = 180  # a slowly mixing part is sampled twice as long only if it took at most this long
 GATE = {"rhat_max": 1.01, "ess_bulk_min": 400, "ess_tail_min": 400, "divergences_max": 0}
@@ -110,7 +111,7 @@ def build_model(cells: Cells, part: str = "conversion"):
         raise ValueError(f"unknown model part {part!r}")
     coords = {"campaign": list(cells.campaigns), "dow": list(range(7)), "hour": list(range(24)),
               "fourier": list(range(2 * HOUR_HARMONICS)), "fourier_dev": list(range(2 * DEV_HARMONICS)),
-              "fourier_cpc": list(range(2 * CPC_HARMONICS))}
+              "fourier_cpc": list(range(2 * CPC_HARMONICS)), "curve_coef": list(range(1 + 2 * HOUR_HARMONICS))}
     with pm.Model(coords=coords) as model:
         model.data_rich = {"conversion": _conversion, "cost": _cost, "volume": _volume,
                                    "revenue": _revenue}[part](cells, len(cells.campaigns) > 1)
@@ -143,55 +144,117 @@ def _conversion(cells: Cells, pooled_campaigns: bool) -> bool:
     center = pm.Data("conversion_prior_center", _logit(pooled))  # data, not a constant: see nuts.py
 
     if curve_pinned:  # the data pins these; a scale hyperparameter over a dozen values only adds a funnel
-        hour = pm.Deterministic("hour_effect", pt.dot(basis, pm.Normal("hour_coef", 0.0, 1.0, dims="fourier")),
-                                dims="hour")
+        hour_coef = pm.Normal("hour_coef", 0.0, 1.0, dims="fourier")
         dow = pm.ZeroSumNormal("dow_effect", 0.5, dims="dow")
     else:  # sparse: learned scales let the curve shrink to flat when the data shows no hour effect
         sigma_hour = pm.HalfNormal("sigma_hour", 0.5)
         sigma_dow = pm.HalfNormal("sigma_dow", 0.3)
-        hour = pm.Deterministic("hour_effect", pt.dot(basis, pm.Normal("hour_z", 0.0, 1.0, dims="fourier"))
-                                * sigma_hour, dims="hour")
+        hour_coef = pm.Deterministic("hour_coef", pm.Normal("hour_z", 0.0, 1.0, dims="fourier") * sigma_hour,
+                                     dims="fourier")
         dow = pm.Deterministic("dow_effect", pm.ZeroSumNormal("dow_z", 1.0, dims="dow") * sigma_dow, dims="dow")
+    hour = pm.Deterministic("hour_effect", pt.dot(basis, hour_coef), dims="hour")
     sigma_cell = pm.HalfNormal("sigma_cell", 0.2)
-    if pooled_campaigns:  # zero-sum over campaigns: the global hour and day curves are the campaigns' average
+    if pooled_campaigns:  # zero-sum over campaigns: the global day curve is the campaigns' average
         cell_z = pm.ZeroSumNormal("cell_z", 1.0, dims=("dow", "hour", "campaign")).transpose(2, 0, 1)
     else:
         cell_z = pm.Normal("cell_z", 0.0, 1.0, dims=("campaign", "dow", "hour"))
     cell = pm.Deterministic("cell_effect", sigma_cell * cell_z, dims=("campaign", "dow", "hour"))
-    grid = hour[None, None, :] + dow[None, :, None] + cell  # [campaign, dow, hour]
-    if pooled_campaigns:
-        if rich:  # each campaign's data pins its level: independent levels, no group scale to make a funnel
-            level = pm.Normal("campaign_level", center, 2.0, dims="campaign")
-        else:  # sparse: partial pooling toward the population
-            mu = pm.Normal("mu", center, 2.0)
-            sigma_campaign = pm.HalfNormal("sigma_campaign", 1.0)
-            # mixed parameterisation: centred where the campaign's own data pins its level (a non-centred
-            # offset would sit on a ridge with the scale), non-centred where it does not (a funnel otherwise)
-            centred = per_campaign_conv >= CENTRED_CONVERSIONS
-            level = pt.zeros(n_camp)
-            if centred.any():
-                level = pt.set_subtensor(level[np.flatnonzero(centred)], pm.Normal(
-                    "campaign_level_centred", mu, sigma_campaign, shape=int(centred.sum())))
-            if not centred.all():
-                level = pt.set_subtensor(level[np.flatnonzero(~centred)], mu + sigma_campaign * pm.Normal(
-                    "campaign_z", 0.0, 1.0, shape=int((~centred).sum())))
-            level = pm.Deterministic("campaign_level", level, dims="campaign")
+    grid = dow[None, :, None] + cell  # [campaign, dow, hour]
+    if pooled_campaigns and per_campaign_conv.min() >= CENTRED_CURVE_CONVERSIONS:
+        # every campaign's data pins its level and curve: sampled in whitened coordinates (see _whitened_curves)
+        grid = grid + _whitened_curves(cells, seen, center, hour_coef, rich)[:, None, :]
+    elif pooled_campaigns:  # sparse: partial pooling of the levels toward the population
+        mu = pm.Normal("mu", center, 2.0)
+        sigma_campaign = pm.HalfNormal("sigma_campaign", 1.0)
+        # mixed parameterisation: centred where the campaign's own data pins its level (a non-centred
+        # offset would sit on a ridge with the scale), non-centred where it does not (a funnel otherwise)
+        centred = per_campaign_conv >= CENTRED_CONVERSIONS
+        level = pt.zeros(n_camp)
+        if centred.any():
+            level = pt.set_subtensor(level[np.flatnonzero(centred)], pm.Normal(
+                "campaign_level_centred", mu, sigma_campaign, shape=int(centred.sum())))
+        if not centred.all():
+            level = pt.set_subtensor(level[np.flatnonzero(~centred)], mu + sigma_campaign * pm.Normal(
+                "campaign_z", 0.0, 1.0, shape=int((~centred).sum())))
+        level = pm.Deterministic("campaign_level", level, dims="campaign")
         sigma_dev = pm.HalfNormal("sigma_dev", 0.3)
-        # zero-sum over campaigns, as the cell effects: otherwise the global curve trades off against the mean
-        # of the campaigns' curves, a ridge across every campaign that mixes slowly at many campaigns
-        if per_campaign_conv.min() >= CENTRED_CURVE_CONVERSIONS:  # each campaign's data pins its curve: centred
-            dev_coef = pm.Deterministic("dev_coef", pm.ZeroSumNormal(
-                "dev_centred", sigma_dev, dims=("fourier_dev", "campaign")).T, dims=("campaign", "fourier_dev"))
-        else:  # non-centred: a funnel otherwise
-            dev_z = pm.ZeroSumNormal("dev_z", 1.0, dims=("fourier_dev", "campaign")).T
-            dev_coef = pm.Deterministic("dev_coef", dev_z * sigma_dev, dims=("campaign", "fourier_dev"))
-        dev = pt.dot(dev_coef, basis_dev.T)  # [campaign, hour]
-        grid = grid + level[:, None, None] + dev[:, None, :]
+        # non-centred (a funnel otherwise) and zero-sum over campaigns, as the cell effects: otherwise the
+        # global curve trades off against the mean of the campaigns' curves, a ridge across every campaign
+        dev_z = pm.ZeroSumNormal("dev_z", 1.0, dims=("fourier_dev", "campaign")).T
+        dev_coef = pm.Deterministic("dev_coef", dev_z * sigma_dev, dims=("campaign", "fourier_dev"))
+        grid = grid + level[:, None, None] + (hour[None, :] + pt.dot(dev_coef, basis_dev.T))[:, None, :]
     else:
-        grid = grid + pm.Normal("mu", center, 2.0)
+        grid = grid + hour[None, None, :] + pm.Normal("mu", center, 2.0)
     eta = grid.reshape((-1,))[cell_idx]
     pm.Potential("conversion_loglik", pt.sum(conv * eta - clicks * pt.log1pexp(eta)))
     return rich
+
+
+WHITENING_CELL_SD = 0.1  # a guess at the cell effects' scale, only for the whitening's approximate precision
+
+
+def curve_whitening(cells: Cells, seen: np.ndarray, center: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per campaign, the approximate posterior mode and a whitening matrix of its 13 curve coefficients.
+
+    The coefficients are the level and the Fourier coefficients of the campaign's hour curve.  Traffic is
+    uneven over the day, so under the data a campaign's level and its Fourier coefficients are strongly
+    correlated: one 13-dimensional ellipse per campaign, which a diagonal mass matrix cannot undo (at 200
+    campaigns NUTS needed 63 leapfrog steps per draw).  A few Newton steps of the binomial likelihood
+    (cell effects counted as extra variance) under a weak prior give the mode ``m`` and precision ``H``;
+    with ``H = R R'`` (Cholesky), ``theta = m + R^-T u`` has about the identity as posterior covariance in
+    ``u``.  Returns ``m`` [campaign, 13] and ``R^-T`` [campaign, 13, 13].  Data only: the map is linear
+    with a constant Jacobian, so the posterior is exactly the model's; a poor guess only costs speed.
+    """
+    n_camp = len(cells.campaigns)
+    design = np.concatenate([np.ones((24, 1)), fourier_basis(HOUR_HARMONICS)], axis=1)  # [24, 13]
+    flat = cells.campaign[seen] * 24 + cells.hour[seen]
+    k = np.bincount(flat, weights=cells.conversions[seen], minlength=n_camp * 24).reshape(n_camp, 24)
+    n = np.bincount(flat, weights=cells.clicks[seen], minlength=n_camp * 24).reshape(n_camp, 24)
+    prior_mean = np.zeros(13)
+    prior_mean[0] = center
+    prior_precision = np.diag([1 / 2.0**2] + [1.0] * (design.shape[1] - 1))
+    rate = (k.sum(1) + 0.5) / (n.sum(1) + 1.0)
+    theta = np.zeros((n_camp, 13))
+    theta[:, 0] = np.log(rate / (1 - rate))
+    for _ in range(8):  # Newton steps on the hour-summed binomial likelihood + prior (converges in a few)
+        p = 1.0 / (1.0 + np.exp(-(theta @ design.T)))
+        grad = (k - n * p) @ design - (theta - prior_mean) @ prior_precision
+        hess = np.einsum("ch,hi,hj->cij", n * p * (1 - p), design, design) + prior_precision
+        theta = theta + np.linalg.solve(hess, grad[:, :, None])[:, :, 0]
+    # precision with each cell's effect as extra variance: a cell's weight is 1 / (1/(n p (1-p)) + sd^2)
+    p_cell = 1.0 / (1.0 + np.exp(-(theta @ design.T)))[cells.campaign[seen], cells.hour[seen]]
+    info = cells.clicks[seen] * p_cell * (1 - p_cell)
+    weight = np.bincount(flat, weights=info / (1.0 + info * WHITENING_CELL_SD**2),
+                         minlength=n_camp * 24).reshape(n_camp, 24)
+    hess = np.einsum("ch,hi,hj->cij", weight, design, design) + prior_precision
+    return theta, np.linalg.inv(np.linalg.cholesky(hess)).transpose(0, 2, 1)
+
+
+def _whitened_curves(cells: Cells, seen: np.ndarray, center, hour_coef, rich: bool):
+    """Campaign hour curves on the logit scale [campaign, hour], sampled in whitened coordinates.
+
+    Each campaign's level and hour-curve coefficients are ``theta = m + W u`` (``curve_whitening``) with
+    ``u`` flat and the prior added as a potential.  The prior is centred: levels ~ N(center, 2) when
+    data-rich (independent), else ~ N(mu, sigma_campaign); curve coefficients ~ N(hour_coef, sigma_dev), so
+    the global curve is the campaigns' population mean (no ridge between it and their average).
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    mode, whitening = curve_whitening(cells, seen, float(center.get_value()))
+    white = pm.Flat("curve_white", shape=mode.shape, dims=("campaign", "curve_coef"))
+    theta = pm.Data("curve_mode", mode) + (pm.Data("curve_whitening", whitening) * white[:, None, :]).sum(axis=2)
+    level = pm.Deterministic("campaign_level", theta[:, 0], dims="campaign")
+    dev_coef = pm.Deterministic("dev_coef", theta[:, 1:] - hour_coef[None, :], dims=("campaign", "fourier_dev"))
+    sigma_dev = pm.HalfNormal("sigma_dev", 0.3)
+    if rich:  # each campaign's data pins its level: independent levels, no group scale to make a funnel
+        level_prior = pm.logp(pm.Normal.dist(center, 2.0), level)
+    else:
+        mu = pm.Normal("mu", center, 2.0)
+        level_prior = pm.logp(pm.Normal.dist(mu, pm.HalfNormal("sigma_campaign", 1.0)), level)
+    pm.Potential("campaign_curve_prior", level_prior.sum() + pm.logp(pm.Normal.dist(0.0, sigma_dev), dev_coef).sum())
+    basis = np.concatenate([np.ones((24, 1)), fourier_basis(HOUR_HARMONICS)], axis=1)
+    return pt.dot(theta, basis.T)
 
 
 def _campaign_levels(name: str, center, scale: float, pooled_campaigns: bool):
@@ -314,27 +377,30 @@ class Diagnostics:
 
 
 def diagnose(posterior_tree) -> Diagnostics:
-    """R-hat, bulk/tail ESS (arviz_stats) and divergences of a sampled DataTree."""
-    import arviz_stats as azs
+    """R-hat, bulk/tail ESS (convergence.py: arviz_stats' formulas, vectorised) and divergences of a
+    sampled DataTree: the worst over every sampled quantity, with the variable it belongs to."""
+    from .convergence import diagnostics
 
     post = posterior_tree["posterior"].to_dataset()
-    free = [v for v in post.data_vars if not v.startswith(("log_", "hour_effect", "cell_effect"))]
-    post = post[free]
+    names = [v for v in post.data_vars if not v.startswith(("log_", "hour_effect", "cell_effect"))]
+    chains, draws = post.sizes["chain"], post.sizes["draw"]
+    blocks = [post[v].values.reshape(chains, draws, -1) for v in names]
+    owner = np.repeat(names, [b.shape[2] for b in blocks])
+    rhat, bulk, tail = diagnostics(np.moveaxis(np.concatenate(blocks, axis=2), 2, 0))  # [quantity, chain, draw]
 
-    def extreme(tree, pick):
-        ds = tree.to_dataset() if hasattr(tree, "to_dataset") else tree
-        vals = {v: float(pick(ds[v].values)) for v in ds.data_vars}
-        name = (max if pick is np.nanmax else min)(vals, key=vals.get)
-        return vals[name], name
+    def worst(values: np.ndarray, pick) -> tuple[float, str]:
+        if np.isnan(values).all():  # too few draws to tell: fails the gate
+            return float("nan"), "all"
+        i = pick(values)
+        return float(values[i]), str(owner[i])
 
-    rhat, rhat_var = extreme(azs.rhat(post), np.nanmax)
-    bulk, bulk_var = extreme(azs.ess(post, method="bulk"), np.nanmin)
-    tail, tail_var = extreme(azs.ess(post, method="tail"), np.nanmin)
+    (rhat_max, rhat_var), (bulk_min, bulk_var), (tail_min, tail_var) = (
+        worst(rhat, np.nanargmax), worst(bulk, np.nanargmin), worst(tail, np.nanargmin))
     stats = posterior_tree["sample_stats"].to_dataset()
     div = int(stats["diverging"].sum()) if "diverging" in stats else 0
-    return Diagnostics(rhat_max=rhat, ess_bulk_min=bulk, ess_tail_min=tail, divergences=div,
-                       draws=int(post.sizes["draw"]), chains=int(post.sizes["chain"]),
-                       worst={"rhat": rhat_var, "ess_bulk": bulk_var, "ess_tail": tail_var})
+    return Diagnostics(rhat_max=rhat_max, ess_bulk_min=bulk_min, ess_tail_min=tail_min, divergences=div,
+                       draws=draws, chains=chains, worst={"rhat": rhat_var, "ess_bulk": bulk_var,
+                                                          "ess_tail": tail_var})
 
 
 @dataclass
