@@ -286,6 +286,30 @@ def _campaign_levels(name: str, center, scale: float, pooled_campaigns: bool):
     return pm.Normal(f"{name}_level", center, scale, dims="campaign")
 
 
+def gamma_loglik(name: str, units: np.ndarray, amounts: np.ndarray, group: np.ndarray, n_groups: int, shape,
+                 log_mean) -> None:
+    """Adds the log density of ``amounts[i] ~ Gamma(units[i] * shape, shape / exp(log_mean[group[i]]))`` as a
+    potential, without constant terms (an amount is the sum of ``units[i]`` Gamma(shape) draws with that mean).
+
+    Summed per group and over the distinct unit counts, with the data-only sum of ``units * log(amounts)``,
+    instead of per cell: the same log density up to a constant, in O(groups + distinct counts) per gradient
+    (at 200 campaigns 33,600 cells became about 5,000 terms).
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    values, counts = np.unique(units, return_counts=True)
+    per_group = lambda v: np.bincount(group, weights=v, minlength=n_groups).astype("float64")  # noqa: E731
+    units_total = pm.Data(f"{name}_units_per_group", per_group(units))
+    amount_total = pm.Data(f"{name}_amount_per_group", per_group(amounts))
+    distinct = pm.Data(f"{name}_distinct_units", values.astype("float64"))
+    distinct_n = pm.Data(f"{name}_distinct_units_count", counts.astype("float64"))
+    units_log_amount = pm.Data(f"{name}_units_log_amount", float(np.sum(units * np.log(amounts))))
+    pm.Potential(f"{name}_loglik", shape * pt.log(shape) * pt.sum(units_total)
+                 - pt.sum(distinct_n * pt.gammaln(distinct * shape)) + shape * units_log_amount
+                 - shape * pt.sum(units_total * log_mean + amount_total * pt.exp(-log_mean)))
+
+
 def _cost(cells: Cells, pooled_campaigns: bool) -> None:
     """Cost per click by campaign-hour (inside an open model context)."""
     import pymc as pm
@@ -294,15 +318,13 @@ def _cost(cells: Cells, pooled_campaigns: bool) -> None:
     n_camp = len(cells.campaigns)
     paid = (cells.clicks > 0) & (cells.spend > 0)
     mean_cpc = cells.spend[paid].sum() / max(cells.clicks[paid].sum(), 1)
-    ch_idx = pm.Data("cost_idx", (cells.campaign * 24 + cells.hour)[paid])  # flat campaign x hour index
-    pn = pm.Data("cost_clicks", cells.clicks[paid].astype("float64"))
-    ps = pm.Data("cost_spend", cells.spend[paid])
     level = _campaign_levels("cpc", pm.Data("cpc_prior_center", np.log(max(mean_cpc, 1e-6))), 1.0, pooled_campaigns)
     curve = pt.dot(fourier_basis(CPC_HARMONICS), pm.Normal("cpc_hour", 0.0, 0.3, dims="fourier_cpc"))
     log_cpc = (level[:, None] if pooled_campaigns else level) + curve[None, :]
     log_cpc = pm.Deterministic("log_cpc", pt.broadcast_to(log_cpc, (n_camp, 24)), dims=("campaign", "hour"))
     kappa = pm.LogNormal("cost_shape", np.log(5.0), 1.0)
-    pm.Gamma("spend_obs", alpha=pn * kappa, beta=kappa / pt.exp(log_cpc.reshape((-1,))[ch_idx]), observed=ps)
+    gamma_loglik("spend", cells.clicks[paid], cells.spend[paid], (cells.campaign * 24 + cells.hour)[paid],
+                 n_camp * 24, kappa, log_cpc.reshape((-1,)))
 
 
 def _volume(cells: Cells, pooled_campaigns: bool) -> None:
@@ -339,11 +361,19 @@ def _volume(cells: Cells, pooled_campaigns: bool) -> None:
     log_vol = pm.Deterministic("log_volume", pt.broadcast_to(log_vol, (n_camp, 7, 24)),
                                dims=("campaign", "dow", "hour"))
     phi = pm.LogNormal("volume_shape", np.log(10.0), 1.5)
-    # NegativeBinomial(mean W*lam, shape W*phi) log density without its constant terms (lgamma(k+1), k*log W):
-    # 1.5x cheaper per gradient than pm.NegativeBinomial's checked form, the same posterior
+    # NegativeBinomial(mean W*lam, shape W*phi) log density without its constant terms (lgamma(k+1), k*log W).
+    # Its log-gamma terms depend on a cell's (clicks, windows) and windows alone, which repeat across cells:
+    # they are summed over the distinct values (5x cheaper gradient at 200 campaigns than per cell)
+    pairs, pair_counts = np.unique(np.stack([cells.clicks, cells.windows]), axis=1, return_counts=True)
+    windows_seen, window_counts = np.unique(cells.windows, return_counts=True)
+    pair_clicks, pair_windows, pair_n = (pm.Data(f"vol_pair_{name}", v.astype("float64")) for name, v in
+                                         (("clicks", pairs[0]), ("windows", pairs[1]), ("count", pair_counts)))
+    distinct_w, distinct_w_n = pm.Data("vol_distinct_windows", windows_seen.astype("float64")), pm.Data(
+        "vol_distinct_windows_count", window_counts.astype("float64"))
     eta, shape = log_vol.reshape((-1,))[cell_idx], vw * phi
-    pm.Potential("clicks_loglik", pt.sum(pt.gammaln(vn + shape) - pt.gammaln(shape) + shape * pt.log(shape)
-                                         + vn * eta - (shape + vn) * pt.log(shape + vw * pt.exp(eta))))
+    log_gammas = (pt.sum(pair_n * pt.gammaln(pair_clicks + pair_windows * phi))
+                  - pt.sum(distinct_w_n * (pt.gammaln(distinct_w * phi) - distinct_w * phi * pt.log(distinct_w * phi))))
+    pm.Potential("clicks_loglik", log_gammas + pt.sum(vn * eta - (shape + vn) * pt.log(shape + vw * pt.exp(eta))))
 
 
 def _revenue(cells: Cells, pooled_campaigns: bool) -> None:
@@ -353,13 +383,11 @@ def _revenue(cells: Cells, pooled_campaigns: bool) -> None:
 
     sold = (cells.conversions > 0) & (cells.revenue > 0)
     mean_rpc = cells.revenue[sold].sum() / max(cells.conversions[sold].sum(), 1)
-    rc = pm.Data("rev_c_idx", cells.campaign[sold])
-    rk = pm.Data("rev_conversions", cells.conversions[sold].astype("float64"))
-    rv = pm.Data("rev_revenue", cells.revenue[sold])
     level = _campaign_levels("rpc", pm.Data("rpc_prior_center", np.log(max(mean_rpc, 1e-6))), 1.5, pooled_campaigns)
     log_rpc = pm.Deterministic("log_rpc", pt.broadcast_to(level, (len(cells.campaigns),)), dims="campaign")
     tau = pm.LogNormal("revenue_shape", np.log(2.0), 1.0)
-    pm.Gamma("revenue_obs", alpha=rk * tau, beta=tau / pt.exp(log_rpc[rc]), observed=rv)
+    gamma_loglik("revenue", cells.conversions[sold], cells.revenue[sold], cells.campaign[sold], len(cells.campaigns),
+                 tau, log_rpc)
 
 
 @dataclass
