@@ -207,8 +207,9 @@ def curve_whitening(successes: np.ndarray, trials: np.ndarray, center: float, fa
     correlated: one 13-dimensional ellipse per campaign, which a diagonal mass matrix cannot undo (at 200
     campaigns NUTS needed 63 leapfrog steps per draw).  Newton steps on the hour sums (``successes`` and
     ``trials`` [campaign, 24]: conversions and clicks for ``family="binomial"``, clicks and windows for
-    ``"poisson"``) under the weak prior give the mode ``m``; the precision ``H`` weights each hour by
-    ``cell_variance(mean)``'s information (noise beyond the family's counted in); with ``H = R R'``
+    ``"poisson"``) under the weak prior give the mode ``m``; in the precision ``H`` each hour's information
+    ``I`` counts as ``I / (1 + I v)``, ``v = cell_variance(m)`` being the variance beyond the family's
+    (cell effects, overdispersion); with ``H = R R'``
     (Cholesky), ``theta = m + R^-T u`` has about the identity as posterior covariance in ``u``.  Returns
     ``m`` [campaign, 13] and ``R^-T`` [campaign, 13, 13].  Data only: the map is linear with a constant
     Jacobian, so the posterior is exactly the model's; a poor guess only costs speed.
@@ -233,7 +234,7 @@ def curve_whitening(successes: np.ndarray, trials: np.ndarray, center: float, fa
         grad = (successes - mean) @ design - (theta - prior_mean) @ prior_precision
         hess = np.einsum("ch,hi,hj->cij", information, design, design) + prior_precision
         theta = theta + np.linalg.solve(hess, grad[:, :, None])[:, :, 0]
-    mean, information = mean_and_information(theta)
+    _, information = mean_and_information(theta)
     weight = information / (1.0 + information * cell_variance(theta))
     hess = np.einsum("ch,hi,hj->cij", weight, design, design) + prior_precision
     return theta, np.linalg.inv(np.linalg.cholesky(hess)).transpose(0, 2, 1)
