@@ -122,6 +122,17 @@ def check_usable(manifest: dict, path: str | Path, force: bool = False) -> None:
                        "refit with more draws/tune, or pass --force to use it anyway")
 
 
+def holds_fit_of(path: str | Path, fingerprint: str, model_version: int, accept_failed: bool = False) -> bool:
+    """Whether ``path`` holds an intact fit of the data with this fingerprint by this model version that
+    passed its gate (or any such fit, with ``accept_failed``): a cache worth reusing instead of refitting."""
+    try:
+        manifest = read_manifest(path)
+    except GaelpError:
+        return False
+    return (manifest["data_fingerprint"] == fingerprint and manifest["settings"].get("model_version") == model_version
+            and (manifest["diagnostics"]["passed"] or accept_failed))
+
+
 def read_runtime(path: str | Path, verify: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
     """Manifest and runtime arrays (float32) of a cache; numpy and the standard library only."""
     manifest = read_manifest(path, verify=verify)

@@ -152,8 +152,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             young = (history["campaign"] == world.campaigns[-1]) & (stamps < stamps.max() - pd.Timedelta(days=2))
             hist = history[~young].reset_index(drop=True)
         model_dir = out_dir / f"model-{scenario if scenario == 'new-campaign' else 'history'}"
-        if not (model_dir / "manifest.json").exists():
-            cells = data.aggregate(data.load_windows(hist))
+        cells = data.aggregate(data.load_windows(hist))
+        if not cache.holds_fit_of(model_dir, cells.fingerprint(), model.MODEL_VERSION):  # else reuse the fit
             print(f"fitting the posterior on {len(hist)} simulated windows ...", file=sys.stderr, flush=True)
             cache.write(model_dir, model.fit(cells, progress=False, seed=args.seed), cells)
         start = pd.to_datetime(history["timestamp"], utc=True).max().normalize() + pd.Timedelta(days=1)

@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 
 from . import cache, data, model, sim
-from .errors import GaelpError
 
 DEMO_MODEL = "models/demo"
 DEMO_DATA = "models/demo_windows.csv"
@@ -29,14 +28,7 @@ def ensure_model(model_dir: str = DEMO_MODEL, data_path: str = DEMO_DATA, draws:
     Path(data_path).parent.mkdir(parents=True, exist_ok=True)
     history.to_csv(data_path, index=False)
     cells = data.aggregate(data.load_windows(data_path))
-    try:
-        manifest = cache.read_manifest(model_dir)
-        reuse = (manifest["data_fingerprint"] == cells.fingerprint()
-                 and (manifest["diagnostics"]["passed"] or accept_failed)
-                 and manifest["settings"].get("model_version") == model.MODEL_VERSION)
-    except GaelpError:
-        reuse = False
-    if reuse:
+    if cache.holds_fit_of(model_dir, cells.fingerprint(), model.MODEL_VERSION, accept_failed):
         print(f"reusing the cached posterior in {model_dir} (same data and model version)", file=sys.stderr)
     else:
         print(f"fitting the demo posterior on {data_path} ({len(history)} windows, {len(cells.campaigns)} "

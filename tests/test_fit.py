@@ -148,3 +148,19 @@ def test_cache_write_is_atomic(fitted, tmp_path, monkeypatch):
         cache.write(target, fake, cells)
     assert (target / "manifest.json").read_text() == before
     assert sorted(p.name for p in target.parent.iterdir()) == ["m"]
+
+
+def test_a_cache_is_reused_only_for_the_same_data_model_version_and_a_passing_gate(copy_of, fitted):
+    from gaelp_bayes import model
+
+    fingerprint = data.aggregate(data.load_windows(fitted.train_csv)).fingerprint()
+    manifest = json.loads((copy_of / "manifest.json").read_text())
+    assert cache.holds_fit_of(copy_of, fingerprint, model.MODEL_VERSION, accept_failed=True)
+    assert not cache.holds_fit_of(copy_of, "other data", model.MODEL_VERSION, accept_failed=True)
+    assert not cache.holds_fit_of(copy_of, fingerprint, model.MODEL_VERSION - 1, accept_failed=True)
+    manifest["diagnostics"] = {**manifest["diagnostics"], "passed": False}
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    assert not cache.holds_fit_of(copy_of, fingerprint, model.MODEL_VERSION)
+    assert cache.holds_fit_of(copy_of, fingerprint, model.MODEL_VERSION, accept_failed=True)
+    (copy_of / "runtime.npz").unlink()
+    assert not cache.holds_fit_of(copy_of, fingerprint, model.MODEL_VERSION, accept_failed=True)
