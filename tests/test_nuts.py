@@ -44,3 +44,19 @@ def test_refit_on_new_data_loads_callbacks_from_the_disk_cache():
     assert first.n_dim == second.n_dim
     x = np.random.default_rng(1).normal(0, 0.5, second.n_dim)
     np.testing.assert_allclose(_call_logp(second, x)[0], second.logp_func(x)[0], rtol=1e-9)
+
+
+def test_without_nutpies_internals_the_public_uncached_path_samples(monkeypatch):
+    """Another nutpie minor version may lack the internals nuts.py uses: it falls back to nutpie's public API."""
+    import types
+
+    import pymc as pm
+
+    monkeypatch.setattr(nuts, "nutpie_pymc", types.SimpleNamespace())  # a nutpie module without them
+    with pm.Model() as small:
+        pm.Normal("x", 1.0, 2.0, shape=2)
+    compiled = nuts.compile_model(small)
+    assert not isinstance(compiled, nuts.CachedCompiledModel)
+    tree = nuts.sample(small, draws=200, tune=200, chains=2, seed=1, target_accept=0.9, cores=1, progress=False)
+    draws = tree["posterior"]["x"].values.reshape(-1, 2)
+    assert abs(draws.mean() - 1.0) < 0.5 and 1.5 < draws.std() < 2.5
