@@ -65,7 +65,7 @@ DEV_HARMONICS = 6  # equal to HOUR_HARMONICS: whitened campaign curves (see _whi
 CPC_HARMONICS = 2
 DATA_RICH_CONVERSIONS = 200  # per campaign: "data-rich" (independent intercepts, fixed hour/day scales)
 CURVE_PINNED_CONVERSIONS = 5000  # in all: the global hour and day curves get fixed scales (see _conversion)
-CENTRED_CURVE_CONVERSIONS = 100  # every campaign this many: campaign hour curves centred, else non-centred
+CENTRED_CURVE_CONVERSIONS = 100  # every campaign this many: campaign curves whitened and centred, else non-centred
 CENTRED_CONVERSIONS = 20  # per campaign, in a pooled (sparse) fit: its level is centred, else non-centred
 MODEL_VERSION = 10  # bump when the model changes: cached fits of other versions are not reused by the demo
 RETRY_TARGET_ACCEPT = 0.99
@@ -240,6 +240,17 @@ def curve_whitening(successes: np.ndarray, trials: np.ndarray, center: float, fa
     return theta, np.linalg.inv(np.linalg.cholesky(hess)).transpose(0, 2, 1)
 
 
+def _whitened_coefficients(prefix: str, successes: np.ndarray, trials: np.ndarray, center, family: str,
+                           cell_variance):
+    """Each campaign's 13 curve coefficients ``theta = m + R^-T u`` [campaign, 13] (``curve_whitening``): ``u``
+    is the flat ``{prefix}_white``, ``m`` and ``R^-T`` are data.  The caller adds the prior as a potential."""
+    import pymc as pm
+
+    mode, whitening = curve_whitening(successes, trials, float(center.get_value()), family, cell_variance)
+    white = pm.Flat(f"{prefix}_white", shape=mode.shape, dims=("campaign", "curve_coef"))
+    return pm.Data(f"{prefix}_mode", mode) + (pm.Data(f"{prefix}_whitening", whitening) * white[:, None, :]).sum(axis=2)
+
+
 def _hour_sums(cells: Cells, rows: np.ndarray, *values: np.ndarray) -> list[np.ndarray]:
     """Each of ``values`` summed over the chosen cells into [campaign, hour]."""
     n_camp = len(cells.campaigns)
@@ -261,10 +272,8 @@ def _whitened_curves(cells: Cells, seen: np.ndarray, center, hour_coef, rich: bo
     conversions, clicks = _hour_sums(cells, seen, cells.conversions, cells.clicks)
     cells_per_hour = np.maximum(_hour_sums(cells, seen, np.ones(len(seen)))[0], 1)
     # cell effects add variance: an hour's information is about its cells' 1/(1/(n p (1-p)) + sd^2) summed
-    mode, whitening = curve_whitening(conversions, clicks, float(center.get_value()), "binomial",
-                                      lambda _: WHITENING_CELL_SD**2 / cells_per_hour)
-    white = pm.Flat("curve_white", shape=mode.shape, dims=("campaign", "curve_coef"))
-    theta = pm.Data("curve_mode", mode) + (pm.Data("curve_whitening", whitening) * white[:, None, :]).sum(axis=2)
+    theta = _whitened_coefficients("curve", conversions, clicks, center, "binomial",
+                                   lambda _: WHITENING_CELL_SD**2 / cells_per_hour)
     level = pm.Deterministic("campaign_level", theta[:, 0], dims="campaign")
     dev_coef = pm.Deterministic("dev_coef", theta[:, 1:] - hour_coef[None, :], dims=("campaign", "fourier_dev"))
     sigma_dev = pm.HalfNormal("sigma_dev", 0.3)
@@ -346,10 +355,8 @@ def _volume(cells: Cells, pooled_campaigns: bool) -> None:
     everything = np.ones(len(cells.clicks), dtype=bool)
     clicks, windows = _hour_sums(cells, everything, cells.clicks.astype(float), cells.windows.astype(float))
     # the negative binomial's extra variance: an hour's information is W lam / (1 + lam / phi), phi ~ 10
-    mode, whitening = curve_whitening(clicks, windows, float(center.get_value()), "poisson",
-                                      lambda _: 1.0 / (10.0 * np.maximum(windows, 1)))
-    white = pm.Flat("vol_white", shape=mode.shape, dims=("campaign", "curve_coef"))
-    theta = pm.Data("vol_mode", mode) + (pm.Data("vol_whitening", whitening) * white[:, None, :]).sum(axis=2)
+    theta = _whitened_coefficients("vol", clicks, windows, center, "poisson",
+                                   lambda _: 1.0 / (10.0 * np.maximum(windows, 1)))
     pm.Deterministic("vol_level", theta[:, 0] if pooled_campaigns else theta[0, 0],
                      dims="campaign" if pooled_campaigns else None)
     coef = pm.Deterministic("vol_hour", theta[:, 1:], dims=("campaign", "fourier"))  # each campaign's own cycle
@@ -500,8 +507,8 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
 
     if cells.clicks.sum() == 0:
         raise FitError("no clicks in the data: nothing to learn a conversion rate from")
-    # nutpie by default: with its callbacks cached (nuts.py) it was 2.8x faster than PyMC's sampler for one
-    # campaign and as fast at 20 (reports/benchmarks/fit_speed.md); "pymc" stays available
+    # nutpie by default: with its callbacks cached (nuts.py) it was 3.4x faster than PyMC's sampler for one
+    # campaign and 2.0x at 20, warm (reports/benchmarks/fit_speed.md); "pymc" stays available
     sampler = "nutpie" if sampler == "auto" else sampler
     start = time.perf_counter()
     posteriors, stats, diags, data_rich, retried, lengthened = [], [], {}, False, [], []
