@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 
 import numpy as np
 import pytest
@@ -10,8 +11,8 @@ import pytest
 from gaelp_bayes import data, model, nuts, sim
 
 
-def _cells(seed: int, days: int):
-    world = sim.make_world(campaigns=2, seed=5)
+def _cells(seed: int, days: int, campaigns: int = 2):
+    world = sim.make_world(campaigns=campaigns, seed=5)
     return data.aggregate(data.load_windows(sim.log_history(world, days=days, seed=seed)))
 
 
@@ -24,26 +25,64 @@ def _call_logp(compiled, x: np.ndarray) -> tuple[float, np.ndarray]:
     return float(logp), grad
 
 
+def _pytensor_logp(pymc_model, compiled, x: np.ndarray) -> tuple[float, np.ndarray]:
+    """The log density and gradient at the flat point ``x``, by PyMC's own (uncached, Python) functions."""
+    names, slices, shapes = compiled.shape_info
+    point = {name: x[where].reshape(shape) for name, where, shape in zip(names, slices, shapes)
+             if where.stop <= compiled.n_dim}
+    return (float(pymc_model.compile_logp(mode="FAST_COMPILE")(point)),
+            pymc_model.compile_dlogp(mode="FAST_COMPILE")(point))
+
+
 @pytest.mark.parametrize("part", ["conversion", "volume", "cost"])
 def test_cached_callback_matches_pytensor(part):
-    compiled = nuts.compile_model(model.build_model(_cells(seed=6, days=14), part))
+    pymc_model = model.build_model(_cells(seed=6, days=14), part)
+    compiled = nuts.compile_model(pymc_model)
     rng = np.random.default_rng(0)
     for _ in range(3):
         x = rng.normal(0, 0.5, compiled.n_dim)
-        want_logp, want_grad = compiled.logp_func(x)
+        want_logp, want_grad = _pytensor_logp(pymc_model, compiled, x)
         got_logp, got_grad = _call_logp(compiled, x)
         np.testing.assert_allclose(got_logp, want_logp, rtol=1e-9)
         np.testing.assert_allclose(got_grad, want_grad, rtol=1e-9, atol=1e-9)
 
 
-def test_refit_on_new_data_loads_callbacks_from_the_disk_cache():
+def test_refit_on_new_data_loads_callbacks_through_the_index():
     first = nuts.compile_model(model.build_model(_cells(seed=6, days=14), "conversion"))
     # other data (other counts, another number of cells, another prior centre): same model structure
-    second = nuts.compile_model(model.build_model(_cells(seed=9, days=21), "conversion"))
+    refit = model.build_model(_cells(seed=9, days=21), "conversion")
+    second = nuts.compile_model(refit)
+    assert second.from_index and second.logp_func is None
     assert second.compiled_logp_func.cache_hits == 1 and second.compiled_expand_func.cache_hits == 1
-    assert first.n_dim == second.n_dim
+    assert first.n_dim == second.n_dim and first.shape_info[0] == second.shape_info[0]
     x = np.random.default_rng(1).normal(0, 0.5, second.n_dim)
-    np.testing.assert_allclose(_call_logp(second, x)[0], second.logp_func(x)[0], rtol=1e-9)
+    np.testing.assert_allclose(_call_logp(second, x)[0], _pytensor_logp(refit, second, x)[0], rtol=1e-9)
+
+
+def test_structure_key_follows_the_structure_not_the_data():
+    def key(cells, part="conversion"):
+        pymc_model = model.build_model(cells, part)
+        return nuts.structure_key(pymc_model, nuts._graphs(pymc_model))
+
+    two = key(_cells(seed=6, days=14))
+    assert key(_cells(seed=9, days=21)) == two  # other counts, cells and prior centre
+    assert key(_cells(seed=6, days=14, campaigns=3)) != two  # another number of campaigns
+    assert key(_cells(seed=6, days=14), "volume") != two
+
+
+def test_a_stale_index_entry_falls_back_to_compiling(monkeypatch):
+    """An entry whose callbacks are gone from numba's cache (or never were) costs a compile, not a failure."""
+    pymc_model = model.build_model(_cells(seed=6, days=14), "cost")
+    path = nuts._index_path(nuts.structure_key(pymc_model, nuts._graphs(pymc_model)))
+    nuts.compile_model(pymc_model)
+    entry = json.loads(path.read_text())
+    stale = {**entry, "logp": {**entry["logp"], "inner_key": "0" * 64}}
+    path.write_text(json.dumps(stale))
+    compiled = nuts.compile_model(model.build_model(_cells(seed=9, days=21), "cost"))
+    assert not compiled.from_index and compiled.logp_func is not None
+    assert json.loads(path.read_text()) == entry  # written again by the full compile
+    x = np.random.default_rng(2).normal(0, 0.5, compiled.n_dim)
+    np.testing.assert_allclose(_call_logp(compiled, x)[0], float(compiled.logp_func(x)[0]), rtol=1e-9)
 
 
 def test_without_nutpies_internals_the_public_uncached_path_samples(monkeypatch):
