@@ -31,14 +31,37 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
+import sys
+import types as pytypes
 
 import numba
 import numpy as np
-import nutpie
 from numba.core import cgutils, types
-from nutpie import compile_pymc as nutpie_pymc
+
+
+class _DeferredArviz(pytypes.ModuleType):
+    """What nutpie sees as ``arviz``.  nutpie imports all of arviz (with arviz_stats and arviz_plots, hence
+    scipy.stats and matplotlib: 1.4 s, a quarter of a warm one-campaign fit) for two functions of
+    arviz_base; those come from arviz_base, any other name from the real arviz, imported then."""
+
+    def __getattr__(self, name: str):
+        if name in ("from_dict", "dict_to_dataset"):
+            import arviz_base
+
+            return getattr(arviz_base, name)
+        return getattr(importlib.import_module("arviz"), name)
+
+
+_deferred = None if "arviz" in sys.modules else sys.modules.setdefault("arviz", _DeferredArviz("arviz"))
+try:
+    import nutpie
+    from nutpie import compile_pymc as nutpie_pymc
+finally:
+    if _deferred is not None and sys.modules.get("arviz") is _deferred:
+        del sys.modules["arviz"]  # only nutpie holds it: everyone else imports the real arviz
 
 CALLBACK_VERSION = 1  # bump when the generated callback source changes meaning
 

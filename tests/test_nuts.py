@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import json
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -83,6 +86,26 @@ def test_a_stale_index_entry_falls_back_to_compiling(monkeypatch):
     assert json.loads(path.read_text()) == entry  # written again by the full compile
     x = np.random.default_rng(2).normal(0, 0.5, compiled.n_dim)
     np.testing.assert_allclose(_call_logp(compiled, x)[0], float(compiled.logp_func(x)[0]), rtol=1e-9)
+
+
+def test_nutpie_gets_arviz_base_and_everyone_else_the_real_arviz():
+    """In a new process (this one may have imported arviz already): importing nuts leaves arviz_stats and
+    arviz_plots unimported, nutpie's two arviz functions are arviz_base's, and ``import arviz`` is the real one."""
+    probe = textwrap.dedent("""
+        import sys
+        from gaelp_bayes import nuts
+        import arviz_base
+        seen_by_nutpie = sys.modules["nutpie.sample"].arviz
+        checks = [isinstance(seen_by_nutpie, nuts._DeferredArviz), "arviz" not in sys.modules,
+                  "arviz_stats" not in sys.modules, "arviz_plots" not in sys.modules,
+                  seen_by_nutpie.from_dict is arviz_base.from_dict,
+                  seen_by_nutpie.dict_to_dataset is arviz_base.dict_to_dataset]
+        import arviz
+        checks += [not isinstance(arviz, nuts._DeferredArviz), seen_by_nutpie.summary is arviz.summary]
+        print(checks)
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == str([True] * 8)
 
 
 def test_without_nutpies_internals_the_public_uncached_path_samples(monkeypatch):
