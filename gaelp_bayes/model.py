@@ -507,8 +507,8 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
 
     if cells.clicks.sum() == 0:
         raise FitError("no clicks in the data: nothing to learn a conversion rate from")
-    # nutpie by default: with its callbacks cached (nuts.py) it was 3.4x faster than PyMC's sampler for one
-    # campaign and 2.0x at 20, warm (reports/benchmarks/fit_speed.md); "pymc" stays available
+    # nutpie by default: with its callbacks cached (nuts.py) it was 6.3x faster than PyMC's sampler for one
+    # campaign and 1.9x at 20, warm (reports/benchmarks/fit_speed.md); "pymc" stays available
     sampler = "nutpie" if sampler == "auto" else sampler
     start = time.perf_counter()
     posteriors, stats, diags, data_rich, retried, lengthened = [], [], {}, False, [], []
