@@ -148,9 +148,9 @@ def hourly_rates(ctx: Context) -> tuple[str, list[Figure]]:
     axes[0, 0].legend(loc="upper left", fontsize=8, ncol=2)
     _hour_axis(axes[-1, 0], ctx.tz)
     more = len(ctx.manifest["campaigns"]) - len(shown)
-    return (f"<p>Posterior hourly conversion rate, averaged over days of the week, with 50% and 90% credible "
-            f"bands; dots are the observed rates (all weekdays pooled), sized by clicks. Hours with few clicks "
-            f"are pulled towards the campaign's curve and the other campaigns (partial pooling)."
+    return ("<p>Posterior hourly conversion rate, averaged over days of the week, with 50% and 90% credible "
+            "bands; dots are the observed rates (all weekdays pooled), sized by clicks. Hours with few clicks "
+            "are pulled towards the campaign's curve and the other campaigns (partial pooling)."
             + (f" {more} more campaign(s) not drawn." if more > 0 else "") + "</p>",
             [Figure("hourly_conversion_rate", "Posterior conversion rate per hour (bands: 50%/90%) over the "
                     "observed rates (dots, sized by clicks).", _png(fig))])
