@@ -237,10 +237,10 @@ def _initial_point(model):
 def _compile(model):
     """The full path: PyTensor rewrites and converts the graphs, the callbacks come from numba's cache or are
     compiled.  Returns the compiled model and its index entry (None when PyTensor gave no cache key)."""
-    n_dim, n_expanded, logp_fn, expand_fn, initial_point_fn, shape_info, renamed = nutpie_pymc._make_functions(
-        model, mode="NUMBA", compute_grad=True, join_expanded=True, pymc_initial_point_fn=_initial_point(model))
     from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS
 
+    n_dim, n_expanded, logp_fn, expand_fn, initial_point_fn, shape_info, renamed = nutpie_pymc._make_functions(
+        model, mode="NUMBA", compute_grad=True, join_expanded=True, pymc_initial_point_fn=_initial_point(model))
     all_shared = list(dict.fromkeys([*logp_fn.get_shared(), *expand_fn.get_shared()]))
     arrays = [np.array(var.get_value(), order="C", copy=True) for var in all_shared]
     table, views = _pointer_table(arrays)
@@ -260,6 +260,9 @@ def _compile(model):
 
 def _load_indexed(model, entry: dict, outputs: list):
     """The fast path: the model's layout from its (cheap) shapes, both callbacks from numba's cache by key."""
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.traversal import graph_inputs
+
     shapes = nutpie_pymc._compute_shapes(model)
     free = [model.rvs_to_values[var].name for var in model.free_RVs]
     rest = [var.name for var in model.unobserved_value_vars if var.name not in free]
@@ -272,9 +275,6 @@ def _load_indexed(model, entry: dict, outputs: list):
         start += size
     n_dim = slices[len(free) - 1].stop if free else 0
     renamed = [model.rvs_to_values[var].name for var in model.free_RVs if model.rvs_to_transforms.get(var) is not None]
-    from pytensor.compile.sharedvalue import SharedVariable
-    from pytensor.graph.traversal import graph_inputs
-
     shared = [var for var in graph_inputs(outputs) if isinstance(var, SharedVariable)]
     if len({var.name for var in shared}) != len(shared):
         raise ValueError("two data variables share a name: the index cannot tell them apart")
