@@ -153,6 +153,8 @@ def structure_key(model, outputs: list) -> str:
     """sha256 of a PyMC model's structure: its unrewritten log density and deterministics (each op with its
     properties, each constant by value, each data variable by name and type, values excluded), the order of
     its free variables and the versions of everything that compiles them."""
+    import pymc
+    import pytensor
     from pytensor import config
     from pytensor.compile.sharedvalue import SharedVariable
     from pytensor.graph.basic import Constant
@@ -160,7 +162,7 @@ def structure_key(model, outputs: list) -> str:
 
     names: dict = {}
     lines = [f"{CALLBACK_VERSION} numba {numba.__version__} nutpie {nutpie.__version__} "
-             f"pytensor {_version('pytensor')} pymc {_version('pymc')} bounds {model.check_bounds} "
+             f"pytensor {pytensor.__version__} pymc {pymc.__version__} bounds {model.check_bounds} "
              f"config {[str(getattr(config, flag, None)) for flag in _CONFIG_FLAGS]}",
              "free " + " ".join(model.rvs_to_values[v].name for v in model.free_RVs)]
 
@@ -192,12 +194,6 @@ def structure_key(model, outputs: list) -> str:
 
 # PyTensor settings that change the rewritten graphs or the code generated for them
 _CONFIG_FLAGS = ("floatX", "optimizer_including", "optimizer_excluding", "optimizer_requiring", "numba__fastmath")
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
 
 
 def _index_path(key: str):
