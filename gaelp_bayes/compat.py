@@ -13,6 +13,13 @@ else ``models/default``.  Without a usable cache the optimizer still answers
 hourly cap, the plan through this hour and the budget left), so a loop that
 applies it on every bid can never overspend; ``adjust_bid`` is the same
 pacer's one-call form.
+
+What the old optimiser accepted silently is an error here (``ValueError``
+naming the field): an hour outside 0-23, a window whose counts are not whole
+numbers >= 0 (or whose conversions exceed its clicks), whose spend is not a
+finite amount >= 0, or whose ``end_time`` is not a datetime or lies more than
+``WINDOW_CLOCK_SLACK`` seconds after the optimiser's clock.  Unknown
+constructor options are a ``TypeError``.
 """
 
 from __future__ import annotations
@@ -21,14 +28,16 @@ import datetime as dt
 import os
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, Callable
 
 import numpy as np
 
 from .allocate import round_to_total
-from .runtime import Pacer
+from .runtime import Pacer, check_count, check_instant
+
+WINDOW_CLOCK_SLACK = 300.0  # seconds a window may end after the optimiser's clock (clock skew between hosts)
 
 
 class PacingStrategy(Enum):
@@ -83,9 +92,10 @@ class DynamicBudgetOptimizer:
     def __init__(self, daily_budget: Decimal | float = Decimal("1000"),
                  optimization_objective: OptimizationObjective = OptimizationObjective.MAXIMIZE_CONVERSIONS,
                  model_dir: str | None = None, campaign: str | None = None, timezone: str | None = None,
-                 journal: str | None = None, clock: Callable[[], float] = time.time, force: bool = False,
-                 **_ignored: Any):
-        self.daily_budget = Decimal(str(daily_budget)).quantize(Decimal("0.01"))
+                 journal: str | None = None, clock: Callable[[], float] = time.time, force: bool = False):
+        self.daily_budget = _amount("daily_budget", daily_budget).quantize(Decimal("0.01"))
+        if not self.daily_budget > 0:
+            raise ValueError(f"daily_budget must be a finite amount > 0, got {daily_budget!r}")
         self.optimization_objective = optimization_objective
         self.clock = clock
         self.model_dir = model_dir or os.environ.get("GAELP_BAYES_MODEL", "models/default")
@@ -97,10 +107,20 @@ class DynamicBudgetOptimizer:
     # The old methods -----------------------------------------------------------------------------
     def add_performance_data(self, window: PerformanceWindow) -> None:
         """Feed one window back: its spend, clicks and conversions update the pacer's ledger and learning."""
+        spend = float(_amount("spend", window.spend))
+        clicks, conversions = check_count("clicks", window.clicks), check_count("conversions", window.conversions)
+        check_count("impressions", window.impressions)
+        if conversions > clicks:
+            raise ValueError(f"conversions ({conversions}) must be <= clicks ({clicks})")
+        if not isinstance(window.end_time, dt.datetime):
+            raise ValueError(f"end_time must be a datetime, got {window.end_time!r}")
+        end = check_instant(window.end_time, "end_time")
+        if end > self.clock() + WINDOW_CLOCK_SLACK:
+            raise ValueError(f"end_time {window.end_time.isoformat()} is after the optimizer's clock "
+                             f"({dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).isoformat()}): a window "
+                             "is booked when it has ended")
+        self.pacer.record(spend, clicks=clicks, conversions=conversions, now=end)
         self.performance_history.append(window)
-        end = window.end_time if window.end_time.tzinfo else window.end_time.replace(tzinfo=dt.timezone.utc)
-        now = max(end.timestamp(), self.pacer._last_t)
-        self.pacer.record(float(window.spend), clicks=int(window.clicks), conversions=int(window.conversions), now=now)
 
     def optimize_hourly_allocation(self, strategy: PacingStrategy = PacingStrategy.ADAPTIVE_ML) -> OptimizationResult:
         """Hourly allocations (hours 0-23, Decimal, summing to the daily budget) with a real confidence."""
@@ -120,7 +140,9 @@ class DynamicBudgetOptimizer:
                        "of the plan that would be best if the true rates were known"))
 
     def prevent_early_exhaustion(self, current_hour: int | None = None) -> tuple[bool, str, Decimal | None]:
-        """(at_risk, reason, per-bid cap): the cap is always given, so applying it keeps spend within budget."""
+        """(at_risk, reason, per-bid cap): the cap is always given, so applying it keeps spend within budget.
+        The pacer's clock decides the hour; ``current_hour`` is checked (0-23), as the old callers pass it."""
+        _hour(current_hour)
         at_risk, reason, cap = self.pacer.prevent_exhaustion(self.clock())
         return at_risk, reason, Decimal(str(cap)).quantize(Decimal("0.0001"), rounding="ROUND_DOWN")
 
@@ -130,6 +152,7 @@ class DynamicBudgetOptimizer:
 
     def get_pacing_multiplier(self, current_hour: int | None = None) -> float:
         """The factor to apply to a raw bid now (hour value x budget multiplier; 0.0 when stopped)."""
+        _hour(current_hour)
         s = self.pacer.status(self.clock())
         return 0.0 if s["emergency_stop"] else float(s["bid_factor"])
 
@@ -156,3 +179,22 @@ class DynamicBudgetOptimizer:
         x = x / x.sum() * cents if x.sum() > 0 else np.full(24, cents / 24)
         out = round_to_total(x, np.zeros(24, np.int64), np.full(24, cents, np.int64), cents)
         return {h: Decimal(int(c)) / 100 for h, c in enumerate(out)}
+
+
+def _hour(value) -> None:
+    """An hour argument of the old API: None or a whole hour 0-23."""
+    if value is not None and not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                                  and 0 <= value <= 23):
+        raise ValueError(f"current_hour must be an hour 0-23 (or None), got {value!r}")
+
+
+def _amount(name: str, value) -> Decimal:
+    """A money amount of the old API (Decimal, int or float): finite and >= 0."""
+    try:
+        amount = Decimal(str(value)) if not isinstance(value, Decimal) else value
+    except (InvalidOperation, ValueError, TypeError):
+        amount = None
+    if amount is None or not amount.is_finite() or amount < 0 or isinstance(value, bool):
+        raise ValueError(f"{name} must be a finite amount >= 0, got {value!r}")
+    return amount
+

@@ -18,7 +18,20 @@ How a bid is shaped (Balseiro & Gur's adaptive pacing, driven by the posterior):
   the end of this hour <= the plan's cumulative amount by then (no running
   ahead, unspent money carries forward); and the hard guard: a bid never
   exceeds budget left minus the bids still outstanding, so, as long as every
-  placed bid is recorded (cost 0 when lost), the day cannot overspend.
+  won bid is recorded within ``OUTSTANDING_TIMEOUT`` (a lost one may be
+  recorded with cost 0, or not at all), the day cannot overspend.
+
+Every number is checked once, where it enters (``adjust_bid`` and ``record``,
+the cache's arrays, the journal's lines): a bid that is not a finite number
+> 0, or a time that is not a plausible instant (``EARLIEST``..``LATEST``),
+places nothing (0.0); a record with such a value is a ``ValueError`` and
+changes nothing; a cache or journal with one gives a stopped pacer that says
+why.  Outcomes may arrive in any order: a record releases the smallest
+outstanding bid that can have cost what it reports, so the bids still held
+always cover the ones still in flight.  A record dated before the last one
+(or before today) is booked at the ledger's current time: spend is never lost
+for its timestamp.  Days roll forward only: a clock that goes back stays on
+today's ledger.
 
 ``record`` learns from today's clicks and conversions without a refit, in two
 steps: it re-weights the cached draws by their likelihood (importance weights:
@@ -34,18 +47,23 @@ and stops bidding in an emergency (spend far beyond plan; a tracking outage,
 i.e. no conversion reported for so long that even a quarter of the usual rate
 makes the silence improbable; an invalid or stale cache);
 ``status()["emergency_stop"]`` says why.  Every record is
-appended to a journal and replayed on restart, so a crash loses nothing recorded.
+appended to a journal (one file per campaign and day, ``journal_file_name``)
+and replayed on restart, so a crash loses nothing recorded; a journal that
+cannot be read completely stops the pacer rather than forget spend (only a
+torn last line, a crash in mid-write, is dropped).
 """
 
 from __future__ import annotations
 
 import bisect
 import datetime as dt
+import hashlib
 import json
 import math
+import numbers
+import os
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -55,7 +73,7 @@ import numpy as np
 from . import cache
 from .allocate import (LOGGED_WIN_RATE, PRICE_SIGMA, auction_response, conversions_at_spend, hour_cap,
                        threshold_plan, threshold_scores)
-from .errors import GaelpError
+from .errors import CacheError, GaelpError
 
 KP, KI = 0.5, 1.0  # proportional gain, integral gain per hour (gap in units of budget/24)
 M_MIN, M_MAX = 0.05, 3.0
@@ -69,6 +87,11 @@ OUTAGE_P = 1e-3  # a silence this improbable (no conversion reported) stops bidd
 OUTAGE_FLOOR = 0.25  # ... judged at a quarter of the usual rate, so a real drop in rates is learned, not stopped
 OVERSPEND_STOP = 1.5  # spend beyond 1.5x the plan so far (+5% of budget) stops bidding
 OUTSTANDING_TIMEOUT = 120.0  # seconds after which unrecorded bids no longer hold budget
+EARLIEST, LATEST = 946_684_800.0, 7_258_118_400.0  # plausible instants: 2000-01-01 to 2200-01-01 UTC (epoch s)
+MAX_FILE_NAME = 120  # bytes of a journal file name; longer campaign names are cut and tagged with a hash
+PLAN_OPTIONS = {"max_share": 0.2, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
+                "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, "learn": True}
+INF = math.inf
 TODAY_SD = 0.3  # prior sd of today's log conversion rate around the posterior's, per hour (an assumption)
 TODAY_CORR = 0.8  # prior correlation of that deviation between neighbouring hours (AR(1) over the day)
 _HOURS = np.arange(24)
@@ -90,9 +113,18 @@ def today_deviation(expected: np.ndarray, observed: np.ndarray,
     return x, np.linalg.inv(precision + np.diag(expected * np.exp(x)))
 
 
+# Each runtime array: the rule its every value must meet, as (test, words).
+DRAW_RULES = {
+    "cvr": (lambda a: (a >= 0) & (a <= 1), "a finite number in [0, 1]"),
+    "cpc": (lambda a: a > 0, "a finite number > 0"),
+    "volume": (lambda a: a >= 0, "a finite number >= 0"),
+    "rpc": (lambda a: a >= 0, "a finite number >= 0"),
+}
+
+
 @dataclass
 class CampaignPosterior:
-    """One campaign's draws, [draw, 7, 24]; ``rpc`` may be None."""
+    """One campaign's draws, [draw, 7, 24]; ``rpc`` may be None.  Checked on creation (``CacheError``)."""
 
     name: str
     cvr: np.ndarray
@@ -100,23 +132,125 @@ class CampaignPosterior:
     volume: np.ndarray
     rpc: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        shape = np.shape(self.cvr)
+        if len(shape) != 3 or shape[0] < 1 or shape[1:] != (7, 24):
+            raise CacheError(f"runtime draws of {self.name!r}: cvr has shape {shape}, expected (draws, 7, 24)")
+        for key, (rule, words) in DRAW_RULES.items():
+            a = getattr(self, key)
+            if a is None:
+                continue
+            if np.shape(a) != shape:
+                raise CacheError(f"runtime draws of {self.name!r}: {key} has shape {np.shape(a)}, expected {shape}")
+            bad = ~(np.isfinite(a) & rule(a))
+            if bad.any():
+                raise CacheError(f"runtime draws of {self.name!r}: every {key} must be {words}; "
+                                 f"{int(bad.sum())} are not (e.g. {a[bad].flat[0]!r})")
+
     @classmethod
     def from_cache(cls, arrays: dict, manifest: dict, campaign: str | None) -> tuple["CampaignPosterior", list[str]]:
         campaign, c, warnings = cache.campaign_slot(manifest, campaign)
         if "cpc" not in arrays:
             raise GaelpError("the model was fitted without spend: the runtime needs cost per click")
+        slots = len(manifest["campaigns"]) + 1  # the campaigns and the population level
+        for key in ("cvr", "cpc", "volume", "rpc"):
+            want = 2 if key == "rpc" else 4
+            if key in arrays and (arrays[key].ndim != want or arrays[key].shape[1] != slots):
+                raise CacheError(f"runtime file: {key} has shape {arrays[key].shape}, expected {want} axes with "
+                                 f"{slots} campaign slots; refit")
         rpc = arrays["rpc"][:, c, None, None] * np.ones((1, 7, 24), np.float32) if "rpc" in arrays else None
         return cls(campaign, arrays["cvr"][:, c], arrays["cpc"][:, c], arrays["volume"][:, c], rpc), warnings
 
 
 def _epoch(now) -> float:
+    """Seconds since the epoch of ``now`` (None: the wall clock; a number; a datetime, naive = UTC)."""
     if now is None:
         return time.time()
-    if isinstance(now, (int, float)):
+    if isinstance(now, numbers.Real) and not isinstance(now, bool):
         return float(now)
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=dt.timezone.utc)
-    return now.timestamp()
+    if isinstance(now, dt.datetime):
+        return (now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)).timestamp()
+    raise ValueError(f"now must be None, seconds since the epoch or a datetime, got {now!r}")
+
+
+def check_instant(now, name: str = "now") -> float:
+    """``now`` as seconds since the epoch, or ``ValueError`` if it is not a plausible instant
+    (finite, between ``EARLIEST`` and ``LATEST``: milliseconds passed as seconds land far beyond)."""
+    t = _epoch(now)
+    if not EARLIEST <= t < LATEST:
+        raise ValueError(f"{name} must be an instant between 2000 and 2200 (seconds since the epoch or a "
+                         f"datetime), got {now!r}")
+    return t
+
+
+def check_count(name: str, value) -> int:
+    """A count (``record``'s clicks and conversions): a whole number >= 0 (bools count as 0/1), else ``ValueError``."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError, OverflowError):
+        n = None
+    if n is None or n != value or n < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+    return n
+
+
+def journal_file_name(campaign: str, date: dt.date) -> str:
+    """The journal file of a campaign's day: the name with every character but ASCII letters, digits,
+    '_' and '-' percent-encoded (so no name can leave the journal folder), cut to ``MAX_FILE_NAME`` bytes
+    with a hash of the whole name when long, then the date."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "_-") else
+                   "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass")) for c in campaign)
+    suffix = f"-{date.isoformat()}.jsonl"
+    room = MAX_FILE_NAME - len(suffix)
+    if len(safe) > room:
+        safe = f"{safe[:room - 17]}~{hashlib.sha256(campaign.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+    return safe + suffix
+
+
+def check_plan_options(options: dict) -> dict:
+    """The pacer's plan options over their defaults (``PLAN_OPTIONS``); unknown names are a ``TypeError``,
+    values out of range a ``ValueError`` naming the option."""
+    unknown = sorted(set(options) - set(PLAN_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown pacer option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                        f"(known: {', '.join(PLAN_OPTIONS)})")
+    out = {**PLAN_OPTIONS, **options}
+    ranges = {"max_share": (0, 1, True), "tolerance": (0, 1, True), "win_rate": (0, 1, False),
+              "bid_cap_share": (0, 1, True), "sigma": (0, INF, False), "max_per_hour": (0, INF, False)}
+    for name, (lo, hi, closed) in ranges.items():
+        v = out[name]
+        if name == "max_per_hour" and v is None:
+            continue
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and lo < v and (v <= hi if closed else v < hi)
+        if not ok:
+            raise ValueError(f"pacer option {name} must be a number in ({lo:g}, {hi:g}{']' if closed else ')'}, "
+                             f"got {v!r}")
+    if not isinstance(out["learn"], bool):
+        raise ValueError(f"pacer option learn must be True or False, got {out['learn']!r}")
+    return out
+
+
+def _journal_record(line: bytes) -> tuple[tuple[float, float, int, int] | None, str]:
+    """(t, cost, clicks, conversions) of one journal line, or (None, why it is not a record)."""
+    try:
+        e = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    except ValueError:
+        return None, "not JSON"
+    if not isinstance(e, dict):
+        return None, f"a JSON {type(e).__name__}, not an object"
+    missing = [k for k in ("t", "cost", "clicks", "conversions") if k not in e]
+    if missing:
+        return None, f"no {', '.join(missing)}"
+    t, cost, clicks, conversions = e["t"], e["cost"], e["clicks"], e["conversions"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (t, cost)):
+        return None, "t and cost must be numbers"
+    if not (math.isfinite(t) and math.isfinite(cost) and cost >= 0):
+        return None, f"t {t!r} and cost {cost!r} must be finite, cost >= 0"
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (clicks, conversions)):
+        return None, f"clicks {clicks!r} and conversions {conversions!r} must be whole numbers >= 0"
+    return (float(t), float(cost), clicks, conversions), ""
 
 
 class Pacer:
@@ -125,40 +259,53 @@ class Pacer:
     def __init__(self, posterior: CampaignPosterior, daily_budget: float, timezone: str = "UTC",
                  journal: str | Path | None = None, now=None, plan_options: dict | None = None,
                  stop_reason: str | None = None, warnings: list[str] | None = None, durable: bool = False):
-        if not (daily_budget > 0 and math.isfinite(daily_budget)):
-            raise ValueError("daily_budget must be a positive number")
+        if not (isinstance(daily_budget, numbers.Real) and 0 < daily_budget < INF):
+            raise ValueError(f"daily_budget must be a finite number > 0, got {daily_budget!r}")
         self.posterior = posterior
         self.budget = float(daily_budget)
         self.tz = ZoneInfo(timezone)
         self.journal_dir = Path(journal) if journal else None
         self.durable = durable
-        self.plan_options = {"max_share": 0.2, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
-                             "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, "learn": True,
-                             **(plan_options or {})}
+        self.plan_options = check_plan_options(plan_options or {})
         self._bid_cap = float(self.plan_options["bid_cap_share"])
         self.warnings = list(warnings or [])
         self._fixed_stop = stop_reason
+        self.journal_error: str | None = None  # why the day's journal could not be read or written, if so
         self._lock = threading.RLock()
         self._mean_cvr = posterior.cvr.astype(np.float64).mean(axis=0)  # [7, 24]
         self._log_cvr = np.log(np.clip(posterior.cvr.astype(np.float64), 1e-12, 1.0))
         self._log_ncvr = np.log1p(-np.clip(posterior.cvr.astype(np.float64), 0.0, 1 - 1e-12))
         self._journal = None
-        self._start_day(_epoch(now))
+        # Bids placed and not yet recorded: appended on the hot path (``_pending``), sorted into ``_held`` when
+        # a record must release one.  They carry over midnight: a bid placed at 23:59 holds tomorrow's room.
+        self._pending: list[float] = []
+        self._held: list[float] = []
+        self._out_sum = 0.0
+        t = check_instant(now)
+        self._last_out = t
+        self._start_day(t)
 
     # ----- loading -----------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, daily_budget: float = 100.0, campaign: str | None = None,
              timezone: str | None = None, journal: str | Path | None = None, now=None, strict: bool = False,
              force: bool = False, max_cache_age_days: float = 30.0, **plan_options) -> "Pacer":
-        """A pacer on a model cache.  An invalid, failed or stale cache gives a stopped pacer
-        (bids 0.0, ``status()`` says why) unless ``strict``, which raises instead."""
+        """A pacer on a model cache.  An invalid, failed or stale cache, or a journal that cannot be read
+        completely, gives a stopped pacer (bids 0.0, ``status()`` says why) unless ``strict``, which raises
+        instead.  Unknown or out-of-range options are errors either way."""
+        check_plan_options(plan_options)
         path = Path(path)
         journal = journal or path.parent / f"{path.name}.journal"
         try:
             manifest, arrays = cache.read_runtime(path)
             cache.check_usable(manifest, path, force)
             posterior, warnings = CampaignPosterior.from_cache(arrays, manifest, campaign)
-            age = (time.time() - dt.datetime.fromisoformat(manifest["created_at"]).timestamp()) / 86400
+            try:
+                age = (time.time() - dt.datetime.fromisoformat(manifest["created_at"]).timestamp()) / 86400
+                zone = timezone or manifest["timezone"]
+                ZoneInfo(zone)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CacheError(f"{path}: invalid manifest ({type(exc).__name__}: {exc}); refit") from None
             stop = None
             if age > max_cache_age_days:
                 stop = f"stale cache: fitted {age:.0f} days ago (limit {max_cache_age_days:g}); refit"
@@ -167,15 +314,22 @@ class Pacer:
         except GaelpError as exc:
             if strict:
                 raise
-            return cls._stopped(str(exc), daily_budget, timezone or "UTC", now)
-        return cls(posterior, daily_budget, timezone or manifest["timezone"], journal, now, plan_options,
-                   stop_reason=stop, warnings=warnings)
+            return cls._stopped(str(exc), daily_budget, timezone or "UTC", now, journal if campaign else None,
+                                campaign or "(none)")
+        pacer = cls(posterior, daily_budget, zone, journal, now, plan_options, stop_reason=stop, warnings=warnings)
+        if strict and pacer.journal_error:
+            pacer.close()
+            raise GaelpError(pacer.journal_error)
+        return pacer
 
     @classmethod
-    def _stopped(cls, reason: str, daily_budget: float, timezone: str, now) -> "Pacer":
+    def _stopped(cls, reason: str, daily_budget: float, timezone: str, now, journal: str | Path | None = None,
+                 campaign: str = "(none)") -> "Pacer":
+        """A pacer that bids nothing and says why; outcomes recorded to it still reach the campaign's journal,
+        so a later pacer on a good cache knows the day's spend."""
         flat = np.full((1, 7, 24), 0.01, np.float32)
-        dummy = CampaignPosterior("(none)", flat, np.ones_like(flat), np.ones_like(flat))
-        return cls(dummy, daily_budget, timezone, None, now, stop_reason=reason)
+        dummy = CampaignPosterior(campaign, flat, np.ones_like(flat), np.ones_like(flat))
+        return cls(dummy, daily_budget, timezone, journal, now, stop_reason=reason)
 
     # ----- day state ---------------------------------------------------------------------------
     def _start_day(self, t: float) -> None:
@@ -196,9 +350,6 @@ class Pacer:
         self._L = 0.0
         self._t_int = t
         self._last_t = -math.inf
-        self._outstanding: deque[float] = deque()
-        self._last_out = t
-        self._out_sum = 0.0
         self._records = 0
         self._hour = -1
         self._replans = 0
@@ -263,28 +414,58 @@ class Pacer:
 
     # ----- journal -------------------------------------------------------------------------------
     def _open_journal(self) -> None:
+        """Replay today's journal (if any) into the ledger and open it for appending.  A line that cannot be
+        read stops the pacer (the day's spend would come back short); every readable line still counts."""
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+        self.journal_error = None
         if self.journal_dir is None:
             return
-        self.journal_dir.mkdir(parents=True, exist_ok=True)
-        path = self.journal_dir / f"{self.posterior.name}-{self.date.isoformat()}.jsonl"
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    e = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line from a crash mid-write: everything before it counts
-                self._apply(e["t"], e["cost"], e["clicks"], e["conversions"])
-            self._learn(self._last_t if self._last_t > -math.inf else self._starts[0])
-        self._journal = open(path, "a", encoding="utf-8")
+        path = self.journal_dir / journal_file_name(self.posterior.name, self.date)
+        try:
+            self.journal_dir.mkdir(parents=True, exist_ok=True)
+            raw = path.read_bytes() if path.exists() else b""
+            lines = raw.split(b"\n")
+            torn = lines.pop()  # b"" after a complete last line; else a crash in mid-write
+            if torn and _journal_record(torn)[0] is None:
+                with open(path, "r+b") as f:  # drop it, so the next record starts a line of its own
+                    f.truncate(len(raw) - len(torn))
+                self.warnings.append(f"journal {path}: dropped an incomplete last line ({len(torn)} bytes, a "
+                                     "crash in mid-write)")
+            elif torn:  # a whole record whose newline was not written: it counts, and gets its newline
+                lines.append(torn)
+                with open(path, "ab") as f:
+                    f.write(b"\n")
+            for number, line in enumerate(lines, 1):
+                entry, why = _journal_record(line)
+                if entry is None:
+                    self.journal_error = self.journal_error or (
+                        f"journal {path}: line {number} is not a record ({why}); the day's spend cannot be "
+                        "restored completely, so bidding stops (repair or remove the line, then reload)")
+                    continue
+                self._apply(*entry)
+            if self._records:
+                self._learn(self._last_t)
+            self._journal = open(path, "a", encoding="utf-8")
+        except OSError as exc:
+            self.journal_error = f"journal {path}: cannot be read or opened ({exc.strerror or exc}); bidding stops"
+        if self.journal_error:
+            self._stop = self._stop or self.journal_error
 
     # ----- hot path ------------------------------------------------------------------------------
     def _hour_of(self, t: float) -> int:
-        if t >= self._starts[24] or t < self._starts[0]:
+        """Hour of today for ``t``; a later day starts a new day, an earlier instant counts as today's first
+        hour (days roll forward only: a clock going back must not bring yesterday's budget back)."""
+        if t >= self._starts[24]:
             self._start_day(t)
+        if t < self._starts[0]:
+            return 0
         return bisect.bisect_right(self._starts, t) - 1
+
+    def _instant(self, now) -> float:
+        """``now`` for a call that only reads the state: a plausible instant, never before today."""
+        return max(check_instant(now), self._starts[0])
 
     def _multiplier(self, t: float, h: int) -> float:
         planned = self._cum[h] + self._alloc[h] * (t - self._starts[h]) / (self._starts[h + 1] - self._starts[h])
@@ -299,19 +480,25 @@ class Pacer:
         """The bid to place for an opportunity whose raw bid is ``bid``; 0.0 means do not bid.
 
         The hot path: the same arithmetic as ``_multiplier`` inlined, the current hour's bounds
-        cached, no allocation but the outstanding-bid entry.
+        cached, no allocation but the outstanding-bid entry.  A ``bid`` that is not a finite number
+        > 0, or a ``now`` that is not a plausible instant, places nothing.
         """
-        t = time.time() if now is None else now if now.__class__ is float else _epoch(now)
-        with self._lock:
+        if not 0.0 < bid < INF:  # NaN, infinities, zero and negatives
+            return 0.0
+        with self._lock:  # the clock is read inside the lock, so bids and records keep time order
+            t = time.time() if now is None else now if now.__class__ is float else _epoch(now)
             h = self._h
-            if not self._h_start <= t < self._h_end:
+            if not self._h_start <= t < self._h_end:  # also NaN: every comparison with it is False
+                if not EARLIEST <= t < LATEST:
+                    return 0.0
                 h = self._locate(t)
-            if self._stop or bid <= 0:
+                if t < self._h_start:
+                    t = self._h_start
+            if self._stop:
                 return 0.0
             spent = self._spent + self._out_sum
-            if self._outstanding and t - self._last_out > OUTSTANDING_TIMEOUT:
-                self._outstanding.clear()
-                self._out_sum = 0.0
+            if self._out_sum and t - self._last_out > OUTSTANDING_TIMEOUT:
+                self._release_all()
                 spent = self._spent
             alloc = self._alloc[h]
             gap = (self._spent - self._cum[h] - alloc * (t - self._h_start) * self._h_inv) * self._gap_scale
@@ -333,7 +520,7 @@ class Pacer:
                 b = cap
             if b < 0.005:  # below a cent: do not bid
                 return 0.0
-            self._outstanding.append(b)
+            self._pending.append(b)
             self._out_sum += b
             self._last_out = t
             return b
@@ -345,60 +532,90 @@ class Pacer:
         self._h_inv = 1.0 / (self._h_end - self._h_start)
         return h
 
+    def _release_all(self) -> None:
+        self._pending.clear()
+        self._held.clear()
+        self._out_sum = 0.0
+
+    def _release(self, cost: float) -> None:
+        """Release the outstanding bid a record of ``cost`` settles: the smallest one >= ``cost``.  Whichever
+        bid the record was for is at least that large, so what stays held still covers every bid in flight
+        (outcomes may arrive in any order).  A cost above every outstanding bid releases nothing."""
+        if self._pending:
+            self._held += self._pending
+            self._pending.clear()
+            self._held.sort()
+        i = bisect.bisect_left(self._held, cost)
+        if i < len(self._held):
+            self._out_sum -= self._held.pop(i)
+        if not self._held or self._out_sum < 0:
+            self._out_sum = math.fsum(self._held)
+
     def adjust_bids(self, bids: np.ndarray, now=None) -> np.ndarray:
         """Vectorised ``adjust_bid`` for a batch of opportunities arriving at the same instant.
 
         The hard guard holds for the batch as a whole: bids are placed in order
-        until the budget room is used (later ones get 0.0).
+        until the budget room is used (later ones get 0.0).  Bids that are not finite numbers > 0, or a
+        ``now`` that is not a plausible instant, place nothing.
         """
-        t = _epoch(now)
         bids = np.asarray(bids, dtype=np.float64)
         with self._lock:
+            try:
+                t = self._instant(now)
+            except ValueError:
+                return np.zeros_like(bids)
             h = self._hour_of(t)
+            t = max(t, self._starts[0])
             if self._stop:
                 return np.zeros_like(bids)
-            out = bids * (self._k[h] * self._multiplier(t, h))
+            out = np.where(np.isfinite(bids) & (bids > 0), bids, 0.0) * (self._k[h] * self._multiplier(t, h))
             np.minimum(out, self._bid_cap * self._alloc[h], out=out)
             out[out < 0.005] = 0.0
             room = min(self._cum[h + 1] + HOUR_SLACK * self._alloc[h], self.budget) - self._spent - self._out_sum
             placed = np.cumsum(out) <= room
             out[~placed] = 0.0
             nz = out[out > 0]
-            self._outstanding.extend(nz.tolist())
+            self._pending.extend(nz.tolist())
             self._out_sum += float(nz.sum())
             self._last_out = t
             return out
 
     def multiplier(self, now=None) -> float:
-        """The current budget multiplier (times the hour's relative value gives the bid factor)."""
-        t = _epoch(now)
+        """The current budget multiplier (times the hour's relative value gives the bid factor); 0.0 when
+        the pacer is stopped."""
         with self._lock:
-            return self._multiplier(t, self._hour_of(t))
+            t = self._instant(now)
+            m = self._multiplier(t, self._hour_of(t))
+            return 0.0 if self._stop else m
 
     # ----- feedback ------------------------------------------------------------------------------
     def record(self, cost: float, clicks: int = 0, conversions: int = 0, now=None) -> None:
-        """Outcome of one placed bid (cost 0.0 when lost): updates spend, journal and learning."""
-        if not (isinstance(cost, (int, float)) and math.isfinite(cost) and cost >= 0):
-            raise ValueError(f"cost must be a finite number >= 0, got {cost!r}")
-        if clicks < 0 or conversions < 0 or int(clicks) != clicks or int(conversions) != conversions:
-            raise ValueError(f"clicks and conversions must be whole numbers >= 0, got {clicks!r}, {conversions!r}")
-        t = _epoch(now)
-        with self._lock:
-            if t < self._last_t:
-                raise ValueError(f"out-of-order record: {dt.datetime.fromtimestamp(t, self.tz).isoformat()} is "
-                                 f"before the last record {dt.datetime.fromtimestamp(self._last_t, self.tz).isoformat()}")
-            h = self._hour_of(t)
-            if self._outstanding:
-                self._out_sum = max(0.0, self._out_sum - self._outstanding.popleft())
-            self._apply(t, float(cost), int(clicks), int(conversions))
-            if self._journal is not None:
-                self._journal.write(f'{{"t": {t!r}, "cost": {float(cost)!r}, "clicks": {int(clicks)}, '
-                                    f'"conversions": {int(conversions)}}}\n')
-                self._journal.flush()
-                if self.durable:
-                    import os
+        """Outcome of one placed bid (cost 0.0 when lost): updates spend, journal and learning.
 
-                    os.fsync(self._journal.fileno())
+        A value that is not a finite cost >= 0, a whole count >= 0 or a plausible instant is a
+        ``ValueError`` and changes nothing.  A record dated before the last one (or before today) is
+        booked at the ledger's current time: the money was spent, whatever its timestamp says.
+        """
+        if not (isinstance(cost, numbers.Real) and not isinstance(cost, bool) and 0 <= cost < INF):
+            raise ValueError(f"cost must be a finite number >= 0, got {cost!r}")
+        clicks, conversions = check_count("clicks", clicks), check_count("conversions", conversions)
+        cost = float(cost)
+        with self._lock:  # the clock is read inside the lock: records from many threads stay in order
+            t = check_instant(now)
+            h = self._hour_of(t)
+            t = max(t, self._last_t, self._starts[0])
+            self._release(cost)
+            self._apply(t, cost, clicks, conversions)
+            if self._journal is not None:
+                try:
+                    self._journal.write(f'{{"t": {t!r}, "cost": {cost!r}, "clicks": {clicks}, '
+                                        f'"conversions": {conversions}}}\n')
+                    self._journal.flush()
+                    if self.durable:
+                        os.fsync(self._journal.fileno())
+                except OSError as exc:  # counted in memory, but a restart would forget it: stop
+                    self.journal_error = f"journal write failed ({exc.strerror or exc}); bidding stops"
+                    self._stop = self._stop or self.journal_error
             if self._spent > OVERSPEND_STOP * self._cum[h + 1] + 0.05 * self.budget:
                 self._stop = self._stop or (f"spend {self._spent:.2f} is far beyond the plan "
                                             f"({self._cum[h + 1]:.2f} by the end of hour {h})")
@@ -406,8 +623,8 @@ class Pacer:
                 self._learn(t, replan=h != self._hour)
 
     def _apply(self, t: float, cost: float, clicks: int, conversions: int) -> None:
-        h = bisect.bisect_right(self._starts, t) - 1
-        self._multiplier(t, h)  # integrate the gap up to now before spend jumps
+        h = min(max(bisect.bisect_right(self._starts, t) - 1, 0), 23)
+        self._multiplier(max(t, self._starts[0]), h)  # integrate the gap up to now before spend jumps
         self._spent += cost
         self._clicks[h] += clicks
         self._conversions[h] += conversions
@@ -481,40 +698,49 @@ class Pacer:
     # ----- reporting -----------------------------------------------------------------------------
     def prevent_exhaustion(self, now=None) -> tuple[bool, str, float]:
         """(at_risk, reason, recommended per-bid cap) for the current instant."""
-        t = _epoch(now)
         with self._lock:
+            t = self._instant(now)
             h = self._hour_of(t)
-            planned = self._cum[h] + self._alloc[h] * (t - self._starts[h]) / (self._starts[h + 1] - self._starts[h])
-            room = max(0.0, min(self._cum[h + 1], self.budget) - self._spent - self._out_sum)
-            cap = min(self._bid_cap * self._alloc[h], room)
             if self._stop:
                 return True, self._stop, 0.0
+            planned = self._planned(t, h)
+            room = max(0.0, min(self._cum[h + 1], self.budget) - self._spent - self._out_sum)
+            cap = min(self._bid_cap * self._alloc[h], room)
             if self._spent > 1.2 * planned + 0.01 * self.budget:
                 return True, (f"spend {self._spent:.2f} is ahead of the plan's {planned:.2f} at this time; "
                               f"bids capped until the plan catches up"), cap
             return False, "spend is on plan", cap
 
+    def _planned(self, t: float, h: int) -> float:
+        """The plan's cumulative spend at ``t`` (in hour ``h``)."""
+        return self._cum[h] + self._alloc[h] * (t - self._starts[h]) / (self._starts[h + 1] - self._starts[h])
+
     def status(self, now=None) -> dict:
-        """Utilization, multiplier, plan, confidence and risk flags."""
-        t = _epoch(now)
+        """Utilization, multiplier, plan, confidence and risk flags.  A stopped pacer plans nothing, is
+        confident of nothing and bids with factor 0.0; ``emergency_stop`` says why."""
         with self._lock:
+            t = self._instant(now)
             h = self._hour_of(t)
             m = self._multiplier(t, h)
             at_risk, reason, cap = self.prevent_exhaustion(t)
-            planned = self._cum[h] + self._alloc[h] * (t - self._starts[h]) / (self._starts[h + 1] - self._starts[h])
+            stopped = bool(self._stop)
+            planned = 0.0 if stopped else self._planned(t, h)
+            k = 0.0 if stopped else self._k[h]
+            m = 0.0 if stopped else m
             return {
                 "campaign": self.posterior.name, "date": self.date.isoformat(), "hour": h,
                 "daily_budget": self.budget, "spent": round(self._spent, 6),
                 "remaining": round(self.budget - self._spent, 6), "utilization": self._spent / self.budget,
                 "planned_spend_so_far": planned, "pace": self._spent / planned if planned > 0 else None,
-                "multiplier": m, "hour_bid_factor": self._k[h], "bid_factor": m * self._k[h],
-                "plan": [round(a, 2) for a in self._alloc], "confidence": self._confidence,
-                "p_beats_even": self._p_beats_even, "clicks_today": int(self._clicks.sum()),
+                "multiplier": m, "hour_bid_factor": k, "bid_factor": m * k,
+                "plan": [0.0] * 24 if stopped else [round(a, 2) for a in self._alloc],
+                "confidence": 0.0 if stopped else self._confidence,
+                "p_beats_even": 0.0 if stopped else self._p_beats_even, "clicks_today": int(self._clicks.sum()),
                 "conversions_today": int(self._conversions.sum()), "ess": self._ess,
                 "draws": int(self.posterior.cvr.shape[0]), "refit_due": "refit_due" in self._flags,
                 "today_rate_factor": [round(float(f), 3) for f in np.exp(self._today_x)],
                 "replans": self._replans, "exhaustion_risk": at_risk, "exhaustion_reason": reason,
-                "bid_cap": cap, "emergency_stop": self._stop, "bidding": not self._stop,
+                "bid_cap": cap, "emergency_stop": self._stop, "bidding": not stopped,
                 "flags": dict(self._flags), "warnings": self.warnings + self._plan_warnings,
             }
 

@@ -65,14 +65,11 @@ def test_batch_bids_respect_the_room():
 
 def test_bad_records_are_rejected_clearly():
     pacer = Pacer(posterior(), 100.0, now=DAY)
-    pacer.record(1.0, now=DAY + 3600)
-    with pytest.raises(ValueError, match="out-of-order record"):
-        pacer.record(1.0, now=DAY + 60)
     with pytest.raises(ValueError, match="cost must be a finite number >= 0"):
         pacer.record(-1.0, now=DAY + 3700)
     with pytest.raises(ValueError, match="cost must be a finite number >= 0"):
         pacer.record(float("nan"), now=DAY + 3700)
-    with pytest.raises(ValueError, match="whole numbers"):
+    with pytest.raises(ValueError, match="whole number"):
         pacer.record(1.0, clicks=-1, now=DAY + 3700)
 
 
@@ -86,8 +83,8 @@ def test_ledger_survives_a_restart(tmp_path):
     again = Pacer(posterior(), 100.0, journal=tmp_path, now=DAY + 15 * 3600)
     status = again.status(DAY + 15 * 3600)
     assert status["spent"] == pytest.approx(15.0) and status["clicks_today"] == 30 and status["conversions_today"] == 3
-    with pytest.raises(ValueError, match="out-of-order"):
-        again.record(1.0, now=DAY + 14 * 3600)
+    again.record(1.0, now=DAY + 14 * 3600)  # dated before the last record: booked at the ledger's time, not lost
+    assert again.status(DAY + 15 * 3600)["spent"] == pytest.approx(16.0)
 
 
 def test_concurrent_bidders_share_one_ledger():

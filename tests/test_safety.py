@@ -1,0 +1,340 @@
+"""Money safety at the runtime's edge: every case a hostile or careless caller found, one test each.
+
+Each number that reaches the pacer (bids, costs, counts, times, the cache's arrays, the journal's lines,
+campaign names) is checked once, at the edge: a bad bid gives 0.0, a bad record an error, a bad cache or
+journal a stopped pacer that says why.  The property-based harness over random interleavings is in
+``test_fuzz.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gaelp_bayes import cache
+from gaelp_bayes.compat import DynamicBudgetOptimizer, PerformanceWindow
+from gaelp_bayes.errors import GaelpError
+from gaelp_bayes.runtime import CampaignPosterior, Pacer, journal_file_name
+
+from test_runtime import DAY, posterior
+
+NAN, INF = float("nan"), float("inf")
+
+
+# ----- bids ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("raw", [NAN, INF, -INF, -1.0, 0.0, -0.0])
+def test_a_bid_that_is_not_a_finite_positive_number_places_nothing(raw):
+    pacer = Pacer(posterior(), 100.0, now=DAY)
+    assert pacer.adjust_bid(raw, now=DAY + 15 * 3600) == 0.0
+    assert pacer.status(DAY + 15 * 3600)["bidding"]  # one bad bid does not stop the pacer
+
+
+def test_a_nan_bid_cannot_open_the_guard():
+    """A NaN outstanding bid used to poison the guard: 200 bids of 50 then placed 400 against 100."""
+    pacer = Pacer(posterior(), 100.0, now=DAY)
+    t = DAY + 15 * 3600
+    assert pacer.adjust_bid(NAN, now=t) == 0.0
+    placed = [pacer.adjust_bid(50.0, now=t + i * 0.01) for i in range(200)]
+    assert all(np.isfinite(placed)) and sum(placed) <= 100.0 + 1e-9
+
+
+def test_batch_bids_that_are_not_finite_place_nothing():
+    pacer = Pacer(posterior(), 100.0, now=DAY)
+    busiest = int(np.argmax(pacer.status(DAY)["plan"]))
+    out = pacer.adjust_bids(np.array([NAN, INF, -INF, -1.0, 1e3, 2e3]), now=DAY + busiest * 3600 + 1800)
+    assert np.isfinite(out).all() and (out[:4] == 0).all() and (out[4:] > 0).all()
+    assert pacer.adjust_bids(np.array([1.0, 2.0]), now=NAN).tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("now", [NAN, INF, -INF, 0.0, 1e13])  # 1e13: milliseconds passed as seconds
+def test_a_time_that_is_not_a_finite_plausible_instant_bids_nothing_and_records_nothing(now):
+    pacer = Pacer(posterior(), 100.0, now=DAY)
+    assert pacer.adjust_bid(1.0, now=now) == 0.0
+    with pytest.raises(ValueError, match="now"):
+        pacer.record(1.0, now=now)
+    assert pacer.status(DAY + 3600)["spent"] == 0.0 and pacer.date == dt.date(2026, 3, 2)
+
+
+@pytest.mark.parametrize("kwargs", [dict(cost=NAN), dict(cost=INF), dict(cost=-0.5), dict(cost="1.0"),
+                                    dict(cost=1.0, clicks=NAN), dict(cost=1.0, clicks=Decimal("1.5")),
+                                    dict(cost=1.0, conversions=-1), dict(cost=1.0, clicks=True + 0.5)])
+def test_a_record_with_a_bad_number_is_an_error_and_changes_nothing(kwargs):
+    pacer = Pacer(posterior(), 100.0, now=DAY)
+    with pytest.raises(ValueError):
+        pacer.record(**kwargs, now=DAY + 3600)
+    s = pacer.status(DAY + 3600)
+    assert s["spent"] == 0.0 and s["clicks_today"] == 0
+
+
+# ----- the ledger ------------------------------------------------------------------------------------------
+def test_threads_on_the_wall_clock_lose_no_record():
+    """4 threads bidding and recording with now=None: the clock used to be read before the lock, so records
+    raced each other into 'out-of-order' errors and real cost went unrecorded."""
+    pacer = Pacer(posterior(), 100.0)
+    costs, errors, lock = [], [], threading.Lock()
+    stop_at = time.monotonic() + 2.0
+
+    def bidder(seed):
+        rng = np.random.default_rng(seed)
+        try:
+            while time.monotonic() < stop_at:
+                b = pacer.adjust_bid(50.0)
+                cost = b * float(rng.uniform(0.3, 1.0)) if b > 0 else 0.0
+                pacer.record(cost, clicks=int(cost > 0))
+                with lock:
+                    costs.append((pacer.date, cost))
+        except Exception as exc:  # a thread's exception must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bidder, args=(s,)) for s in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors[:3]
+    today = sum(c for d, c in costs if d == pacer.date)
+    assert today <= 100.0 + 1e-9
+    assert pacer.status()["spent"] == pytest.approx(today)
+
+
+def test_a_record_earlier_than_the_last_is_booked_not_lost():
+    """A late outcome (its time before the last record's) is money spent: it is counted, at the ledger's time."""
+    pacer = Pacer(posterior(), 100.0, now=DAY)
+    pacer.record(1.0, now=DAY + 3600)
+    pacer.record(2.0, clicks=1, now=DAY + 60)
+    assert pacer.status(DAY + 3600)["spent"] == pytest.approx(3.0)
+
+
+def test_outcomes_in_any_order_never_release_more_than_was_in_flight():
+    """A record used to release the oldest outstanding bid, whatever its size: with a large bid in flight and
+    a small one's outcome arriving first, the large bid's budget was handed out again."""
+    pacer = Pacer(posterior(), 10.0, now=DAY, plan_options={"bid_cap_share": 1.0})
+    t = DAY + 23.5 * 3600  # the last hour: the whole budget is room
+    big = pacer.adjust_bid(1e6, now=t)
+    factor = pacer.status(t)["bid_factor"]
+    small = [pacer.adjust_bid(0.1 * big / factor, now=t) for _ in range(1000)]
+    small = [b for b in small if b > 0]
+    assert big > 0 and small and big + sum(small) == pytest.approx(10.0, abs=0.01)  # every cent is in flight
+    pacer.record(small.pop(0), clicks=1, now=t)  # a small bid's outcome arrives first
+    late = pacer.adjust_bid(1e6, now=t)
+    for cost in [big, *small, late]:  # then every other bid turns out won, at its full price
+        pacer.record(cost, clicks=1, now=t)
+    assert pacer.status(t)["spent"] <= 10.0 + 1e-9
+
+
+def test_the_clock_going_back_across_midnight_keeps_today():
+    """now jumping back to yesterday used to switch the pacer to yesterday, with a full budget."""
+    pacer = Pacer(posterior(), 100.0, now=DAY + 86_400 + 1800)
+    pacer.record(40.0, now=DAY + 86_400 + 1800)
+    assert pacer.adjust_bid(1e6, now=DAY + 86_000) <= 60.0
+    s = pacer.status(DAY + 86_000)
+    assert s["date"] == "2026-03-03" and s["spent"] == pytest.approx(40.0)
+    pacer.record(1.0, now=DAY + 3600)  # a record dated yesterday counts today: the safe side
+    assert pacer.status(DAY + 86_400 + 3600)["spent"] == pytest.approx(41.0)
+
+
+# ----- the journal -----------------------------------------------------------------------------------------
+def _journal_with_records(tmp_path: Path, n: int = 30) -> tuple[Path, float]:
+    pacer = Pacer(posterior(), 100.0, journal=tmp_path, now=DAY)
+    for i in range(n):
+        pacer.record(0.5 + 0.01 * i, clicks=1, conversions=i % 10 == 0, now=DAY + 14 * 3600 + i)
+    spent = pacer.status(DAY + 15 * 3600)["spent"]
+    pacer.close()
+    return next(tmp_path.glob("*.jsonl")), spent
+
+
+@pytest.mark.parametrize("bad_line", [b"{}", b"null", b'"x"', b"[1, 2]", b'{"t": 1e9, "cost": "9.5", "clicks": 0, '
+                                      b'"conversions": 0}', b'{"t": 1e9, "cost": NaN, "clicks": 0, "conversions": 0}',
+                                      b'{"t": 1e9, "cost": -1.0, "clicks": 0, "conversions": 0}',
+                                      b'{"t": 1e9, "cost": 1.0, "clicks": 1.5, "conversions": 0}',
+                                      b"\xff\xfe not utf-8", b'{"t": 1e9, "co'])
+def test_a_journal_line_that_cannot_be_read_stops_the_pacer(tmp_path, bad_line):
+    """A corrupt line in the middle used to be skipped: the day's spend came back lower and was spent again."""
+    path, _ = _journal_with_records(tmp_path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:15]) + bad_line + b"\n" + b"".join(lines[15:]))
+    pacer = Pacer(posterior(), 100.0, journal=tmp_path, now=DAY + 15 * 3600)
+    s = pacer.status(DAY + 15 * 3600)
+    assert not s["bidding"] and path.name in s["emergency_stop"] and "line 16" in s["emergency_stop"]
+    assert pacer.adjust_bid(1.0, now=DAY + 15 * 3600) == 0.0
+    assert s["spent"] >= 0.5 * 15  # what could be read still counts
+
+
+def test_a_corrupt_journal_is_an_error_with_strict_load(tmp_path, fitted):
+    model = tmp_path / "m"
+    shutil.copytree(fitted.path, model)
+    pacer = Pacer.load(model, 100.0, campaign="campaign_01", journal=tmp_path / "j", now=DAY, force=True)
+    pacer.record(1.0, now=DAY + 60)
+    pacer.close()
+    path = next((tmp_path / "j").glob("*.jsonl"))
+    path.write_text("{}\n" + path.read_text())
+    stopped = Pacer.load(model, 100.0, campaign="campaign_01", journal=tmp_path / "j", now=DAY, force=True)
+    assert "line 1" in stopped.status(DAY)["emergency_stop"]
+    with pytest.raises(GaelpError, match="line 1"):
+        Pacer.load(model, 100.0, campaign="campaign_01", journal=tmp_path / "j", now=DAY, force=True, strict=True)
+
+
+def test_a_torn_last_line_is_a_crash_mid_write_and_the_rest_counts(tmp_path):
+    path, spent = _journal_with_records(tmp_path)
+    with open(path, "ab") as f:
+        f.write(b'{"t": 1.0, "cost": 9')
+    pacer = Pacer(posterior(), 100.0, journal=tmp_path, now=DAY + 15 * 3600)
+    s = pacer.status(DAY + 15 * 3600)
+    assert s["bidding"] and s["spent"] == pytest.approx(spent)
+    pacer.record(1.0, now=DAY + 15 * 3600)  # the next record starts on a line of its own
+    pacer.close()
+    again = Pacer(posterior(), 100.0, journal=tmp_path, now=DAY + 15 * 3600 + 1)
+    assert again.status(DAY + 15 * 3600 + 1)["spent"] == pytest.approx(spent + 1.0)
+
+
+@pytest.mark.parametrize("name", ["../../etc", "/abs/olute", "a/b", "..", ".", "x" * 300, "Promo $x^^y$ €",
+                                  "nul\x00byte", "CON", "-rf"])
+def test_campaign_names_map_to_safe_bounded_file_names(tmp_path, name):
+    journal = tmp_path / "journal"
+    post = posterior()
+    pacer = Pacer(CampaignPosterior(name, post.cvr, post.cpc, post.volume), 100.0, journal=journal, now=DAY)
+    pacer.record(1.0, now=DAY + 60)
+    pacer.close()
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) == 1 and files[0].parent == journal and len(files[0].name.encode()) <= 120
+    again = Pacer(CampaignPosterior(name, post.cvr, post.cpc, post.volume), 100.0, journal=journal, now=DAY + 61)
+    assert again.status(DAY + 61)["spent"] == 1.0
+
+
+def test_file_names_keep_ordinary_campaigns_and_tell_names_apart():
+    assert journal_file_name("campaign_01", dt.date(2026, 3, 2)) == "campaign_01-2026-03-02.jsonl"
+    names = ["a/b", "a_b", "a%2Fb", "A/b", "x" * 300, "x" * 299 + "y"]
+    assert len({journal_file_name(n, dt.date(2026, 3, 2)) for n in names}) == len(names)
+
+
+# ----- the cache's arrays ----------------------------------------------------------------------------------
+def _tamper_runtime(src: Path, dst: Path, **changes) -> Path:
+    """A copy of a cache whose runtime arrays are changed and whose checksums are made to match again."""
+    shutil.copytree(src, dst)
+    with np.load(dst / cache.RUNTIME, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    for key, change in changes.items():
+        arrays[key] = change(arrays[key].copy())
+    np.savez(dst / cache.RUNTIME, **arrays)
+    manifest = json.loads((dst / cache.MANIFEST).read_text())
+    manifest["files"][cache.RUNTIME] = cache._sha256(dst / cache.RUNTIME)
+    (dst / cache.MANIFEST).write_text(json.dumps(manifest))
+    return dst
+
+
+def _set(value, index=(0, 0, 0, 5)):
+    def change(a):
+        a[index] = value
+        return a
+    return change
+
+
+@pytest.mark.parametrize("key,change,rule", [("cvr", _set(NAN), "finite"), ("cvr", _set(1.5), "in [0, 1]"),
+                                             ("cpc", _set(INF), "finite"), ("cpc", _set(-1.0), "> 0"),
+                                             ("volume", _set(-3.0), ">= 0"), ("cvr", lambda a: a[:, :, :3], "shape")])
+def test_a_runtime_file_with_bad_numbers_gives_a_stopped_pacer(tmp_path, fitted, key, change, rule):
+    """A NaN-filled runtime file whose sha256 matches its manifest used to give NaN bids and no stop."""
+    model = _tamper_runtime(fitted.path, tmp_path / "m", **{key: change})
+    pacer = Pacer.load(model, 100.0, campaign="campaign_01", now=DAY, journal=tmp_path / "j", force=True)
+    reason = pacer.status(DAY + 3600)["emergency_stop"]
+    assert reason and key in reason and rule in reason
+    assert pacer.adjust_bid(1.0, now=DAY + 3600) == 0.0
+    with pytest.raises(GaelpError, match=key):
+        Pacer.load(model, 100.0, campaign="campaign_01", now=DAY, journal=tmp_path / "j", force=True, strict=True)
+
+
+def test_a_posterior_built_in_code_is_checked_too():
+    post = posterior()
+    cvr = post.cvr.copy()
+    cvr[3, 2, 1] = NAN
+    with pytest.raises(GaelpError, match="cvr"):
+        Pacer(CampaignPosterior("x", cvr, post.cpc, post.volume), 100.0, now=DAY)
+
+
+# ----- options and status ----------------------------------------------------------------------------------
+def test_unknown_or_out_of_range_options_are_errors(tmp_path):
+    with pytest.raises(TypeError, match="ledger"):
+        Pacer.load(tmp_path / "none", 100.0, ledger="redis://x")
+    with pytest.raises(ValueError, match="max_share"):
+        Pacer(posterior(), 100.0, now=DAY, plan_options={"max_share": NAN})
+    with pytest.raises(ValueError, match="tolerance"):
+        Pacer(posterior(), 100.0, now=DAY, plan_options={"tolerance": 2})
+    for budget in (NAN, INF, 0.0, -5.0):
+        with pytest.raises(ValueError, match="daily_budget"):
+            Pacer(posterior(), budget, now=DAY)
+
+
+def test_a_stopped_pacer_reports_no_confidence_and_no_plan(tmp_path):
+    stopped = Pacer.load(tmp_path / "none", 100.0, now=DAY)
+    s = stopped.status(DAY + 3600)
+    assert s["emergency_stop"] and not s["bidding"]
+    assert s["confidence"] == 0.0 and s["p_beats_even"] == 0.0
+    assert s["multiplier"] == 0.0 and s["bid_factor"] == 0.0 and s["plan"] == [0.0] * 24
+    opt = DynamicBudgetOptimizer(Decimal("100"), model_dir=str(tmp_path / "none"), clock=lambda: DAY + 3600)
+    status = opt.get_optimization_status()
+    assert status["optimization_confidence"] == 0.0 and status["pacing_multiplier"] == 0.0
+
+
+# ----- the drop-in API -------------------------------------------------------------------------------------
+@pytest.fixture
+def optimizer(fitted, tmp_path):
+    return DynamicBudgetOptimizer(Decimal("100"), model_dir=str(fitted.path), campaign="campaign_01", force=True,
+                                  journal=str(tmp_path), clock=lambda: DAY + 9 * 3600)
+
+
+@pytest.mark.parametrize("hour", [24, -1, 3.5, "9"])
+def test_the_drop_in_api_refuses_hours_outside_0_to_23(optimizer, hour):
+    with pytest.raises(ValueError, match="current_hour"):
+        optimizer.prevent_early_exhaustion(hour)
+    with pytest.raises(ValueError, match="current_hour"):
+        optimizer.get_pacing_multiplier(hour)
+
+
+def _window(**fields) -> PerformanceWindow:
+    start = dt.datetime.fromtimestamp(DAY + 9 * 3600 - 60, dt.timezone.utc)
+    return PerformanceWindow(**{"start_time": start, "end_time": start + dt.timedelta(seconds=30), **fields})
+
+
+@pytest.mark.parametrize("fields,name", [(dict(clicks=Decimal("1.5")), "clicks"), (dict(conversions=-1), "conversions"),
+                                         (dict(clicks=1, conversions=2), "conversions"),
+                                         (dict(spend=Decimal("NaN")), "spend"), (dict(spend=-1.0), "spend"),
+                                         (dict(end_time=dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)), "end_time"),
+                                         (dict(end_time="yesterday"), "end_time")])
+def test_the_drop_in_api_refuses_windows_it_cannot_book(optimizer, tmp_path, fields, name):
+    with pytest.raises(ValueError, match=name):
+        optimizer.add_performance_data(_window(**fields))
+    assert optimizer.get_optimization_status()["current_spend"] == Decimal("0.00")
+    assert optimizer.pacer.date == dt.date(2026, 3, 2)
+    assert all("2100" not in p.name for p in Path(tmp_path).rglob("*"))
+
+
+def test_a_stopped_pacer_still_journals_the_spend_it_is_told_of(tmp_path, fitted):
+    """A restart on a broken cache bids nothing, but outcomes of bids already placed still reach the journal."""
+    model = tmp_path / "m"
+    shutil.copytree(fitted.path, model)
+    (model / cache.RUNTIME).write_bytes(b"broken")
+    stopped = Pacer.load(model, 100.0, campaign="campaign_01", journal=tmp_path / "j", now=DAY, force=True)
+    assert stopped.status(DAY)["emergency_stop"]
+    stopped.record(3.0, clicks=1, now=DAY + 60)
+    stopped.close()
+    good = Pacer.load(fitted.path, 100.0, campaign="campaign_01", journal=tmp_path / "j", now=DAY + 120, force=True)
+    assert good.status(DAY + 120)["spent"] == 3.0
+
+
+def test_a_whole_last_record_without_its_newline_counts_and_is_terminated(tmp_path):
+    path, spent = _journal_with_records(tmp_path)
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))  # the crash came between the record and its newline
+    pacer = Pacer(posterior(), 100.0, journal=tmp_path, now=DAY + 15 * 3600)
+    pacer.record(1.0, now=DAY + 15 * 3600)
+    pacer.close()
+    again = Pacer(posterior(), 100.0, journal=tmp_path, now=DAY + 15 * 3600 + 1)
+    s = again.status(DAY + 15 * 3600 + 1)
+    assert s["bidding"] and s["spent"] == pytest.approx(spent + 1.0)
