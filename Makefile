@@ -44,4 +44,4 @@ bench: $(STAMP)
 	$(PY) -m gaelp_bayes.bench all
 
 clean:
-	rm -rf $(VENV) models/demo models/demo.journal models/demo_windows.csv reports/demo reports/demo.html reports/simulation
+	rm -rf $(VENV) models/demo models/demo.journal models/demo_windows.csv reports/demo reports/demo_figures reports/demo.html reports/simulation

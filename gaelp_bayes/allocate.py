@@ -225,6 +225,33 @@ def plan_date(date: str | None, timezone: str) -> dt.date:
         raise AllocationError(f"--date {date!r}: not a date (YYYY-MM-DD)") from None
 
 
+# The rule each numeric option of an allocation must meet (None is allowed where the option is optional).
+OPTION_RULES = {
+    "budget": (lambda v: 0 < v < np.inf, "a finite amount > 0", False),
+    "target_cpa": (lambda v: 0 < v < np.inf, "a finite amount > 0", True),
+    "min_per_hour": (lambda v: 0 <= v < np.inf, "a finite amount >= 0", False),
+    "max_per_hour": (lambda v: 0 < v < np.inf, "a finite amount > 0", True),
+    "max_share": (lambda v: 0 < v <= 1, "a share in (0, 1]", False),
+    "headroom": (lambda v: 0 < v < np.inf, "a finite number > 0", False),
+    "exploration": (lambda v: 0 <= v < 1, "a share in [0, 1)", False),
+    "tolerance": (lambda v: 0 < v <= 1, "a share in (0, 1]", False),
+}
+
+
+def check_options(**values) -> None:
+    """AllocationError naming the first option whose value breaks its rule (``OPTION_RULES``)."""
+    for name, value in values.items():
+        test, words, optional = OPTION_RULES[name]
+        if value is None and optional:
+            continue
+        try:
+            ok = bool(test(float(value)))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise AllocationError(f"{name} must be {words}, got {value!r}")
+
+
 def allocate_draws(draws: Draws, budget: float | Decimal, *, objective: str = "conversions",
                    target_cpa: float | None = None, risk: str = "mean", min_per_hour: float = 0.0,
                    max_per_hour: float | None = None, max_share: float = 0.2, headroom: float = 1.5,
@@ -240,15 +267,15 @@ def allocate_draws(draws: Draws, budget: float | Decimal, *, objective: str = "c
         raise AllocationError(f"unknown objective {objective!r} (one of {', '.join(OBJECTIVES)})")
     if risk not in RISKS:
         raise AllocationError(f"unknown risk option {risk!r} (one of {', '.join(RISKS)})")
-    if objective == "cpa" and not (target_cpa and target_cpa > 0):
+    check_options(budget=budget, target_cpa=target_cpa, min_per_hour=min_per_hour, max_per_hour=max_per_hour,
+                  max_share=max_share, headroom=headroom, exploration=exploration, tolerance=tolerance)
+    if objective == "cpa" and target_cpa is None:
         raise AllocationError("objective 'cpa' needs a positive --target-cpa")
     if objective == "revenue" and draws.rpc is None:
         raise AllocationError("objective 'revenue' needs a model fitted with a 'revenue' column")
-    if not 0 <= exploration < 1:
-        raise AllocationError("exploration must be a fraction in [0, 1)")
     budget_cents = int(Decimal(str(budget)).quantize(Decimal("0.01")) * 100)
     if budget_cents <= 0:
-        raise AllocationError("budget must be positive")
+        raise AllocationError(f"budget must be at least 0.01, got {budget!r}")
     conv_per_dollar = draws.cvr / draws.cpc  # [draw, 24]
     value = conv_per_dollar * draws.rpc if objective == "revenue" else conv_per_dollar
     capacity = draws.capacity[0] if open_hours is None else np.where(open_hours, draws.capacity[0], 0.0)

@@ -27,11 +27,12 @@ import numpy as np
 
 from . import __version__
 from .errors import CacheError, FitError, GaelpError
+from .outputs import MODEL_MANIFEST, check_output
 
 SCHEMA_VERSION = 1
 POSTERIOR = "posterior.nc"
 RUNTIME = "runtime.npz"
-MANIFEST = "manifest.json"
+MANIFEST = MODEL_MANIFEST
 
 
 def _sha256(path: Path) -> str:
@@ -42,11 +43,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write(out: str | Path, fit, cells, max_runtime_draws: int = 1000) -> Path:
-    """Write a fit to ``out`` atomically (temp dir beside it, then rename); returns the path."""
+def write(out: str | Path, fit, cells, max_runtime_draws: int = 1000, overwrite: bool = False) -> Path:
+    """Write a fit to ``out`` atomically (temp dir beside it, then rename); returns the path.
+
+    An existing ``out`` (a model cache, a file, a folder that is not empty) is replaced only with
+    ``overwrite`` (``outputs.check_output``)."""
     from .model import runtime_arrays
 
-    out = Path(out)
+    out = check_output(out, folder=True, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

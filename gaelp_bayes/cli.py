@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from .errors import GaelpError
+from .outputs import atomic_file, check_output
 
 
 def print_fit_summary(path: str, manifest: dict, arrays: dict) -> None:
@@ -38,13 +40,14 @@ def print_fit_summary(path: str, manifest: dict, arrays: dict) -> None:
 def cmd_fit(args: argparse.Namespace) -> int:
     from . import cache, data, model
 
+    check_output(args.out, inputs=[args.windows], folder=True, overwrite=args.overwrite)
     windows = data.load_windows(args.windows, timezone=args.timezone)
     cells = data.aggregate(windows, timezone=args.timezone)
     print(f"{args.windows}: {len(windows)} windows, {len(cells.campaigns)} campaigns, {len(cells.clicks)} cells",
           file=sys.stderr)
     fitted = model.fit(cells, draws=args.draws, tune=args.tune, chains=args.chains, seed=args.seed,
                        sampler=args.sampler, progress=not args.quiet)
-    cache.write(args.out, fitted, cells, max_runtime_draws=args.runtime_draws)
+    cache.write(args.out, fitted, cells, max_runtime_draws=args.runtime_draws, overwrite=args.overwrite)
     manifest, arrays = cache.read_runtime(args.out)
     print_fit_summary(args.out, manifest, arrays)
     if not fitted.diagnostics.passed:
@@ -58,16 +61,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict
 
+    check_output(args.out, inputs=[args.model, args.windows], overwrite=args.overwrite)
     out, warnings = predict(args.model, args.windows, interval=args.interval, force=args.force)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{args.out}.tmp")
-    if str(args.out).lower().endswith((".parquet", ".pq")):
-        out.to_parquet(tmp, index=False)
-    else:
-        out.to_csv(tmp, index=False)
-    tmp.replace(args.out)
+    with atomic_file(args.out) as tmp:
+        if str(args.out).lower().endswith((".parquet", ".pq")):
+            out.to_parquet(tmp, index=False)
+        else:
+            out.to_csv(tmp, index=False)
     print(f"wrote {len(out)} predictions to {args.out}")
     return 0
 
@@ -77,20 +79,23 @@ def cmd_windows(args: argparse.Namespace) -> int:
 
     from .data import read_table, windows_from_events
 
+    check_output(args.out, inputs=args.raw, overwrite=args.overwrite)
     frames = []
     for path in args.raw:
         events = read_table(path)
         if args.group is None and len(args.raw) > 1:
             events = events.assign(_campaign=Path(path).stem)
+        gaps: list[str] = []
         frames.append(windows_from_events(events, args.time, args.outcome,
                                           group=args.group or ("_campaign" if len(args.raw) > 1 else None),
-                                          cost=args.cost, revenue=args.revenue, source_tz=args.source_tz, name=path))
+                                          cost=args.cost, revenue=args.revenue, source_tz=args.source_tz, name=path,
+                                          gaps=gaps))
+        for gap in gaps:
+            print(f"warning: {gap}", file=sys.stderr)
     windows = pd.concat(frames, ignore_index=True)
     windows = windows.groupby(["timestamp", "campaign"], as_index=False, sort=True).sum()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{args.out}.tmp")
-    windows.to_csv(tmp, index=False)
-    tmp.replace(args.out)
+    with atomic_file(args.out) as tmp:
+        windows.to_csv(tmp, index=False)
     print(f"wrote {len(windows)} windows ({windows['campaign'].nunique()} campaigns, {windows['clicks'].sum()} "
           f"trials, {windows['conversions'].sum()} conversions) to {args.out}")
     return 0
@@ -113,8 +118,11 @@ def cmd_allocate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
-    out = build_report(args.model, out=args.out, budget=args.budget, date=args.date, campaign=args.campaign)
-    print(f"wrote {out} (figures in {out.with_suffix('')}/)")
+    from .report import figure_folder
+
+    out = build_report(args.model, out=args.out, budget=args.budget, date=args.date, campaign=args.campaign,
+                       overwrite=args.overwrite)
+    print(f"wrote {out} (figures in {figure_folder(out)}/)")
     return 0
 
 
@@ -155,7 +163,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         cells = data.aggregate(data.load_windows(hist))
         if not cache.holds_fit_of(model_dir, cells.fingerprint(), model.MODEL_VERSION):  # else reuse the fit
             print(f"fitting the posterior on {len(hist)} simulated windows ...", file=sys.stderr, flush=True)
-            cache.write(model_dir, model.fit(cells, progress=False, seed=args.seed), cells)
+            cache.write(model_dir, model.fit(cells, progress=False, seed=args.seed), cells, overwrite=True)
         start = pd.to_datetime(history["timestamp"], utc=True).max().normalize() + pd.Timedelta(days=1)
         days = [str((start + pd.Timedelta(days=i)).date()) for i in range(args.days)]
         kwargs, outage = sim.SCENARIOS[scenario]
@@ -183,29 +191,64 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: PROG: argument --budget: ...``), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def number(rule: str, test, cast=float):
+    """An option type: ``cast`` of the text, finite and passing ``test``, else a message with the rule."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not test(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
+        return value
+    return parse
+
+
+POSITIVE = number("a finite number > 0", lambda v: v > 0)
+NON_NEGATIVE = number("a finite number >= 0", lambda v: v >= 0)
+SHARE = number("a number in (0, 1]", lambda v: 0 < v <= 1)
+OPEN_SHARE = number("a number in (0, 1)", lambda v: 0 < v < 1)
+RESERVE = number("a number in [0, 1)", lambda v: 0 <= v < 1)
+COUNT = number("a whole number >= 1", lambda v: v >= 1, int)
+SEED = number("a whole number >= 0", lambda v: v >= 0, int)
+
+
+def overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (never an input, nor a folder holding one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="gaelp-bayes", description="Bayesian forecasting engine for ad budget pacing")
+    p = Parser(prog="gaelp-bayes", description="Bayesian forecasting engine for ad budget pacing")
     p.add_argument("--version", action="version", version=f"gaelp-bayes {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="main job on built-in data")
-    d.add_argument("--draws", type=int, default=1000)
-    d.add_argument("--tune", type=int, default=1000)
-    d.add_argument("--chains", type=int, default=4)
+    d.add_argument("--draws", type=COUNT, default=1000)
+    d.add_argument("--tune", type=COUNT, default=1000)
+    d.add_argument("--chains", type=COUNT, default=4)
     d.set_defaults(func=cmd_demo)
 
     f = sub.add_parser("fit", help="fit a posterior to performance windows and cache it")
     f.add_argument("windows", help="CSV or Parquet of performance windows")
-    f.add_argument("--out", required=True, help="cache folder, e.g. models/NAME")
-    f.add_argument("--draws", type=int, default=1000)
-    f.add_argument("--tune", type=int, default=1000)
-    f.add_argument("--chains", type=int, default=4)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", required=True, help="cache folder, e.g. models/NAME (new, empty, or with --overwrite)")
+    overwrite_option(f)
+    f.add_argument("--draws", type=COUNT, default=1000)
+    f.add_argument("--tune", type=COUNT, default=1000)
+    f.add_argument("--chains", type=COUNT, default=4)
+    f.add_argument("--seed", type=SEED, default=0)
     f.add_argument("--timezone", default="UTC", help="account timezone for hours and days (IANA name)")
     f.add_argument("--sampler", choices=["auto", "pymc", "nutpie"], default="auto")
-    f.add_argument("--runtime-draws", type=int, default=1000, help="draws kept in the runtime file")
+    f.add_argument("--runtime-draws", type=COUNT, default=1000, help="draws kept in the runtime file")
     f.add_argument("--quiet", action="store_true", help="no progress bars")
     f.set_defaults(func=cmd_fit)
 
@@ -213,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("model", help="cache folder, e.g. models/NAME")
     r.add_argument("windows", help="CSV or Parquet with timestamp, clicks (and campaign)")
     r.add_argument("--out", required=True, help="output CSV (or .parquet)")
-    r.add_argument("--interval", type=float, default=0.9)
+    overwrite_option(r)
+    r.add_argument("--interval", type=OPEN_SHARE, default=0.9)
     r.add_argument("--force", action="store_true", help="use a cache whose fit failed its diagnostics")
     r.set_defaults(func=cmd_predict)
 
@@ -227,27 +271,30 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--revenue", help="revenue column")
     w.add_argument("--source-tz", default="UTC", help="timezone of times without an offset")
     w.add_argument("--out", required=True, help="windows CSV to write")
+    overwrite_option(w)
     w.set_defaults(func=cmd_windows)
 
     rp = sub.add_parser("report", help="uncertainty report (HTML + figures) of a cached posterior")
     rp.add_argument("model", help="cache folder, e.g. models/NAME")
-    rp.add_argument("--out", help="HTML file (default reports/NAME.html; figures go to reports/NAME/)")
-    rp.add_argument("--budget", type=float, help="daily budget to allocate (default: half the usual daily spend)")
+    rp.add_argument("--out", help="HTML file (default reports/NAME.html; figures go to reports/NAME_figures/)")
+    overwrite_option(rp)
+    rp.add_argument("--budget", type=POSITIVE,
+                    help="daily budget to allocate (default: half the usual daily spend)")
     rp.add_argument("--date", help="YYYY-MM-DD of the planned day (default: today in the account timezone)")
     rp.add_argument("--campaign", help="campaign for the allocation (default: the first)")
     rp.set_defaults(func=cmd_report)
 
     s = sub.add_parser("simulate", help="policy benchmark in a simulated auction world")
-    s.add_argument("--days", type=int, default=7, help="test days paced bid by bid")
-    s.add_argument("--campaigns", type=int, default=3)
-    s.add_argument("--history-days", type=int, default=35)
-    s.add_argument("--budget-share", type=float, default=0.5, help="budget = this x usual daily spend")
-    s.add_argument("--volume-scale", type=float, default=10.0, help="traffic multiplier of the world")
+    s.add_argument("--days", type=COUNT, default=7, help="test days paced bid by bid")
+    s.add_argument("--campaigns", type=COUNT, default=3)
+    s.add_argument("--history-days", type=COUNT, default=35)
+    s.add_argument("--budget-share", type=POSITIVE, default=0.5, help="budget = this x usual daily spend")
+    s.add_argument("--volume-scale", type=POSITIVE, default=10.0, help="traffic multiplier of the world")
     s.add_argument("--policies", default=",".join(("oracle", "even", "legacy", "plugin", "bayes", "bayes-static")),
                    help="bayes-static: the bayes pacer with online learning off")
     s.add_argument("--scenario", default="stationary",
                    help="comma-separated: stationary, shift, price-spike, outage, new-campaign")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--out", default="reports/simulation")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_simulate)
@@ -260,24 +307,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("allocate", help="split a daily budget over 24 hours from a cached posterior")
     a.add_argument("model", help="cache folder, e.g. models/NAME")
-    a.add_argument("--budget", type=float, required=True, help="daily budget (money; clicks with --clicks-as-cost)")
+    a.add_argument("--budget", type=POSITIVE, required=True,
+                   help="daily budget (money; clicks with --clicks-as-cost)")
     a.add_argument("--date", help="YYYY-MM-DD in the account timezone (default: today)")
     a.add_argument("--campaign", help="campaign to plan (required when the model has several)")
     a.add_argument("--objective", choices=["conversions", "revenue", "cpa"], default="conversions")
-    a.add_argument("--target-cpa", type=float, help="target cost per acquisition (objective cpa)")
+    a.add_argument("--target-cpa", type=POSITIVE, help="target cost per acquisition (objective cpa)")
     a.add_argument("--risk", choices=["mean", "cvar"], default="mean",
                    help="mean: maximise expected value; cvar: maximise the mean of the worst 10%% of draws")
-    a.add_argument("--min-per-hour", type=float, default=0.0)
-    a.add_argument("--max-per-hour", type=float)
-    a.add_argument("--max-share", type=float, default=0.2, help="max share of the day per hour (default 0.2)")
-    a.add_argument("--headroom", type=float, default=1.5, help="hour capacity = historical spend rate x this")
-    a.add_argument("--exploration", type=float, default=0.0, help="share of the budget kept for exploration")
-    a.add_argument("--tolerance", type=float, default=0.95, help="confidence: P(plan >= this x draw's optimum)")
+    a.add_argument("--min-per-hour", type=NON_NEGATIVE, default=0.0)
+    a.add_argument("--max-per-hour", type=POSITIVE)
+    a.add_argument("--max-share", type=SHARE, default=0.2, help="max share of the day per hour (default 0.2)")
+    a.add_argument("--headroom", type=POSITIVE, default=1.5, help="hour capacity = historical spend rate x this")
+    a.add_argument("--exploration", type=RESERVE, default=0.0, help="share of the budget kept for exploration")
+    a.add_argument("--tolerance", type=SHARE, default=0.95,
+                   help="confidence: P(plan >= this x draw's optimum)")
     a.add_argument("--clicks-as-cost", action="store_true", help="no spend data: budget counts clicks")
     a.add_argument("--force", action="store_true", help="use a cache whose fit failed its diagnostics")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.set_defaults(func=cmd_allocate)
     return p
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an error's message (else its type): errors are one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,14 +341,17 @@ def main(argv: list[str] | None = None) -> int:
         from . import bench
 
         return bench.main(argv[1:])
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) or a bad option (2, one line already printed)
+        return exc.code if isinstance(exc.code, int) else 0
     try:
         return args.func(args)
     except GaelpError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return exc.exit_code
-    except (ValueError, OSError) as exc:  # bad option values, unwritable paths: still one line
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # unexpected values, unwritable paths: still one line
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

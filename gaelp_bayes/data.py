@@ -27,6 +27,8 @@ COUNT_COLUMNS = ("clicks", "conversions", "impressions")
 MONEY_COLUMNS = ("spend", "revenue")
 DEFAULT_CAMPAIGN = "default"
 N_DOW, N_HOUR = 7, 24
+TIME_RANGE = (pd.Timestamp("1970-01-01", tz="UTC"), pd.Timestamp("2200-01-01", tz="UTC"))  # times outside: errors
+MAX_FILLED_GAP = pd.Timedelta(days=7)  # longer silences in an event log are left out, not filled with zero windows
 
 
 @dataclass(frozen=True)
@@ -194,12 +196,21 @@ def _parse_timestamps(raw: pd.Series, name: str, tz: ZoneInfo) -> pd.Series:
         if bad.any():
             raise InputError(f"{name}: {_rows(bad)}, column 'timestamp': not an ISO-8601 time "
                              f"(e.g. {text[bad].iloc[0]!r})")
+    _check_time_range(parsed, raw, name, "timestamp")
     local = parsed.dt.tz_convert(tz)
     off = (local.dt.minute != 0) | (local.dt.second != 0) | (local.dt.microsecond != 0) | (local.dt.nanosecond != 0)
     if off.any():
         raise InputError(f"{name}: {_rows(off)}, column 'timestamp': not hour-aligned in timezone {tz.key} "
                          f"(e.g. {raw[off].iloc[0]!s}); a window starts on the hour")
     return parsed.astype("datetime64[ns, UTC]")
+
+
+def _check_time_range(stamps: pd.Series, raw: pd.Series, name: str, column: str) -> None:
+    """InputError for times outside ``TIME_RANGE`` (a year 2300, an epoch-zero default), naming the rows."""
+    out = stamps.notna() & ((stamps < TIME_RANGE[0]) | (stamps >= TIME_RANGE[1]))
+    if out.any():
+        raise InputError(f"{name}: {_rows(out)}, column {column!r}: time out of range (years 1970 to 2199; "
+                         f"e.g. {raw[out].iloc[0]!s})")
 
 
 def local_dow_hour(timestamps: pd.Series, timezone: str) -> tuple[np.ndarray, np.ndarray]:
@@ -236,12 +247,14 @@ def aggregate(windows: pd.DataFrame, timezone: str = "UTC") -> Cells:
 
 def windows_from_events(events: pd.DataFrame, time: str, outcome: str, group: str | None = None,
                         cost: str | None = None, revenue: str | None = None, source_tz: str = "UTC",
-                        name: str = "<DataFrame>") -> pd.DataFrame:
+                        name: str = "<DataFrame>", gaps: list[str] | None = None) -> pd.DataFrame:
     """Aggregate a raw event log (one row per trial, outcome 0/1) into hourly performance windows.
 
     clicks = rows, conversions = sum of the outcome, spend = sum of ``cost``, revenue = sum of
     ``revenue``; ``group`` becomes the campaign.  Times without an offset are in ``source_tz``.
-    Hours with no events between a campaign's first and last event are kept as zero windows.
+    Hours with no events between a campaign's first and last event are kept as zero windows, except
+    across a silence longer than ``MAX_FILLED_GAP`` (a pause, or a stray timestamp such as one event in
+    1970): that is left out, and described in ``gaps`` (a list the caller passes, to warn with).
     Returns the window schema (``timestamp`` as ISO-8601 UTC strings).
     """
     tz = check_timezone(source_tz)
@@ -257,7 +270,7 @@ def windows_from_events(events: pd.DataFrame, time: str, outcome: str, group: st
     else:
         text = raw.astype(str).str.strip()
         aware = text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True)
-        stamps = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+        stamps = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
         if aware.any():
             stamps[aware] = pd.to_datetime(text[aware], format="ISO8601", errors="coerce", utc=True)
         if (~aware).any():
@@ -266,6 +279,7 @@ def windows_from_events(events: pd.DataFrame, time: str, outcome: str, group: st
     bad = stamps.isna()
     if bad.any():
         raise InputError(f"{name}: {_rows(bad)}, column {time!r}: not an ISO-8601 time (e.g. {raw[bad].iloc[0]!r})")
+    _check_time_range(stamps, raw, name, time)
     hours = stamps.dt.floor("h")
 
     out = pd.DataFrame({"timestamp": hours.to_numpy(),
@@ -285,14 +299,25 @@ def windows_from_events(events: pd.DataFrame, time: str, outcome: str, group: st
         if bad.any():
             raise InputError(f"{name}: {_rows(bad)}, column {col!r}: must be a number >= 0")
         out[target] = v.to_numpy(np.float64)
-    summed = out.groupby(["campaign", "timestamp"], sort=True).sum()
+    keys = ["campaign", "timestamp"]
+    first_row = out.assign(row=np.arange(1, len(out) + 1)).groupby(keys, sort=True)["row"].min()
+    summed = out.groupby(keys, sort=True).sum()
     frames = []
     for camp, part in summed.groupby(level="campaign", sort=True):
         part = part.droplevel("campaign")
-        span = pd.date_range(part.index.min(), part.index.max(), freq="h", name="timestamp")
-        part = part.reindex(span, fill_value=0).reset_index()
-        part.insert(1, "campaign", camp)
-        frames.append(part)
+        hours = part.index
+        breaks = np.flatnonzero(np.diff(hours.to_numpy()) > MAX_FILLED_GAP.to_timedelta64())
+        for b in breaks:
+            before, after = hours[b], hours[b + 1]
+            if gaps is not None:
+                gaps.append(f"{name}: campaign {camp!r}: no events from {before:%Y-%m-%d %H:00} (row "
+                            f"{first_row[(camp, before)]}) to {after:%Y-%m-%d %H:00} (row {first_row[(camp, after)]}), "
+                            f"{(after - before).days} days: left out, not filled with empty windows (column {time!r})")
+        for segment in np.split(np.arange(len(hours)), breaks + 1):
+            span = pd.date_range(hours[segment[0]], hours[segment[-1]], freq="h", name="timestamp")
+            filled = part.iloc[segment].reindex(span, fill_value=0).reset_index()
+            filled.insert(1, "campaign", camp)
+            frames.append(filled)
     windows = pd.concat(frames, ignore_index=True)
     windows["timestamp"] = windows["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     for col in ("clicks", "conversions"):

@@ -34,7 +34,7 @@ def ensure_model(model_dir: str = DEMO_MODEL, data_path: str = DEMO_DATA, draws:
         print(f"fitting the demo posterior on {data_path} ({len(history)} windows, {len(cells.campaigns)} "
               "campaigns)", file=sys.stderr)
         fitted = model.fit(cells, draws=draws, tune=tune, chains=chains, seed=0, progress=progress)
-        cache.write(model_dir, fitted, cells)
+        cache.write(model_dir, fitted, cells, overwrite=True)  # the demo's own model: refreshed when stale
     return world, history, cache.read_manifest(model_dir)
 
 
@@ -66,7 +66,7 @@ def run(draws: int = 1000, tune: int = 1000, chains: int = 4) -> int:
     """The main job; prints a summary a user can read at a glance.  Exit 4 if the fit failed its gate."""
     from .allocate import allocate
     from .cli import print_fit_summary
-    from .report import build_report
+    from .report import build_report, figure_folder
 
     start = time.perf_counter()
     world, history, _ = ensure_model(draws=draws, tune=tune, chains=chains)
@@ -103,8 +103,8 @@ def run(draws: int = 1000, tune: int = 1000, chains: int = 4) -> int:
     print(f"  bayes (this engine) gets {bayes / even:.2f}x the conversions of even pacing and {bayes / legacy:.2f}x "
           "those of the old optimiser's rules (legacy), within the same budgets.")
 
-    report = build_report(DEMO_MODEL, budget=budget, date=DEMO_DAYS[0], campaign=campaign)
-    print(f"\nUncertainty report: {report} (figures in {report.with_suffix('')}/)")
+    report = build_report(DEMO_MODEL, budget=budget, date=DEMO_DAYS[0], campaign=campaign, overwrite=True)
+    print(f"\nUncertainty report: {report} (figures in {figure_folder(report)}/)")
     print(f"demo finished in {time.perf_counter() - start:.0f} s; the model is in {DEMO_MODEL}/, the windows in "
           f"{DEMO_DATA}")
     return 0

@@ -23,3 +23,9 @@ class FitError(GaelpError):
     """A fit that failed its diagnostics gate, or a cache of such a fit used unforced."""
 
     exit_code = 4
+
+
+class UsageError(GaelpError):
+    """A bad option value or an output that would destroy what is not its own: names the option."""
+
+    exit_code = 2

@@ -2,7 +2,7 @@
 
 ``build_report(models/NAME)`` writes ``reports/NAME.html`` (figures embedded as
 data URIs, so it opens offline and prints on its own) and the same figures as
-PNG files under ``reports/NAME/``.  Everything is read from the cache; nothing
+PNG files under ``reports/NAME_figures/``.  Everything is read from the cache; nothing
 is refitted.  A fit that failed its diagnostics is still reported (that is
 when a report is most needed), under a red banner.
 """
@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from . import cache
-from .errors import CacheError
+from .errors import UsageError
+from .outputs import atomic_file, check_output
 
 DOW_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 BAND_50, BAND_90 = (0.25, 0.75), (0.05, 0.95)
@@ -30,13 +31,15 @@ STYLE = {
     "figure.dpi": 100, "savefig.dpi": 110, "font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold",
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
     "figure.constrained_layout.use": True,
+    "text.parse_math": False,  # campaign names are text: 'Promo $x^^y$' must not be parsed as mathtext
 }
+FIGURES_MARK = ".gaelp-report-figures"  # marks a figure folder as a report's own (replaced on the next run)
 COLOR, DATA_COLOR = "#1f5fa8", "#d1495b"
 
 
 @dataclass
 class Figure:
-    name: str  # file stem under reports/NAME/
+    name: str  # file stem under reports/NAME_figures/
     caption: str
     png: bytes
 
@@ -395,19 +398,33 @@ def _context(model_dir: str | Path, budget: float | None, date: str | None, camp
                    budget, manifest["timezone"])
 
 
+def figure_folder(html_path: str | Path) -> Path:
+    """Where a report's figures go: ``reports/NAME.html`` -> ``reports/NAME_figures/`` (a suffix no model
+    folder carries by default, so a report written beside its model never collides with it)."""
+    html_path = Path(html_path)
+    return html_path.with_name(f"{html_path.stem}_figures")
+
+
 def build_report(model_dir: str | Path, out: str | Path | None = None, budget: float | None = None,
-                 date: str | None = None, campaign: str | None = None) -> Path:
-    """Write the HTML report (default ``reports/<model name>.html``) and its figures beside it; returns the path."""
+                 date: str | None = None, campaign: str | None = None, overwrite: bool = False) -> Path:
+    """Write the HTML report (default ``reports/<model name>.html``) and its figures beside it
+    (``figure_folder``); returns the path.  An existing page, or a figure folder that is not this
+    command's own, is replaced only with ``overwrite``; a model cache never."""
+    out = Path(out) if out else Path("reports") / f"{Path(model_dir).name}.html"
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise UsageError(f"--out {out}: the report is an .html file")
+    fig_dir = figure_folder(out)
+    if (fig_dir / cache.MANIFEST).is_file():
+        raise UsageError(f"--out {out}: its figure folder {fig_dir} is a model cache; choose another --out")
+    check_output(out, inputs=[model_dir], overwrite=overwrite)
+    check_output(fig_dir, inputs=[model_dir], folder=True, overwrite=overwrite, mark=FIGURES_MARK)
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ctx = _context(model_dir, budget, date, campaign)
-    out = Path(out) if out else Path("reports") / f"{ctx.model_dir.name}.html"
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise CacheError(f"--out {out}: the report is an .html file")
-    fig_dir = out.with_suffix("")
     diag = ctx.manifest["diagnostics"]
     body, figures = [], []
     with plt.rc_context(STYLE):
@@ -439,17 +456,17 @@ def build_report(model_dir: str | Path, out: str | Path | None = None, budget: f
 
 
 def _write_atomic(out: Path, fig_dir: Path, page: str, figures: list[Figure]) -> None:
-    """Figures to a temp folder renamed into place, then the HTML through a temp file: nothing half-written."""
+    """The page through a temp file, the figures to a temp folder renamed into place: nothing half-written."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{fig_dir.name}.", dir=out.parent))
     try:
         tmp.chmod(0o755)
+        (tmp / FIGURES_MARK).write_text("figures of a gaelp_bayes report; replaced when it is written again\n")
         for f in figures:
             (tmp / f"{f.name}.png").write_bytes(f.png)
-        cache._replace_dir(tmp, fig_dir)
-        tmp_html = out.with_name(f".{out.name}.tmp")
-        tmp_html.write_text(page, encoding="utf-8")
-        tmp_html.replace(out)
+        with atomic_file(out) as tmp_html:
+            tmp_html.write_text(page, encoding="utf-8")
+            cache._replace_dir(tmp, fig_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -145,7 +145,7 @@ def test_cache_write_is_atomic(fitted, tmp_path, monkeypatch):
     fake = type("F", (), {"tree": tree, "settings": {"seed": 0}, "seconds": 1.0, "diagnostics": None})()
     cells = data.aggregate(data.load_windows(fitted.train_csv))
     with pytest.raises(Boom):
-        cache.write(target, fake, cells)
+        cache.write(target, fake, cells, overwrite=True)
     assert (target / "manifest.json").read_text() == before
     assert sorted(p.name for p in target.parent.iterdir()) == ["m"]
 

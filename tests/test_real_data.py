@@ -55,4 +55,4 @@ def test_open_bandit_windows_fit_predict_and_missing_spend(tmp_path, capsys):
     assert cli.main(["report", str(out), "--out", str(report), "--campaign", "men", "--date", "2019-12-01"]) == 0
     text = report.read_text()
     assert "No spend column" in text and "alt='pacing_curve'" not in text  # says what is missing
-    assert (report.with_suffix("") / "hourly_conversion_rate.png").is_file()
+    assert (report.with_name("ob_figures") / "hourly_conversion_rate.png").is_file()

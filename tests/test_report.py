@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gaelp_bayes import cli
+from gaelp_bayes.report import figure_folder
 
 FIGURES = {"data_coverage", "hourly_conversion_rate", "heatmap_conversion_rate", "cost_by_hour", "allocation",
            "pacing_curve", "rank_plot", "predictive_check"}
@@ -50,7 +51,7 @@ def test_report_is_self_contained_with_every_figure(report):
     assert all(img["src"].startswith("data:image/png;base64,") for img in page.images)  # opens offline
     assert "<link" not in report.read_text() and "http" not in "".join(img["src"][:40] for img in page.images)
     for name in FIGURES:
-        assert (report.with_suffix("") / f"{name}.png").read_bytes().startswith(PNG_MAGIC)
+        assert (figure_folder(report) / f"{name}.png").read_bytes().startswith(PNG_MAGIC)
     text = "".join(page.text)
     assert "Allocation" in page.headings and "Can the fit be trusted?" in page.headings
     assert "Budget 80.00" in text and "campaign_02" in text and "Confidence" in text
