@@ -1,0 +1,245 @@
+"""Property-based fuzzing of the two places where money and files are at stake.
+
+1. ``PacerMachine``: random interleavings of ``adjust_bid``, ``adjust_bids``, ``record`` (outcomes in any
+   order, lost bids never reported), reloads from the journal, clock jumps forwards and backwards (across
+   midnight too) and hostile values (NaN, inf, huge, negative, wrong types).  Invariants after every step:
+   a bid is a finite number >= 0; the budget held for unrecorded bids covers every bid in flight; the
+   ledger's spend equals the sum of the costs it accepted; no day's
+   accepted costs exceed the budget.
+2. ``test_outputs_touch_nothing_but_their_own``: ``fit``, ``predict`` and ``windows`` (``report`` in its
+   own, smaller test) pointed at random paths of a random tree of files, with and without ``--overwrite``.
+   Nothing outside the output is ever touched; a refused command changes nothing at all; an existing
+   output is replaced only with ``--overwrite``; an input is never the output; no temp file is left.
+
+Examples per run: ``PACER_EXAMPLES`` x up to ``PACER_STEPS`` steps, ``OUTPUT_EXAMPLES`` and
+``REPORT_EXAMPLES`` trees, each times ``GAELP_FUZZ_SCALE`` (default 1, about a minute in all; a deeper
+run: ``GAELP_FUZZ_SCALE=10 pytest tests/test_fuzz.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from gaelp_bayes import cli, model
+from gaelp_bayes.runtime import OUTSTANDING_TIMEOUT, Pacer
+
+from test_outputs import fake_fit
+from test_runtime import DAY, posterior
+
+SCALE = int(os.environ.get("GAELP_FUZZ_SCALE", "1"))
+PACER_EXAMPLES, PACER_STEPS = 100 * SCALE, 50
+OUTPUT_EXAMPLES, REPORT_EXAMPLES = 25 * SCALE, 4 * SCALE
+
+HOSTILE = st.sampled_from([math.nan, math.inf, -math.inf, -1.0, 0.0, 1e308, 5e-324, -1e-300])
+BIDS = st.one_of(st.floats(0.0, 100.0), st.floats(1e-6, 1e6), HOSTILE)
+
+
+class PacerMachine(RuleBasedStateMachine):
+    """A model of what the ledger must hold, against the real pacer with a journal on disk."""
+
+    @initialize(budget=st.floats(0.5, 500.0), seed=st.integers(0, 50),
+                start=st.one_of(st.floats(0, 86_399), st.floats(82_800, 86_399)),  # the last hour: all is room
+                bid_cap_share=st.sampled_from([0.1, 0.5, 1.0]))
+    def start(self, budget, seed, start, bid_cap_share):
+        self.dir = Path(tempfile.mkdtemp(prefix="pacer-fuzz-"))
+        self.budget, self.seed, self.t = budget, seed, DAY + start
+        self.options = {"bid_cap_share": bid_cap_share}
+        self.pacer = Pacer(posterior(seed), budget, journal=self.dir, now=self.t, plan_options=self.options)
+        self.in_flight: list[tuple[float, float]] = []  # (bid, time placed)
+        self.accepted: dict = {}  # day -> costs the ledger accepted
+        self.last_placed = -math.inf
+
+    def teardown(self):
+        if hasattr(self, "pacer"):
+            self.pacer.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _expire(self) -> None:
+        """Bids older than the auction timeout are lost: their outcome is never reported (allowed)."""
+        self.in_flight = [(b, t0) for b, t0 in self.in_flight if self.t - t0 < OUTSTANDING_TIMEOUT]
+
+    @rule(raw=BIDS, dt=st.floats(0.0, 5.0))
+    def bid(self, raw, dt):
+        self.t += dt
+        self._expire()
+        b = self.pacer.adjust_bid(raw, now=self.t)
+        assert isinstance(b, float) and math.isfinite(b) and b >= 0.0, (raw, b)
+        if not (0.0 < raw < math.inf):
+            assert b == 0.0, (raw, b)
+        if b > 0:
+            self.in_flight.append((b, self.t))
+
+    @rule(raws=st.lists(BIDS, min_size=1, max_size=60))
+    def bids(self, raws):
+        self._expire()
+        out = self.pacer.adjust_bids(np.array(raws, dtype=np.float64), now=self.t)
+        assert out.shape == (len(raws),) and np.isfinite(out).all() and (out >= 0).all(), (raws, out)
+        self.in_flight += [(float(b), self.t) for b in out if b > 0]
+
+    @precondition(lambda self: self.in_flight)
+    @rule(pick=st.integers(0, 10_000), won=st.booleans(), price=st.one_of(st.just(1.0), st.floats(0.0, 1.0)),
+          dt=st.floats(0.0, 2.0))
+    def outcome(self, pick, won, price, dt):
+        """The outcome of any bid in flight (not necessarily the oldest): won at most at its bid, or lost."""
+        self.t += dt
+        self._expire()
+        if not self.in_flight:
+            return
+        b, _ = self.in_flight.pop(pick % len(self.in_flight))
+        cost = b * price if won else 0.0
+        self.pacer.record(cost, clicks=int(won), conversions=int(won and price > 0.9), now=self.t)
+        self.accepted[self.pacer.date] = self.accepted.get(self.pacer.date, 0.0) + cost
+
+    @rule(cost=st.one_of(HOSTILE, st.just("1.0"), st.just(None)), clicks=st.sampled_from([0, 1, -1, 1.5, math.nan]))
+    def hostile_record(self, cost, clicks):
+        """A record with a bad number is refused and changes nothing."""
+        valid = isinstance(cost, float) and math.isfinite(cost) and cost >= 0 and clicks in (0, 1)
+        if valid:
+            return
+        before = self.pacer.status(self.t)["spent"]
+        with pytest.raises((ValueError, TypeError)):
+            self.pacer.record(cost, clicks=clicks, now=self.t)
+        assert self.pacer.status(self.t)["spent"] == before
+
+    @rule(jump=st.one_of(st.floats(-90_000, 90_000), st.sampled_from([-86_400.0, 86_400.0, -1.0, 3 * 86_400.0])))
+    def clock_jump(self, jump):
+        """The clock jumps (a sleeping process, a corrected system clock); days roll forward only."""
+        self.t = max(self.t + jump, DAY)
+
+    @rule()
+    def reload(self):
+        """A restart: the journal restores the day; bids in flight at the crash are lost with the process."""
+        self.pacer.close()
+        self.in_flight.clear()
+        self.pacer = Pacer(posterior(self.seed), self.budget, journal=self.dir, now=self.t, plan_options=self.options)
+
+    @invariant()
+    def bids_in_flight_are_held(self):
+        """The budget the pacer holds for unrecorded bids covers every bid still in flight."""
+        if hasattr(self, "pacer"):
+            assert self.pacer._out_sum >= sum(b for b, _ in self.in_flight) - 1e-9
+
+    @invariant()
+    def ledger_matches_and_never_exceeds(self):
+        if not hasattr(self, "pacer"):
+            return
+        spent = self.pacer._spent
+        assert spent == pytest.approx(self.accepted.get(self.pacer.date, 0.0), abs=1e-9)
+        for day, total in self.accepted.items():
+            assert total <= self.budget + 1e-9, (day, total, self.budget)
+
+
+PacerMachine.TestCase.settings = settings(max_examples=PACER_EXAMPLES, stateful_step_count=PACER_STEPS,
+                                          deadline=None, suppress_health_check=list(HealthCheck))
+test_pacer_ledger_under_random_interleavings = PacerMachine.TestCase
+
+
+# ----- --out over a tree of files -----------------------------------------------------------------------------
+NAMES = ["a", "b", "m", "in", "out.csv", "p.csv", "r.html", "r_figures", "model"]
+ENTRY = st.tuples(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3), st.booleans())
+
+
+def snapshot(root: Path) -> dict[str, str | None]:
+    """Every path under ``root`` -> sha256 of its bytes (None for a folder)."""
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+def build_tree(root: Path, entries, fitted) -> dict[str, Path]:
+    """Inputs at fixed places, then random files and folders around them (where they fit)."""
+    inputs = {"model": root / "models" / "m", "windows": root / "in" / "windows.csv", "raw": root / "in" / "raw.csv"}
+    shutil.copytree(fitted.path, inputs["model"])
+    inputs["windows"].parent.mkdir(parents=True)
+    shutil.copy(fitted.holdout_csv, inputs["windows"])
+    inputs["raw"].write_text("t,y\n2026-01-05T00:10:00Z,1\n2026-01-05T02:10:00Z,0\n")
+    for parts, is_file in entries:
+        path = root.joinpath(*parts)
+        with contextlib.suppress(OSError):  # a name taken by a file or folder already: skip it
+            if is_file:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if not path.exists():
+                    path.write_text("/".join(parts))
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+    return inputs
+
+
+def out_candidates(root: Path, inputs: dict[str, Path]) -> list[Path]:
+    existing = sorted(root.rglob("*"))
+    fresh = [root / "new", root / "a" / "new.csv", root / "in" / "windows.csv" / "under_a_file",
+             inputs["model"].with_suffix(".html")]  # a report beside its model
+    return existing + fresh + [root, *inputs.values(), inputs["model"] / "manifest.json"]
+
+
+def command(kind: str, inputs: dict[str, Path], out: Path, overwrite: bool
+            ) -> tuple[list[str], list[Path], list[Path]]:
+    """The command line, the paths it may write, and its inputs."""
+    flag = ["--overwrite"] if overwrite else []
+    model, windows, raw = inputs["model"], inputs["windows"], inputs["raw"]
+    if kind == "fit":
+        return ["fit", str(windows), "--out", str(out), "--quiet", *flag], [out], [windows]
+    if kind == "predict":
+        return ["predict", str(model), str(windows), "--out", str(out), "--force", *flag], [out], [model, windows]
+    if kind == "windows":
+        return ["windows", str(raw), "--time", "t", "--outcome", "y", "--out", str(out), *flag], [out], [raw]
+    return (["report", str(model), "--out", str(out), "--budget", "50", "--campaign", "campaign_01", *flag],
+            [out, out.with_name(f"{out.stem}_figures")], [model])
+
+
+def check_outputs_touch_nothing_but_their_own(fitted, kind, entries, pick, overwrite):
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(model, "fit", fake_fit(fitted)):
+        root = Path(tmp).resolve()
+        inputs = build_tree(root, entries, fitted)
+        candidates = out_candidates(root, inputs)
+        out = candidates[pick % len(candidates)]
+        argv, owned, used = command(kind, inputs, out, overwrite)
+        before = snapshot(root)
+        existed = {o: o.exists() and not (o.is_dir() and not any(o.iterdir())) for o in owned}
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+            code = cli.main(argv)
+        after = snapshot(root)
+
+        def owned_by_output(rel: str) -> bool:
+            path = root / rel
+            return any(path == o or o in path.parents for o in owned)
+
+        if code not in (0, 4):
+            assert after == before, (argv, code, err.getvalue())
+            return
+        for rel, digest in before.items():  # nothing outside the outputs changed or vanished
+            if not owned_by_output(rel):
+                assert after.get(rel, "gone") == digest, (argv, rel)
+        for rel in after.keys() - before.keys():  # nothing new but the outputs and their folders (no temp files)
+            assert owned_by_output(rel) or any(root / rel in o.parents for o in owned), (argv, rel)
+        assert overwrite or not any(existed.values()), (argv, "replaced an existing output without --overwrite")
+        for rel, digest in before.items():  # the inputs, and everything inside them, are never written
+            path = root / rel
+            if any(path == i or i in path.parents for i in used):
+                assert after.get(rel, "gone") == digest, (argv, rel)
+
+
+@settings(max_examples=OUTPUT_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(kind=st.sampled_from(["fit", "predict", "windows"]), entries=st.lists(ENTRY, max_size=8),
+       pick=st.integers(0, 1000), overwrite=st.booleans())
+def test_outputs_touch_nothing_but_their_own(fitted, kind, entries, pick, overwrite):
+    check_outputs_touch_nothing_but_their_own(fitted, kind, entries, pick, overwrite)
+
+
+@settings(max_examples=REPORT_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(entries=st.lists(ENTRY, max_size=8), pick=st.integers(0, 1000), overwrite=st.booleans())
+def test_report_outputs_touch_nothing_but_their_own(fitted, entries, pick, overwrite):
+    check_outputs_touch_nothing_but_their_own(fitted, "report", entries, pick, overwrite)
