@@ -166,6 +166,8 @@ def _epoch(now) -> float:
     """Seconds since the epoch of ``now`` (None: the wall clock; a number; a datetime, naive = UTC)."""
     if now is None:
         return time.time()
+    if now.__class__ is float:
+        return now
     if isinstance(now, numbers.Real) and not isinstance(now, bool):
         return float(now)
     if isinstance(now, dt.datetime):
@@ -185,6 +187,8 @@ def check_instant(now, name: str = "now") -> float:
 
 def check_count(name: str, value) -> int:
     """A count (``record``'s clicks and conversions): a whole number >= 0 (bools count as 0/1), else ``ValueError``."""
+    if value.__class__ is int and value >= 0:
+        return value
     try:
         n = int(value)
     except (TypeError, ValueError, OverflowError):
@@ -276,8 +280,9 @@ class Pacer:
         self._log_cvr = np.log(np.clip(posterior.cvr.astype(np.float64), 1e-12, 1.0))
         self._log_ncvr = np.log1p(-np.clip(posterior.cvr.astype(np.float64), 0.0, 1 - 1e-12))
         self._journal = None
-        # Bids placed and not yet recorded: appended on the hot path (``_pending``), sorted into ``_held`` when
-        # a record must release one.  They carry over midnight: a bid placed at 23:59 holds tomorrow's room.
+        # Bids placed and not yet recorded: appended on the hot path (``_pending``), moved into ``_held`` (see
+        # ``_release``) when a record must release one.  They carry over midnight: a bid placed at 23:59
+        # holds tomorrow's room.
         self._pending: list[float] = []
         self._held: list[float] = []
         self._out_sum = 0.0
@@ -540,16 +545,20 @@ class Pacer:
     def _release(self, cost: float) -> None:
         """Release the outstanding bid a record of ``cost`` settles: the smallest one >= ``cost``.  Whichever
         bid the record was for is at least that large, so what stays held still covers every bid in flight
-        (outcomes may arrive in any order).  A cost above every outstanding bid releases nothing."""
+        (outcomes may arrive in any order).  A cost above every outstanding bid releases nothing.
+
+        ``_held`` keeps the bids negated in ascending order (largest bid first), so the common release, a
+        lost bid's (cost 0: the smallest bid), pops from the end."""
+        held = self._held
         if self._pending:
-            self._held += self._pending
+            held += [-b for b in self._pending]
             self._pending.clear()
-            self._held.sort()
-        i = bisect.bisect_left(self._held, cost)
-        if i < len(self._held):
-            self._out_sum -= self._held.pop(i)
-        if not self._held or self._out_sum < 0:
-            self._out_sum = math.fsum(self._held)
+            held.sort()
+        i = bisect.bisect_right(held, -cost) - 1
+        if i >= 0:
+            self._out_sum += held.pop(i)
+        if not held or self._out_sum < 0:
+            self._out_sum = -math.fsum(held)
 
     def adjust_bids(self, bids: np.ndarray, now=None) -> np.ndarray:
         """Vectorised ``adjust_bid`` for a batch of opportunities arriving at the same instant.
@@ -596,7 +605,8 @@ class Pacer:
         ``ValueError`` and changes nothing.  A record dated before the last one (or before today) is
         booked at the ledger's current time: the money was spent, whatever its timestamp says.
         """
-        if not (isinstance(cost, numbers.Real) and not isinstance(cost, bool) and 0 <= cost < INF):
+        if not ((cost.__class__ is float or isinstance(cost, numbers.Real) and not isinstance(cost, bool))
+                and 0 <= cost < INF):
             raise ValueError(f"cost must be a finite number >= 0, got {cost!r}")
         clicks, conversions = check_count("clicks", clicks), check_count("conversions", conversions)
         cost = float(cost)
