@@ -212,12 +212,17 @@ def number(rule: str, test, cast=float):
 
 
 POSITIVE = number("a finite number > 0", lambda v: v > 0)
-NON_NEGATIVE = number("a finite number >= 0", lambda v: v >= 0)
-SHARE = number("a number in (0, 1]", lambda v: 0 < v <= 1)
 OPEN_SHARE = number("a number in (0, 1)", lambda v: 0 < v < 1)
-RESERVE = number("a number in [0, 1)", lambda v: 0 <= v < 1)
 COUNT = number("a whole number >= 1", lambda v: v >= 1, int)
 SEED = number("a whole number >= 0", lambda v: v >= 0, int)
+
+
+def allocation_option(name: str):
+    """The option type of an allocation setting: the rule ``allocate.check_options`` applies to it."""
+    from .allocate import OPTION_RULES
+
+    test, words, _ = OPTION_RULES[name]
+    return number(words, test)
 
 
 def overwrite_option(parser: argparse.ArgumentParser) -> None:
@@ -278,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("model", help="cache folder, e.g. models/NAME")
     rp.add_argument("--out", help="HTML file (default reports/NAME.html; figures go to reports/NAME_figures/)")
     overwrite_option(rp)
-    rp.add_argument("--budget", type=POSITIVE,
+    rp.add_argument("--budget", type=allocation_option("budget"),
                     help="daily budget to allocate (default: half the usual daily spend)")
     rp.add_argument("--date", help="YYYY-MM-DD of the planned day (default: today in the account timezone)")
     rp.add_argument("--campaign", help="campaign for the allocation (default: the first)")
@@ -307,20 +312,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("allocate", help="split a daily budget over 24 hours from a cached posterior")
     a.add_argument("model", help="cache folder, e.g. models/NAME")
-    a.add_argument("--budget", type=POSITIVE, required=True,
+    a.add_argument("--budget", type=allocation_option("budget"), required=True,
                    help="daily budget (money; clicks with --clicks-as-cost)")
     a.add_argument("--date", help="YYYY-MM-DD in the account timezone (default: today)")
     a.add_argument("--campaign", help="campaign to plan (required when the model has several)")
     a.add_argument("--objective", choices=["conversions", "revenue", "cpa"], default="conversions")
-    a.add_argument("--target-cpa", type=POSITIVE, help="target cost per acquisition (objective cpa)")
+    a.add_argument("--target-cpa", type=allocation_option("target_cpa"), help="target cost per acquisition (objective cpa)")
     a.add_argument("--risk", choices=["mean", "cvar"], default="mean",
                    help="mean: maximise expected value; cvar: maximise the mean of the worst 10%% of draws")
-    a.add_argument("--min-per-hour", type=NON_NEGATIVE, default=0.0)
-    a.add_argument("--max-per-hour", type=POSITIVE)
-    a.add_argument("--max-share", type=SHARE, default=0.2, help="max share of the day per hour (default 0.2)")
-    a.add_argument("--headroom", type=POSITIVE, default=1.5, help="hour capacity = historical spend rate x this")
-    a.add_argument("--exploration", type=RESERVE, default=0.0, help="share of the budget kept for exploration")
-    a.add_argument("--tolerance", type=SHARE, default=0.95,
+    a.add_argument("--min-per-hour", type=allocation_option("min_per_hour"), default=0.0)
+    a.add_argument("--max-per-hour", type=allocation_option("max_per_hour"))
+    a.add_argument("--max-share", type=allocation_option("max_share"), default=0.2, help="max share of the day per hour (default 0.2)")
+    a.add_argument("--headroom", type=allocation_option("headroom"), default=1.5, help="hour capacity = historical spend rate x this")
+    a.add_argument("--exploration", type=allocation_option("exploration"), default=0.0, help="share of the budget kept for exploration")
+    a.add_argument("--tolerance", type=allocation_option("tolerance"), default=0.95,
                    help="confidence: P(plan >= this x draw's optimum)")
     a.add_argument("--clicks-as-cost", action="store_true", help="no spend data: budget counts clicks")
     a.add_argument("--force", action="store_true", help="use a cache whose fit failed its diagnostics")

@@ -2,8 +2,8 @@
 
 ``check_output`` runs before any work starts (so a bad ``--out`` fails in a second, not after the fit):
 
-- an output is never an input, inside an input folder, or a folder holding an input (not even with
-  ``overwrite``);
+- an output is never an input, inside an input folder, a folder holding an input, or the working
+  folder or one holding it (not even with ``overwrite``);
 - a file output is never an existing folder, and a folder output never an existing file;
 - anything that exists is replaced only with ``overwrite``; an empty folder is free, and so is a folder
   that carries the command's own ``mark`` (the report's figure folder);
@@ -40,6 +40,9 @@ def check_output(out: str | Path, *, inputs: Iterable[str | Path] = (), folder: 
     """``out`` as a Path if a command may write it (see the module doc), else ``UsageError`` naming ``option``."""
     path = Path(out)
     target = path.resolve()
+    here = Path.cwd().resolve()
+    if target == here or target in here.parents:
+        raise UsageError(f"{option} {path} is the working folder or holds it; choose another path")
     for given in inputs:
         source = Path(given).resolve()
         if target == source:

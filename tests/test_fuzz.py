@@ -4,15 +4,15 @@
    order, lost bids never reported), reloads from the journal, clock jumps forwards and backwards (across
    midnight too) and hostile values (NaN, inf, huge, negative, wrong types).  Invariants after every step:
    a bid is a finite number >= 0; the budget held for unrecorded bids covers every bid in flight; the
-   ledger's spend equals the sum of the costs it accepted; no day's
-   accepted costs exceed the budget.
+   ledger's spend equals the sum of the costs it accepted; no day's accepted costs exceed the budget.
+   ``test_threads_on_the_wall_clock``: the same ledger invariants with threads on the wall clock.
 2. ``test_outputs_touch_nothing_but_their_own``: ``fit``, ``predict`` and ``windows`` (``report`` in its
    own, smaller test) pointed at random paths of a random tree of files, with and without ``--overwrite``.
    Nothing outside the output is ever touched; a refused command changes nothing at all; an existing
    output is replaced only with ``--overwrite``; an input is never the output; no temp file is left.
 
-Examples per run: ``PACER_EXAMPLES`` x up to ``PACER_STEPS`` steps, ``OUTPUT_EXAMPLES`` and
-``REPORT_EXAMPLES`` trees, each times ``GAELP_FUZZ_SCALE`` (default 1, about a minute in all; a deeper
+Examples per run: ``PACER_EXAMPLES`` x up to ``PACER_STEPS`` steps, ``THREAD_EXAMPLES`` thread runs,
+``OUTPUT_EXAMPLES`` and ``REPORT_EXAMPLES`` trees, each times ``GAELP_FUZZ_SCALE`` (default 1, about a minute in all; a deeper
 run: ``GAELP_FUZZ_SCALE=10 pytest tests/test_fuzz.py``).
 """
 
@@ -24,13 +24,16 @@ import io
 import math
 import os
 import shutil
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -38,11 +41,12 @@ from gaelp_bayes import cli, model
 from gaelp_bayes.runtime import OUTSTANDING_TIMEOUT, Pacer
 
 from test_outputs import fake_fit
-from test_runtime import DAY, posterior
+from test_runtime import DAY, posterior, run_in_threads
 
 SCALE = int(os.environ.get("GAELP_FUZZ_SCALE", "1"))
 PACER_EXAMPLES, PACER_STEPS = 100 * SCALE, 50
 OUTPUT_EXAMPLES, REPORT_EXAMPLES = 25 * SCALE, 4 * SCALE
+THREAD_EXAMPLES, THREAD_SECONDS = 8 * SCALE, 0.25
 
 HOSTILE = st.sampled_from([math.nan, math.inf, -math.inf, -1.0, 0.0, 1e308, 5e-324, -1e-300])
 BIDS = st.one_of(st.floats(0.0, 100.0), st.floats(1e-6, 1e6), HOSTILE)
@@ -146,6 +150,40 @@ class PacerMachine(RuleBasedStateMachine):
 PacerMachine.TestCase.settings = settings(max_examples=PACER_EXAMPLES, stateful_step_count=PACER_STEPS,
                                           deadline=None, suppress_health_check=list(HealthCheck))
 test_pacer_ledger_under_random_interleavings = PacerMachine.TestCase
+
+
+@settings(max_examples=THREAD_EXAMPLES, deadline=None)
+@given(budget=st.floats(0.5, 200.0), raw=st.floats(0.01, 1e4), threads=st.integers(2, 6),
+       batch=st.booleans(), seed=st.integers(0, 50))
+def test_threads_on_the_wall_clock(budget, raw, threads, batch, seed):
+    """Threads bid (one by one or in batches) and record on the wall clock (``now=None``), each outcome when
+    its own bid resolves, so records arrive in any order: none is refused, the ledger holds every cost
+    accepted, and no day exceeds the budget."""
+    pacer = Pacer(posterior(seed), budget, plan_options={"bid_cap_share": 1.0})
+    day = pacer.date
+    costs: list[float] = []  # list.append is atomic: the tally needs no lock of its own
+    stop_at = time.monotonic() + THREAD_SECONDS
+
+    def bidder(k):
+        rng = np.random.default_rng(seed * 100 + k)
+        while time.monotonic() < stop_at:
+            placed = pacer.adjust_bids(np.full(5, raw)) if batch else [pacer.adjust_bid(raw)]
+            for b in placed:
+                if b > 0:
+                    cost = float(b) * float(rng.uniform(0.5, 1.0)) if rng.uniform() < 0.7 else 0.0
+                    pacer.record(cost, clicks=int(cost > 0))
+                    costs.append(cost)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads switch often: races show up within a fraction of a second
+    try:
+        errors = run_in_threads(bidder, threads)
+    finally:
+        sys.setswitchinterval(switch)
+    assert not errors, errors[:3]
+    assume(pacer.date == day)  # a run that straddles midnight splits its costs over two days
+    assert pacer._spent == pytest.approx(math.fsum(costs), abs=1e-9)
+    assert math.fsum(costs) <= budget + 1e-9, (math.fsum(costs), budget)
 
 
 # ----- --out over a tree of files -----------------------------------------------------------------------------

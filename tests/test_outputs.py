@@ -64,6 +64,18 @@ def test_fit_never_writes_over_its_input(fitted, tmp_path, capsys, no_sampling, 
     assert tree_state(tmp_path) == before
 
 
+@pytest.mark.parametrize("out", [".", "..", "/"])
+def test_fit_never_replaces_the_working_folder_or_one_above_it(fitted, tmp_path, capsys, no_sampling, monkeypatch,
+                                                                 out):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    before = tree_state(tmp_path)
+    assert cli.main(["fit", str(fitted.train_csv), "--out", out, "--overwrite"]) == 2
+    one_error_line(capsys, "--out", "working folder")
+    assert tree_state(tmp_path) == before
+
+
 def test_fit_refuses_an_existing_model_without_overwrite(fitted, tmp_path, capsys, no_sampling):
     target = tmp_path / "m"
     shutil.copytree(fitted.path, target)

@@ -87,32 +87,43 @@ def test_ledger_survives_a_restart(tmp_path):
     assert again.status(DAY + 15 * 3600)["spent"] == pytest.approx(16.0)
 
 
+def run_in_threads(bidder, n: int = 4) -> list[Exception]:
+    """Run ``bidder(seed)`` for seeds 0..n-1 in threads at once; the exceptions they raised."""
+    errors = []
+
+    def guarded(seed):
+        try:
+            bidder(seed)
+        except Exception as exc:  # surfaced to the caller: a thread's exception must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(s,)) for s in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return errors
+
+
 def test_concurrent_bidders_share_one_ledger():
     """Four threads bid and record at once; the ledger loses nothing and never overspends."""
     pacer = Pacer(posterior(), 40.0, now=DAY)
-    costs, errors = [], []
+    costs = []
     lock = threading.Lock()
     clock = iter(DAY + 15 * 3600 + 0.01 * i for i in range(1_000_000))
 
     def bidder(seed):
         rng = np.random.default_rng(seed)
-        try:
-            for _ in range(3000):
-                with lock:
-                    t = next(clock)
-                b = pacer.adjust_bid(5.0, now=t)
-                cost = b * float(rng.uniform(0.3, 1.0)) if b > 0 else 0.0
-                with lock:  # outcomes are reported in time order, as a bidder's event loop would
-                    pacer.record(cost, clicks=int(cost > 0), now=next(clock))
-                    costs.append(cost)
-        except Exception as exc:  # surfaced below: a thread's exception must fail the test
-            errors.append(exc)
+        for _ in range(3000):
+            with lock:
+                t = next(clock)
+            b = pacer.adjust_bid(5.0, now=t)
+            cost = b * float(rng.uniform(0.3, 1.0)) if b > 0 else 0.0
+            with lock:  # outcomes are reported in time order, as a bidder's event loop would
+                pacer.record(cost, clicks=int(cost > 0), now=next(clock))
+                costs.append(cost)
 
-    threads = [threading.Thread(target=bidder, args=(s,)) for s in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    errors = run_in_threads(bidder)
     assert not errors, errors
     assert sum(costs) <= 40.0 + 1e-9
     assert pacer.status(DAY + 17 * 3600)["spent"] == pytest.approx(sum(costs))

@@ -24,7 +24,7 @@ from gaelp_bayes.compat import DynamicBudgetOptimizer, PerformanceWindow
 from gaelp_bayes.errors import GaelpError
 from gaelp_bayes.runtime import CampaignPosterior, Pacer, journal_file_name
 
-from test_runtime import DAY, posterior
+from test_runtime import DAY, posterior, run_in_threads
 
 NAN, INF = float("nan"), float("inf")
 
@@ -79,26 +79,19 @@ def test_threads_on_the_wall_clock_lose_no_record():
     """4 threads bidding and recording with now=None: the clock used to be read before the lock, so records
     raced each other into 'out-of-order' errors and real cost went unrecorded."""
     pacer = Pacer(posterior(), 100.0)
-    costs, errors, lock = [], [], threading.Lock()
+    costs, lock = [], threading.Lock()
     stop_at = time.monotonic() + 2.0
 
     def bidder(seed):
         rng = np.random.default_rng(seed)
-        try:
-            while time.monotonic() < stop_at:
-                b = pacer.adjust_bid(50.0)
-                cost = b * float(rng.uniform(0.3, 1.0)) if b > 0 else 0.0
-                pacer.record(cost, clicks=int(cost > 0))
-                with lock:
-                    costs.append((pacer.date, cost))
-        except Exception as exc:  # a thread's exception must fail the test
-            errors.append(exc)
+        while time.monotonic() < stop_at:
+            b = pacer.adjust_bid(50.0)
+            cost = b * float(rng.uniform(0.3, 1.0)) if b > 0 else 0.0
+            pacer.record(cost, clicks=int(cost > 0))
+            with lock:
+                costs.append((pacer.date, cost))
 
-    threads = [threading.Thread(target=bidder, args=(s,)) for s in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    errors = run_in_threads(bidder)
     assert not errors, errors[:3]
     today = sum(c for d, c in costs if d == pacer.date)
     assert today <= 100.0 + 1e-9
