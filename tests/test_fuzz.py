@@ -12,8 +12,8 @@
    output is replaced only with ``--overwrite``; an input is never the output; no temp file is left.
 
 Examples per run: ``PACER_EXAMPLES`` x up to ``PACER_STEPS`` steps, ``THREAD_EXAMPLES`` thread runs,
-``OUTPUT_EXAMPLES`` and ``REPORT_EXAMPLES`` trees, each times ``GAELP_FUZZ_SCALE`` (default 1, about a minute in all; a deeper
-run: ``GAELP_FUZZ_SCALE=10 pytest tests/test_fuzz.py``).
+``OUTPUT_EXAMPLES`` and ``REPORT_EXAMPLES`` trees, each times ``GAELP_FUZZ_SCALE`` (default 1, about a
+minute in all; a deeper run: ``GAELP_FUZZ_SCALE=10 pytest tests/test_fuzz.py``).
 """
 
 from __future__ import annotations
