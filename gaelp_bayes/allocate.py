@@ -334,12 +334,20 @@ def allocate_draws(draws: Draws, budget: float | Decimal, *, objective: str = "c
 
 
 def allocate(model_dir: str, budget: float | Decimal, *, date: str | None = None, campaign: str | None = None,
-             clicks_as_cost: bool = False, force: bool = False, **options) -> Plan:
-    """Plan a day's budget from a cached posterior (options: see ``allocate_draws``)."""
+             clicks_as_cost: bool = False, force: bool = False, strict: bool = False, **options) -> Plan:
+    """Plan a day's budget from a cached posterior (options: see ``allocate_draws``).
+
+    Needs the conversion and volume parts of the fit, cost where the model has spend, and revenue for the
+    revenue objective: a failed part among those is refused (unless ``force``); another failed part is
+    left out with a warning (ROAS, say), or refused too with ``strict``."""
     manifest, arrays = cache.read_runtime(model_dir)
-    cache.check_usable(manifest, model_dir, force)
-    return plan_day(manifest, arrays, budget, plan_date(date, manifest["timezone"]), campaign, clicks_as_cost,
+    needs = ["conversion", "volume"] + ["cost"] * ("cpc" in arrays)
+    needs += ["revenue"] * (options.get("objective") == "revenue")
+    arrays, notes = cache.usable_arrays(manifest, arrays, model_dir, needs, force, strict)
+    plan = plan_day(manifest, arrays, budget, plan_date(date, manifest["timezone"]), campaign, clicks_as_cost,
                     **options)
+    plan.warnings += notes
+    return plan
 
 
 def hour_cap(budget: float, max_share: float = 0.2, max_per_hour: float | None = None) -> float:

@@ -72,6 +72,7 @@ def write(out: str | Path, fit, cells, max_runtime_draws: int = 1000, overwrite:
             "fit_seconds": round(fit.seconds, 2),
             "settings": fit.settings,
             "diagnostics": fit.diagnostics.as_dict(),
+            "parts": fit.settings.get("part_diagnostics", {}),
             "files": {name: _sha256(tmp / name) for name in (POSTERIOR, RUNTIME)},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=float))
@@ -118,12 +119,55 @@ def read_manifest(path: str | Path, verify: bool = True) -> dict:
     return manifest
 
 
-def check_usable(manifest: dict, path: str | Path, force: bool = False) -> None:
-    """Refuse a cache whose fit failed the diagnostics gate, unless forced."""
-    diag = manifest.get("diagnostics", {})
-    if not diag.get("passed", False) and not force:
-        raise FitError(f"{path}: this fit failed its diagnostics gate ({'; '.join(diag.get('failures', []))}); "
-                       "refit with more draws/tune, or pass --force to use it anyway")
+PART_ARRAYS = {"conversion": "cvr", "volume": "volume", "cost": "cpc", "revenue": "rpc"}  # part -> runtime array
+
+
+def part_verdicts(manifest: dict) -> dict[str, dict]:
+    """Each fitted part's diagnostics (``passed``, ``failures``, ...).  Caches written before the manifest
+    carried ``parts`` fall back to the fit settings' copy, then to the global verdict for every part."""
+    for parts in (manifest.get("parts"), manifest.get("settings", {}).get("part_diagnostics")):
+        if isinstance(parts, dict) and parts:
+            return parts
+    return {p: manifest.get("diagnostics", {}) for p in manifest.get("settings", {}).get("parts", ["conversion"])}
+
+
+def failed_parts(manifest: dict) -> list[str]:
+    return [p for p, d in part_verdicts(manifest).items() if not d.get("passed", False)]
+
+
+def consumers_left(failed: list[str]) -> str:
+    """In words: what still accepts a fit whose ``failed`` parts missed the gate (without ``--force``)."""
+    if "conversion" in failed:
+        return "Nothing uses it unforced: every consumer needs the conversion part."
+    if {"volume", "cost"} & set(failed):
+        return "predict still uses it; allocation and the runtime pacer refuse it (they plan money over hours)."
+    return ("predict, allocation of conversions and the runtime pacer still use it (without revenue figures); "
+            "a revenue objective refuses it.")
+
+
+def check_usable(manifest: dict, path: str | Path, force: bool = False, parts=None, strict: bool = False) -> None:
+    """Refuse a cache whose fit failed the diagnostics gate in a part the caller uses (``parts``; every part
+    when None or ``strict``), unless forced.  The error names the parts and what to do."""
+    verdicts = part_verdicts(manifest)
+    needed = list(verdicts) if parts is None or strict else [p for p in parts if p in verdicts]
+    failed = [p for p in needed if not verdicts[p].get("passed", False)]
+    if failed and not force:
+        details = "; ".join(f"{p}: {', '.join(verdicts[p].get('failures', [])) or 'failed'}" for p in failed)
+        raise FitError(f"{path}: the {' and '.join(failed)} part{'s' if len(failed) > 1 else ''} of this fit failed "
+                       f"its diagnostics gate ({details}); refit with more --tune/--draws, or pass --force to use "
+                       "it anyway")
+
+
+def usable_arrays(manifest: dict, arrays: dict, path: str | Path, parts, force: bool = False,
+                  strict: bool = False) -> tuple[dict, list[str]]:
+    """``check_usable`` for the parts a consumer needs; the arrays of any other failed part are left out
+    (unless forced), with a warning saying what is missing and why."""
+    check_usable(manifest, path, force, parts, strict)
+    if force:
+        return arrays, []
+    dropped = [p for p in failed_parts(manifest) if p not in parts and PART_ARRAYS.get(p) in arrays]
+    kept = {k: v for k, v in arrays.items() if k not in {PART_ARRAYS[p] for p in dropped}}
+    return kept, [f"the {p} part of this fit failed its diagnostics gate: its numbers are left out" for p in dropped]
 
 
 def holds_fit_of(path: str | Path, fingerprint: str, model_version: int, accept_failed: bool = False) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import cache
 from .errors import GaelpError
 from .outputs import atomic_file, check_output
 
@@ -35,10 +36,12 @@ def print_fit_summary(path: str, manifest: dict, arrays: dict) -> None:
     print(f"  diagnostics {status}: max R-hat {diag['rhat_max']:.3f}, min bulk ESS {diag['ess_bulk_min']:.0f}, "
           f"min tail ESS {diag['ess_tail_min']:.0f}, divergences {diag['divergences']} "
           f"({diag['chains']} chains x {diag['draws']} draws, fit {manifest['fit_seconds']:.1f} s)")
+    print("  by part: " + ", ".join(f"{part} {'passed' if d.get('passed') else 'FAILED'}"
+                                    for part, d in cache.part_verdicts(manifest).items()))
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from . import cache, data, model
+    from . import data, model
 
     check_output(args.out, inputs=[args.windows], folder=True, overwrite=args.overwrite)
     windows = data.load_windows(args.windows, timezone=args.timezone)
@@ -50,19 +53,23 @@ def cmd_fit(args: argparse.Namespace) -> int:
     cache.write(args.out, fitted, cells, max_runtime_draws=args.runtime_draws, overwrite=args.overwrite)
     manifest, arrays = cache.read_runtime(args.out)
     print_fit_summary(args.out, manifest, arrays)
-    if not fitted.diagnostics.passed:
-        print(f"\nWARNING: FIT FAILED THE DIAGNOSTICS GATE: {'; '.join(fitted.diagnostics.failures)}.\n"
-              f"It is cached at {args.out} marked as failed: allocation and the runtime refuse it unless forced.\n"
-              "Try more --tune/--draws.", file=sys.stderr)
+    failed = cache.failed_parts(manifest)
+    if failed:
+        print(f"\nWARNING: FIT FAILED THE DIAGNOSTICS GATE in the {' and '.join(failed)} part"
+              f"{'s' if len(failed) > 1 else ''}: {'; '.join(fitted.diagnostics.failures)}.\n"
+              f"It is cached at {args.out} with each part's verdict. {cache.consumers_left(failed)} "
+              "--strict refuses any failed part; --force uses it anyway. Try more --tune/--draws.", file=sys.stderr)
         return 4
     return 0
+
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict
 
     check_output(args.out, inputs=[args.model, args.windows], overwrite=args.overwrite)
-    out, warnings = predict(args.model, args.windows, interval=args.interval, force=args.force)
+    out, warnings = predict(args.model, args.windows, interval=args.interval, force=args.force,
+                            strict=args.strict)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     with atomic_file(args.out) as tmp:
@@ -107,7 +114,8 @@ def cmd_allocate(args: argparse.Namespace) -> int:
     from .allocate import allocate
 
     plan = allocate(args.model, args.budget, date=args.date, campaign=args.campaign,
-                    clicks_as_cost=args.clicks_as_cost, force=args.force, objective=args.objective,
+                    clicks_as_cost=args.clicks_as_cost, force=args.force, strict=args.strict,
+                    objective=args.objective,
                     target_cpa=args.target_cpa, risk=args.risk, min_per_hour=args.min_per_hour,
                     max_per_hour=args.max_per_hour, max_share=args.max_share, headroom=args.headroom,
                     exploration=args.exploration, tolerance=args.tolerance)
@@ -139,7 +147,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from . import cache, data, model, sim
+    from . import data, model, sim
     from .report import simulation_figures
 
     scenarios = args.scenario.split(",")
@@ -230,6 +238,12 @@ def overwrite_option(parser: argparse.ArgumentParser) -> None:
                         help="replace an existing --out (never an input, nor a folder holding one)")
 
 
+def strict_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse a fit with any part that failed its diagnostics gate (by default only the "
+                             "parts this command uses count)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -264,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     overwrite_option(r)
     r.add_argument("--interval", type=OPEN_SHARE, default=0.9)
     r.add_argument("--force", action="store_true", help="use a cache whose fit failed its diagnostics")
+    strict_option(r)
     r.set_defaults(func=cmd_predict)
 
     w = sub.add_parser("windows", help="aggregate raw event logs (one row per trial) into hourly windows")
@@ -317,18 +332,23 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--date", help="YYYY-MM-DD in the account timezone (default: today)")
     a.add_argument("--campaign", help="campaign to plan (required when the model has several)")
     a.add_argument("--objective", choices=["conversions", "revenue", "cpa"], default="conversions")
-    a.add_argument("--target-cpa", type=allocation_option("target_cpa"), help="target cost per acquisition (objective cpa)")
+    a.add_argument("--target-cpa", type=allocation_option("target_cpa"),
+                   help="target cost per acquisition (objective cpa)")
     a.add_argument("--risk", choices=["mean", "cvar"], default="mean",
                    help="mean: maximise expected value; cvar: maximise the mean of the worst 10%% of draws")
     a.add_argument("--min-per-hour", type=allocation_option("min_per_hour"), default=0.0)
     a.add_argument("--max-per-hour", type=allocation_option("max_per_hour"))
-    a.add_argument("--max-share", type=allocation_option("max_share"), default=0.2, help="max share of the day per hour (default 0.2)")
-    a.add_argument("--headroom", type=allocation_option("headroom"), default=1.5, help="hour capacity = historical spend rate x this")
-    a.add_argument("--exploration", type=allocation_option("exploration"), default=0.0, help="share of the budget kept for exploration")
+    a.add_argument("--max-share", type=allocation_option("max_share"), default=0.2,
+                   help="max share of the day per hour (default 0.2)")
+    a.add_argument("--headroom", type=allocation_option("headroom"), default=1.5,
+                   help="hour capacity = historical spend rate x this")
+    a.add_argument("--exploration", type=allocation_option("exploration"), default=0.0,
+                   help="share of the budget kept for exploration")
     a.add_argument("--tolerance", type=allocation_option("tolerance"), default=0.95,
                    help="confidence: P(plan >= this x draw's optimum)")
     a.add_argument("--clicks-as-cost", action="store_true", help="no spend data: budget counts clicks")
     a.add_argument("--force", action="store_true", help="use a cache whose fit failed its diagnostics")
+    strict_option(a)
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.set_defaults(func=cmd_allocate)
     return p

@@ -10,7 +10,7 @@ from .data import load_windows, local_dow_hour, read_table
 
 
 def predict(model_dir: str, windows: str | pd.DataFrame, interval: float = 0.9, seed: int = 0,
-            force: bool = False) -> tuple[pd.DataFrame, list[str]]:
+            force: bool = False, strict: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Copy the input rows and add predicted conversions and conversion-rate intervals.
 
     Needs ``timestamp`` and ``clicks`` per row (``conversions`` optional).
@@ -22,12 +22,13 @@ def predict(model_dir: str, windows: str | pd.DataFrame, interval: float = 0.9, 
     central interval covers more than its nominal level on small counts; the
     PIT does not).
     A campaign the model has not seen is predicted from the population level
-    (wider intervals) and named in the returned warnings.
+    (wider intervals) and named in the returned warnings.  Needs the conversion
+    part of the fit to have passed its gate (every part with ``strict``).
     """
     if not 0 < interval < 1:
         raise ValueError("interval must be between 0 and 1")
     manifest, arrays = cache.read_runtime(model_dir)
-    cache.check_usable(manifest, model_dir, force)
+    cache.check_usable(manifest, model_dir, force, parts=["conversion"], strict=strict)
     tz = manifest["timezone"]
     rows = load_windows(windows, timezone=tz, required=("timestamp", "clicks"))
     known = {c: i for i, c in enumerate(manifest["campaigns"])}

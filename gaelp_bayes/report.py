@@ -291,7 +291,7 @@ def diagnostics(ctx: Context) -> tuple[str, list[Figure]]:
         f"<tr class='{'ok' if d['passed'] else 'bad'}'><td>{part}</td><td>{d['rhat_max']:.3f}</td>"
         f"<td>{d['ess_bulk_min']:.0f}</td><td>{d['ess_tail_min']:.0f}</td><td>{d['divergences']}</td>"
         f"<td>{'pass' if d['passed'] else 'FAIL'}</td></tr>"
-        for part, d in settings.get("part_diagnostics", {}).items())
+        for part, d in cache.part_verdicts(ctx.manifest).items())
     text = (f"<p>Gate: R-hat &le; {gate['rhat_max']}, bulk and tail ESS &ge; {gate['ess_bulk_min']}, "
             f"divergences &le; {gate['divergences_max']}. Sampler {settings['sampler']}, {settings['chains']} chains "
             f"x {settings['draws']} draws after {settings['tune']} tuning steps, fitted in "
@@ -438,12 +438,16 @@ def build_report(model_dir: str | Path, out: str | Path | None = None, budget: f
                             "</figcaption></figure>")
             body.append("</section>")
             figures += figs
-    banner = ("<div class='banner pass'>Fit PASSED its diagnostics gate: max R-hat {:.3f}, min bulk ESS {:.0f}, "
-              "min tail ESS {:.0f}, {} divergences.</div>" if diag["passed"] else
-              "<div class='banner fail'>Fit FAILED its diagnostics gate ({}): do not trust these numbers; the "
-              "allocation and runtime refuse this cache unless forced. Refit with more tuning or draws.</div>")
-    banner = (banner.format(diag["rhat_max"], diag["ess_bulk_min"], diag["ess_tail_min"], diag["divergences"])
-              if diag["passed"] else banner.format(html.escape("; ".join(diag["failures"]))))
+    failed = cache.failed_parts(ctx.manifest)
+    if not failed:
+        banner = (f"<div class='banner pass'>Fit PASSED its diagnostics gate: max R-hat {diag['rhat_max']:.3f}, "
+                  f"min bulk ESS {diag['ess_bulk_min']:.0f}, min tail ESS {diag['ess_tail_min']:.0f}, "
+                  f"{diag['divergences']} divergences.</div>")
+    else:
+        banner = (f"<div class='banner fail'>Fit FAILED its diagnostics gate in the {' and '.join(failed)} "
+                  f"part{'s' if len(failed) > 1 else ''} ({html.escape('; '.join(diag['failures']))}): do not trust "
+                  f"those numbers. {html.escape(cache.consumers_left(failed))} Refit with more tuning or draws."
+                  "</div>")
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>gaelp_bayes report: "
             f"{html.escape(ctx.model_dir.name)}</title><style>{CSS}</style></head><body>"
             f"<h1>Uncertainty report: {html.escape(ctx.model_dir.name)}</h1>"

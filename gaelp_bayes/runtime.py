@@ -92,6 +92,7 @@ MAX_FILE_NAME = 120  # bytes of a journal file name; longer campaign names are c
 PLAN_OPTIONS = {"max_share": 0.2, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
                 "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, "learn": True}
 INF = math.inf
+PACER_PARTS = ("conversion", "volume", "cost")  # the fitted parts whose gate the pacer needs passed
 TODAY_SD = 0.3  # prior sd of today's log conversion rate around the posterior's, per hour (an assumption)
 TODAY_CORR = 0.8  # prior correlation of that deviation between neighbouring hours (AR(1) over the day)
 _HOURS = np.arange(24)
@@ -295,16 +296,18 @@ class Pacer:
     def load(cls, path: str | Path, daily_budget: float = 100.0, campaign: str | None = None,
              timezone: str | None = None, journal: str | Path | None = None, now=None, strict: bool = False,
              force: bool = False, max_cache_age_days: float = 30.0, **plan_options) -> "Pacer":
-        """A pacer on a model cache.  An invalid, failed or stale cache, or a journal that cannot be read
-        completely, gives a stopped pacer (bids 0.0, ``status()`` says why) unless ``strict``, which raises
-        instead.  Unknown or out-of-range options are errors either way."""
+        """A pacer on a model cache.  An invalid or stale cache, one whose conversion, volume or cost part
+        failed its diagnostics gate, or a journal that cannot be read completely, gives a stopped pacer
+        (bids 0.0, ``status()`` says why) unless ``strict``, which raises instead, and then also for any
+        other failed part.  Unknown or out-of-range options are errors either way."""
         check_plan_options(plan_options)
         path = Path(path)
         journal = journal or path.parent / f"{path.name}.journal"
         try:
             manifest, arrays = cache.read_runtime(path)
-            cache.check_usable(manifest, path, force)
+            arrays, notes = cache.usable_arrays(manifest, arrays, path, PACER_PARTS, force, strict)
             posterior, warnings = CampaignPosterior.from_cache(arrays, manifest, campaign)
+            warnings += notes
             try:
                 age = (time.time() - dt.datetime.fromisoformat(manifest["created_at"]).timestamp()) / 86400
                 zone = timezone or manifest["timezone"]

@@ -120,10 +120,8 @@ def test_missing_file_and_wrong_version_are_refused(copy_of):
 
 
 def test_failed_fit_is_refused_unless_forced(copy_of):
-    manifest = json.loads((copy_of / "manifest.json").read_text())
-    manifest["diagnostics"] = {**manifest["diagnostics"], "passed": False, "failures": ["R-hat 1.2 > 1.01 (mu)"]}
-    (copy_of / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(FitError, match="failed its diagnostics gate .*R-hat 1.2"):
+    fail_part(copy_of, "conversion")
+    with pytest.raises(FitError, match="the conversion part of this fit failed its diagnostics gate .*R-hat 1.300"):
         predict.predict(str(copy_of), pd.DataFrame({"timestamp": ["2026-03-02T10:00:00Z"], "clicks": [1]}))
     predict.predict(str(copy_of), pd.DataFrame({"timestamp": ["2026-03-02T10:00:00Z"], "clicks": [1]}), force=True)
 
@@ -164,3 +162,49 @@ def test_a_cache_is_reused_only_for_the_same_data_model_version_and_a_passing_ga
     assert cache.holds_fit_of(copy_of, fingerprint, model.MODEL_VERSION, accept_failed=True)
     (copy_of / "runtime.npz").unlink()
     assert not cache.holds_fit_of(copy_of, fingerprint, model.MODEL_VERSION, accept_failed=True)
+
+
+def fail_part(path, part: str) -> None:
+    """Mark one part of a cache as failed in its manifest (the manifest is not checksummed: verdicts are data)."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    verdicts = {p: dict(d) for p, d in cache.part_verdicts(manifest).items()}
+    for p, d in verdicts.items():
+        d.update(passed=p != part, failures=["R-hat 1.300 > 1.01 (test)"] if p == part else [])
+    manifest["parts"] = verdicts
+    manifest["diagnostics"] = {**manifest["diagnostics"], "passed": False, "failures": ["R-hat 1.300 > 1.01 (test)"]}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_failed_revenue_part_refuses_only_what_needs_revenue(copy_of, tmp_path):
+    from gaelp_bayes.allocate import allocate
+    from gaelp_bayes.errors import FitError
+    from gaelp_bayes.runtime import Pacer
+
+    fail_part(copy_of, "revenue")
+    plan = allocate(str(copy_of), 50.0, campaign="campaign_01")  # conversions: no revenue needed
+    assert plan.expected_roas is None and any("revenue part" in w for w in plan.warnings)
+    with pytest.raises(FitError, match="the revenue part"):
+        allocate(str(copy_of), 50.0, campaign="campaign_01", objective="revenue")
+    with pytest.raises(FitError, match="the revenue part"):
+        allocate(str(copy_of), 50.0, campaign="campaign_01", strict=True)
+    predict.predict(str(copy_of), pd.DataFrame({"timestamp": ["2026-03-02T10:00:00Z"], "clicks": [1]}))
+    pacer = Pacer.load(copy_of, 50.0, campaign="campaign_01", journal=tmp_path / "j")
+    assert pacer.status()["bidding"] and pacer.posterior.rpc is None
+    with pytest.raises(FitError, match="the revenue part"):
+        Pacer.load(copy_of, 50.0, campaign="campaign_01", journal=tmp_path / "j", strict=True)
+
+
+@pytest.mark.parametrize("part,refused", [("conversion", {"predict", "allocate", "pacer"}),
+                                          ("cost", {"allocate", "pacer"}), ("volume", {"allocate", "pacer"})])
+def test_a_failed_part_that_a_consumer_uses_is_refused_by_it(copy_of, tmp_path, capsys, part, refused):
+    from gaelp_bayes.runtime import Pacer
+
+    fail_part(copy_of, part)
+    windows = tmp_path / "w.csv"
+    windows.write_text("timestamp,clicks\n2026-03-02T10:00:00Z,1\n")
+    codes = {"predict": cli.main(["predict", str(copy_of), str(windows), "--out", str(tmp_path / "p.csv")]),
+             "allocate": cli.main(["allocate", str(copy_of), "--budget", "50", "--campaign", "campaign_01"])}
+    reason = Pacer.load(copy_of, 50.0, campaign="campaign_01", journal=tmp_path / "j").status()["emergency_stop"]
+    assert {name for name, code in codes.items() if code == 4} | ({"pacer"} if reason else set()) == refused
+    assert reason is None or f"the {part} part" in reason
+    assert f"the {part} part" in capsys.readouterr().err
