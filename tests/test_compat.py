@@ -32,7 +32,9 @@ def test_old_calls_and_shapes(fitted, tmp_path):
     status = opt.get_optimization_status()
     assert status["current_spend"] == Decimal("1.50") and status["daily_budget"] == Decimal("100.00")
     assert status["performance_windows"] == 1
-    assert opt.reallocate_based_on_performance() in (None,) or isinstance(opt.reallocate_based_on_performance(), dict)
+    first = opt.reallocate_based_on_performance()  # a re-plan since the start, or None
+    assert first is None or (sorted(first) == list(range(24)) and sum(first.values()) == Decimal("100.00"))
+    assert opt.reallocate_based_on_performance() is None  # nothing re-planned since the last call
 
 
 def test_missing_model_bids_nothing_and_says_why(tmp_path):
@@ -48,4 +50,4 @@ def test_old_orchestrator_loop_runs_and_never_overspends(fitted, tmp_path):
     summary = run_episode(str(fitted.path), "campaign_02", 60.0, force=True, journal=str(tmp_path))
     assert summary["emergency_stop"] is None
     assert 0.5 * 60.0 <= summary["spent"] <= 60.0
-    assert summary["utilization"] == summary["spent"] / 60.0 or abs(summary["utilization"] * 60.0 - summary["spent"]) < 0.01
+    assert abs(summary["utilization"] * 60.0 - summary["spent"]) < 0.01  # the status agrees with the spend
