@@ -1,6 +1,6 @@
 """Load, validate and aggregate performance windows.
 
-A *window* is one campaign-hour of logged performance (see DESIGN.md, "Input").
+A *window* is one campaign-hour of logged performance (README, "Performance windows in").
 Validation fails on the first broken rule with one line naming the file, the
 row(s), the column and the rule.  Row numbers are 1-based data rows (the CSV
 header is not counted), so row 1 is line 2 of a CSV file.

@@ -23,7 +23,8 @@ Conversion rate of cell (campaign c, day-of-week d, local hour h)::
   ``DATA_RICH_CONVERSIONS`` or more ("data-rich"), each campaign's data pins
   its own intercept: intercepts are independent under a weak prior, since a
   group scale over well-measured campaigns only makes funnels and ridges
-  (MEASURED.md saw them at 200 campaigns; we saw them at 3), and an unseen
+  (a plain hierarchical fit on this machine kind showed them at 200 campaigns, R-hat 1.02-1.03; we saw
+  them at 3), and an unseen
   campaign is drawn from the fitted campaigns' spread.  Data-rich fits also
   give ``f`` and ``g`` fixed weakly informative scales (N(0, 1) per
   coefficient, ZeroSumNormal(0.5)) instead of learned ones, as do fits with
