@@ -22,14 +22,16 @@ Data-derived constants in a model graph (a prior centred on an observed
 rate, say) change its key; model.py passes those as ``pm.Data`` so the key
 depends on the model's structure alone.
 
-This relies on nutpie internals (``nutpie.compile_pymc``; pyproject pins
-the minor version); if they are missing, the public (uncached)
-``nutpie.compile_pymc_model`` is used.
+This relies on nutpie internals (``nutpie.compile_pymc``), tested against the
+versions pyproject pins (pymc, pytensor, numba and nutpie, each to a minor
+version); if they are missing at run time, the public (uncached)
+``nutpie.compile_pymc_model`` is used: another version is slower, never broken.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
@@ -58,7 +60,11 @@ class _DeferredArviz(pytypes.ModuleType):
 _deferred = None if "arviz" in sys.modules else sys.modules.setdefault("arviz", _DeferredArviz("arviz"))
 try:
     import nutpie
-    from nutpie import compile_pymc as nutpie_pymc
+
+    try:
+        from nutpie import compile_pymc as nutpie_pymc
+    except ImportError:  # another nutpie layout: compile_model takes the public path
+        nutpie_pymc = pytypes.SimpleNamespace()
 finally:
     if _deferred is not None and sys.modules.get("arviz") is _deferred:
         del sys.modules["arviz"]  # only nutpie holds it: everyone else imports the real arviz
@@ -75,15 +81,24 @@ def as_voidptr(typingctx, address):
     return types.voidptr(address), codegen
 
 
-@dataclasses.dataclass(frozen=True)
-class CachedCompiledModel(nutpie_pymc.CompiledPyMCModel):
-    """nutpie's compiled model with our pointer table as ``user_data``; ``data_arrays`` keeps the data alive."""
+INTERNALS = ("CompiledPyMCModel", "_make_functions", "_prepare_dims_and_coords", "_compute_shapes",
+             "_rv_dict_to_flat_array_wrapper", "_wrap_with_lock")  # the nutpie internals this module uses
 
-    data_arrays: list = dataclasses.field(default_factory=list)
-    from_index: bool = False  # True when both callbacks were loaded through the index (no PyTensor functions)
 
-    def with_data(self, **updates):
-        raise NotImplementedError("build the model again with the new data: its compiled callbacks are cached")
+@functools.cache
+def cached_model_class() -> type:
+    """nutpie's compiled model with our pointer table as ``user_data`` (``data_arrays`` keeps the data alive).
+    Made on first use, not at import, so that a nutpie without ``CompiledPyMCModel`` only loses the cache."""
+
+    @dataclasses.dataclass(frozen=True)
+    class CachedCompiledModel(nutpie_pymc.CompiledPyMCModel):
+        data_arrays: list = dataclasses.field(default_factory=list)
+        from_index: bool = False  # True when both callbacks were loaded through the index (no PyTensor functions)
+
+        def with_data(self, **updates):
+            raise NotImplementedError("build the model again with the new data: its compiled callbacks are cached")
+
+    return CachedCompiledModel
 
 
 def _pointer_table(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[str]]:
@@ -204,8 +219,7 @@ def _index_path(key: str):
 
 def compile_model(model):
     """A nutpie compiled model for ``model`` whose callbacks come from the disk cache when they can."""
-    if not all(hasattr(nutpie_pymc, name) for name in ("_make_functions", "_prepare_dims_and_coords",
-                                                      "_compute_shapes", "_rv_dict_to_flat_array_wrapper")):
+    if not all(hasattr(nutpie_pymc, name) for name in INTERNALS):
         return nutpie.compile_pymc_model(model)  # another nutpie: the public path, compiled in every process
     outputs = _graphs(model)
     path = _index_path(structure_key(model, outputs))
@@ -286,9 +300,9 @@ def _load_indexed(model, entry: dict, outputs: list):
 
 
 def _compiled_model(model, n_dim, n_expanded, callbacks, initial_point_fn, shape_info, renamed, table, arrays,
-                    logp_fn, expand_fn, from_index: bool = False) -> CachedCompiledModel:
+                    logp_fn, expand_fn, from_index: bool = False):
     dims, coords = nutpie_pymc._prepare_dims_and_coords(model, shape_info, renamed)
-    return CachedCompiledModel(
+    return cached_model_class()(
         _n_dim=n_dim, dims=dims, _coords=coords, _shapes={name: tuple(s) for name, _, s in zip(*shape_info)},
         compiled_logp_func=callbacks["logp"], compiled_expand_func=callbacks["expand"],
         initial_point_func=initial_point_fn, shared_data={}, shared_var_keys={}, user_data=table,
