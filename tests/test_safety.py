@@ -33,8 +33,9 @@ NAN, INF = float("nan"), float("inf")
 @pytest.mark.parametrize("raw", [NAN, INF, -INF, -1.0, 0.0, -0.0])
 def test_a_bid_that_is_not_a_finite_positive_number_places_nothing(raw):
     pacer = Pacer(posterior(), 100.0, now=DAY)
-    assert pacer.adjust_bid(raw, now=DAY + 15 * 3600) == 0.0
-    assert pacer.status(DAY + 15 * 3600)["bidding"]  # one bad bid does not stop the pacer
+    t = DAY + int(np.argmax(pacer.status(DAY)["plan"])) * 3600 + 1800  # an hour where bids are placed
+    assert pacer.adjust_bid(raw, now=t) == 0.0
+    assert pacer.adjust_bid(1e3, now=t) > 0  # one bad bid does not stop the pacer
 
 
 def test_a_nan_bid_cannot_open_the_guard():
