@@ -530,7 +530,8 @@ class Pacer:
                 return 0.0
             self._pending.append(b)
             self._out_sum += b
-            self._last_out = t
+            if t > self._last_out:  # the latest placement: held bids expire only when all are that old
+                self._last_out = t
             return b
 
     def _locate(self, t: float) -> int:
@@ -587,9 +588,10 @@ class Pacer:
             placed = np.cumsum(out) <= room
             out[~placed] = 0.0
             nz = out[out > 0]
-            self._pending.extend(nz.tolist())
-            self._out_sum += float(nz.sum())
-            self._last_out = t
+            if nz.size:
+                self._pending.extend(nz.tolist())
+                self._out_sum += float(nz.sum())
+                self._last_out = max(self._last_out, t)
             return out
 
     def multiplier(self, now=None) -> float:

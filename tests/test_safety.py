@@ -332,3 +332,16 @@ def test_a_whole_last_record_without_its_newline_counts_and_is_terminated(tmp_pa
     again = Pacer(posterior(), 100.0, journal=tmp_path, now=DAY + 15 * 3600 + 1)
     s = again.status(DAY + 15 * 3600 + 1)
     assert s["bidding"] and s["spent"] == pytest.approx(spent + 1.0)
+
+
+def test_held_bids_expire_only_when_every_one_is_old():
+    """Found by the deep fuzz run: a batch that placed nothing, at a clock gone back 2 s, moved the 'last bid'
+    time back, so a bid 119 s old was released as if past the 120 s timeout while still in flight."""
+    pacer = Pacer(posterior(), 1.0, now=DAY, plan_options={"bid_cap_share": 0.1})
+    busiest = int(np.argmax(pacer.status(DAY)["plan"])) * 3600
+    t = DAY + busiest + 2.0
+    b = pacer.adjust_bid(1e3, now=t)
+    assert b > 0
+    pacer.adjust_bids(np.array([0.0]), now=t - 2.0)  # places nothing, at an earlier instant
+    late = pacer.adjust_bid(1e3, now=t - 2.0 + 121.0)  # 119 s after the first bid, which is still in flight
+    assert pacer._out_sum >= b + late - 1e-12
