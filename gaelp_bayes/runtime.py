@@ -494,18 +494,18 @@ class Pacer:
         if not 0.0 < bid < INF:  # NaN, infinities, zero and negatives
             return 0.0
         with self._lock:  # the clock is read inside the lock, so bids and records keep time order
-            t = time.time() if now is None else now if now.__class__ is float else _epoch(now)
+            t = seen = time.time() if now is None else now if now.__class__ is float else _epoch(now)
             h = self._h
             if not self._h_start <= t < self._h_end:  # also NaN: every comparison with it is False
                 if not EARLIEST <= t < LATEST:
                     return 0.0
                 h = self._locate(t)
-                if t < self._h_start:
+                if t < self._h_start:  # a clock behind today: plan at today's start, age bids by the clock
                     t = self._h_start
             if self._stop:
                 return 0.0
             spent = self._spent + self._out_sum
-            if self._out_sum and t - self._last_out > OUTSTANDING_TIMEOUT:
+            if self._out_sum and seen - self._last_out > OUTSTANDING_TIMEOUT:
                 self._release_all()
                 spent = self._spent
             alloc = self._alloc[h]
@@ -530,8 +530,8 @@ class Pacer:
                 return 0.0
             self._pending.append(b)
             self._out_sum += b
-            if t > self._last_out:  # the latest placement: held bids expire only when all are that old
-                self._last_out = t
+            if seen > self._last_out:  # the latest placement: held bids expire only when all are that old
+                self._last_out = seen
             return b
 
     def _locate(self, t: float) -> int:
@@ -574,11 +574,11 @@ class Pacer:
         bids = np.asarray(bids, dtype=np.float64)
         with self._lock:
             try:
-                t = self._instant(now)
+                seen = check_instant(now)
             except ValueError:
                 return np.zeros_like(bids)
-            h = self._hour_of(t)
-            t = max(t, self._starts[0])
+            h = self._hour_of(seen)
+            t = max(seen, self._starts[0])
             if self._stop:
                 return np.zeros_like(bids)
             out = np.where(np.isfinite(bids) & (bids > 0), bids, 0.0) * (self._k[h] * self._multiplier(t, h))
@@ -591,7 +591,7 @@ class Pacer:
             if nz.size:
                 self._pending.extend(nz.tolist())
                 self._out_sum += float(nz.sum())
-                self._last_out = max(self._last_out, t)
+                self._last_out = max(self._last_out, seen)
             return out
 
     def multiplier(self, now=None) -> float:

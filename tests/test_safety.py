@@ -345,3 +345,16 @@ def test_held_bids_expire_only_when_every_one_is_old():
     pacer.adjust_bids(np.array([0.0]), now=t - 2.0)  # places nothing, at an earlier instant
     late = pacer.adjust_bid(1e3, now=t - 2.0 + 121.0)  # 119 s after the first bid, which is still in flight
     assert pacer._out_sum >= b + late - 1e-12
+
+
+def test_a_clock_gone_back_a_day_does_not_age_the_bids_in_flight():
+    """Found by the deep fuzz run: with the clock a day behind the ledger, bids were aged from today's start
+    (a day) instead of by the clock (119 s) and released while in flight."""
+    pacer = Pacer(posterior(), 1.0, now=DAY, plan_options={"bid_cap_share": 0.1})
+    busiest = int(np.argmax(pacer.status(DAY)["plan"])) * 3600
+    t = DAY + busiest
+    b = pacer.adjust_bid(1e3, now=t)
+    assert b > 0
+    pacer.status(t + 86_400)  # the ledger moves to the next day (bids in flight carry over)
+    late = pacer.adjust_bid(1e3, now=t + 119)  # the clock is back: 119 s after the bid
+    assert pacer._out_sum >= b + late - 1e-12
