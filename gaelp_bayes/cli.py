@@ -38,6 +38,10 @@ def print_fit_summary(path: str, manifest: dict, arrays: dict) -> None:
           f"({diag['chains']} chains x {diag['draws']} draws, fit {manifest['fit_seconds']:.1f} s)")
     print("  by part: " + ", ".join(f"{part} {'passed' if d.get('passed') else 'FAILED'}"
                                     for part, d in cache.part_verdicts(manifest).items()))
+    known = manifest["settings"].get("known_value_per_conversion")
+    if known:
+        print("  revenue per conversion is a known value, not sampled (every conversion of a campaign is worth "
+              "the same): " + ", ".join(f"{n} {v:.2f}" for n, v in known.items()))
 
 
 def cmd_fit(args: argparse.Namespace) -> int:

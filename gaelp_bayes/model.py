@@ -46,7 +46,11 @@ Gamma-distributed per-click costs), and hourly volume (clicks per window)
 weekday has been seen twice) with the cell's total
 clicks ~ NegBinomial(mean W*lam, shape W*phi) (exact for iid NB windows).
 Where revenue is present: revenue per conversion ``log rpc[c] = level[c]``
-with cell revenue ~ Gamma(conversions*tau, tau/rpc).
+with cell revenue ~ Gamma(conversions*tau, tau/rpc).  When every conversion of
+each campaign is worth the same amount (lead-gen accounts report a fixed
+value), the revenue carries no noise: that value is known, not sampled
+(``known_value_per_conversion``; a Gamma's shape would run to infinity), and
+the fit's settings say so.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ DATA_RICH_CONVERSIONS = 200  # per campaign: "data-rich" (independent intercepts
 CURVE_PINNED_CONVERSIONS = 5000  # in all: the global hour and day curves get fixed scales (see _conversion)
 CENTRED_CURVE_CONVERSIONS = 100  # every campaign this many: campaign curves whitened and centred, else non-centred
 CENTRED_CONVERSIONS = 20  # per campaign, in a pooled (sparse) fit: its level is centred, else non-centred
-MODEL_VERSION = 10  # bump when the model changes: cached fits of other versions are not reused by the demo
+MODEL_VERSION = 11  # bump when the model changes: cached fits of other versions are not reused by the demo
 RETRY_TARGET_ACCEPT = 0.99
 LENGTHEN_MAX_SECONDS = 180  # a slowly mixing part is sampled twice as long only if it took at most this long
 GATE = {"rhat_max": 1.01, "ess_bulk_min": 400, "ess_tail_min": 400, "divergences_max": 0}
@@ -385,6 +389,38 @@ def _volume(cells: Cells, pooled_campaigns: bool) -> None:
     pm.Potential("clicks_loglik", log_gammas + pt.sum(vn * eta - (shape + vn) * pt.log(shape + vw * pt.exp(eta))))
 
 
+def known_value_per_conversion(cells: Cells) -> np.ndarray | None:
+    """Revenue per conversion by campaign when every conversion of each campaign is worth the same amount
+    (within 1e-9, relative), else None.  A campaign without conversions gets the conversion-weighted mean
+    of the others' values.  Revenue without a conversion means the value is not per conversion: None."""
+    if not cells.has_revenue or cells.conversions.sum() == 0:
+        return None
+    conv, rev = cells.conversions, cells.revenue
+    if (rev[conv == 0] > 0).any():
+        return None
+    values, weights = np.full(len(cells.campaigns), np.nan), np.zeros(len(cells.campaigns))
+    for c in range(len(cells.campaigns)):
+        sold = (cells.campaign == c) & (conv > 0)
+        if sold.any():
+            ratio = rev[sold] / conv[sold]
+            if not (ratio.min() > 0 and ratio.max() - ratio.min() <= 1e-9 * ratio.max()):
+                return None
+            values[c], weights[c] = float(np.mean(ratio)), float(conv[sold].sum())
+    known = weights > 0
+    values[~known] = np.average(values[known], weights=weights[known])
+    return values
+
+
+def known_revenue_part(values: np.ndarray, campaigns: tuple[str, ...], chains: int, draws: int):
+    """The revenue part's 'posterior' when its value is known: the same value in every draw."""
+    import xarray as xr
+
+    log_rpc = np.broadcast_to(np.log(values), (chains, draws, len(values))).copy()
+    dims, coords = ("chain", "draw", "campaign"), {"chain": np.arange(chains), "draw": np.arange(draws),
+                                                   "campaign": list(campaigns)}
+    return xr.Dataset({"log_rpc": (dims, log_rpc), "rpc_level": (dims, log_rpc.copy())}, coords=coords)
+
+
 def _revenue(cells: Cells, pooled_campaigns: bool) -> None:
     """Revenue per conversion by campaign (inside an open model context)."""
     import pymc as pm
@@ -514,7 +550,16 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
     start = time.perf_counter()
     posteriors, stats, diags, data_rich, retried, lengthened = [], [], {}, False, [], []
     parts = model_parts(cells)
+    known_rpc = known_value_per_conversion(cells)
     for i, part in enumerate(parts):
+        if part == "revenue" and known_rpc is not None:  # no noise to fit: the value is known, not sampled
+            if progress:
+                print(f"[{i + 1}/{len(parts)}] revenue per conversion is a known value (every conversion of a "
+                      "campaign is worth the same): not sampled", file=sys.stderr, flush=True)
+            posteriors.append(known_revenue_part(known_rpc, cells.campaigns, chains, draws))
+            diags[part] = Diagnostics(1.0, float(chains * draws), float(chains * draws), 0, draws, chains,
+                                      worst={k: "known value" for k in ("rhat", "ess_bulk", "ess_tail")})
+            continue
         if progress:
             print(f"[{i + 1}/{len(parts)}] sampling the {part} model ({sampler}, {chains} chains x "
                   f"{tune} tune + {draws} draws)", file=sys.stderr, flush=True)
@@ -561,7 +606,9 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
                 "target_accept": target_accept, "parts": parts, "data_rich": data_rich,
                 "hour_harmonics": HOUR_HARMONICS, "dev_harmonics": DEV_HARMONICS,
                 "retried_with_target_accept_0.99": retried, "lengthened_and_thinned": lengthened,
-                "part_diagnostics": {p: d.as_dict() for p, d in diags.items()}}
+                "part_diagnostics": {p: d.as_dict() for p, d in diags.items()},
+                "known_value_per_conversion": (None if known_rpc is None else
+                                               dict(zip(cells.campaigns, map(float, known_rpc))))}
     return Fit(tree=merged, diagnostics=Diagnostics.combine(diags), settings=settings,
                seconds=time.perf_counter() - start)
 

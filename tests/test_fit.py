@@ -208,3 +208,35 @@ def test_a_failed_part_that_a_consumer_uses_is_refused_by_it(copy_of, tmp_path, 
     assert {name for name, code in codes.items() if code == 4} | ({"pacer"} if reason else set()) == refused
     assert reason is None or f"the {part} part" in reason
     assert f"the {part} part" in capsys.readouterr().err
+
+
+def test_a_fixed_value_per_conversion_is_known_not_sampled():
+    """Lead-gen accounts report a fixed value per conversion: no noise to fit, so the value is known
+    (a Gamma's shape ran to infinity there: revenue_shape R-hat 11.97 in the issue's data)."""
+    from gaelp_bayes import model
+
+    def cells_of(revenue, conversions=(2, 0, 3, 1)):
+        frame = pd.DataFrame({"timestamp": ["2026-01-05T00:00:00Z", "2026-01-05T01:00:00Z", "2026-01-05T00:00:00Z",
+                                            "2026-01-05T01:00:00Z"], "campaign": ["a", "a", "b", "b"],
+                              "clicks": [10, 10, 10, 10], "conversions": list(conversions), "revenue": revenue})
+        return data.aggregate(data.load_windows(frame))
+
+    assert model.known_value_per_conversion(cells_of([120.0, 0.0, 150.0, 50.0])).tolist() == [60.0, 50.0]
+    assert model.known_value_per_conversion(cells_of([120.0, 0.0, 150.0, 51.0])) is None  # b's values differ
+    assert model.known_value_per_conversion(cells_of([120.0, 5.0, 150.0, 50.0])) is None  # revenue, no conversion
+    assert model.known_value_per_conversion(cells_of([120.0, 0.0, 0.0, 0.0])) is None  # b's conversions earn 0
+    no_conversions_in_b = cells_of([120.0, 60.0, 0.0, 0.0], conversions=(2, 1, 0, 0))
+    assert model.known_value_per_conversion(no_conversions_in_b).tolist() == [60.0, 60.0]  # b: the others' value
+
+
+def test_a_fit_with_a_fixed_value_per_conversion_passes_its_revenue_part(fitted, tmp_path):
+    train = fitted.train.assign(revenue=60.0 * fitted.train["conversions"])
+    csv = tmp_path / "fixed_value.csv"
+    train.to_csv(csv, index=False)
+    code = cli.main(["fit", str(csv), "--out", str(tmp_path / "m"), "--draws", "200", "--tune", "200",
+                     "--chains", "2", "--seed", "5", "--quiet"])
+    manifest, arrays = cache.read_runtime(tmp_path / "m")
+    assert code in (0, 4) and (code == 0) == (not cache.failed_parts(manifest))
+    assert cache.part_verdicts(manifest)["revenue"]["passed"]
+    assert manifest["settings"]["known_value_per_conversion"] == {c: 60.0 for c in manifest["campaigns"]}
+    assert np.allclose(arrays["rpc"][:, :-1], 60.0)  # the campaigns' value; a new campaign's is uncertain
