@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import subprocess
 import sys
 import threading
@@ -13,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaelp_bayes.runtime import CampaignPosterior, Pacer, today_deviation
+
+from test_fit import fail_part
 
 DAY = dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc).timestamp()  # a Monday, 00:00 UTC
 
@@ -137,9 +140,11 @@ def test_invalid_or_failed_cache_gives_a_stopped_pacer(tmp_path, fitted):
 
     with pytest.raises(CacheError):
         Pacer.load(tmp_path / "nothing", daily_budget=10.0, strict=True)
-    if not fitted.manifest["diagnostics"]["passed"]:
-        p = Pacer.load(fitted.path, 10.0, campaign="campaign_01", now=DAY, journal=tmp_path)
-        assert "diagnostics gate" in p.status(DAY)["emergency_stop"]
+    failed = tmp_path / "failed"
+    shutil.copytree(fitted.path, failed)
+    fail_part(failed, "conversion")
+    p = Pacer.load(failed, 10.0, campaign="campaign_01", now=DAY, journal=tmp_path)
+    assert "the conversion part of this fit failed its diagnostics gate" in p.status(DAY)["emergency_stop"]
     p = Pacer.load(fitted.path, 10.0, campaign="campaign_01", now=DAY, journal=tmp_path, force=True,
                    max_cache_age_days=-1)
     assert "stale cache" in p.status(DAY)["emergency_stop"]
