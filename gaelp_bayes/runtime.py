@@ -476,8 +476,7 @@ class Pacer:
         return max(check_instant(now), self._starts[0])
 
     def _multiplier(self, t: float, h: int) -> float:
-        planned = self._cum[h] + self._alloc[h] * (t - self._starts[h]) / (self._starts[h + 1] - self._starts[h])
-        gap = (self._spent - planned) * 24.0 / self.budget
+        gap = (self._spent - self._planned(t, h)) * 24.0 / self.budget
         dt_h = (t - self._t_int) / 3600.0
         if dt_h > 0:
             self._L = min(max(self._L - KI * gap * dt_h, -3.0), 1.1)
