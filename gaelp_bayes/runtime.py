@@ -186,6 +186,14 @@ def check_instant(now, name: str = "now") -> float:
     return t
 
 
+def check_cost(cost) -> float:
+    """A cost (``record``'s, a journal line's): a finite number >= 0, else ``ValueError``."""
+    if not ((cost.__class__ is float or isinstance(cost, numbers.Real) and not isinstance(cost, bool))
+            and 0 <= cost < INF):
+        raise ValueError(f"cost must be a finite number >= 0, got {cost!r}")
+    return float(cost)
+
+
 def check_count(name: str, value) -> int:
     """A count (``record``'s clicks and conversions): a whole number >= 0 (bools count as 0/1), else ``ValueError``."""
     if value.__class__ is int and value >= 0:
@@ -248,14 +256,16 @@ def _journal_record(line: bytes) -> tuple[tuple[float, float, int, int] | None, 
     missing = [k for k in ("t", "cost", "clicks", "conversions") if k not in e]
     if missing:
         return None, f"no {', '.join(missing)}"
-    t, cost, clicks, conversions = e["t"], e["cost"], e["clicks"], e["conversions"]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (t, cost)):
-        return None, "t and cost must be numbers"
-    if not (math.isfinite(t) and math.isfinite(cost) and cost >= 0):
-        return None, f"t {t!r} and cost {cost!r} must be finite, cost >= 0"
+    t, clicks, conversions = e["t"], e["clicks"], e["conversions"]
+    if not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)):
+        return None, f"t must be a finite number, got {t!r}"
+    try:
+        cost = check_cost(e["cost"])
+    except ValueError as exc:
+        return None, str(exc)
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (clicks, conversions)):
         return None, f"clicks {clicks!r} and conversions {conversions!r} must be whole numbers >= 0"
-    return (float(t), float(cost), clicks, conversions), ""
+    return (float(t), cost, clicks, conversions), ""
 
 
 class Pacer:
@@ -609,11 +619,8 @@ class Pacer:
         ``ValueError`` and changes nothing.  A record dated before the last one (or before today) is
         booked at the ledger's current time: the money was spent, whatever its timestamp says.
         """
-        if not ((cost.__class__ is float or isinstance(cost, numbers.Real) and not isinstance(cost, bool))
-                and 0 <= cost < INF):
-            raise ValueError(f"cost must be a finite number >= 0, got {cost!r}")
+        cost = check_cost(cost)
         clicks, conversions = check_count("clicks", clicks), check_count("conversions", conversions)
-        cost = float(cost)
         with self._lock:  # the clock is read inside the lock: records from many threads stay in order
             t = check_instant(now)
             h = self._hour_of(t)
