@@ -135,6 +135,11 @@ def failed_parts(manifest: dict) -> list[str]:
     return [p for p, d in part_verdicts(manifest).items() if not d.get("passed", False)]
 
 
+def parts_phrase(parts: list[str]) -> str:
+    """'the revenue part', 'the cost and revenue parts': how messages name model parts."""
+    return f"the {' and '.join(parts)} part{'s' if len(parts) > 1 else ''}"
+
+
 def consumers_left(failed: list[str]) -> str:
     """In words: what still accepts a fit whose ``failed`` parts missed the gate (without ``--force``)."""
     if "conversion" in failed:
@@ -153,7 +158,7 @@ def check_usable(manifest: dict, path: str | Path, force: bool = False, parts=No
     failed = [p for p in needed if not verdicts[p].get("passed", False)]
     if failed and not force:
         details = "; ".join(f"{p}: {', '.join(verdicts[p].get('failures', [])) or 'failed'}" for p in failed)
-        raise FitError(f"{path}: the {' and '.join(failed)} part{'s' if len(failed) > 1 else ''} of this fit failed "
+        raise FitError(f"{path}: {parts_phrase(failed)} of this fit failed "
                        f"its diagnostics gate ({details}); refit with more --tune/--draws, or pass --force to use "
                        "it anyway")
 

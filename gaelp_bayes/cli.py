@@ -59,8 +59,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print_fit_summary(args.out, manifest, arrays)
     failed = cache.failed_parts(manifest)
     if failed:
-        print(f"\nWARNING: FIT FAILED THE DIAGNOSTICS GATE in the {' and '.join(failed)} part"
-              f"{'s' if len(failed) > 1 else ''}: {'; '.join(fitted.diagnostics.failures)}.\n"
+        print(f"\nWARNING: FIT FAILED THE DIAGNOSTICS GATE in {cache.parts_phrase(failed)}: "
+              f"{'; '.join(fitted.diagnostics.failures)}.\n"
               f"It is cached at {args.out} with each part's verdict. {cache.consumers_left(failed)} "
               "--strict refuses any failed part; --force uses it anyway. Try more --tune/--draws.", file=sys.stderr)
         return 4

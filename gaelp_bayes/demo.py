@@ -75,7 +75,7 @@ def run(draws: int = 1000, tune: int = 1000, chains: int = 4) -> int:
     print_fit_summary(DEMO_MODEL, manifest, arrays)
     failed = [p for p in cache.failed_parts(manifest) if p in PACER_PARTS]
     if failed:
-        print(f"\nthe demo fit failed its diagnostics gate in the {' and '.join(failed)} part: see "
+        print(f"\nthe demo fit failed its diagnostics gate in {cache.parts_phrase(failed)}: see "
               f"{DEMO_MODEL}/manifest.json", file=sys.stderr)
         return 4
     campaign = manifest["campaigns"][0]

@@ -444,8 +444,8 @@ def build_report(model_dir: str | Path, out: str | Path | None = None, budget: f
                   f"min bulk ESS {diag['ess_bulk_min']:.0f}, min tail ESS {diag['ess_tail_min']:.0f}, "
                   f"{diag['divergences']} divergences.</div>")
     else:
-        banner = (f"<div class='banner fail'>Fit FAILED its diagnostics gate in the {' and '.join(failed)} "
-                  f"part{'s' if len(failed) > 1 else ''} ({html.escape('; '.join(diag['failures']))}): do not trust "
+        banner = (f"<div class='banner fail'>Fit FAILED its diagnostics gate in {cache.parts_phrase(failed)} "
+                  f"({html.escape('; '.join(diag['failures']))}): do not trust "
                   f"those numbers. {html.escape(cache.consumers_left(failed))} Refit with more tuning or draws."
                   "</div>")
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>gaelp_bayes report: "
