@@ -26,9 +26,13 @@ from .errors import UsageError
 MODEL_MANIFEST = "manifest.json"  # the file that makes a folder a model cache (``cache.MANIFEST``)
 
 
+def is_model_cache(path: Path) -> bool:
+    return (path / MODEL_MANIFEST).is_file()
+
+
 def _describe(path: Path) -> str:
     if path.is_dir():
-        if (path / MODEL_MANIFEST).is_file():
+        if is_model_cache(path):
             return "a model cache"
         n = sum(1 for _ in path.iterdir())
         return f"a folder with {n} entr{'y' if n == 1 else 'ies'}"

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import cache
 from .errors import UsageError
-from .outputs import atomic_file, check_output
+from .outputs import atomic_file, check_output, is_model_cache
 
 DOW_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 BAND_50, BAND_90 = (0.25, 0.75), (0.05, 0.95)
@@ -414,7 +414,7 @@ def build_report(model_dir: str | Path, out: str | Path | None = None, budget: f
     if out.suffix.lower() not in (".html", ".htm"):
         raise UsageError(f"--out {out}: the report is an .html file")
     fig_dir = figure_folder(out)
-    if (fig_dir / cache.MANIFEST).is_file():
+    if is_model_cache(fig_dir):
         raise UsageError(f"--out {out}: its figure folder {fig_dir} is a model cache; choose another --out")
     check_output(out, inputs=[model_dir], overwrite=overwrite)
     check_output(fig_dir, inputs=[model_dir], folder=True, overwrite=overwrite, mark=FIGURES_MARK)
