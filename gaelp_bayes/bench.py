@@ -8,6 +8,7 @@ baseline from the same run).
     gaelp-bayes bench runtime        # per-bid time, batch throughput, import time, memory
     gaelp-bayes bench pacing         # policies vs a hindsight oracle, rich and sparse history
     gaelp-bayes bench scenarios      # every simulate scenario, 3 campaigns x 7 days, with/without learning
+    gaelp-bayes bench robustness     # the battery of data shapes: gate pass rates, time, held-out coverage
     gaelp-bayes bench all            # everything (make bench; needs models/demo from make demo)
 
 (``python -m gaelp_bayes.bench ...`` is the same.)
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GaelpError
+from .pipeline import fit_cached
 
 OUT_DIR = Path("reports/benchmarks")
 
@@ -72,15 +74,19 @@ f = model.fit(cells, sampler=sampler, progress=False, seed=1)
 d = f.diagnostics
 print(json.dumps({"fit_s": f.seconds, "process_s": time.perf_counter() - t0, "cells": int(len(cells.clicks)),
                   "passed": d.passed, "rhat": d.rhat_max, "ess_bulk": d.ess_bulk_min, "ess_tail": d.ess_tail_min,
-                  "div": d.divergences, "sampler": f.settings["sampler"],
+                  "div": d.divergences, "sampler": f.settings["sampler"], "model": model.MODEL_VERSION,
                   "parts": {p: v["rhat_max"] for p, v in f.settings["part_diagnostics"].items()}}))
 """
 
 
-def _fit_child(campaigns: int, sampler: str, compiledir: str, data_seed: int) -> dict:
+def _fit_child(campaigns: int, sampler: str, compiledir: str, data_seed: int, source: str | None = None) -> dict:
+    """One fit in a fresh process with the compile cache ``compiledir``; ``source``: the folder of another
+    version of the package to fit with instead (a git worktree of an earlier commit, say)."""
     env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={compiledir}", "NUMBA_CACHE_DIR": compiledir}
+    if source:
+        env["PYTHONPATH"] = str(Path(source).resolve())
     proc = subprocess.run([sys.executable, "-c", _FIT_CHILD, str(campaigns), sampler, str(data_seed)],
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=env, cwd=source or None)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -89,9 +95,11 @@ def _fit_child(campaigns: int, sampler: str, compiledir: str, data_seed: int) ->
 WARM_REPEATS = 3  # warm fits per size up to 20 campaigns: a few seconds vary by 10-20% from run to run here
 
 
-def bench_fit(sizes: list[int], samplers: list[str]) -> None:
+def bench_fit(sizes: list[int], samplers: list[str], baseline: str | None = None) -> None:
     """Fit time for each size and sampler: cold (empty compile cache), then warm: new processes refitting
-    the same structure on other data (the next day's refit), with the cache the cold run left."""
+    the same structure on other data (the next day's refit), with the cache the cold run left.  With
+    ``baseline`` (the folder of another version of the package), that version is measured in the same run,
+    each size right after this one's."""
     lines = _header("Fit speed: campaigns x 8 weeks, 4 chains x 1000 tune + 1000 draws") + [
         "Each fit runs in a fresh process. *cold*: an empty compile cache. *warm*: a new process fitting "
         "other data of the same shape (another simulated 8 weeks: other counts and cells, the next refit) "
@@ -99,43 +107,46 @@ def bench_fit(sizes: list[int], samplers: list[str]) -> None:
         "cache loading, sampling, diagnostics); `process` adds Python start-up, package imports and "
         f"data preparation. Up to 20 campaigns the warm fit runs {WARM_REPEATS} times on other data each: "
         "the median (and the range). Gate figures are the median warm fit's (the cold fit's where warm was "
-        "not run).", "",
-        "| campaigns | cells | sampler | cold fit s | warm fit s | warm process s | gate | max R-hat | min bulk ESS | min tail ESS | divergences |",
-        "|---|---|---|---|---|---|---|---|---|---|---|"]
+        "not run). *model*: the model version fitted (a baseline version, when given, runs in the same "
+        "run on the same data).", "",
+        "| campaigns | cells | model | sampler | cold fit s | warm fit s | warm process s | gate | max R-hat | min bulk ESS | min tail ESS | divergences |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     reference = ["", "Reference (a plain single hierarchical model measured on this machine kind before this "
                  "project's caching: nutpie 26 s for 1 campaign, 23 s of it compiling; 77 s for 200 campaigns, "
                  "failing the R-hat/ESS gate)."]
-    for n in sizes:
-        for sampler in samplers:
-            if sampler == "pymc" and n > 20:
-                lines.append(f"| {n} | | pymc | not run: PyMC's sampler takes 1.2 ms per iteration in Python |||||||")
-                continue
-            with tempfile.TemporaryDirectory() as cdir:
-                cold = _fit_child(n, sampler, cdir, data_seed=6)
-                # above 20 campaigns a fit takes minutes: the warm run is skipped (it saves the compile time only)
-                warm_runs = [_fit_child(n, sampler, cdir, data_seed=7 + k) for k in range(WARM_REPEATS if n <= 20 else 0)]
-            failed = [run["error"] for run in [cold, *warm_runs] if "error" in run]
-            if failed:
-                lines.append(f"| {n} | | {sampler} | error: {failed[0]} |||||||")
+    for n, sampler, source in ((n, sampler, source) for n in sizes for sampler in samplers
+                               for source in ([None, baseline] if baseline else [None])):
+        if sampler == "pymc" and n > 20:
+            lines.append(f"| {n} | | | pymc | not run: PyMC's sampler takes 1.2 ms per iteration in Python |||||||")
+            continue
+        with tempfile.TemporaryDirectory() as cdir:
+            cold = _fit_child(n, sampler, cdir, data_seed=6, source=source)
+            # above 20 campaigns a fit takes minutes: the warm run is skipped (it saves the compile time only)
+            warm_runs = [_fit_child(n, sampler, cdir, data_seed=7 + k, source=source)
+                         for k in range(WARM_REPEATS if n <= 20 else 0)]
+        failed = [run["error"] for run in [cold, *warm_runs] if "error" in run]
+        if failed:
+            lines.append(f"| {n} | | {'baseline' if source else 'this'} | {sampler} | error: {failed[0]} |||||||")
+        else:
+            if warm_runs:
+                warm = sorted(warm_runs, key=lambda run: run["fit_s"])[len(warm_runs) // 2]
+                fit_s, process_s = ([run[key] for run in warm_runs] for key in ("fit_s", "process_s"))
+                warm_fit, warm_process = (f"{np.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" for v in (fit_s, process_s))
             else:
-                if warm_runs:
-                    warm = sorted(warm_runs, key=lambda run: run["fit_s"])[len(warm_runs) // 2]
-                    fit_s, process_s = ([run[key] for run in warm_runs] for key in ("fit_s", "process_s"))
-                    warm_fit, warm_process = (f"{np.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" for v in (fit_s, process_s))
-                else:
-                    warm, warm_fit, warm_process = cold, "not run", "not run"
-                lines.append(f"| {n} | {warm['cells']} | {warm['sampler']} | {cold['fit_s']:.1f} | {warm_fit} | "
-                             f"{warm_process} | {'pass' if warm['passed'] else 'FAIL'} | {warm['rhat']:.3f} | "
-                             f"{warm['ess_bulk']:.0f} | {warm['ess_tail']:.0f} | {warm['div']} |")
-            print(lines[-1], flush=True)
-            _write("fit_speed", lines + reference)  # after every row: a long run stopped early keeps its rows
+                warm, warm_fit, warm_process = cold, "not run", "not run"
+            lines.append(f"| {n} | {warm['cells']} | {warm.get('model', '?')}{' (baseline)' if source else ''} | "
+                         f"{warm['sampler']} | {cold['fit_s']:.1f} | {warm_fit} | "
+                         f"{warm_process} | {'pass' if warm['passed'] else 'FAIL'} | {warm['rhat']:.3f} | "
+                         f"{warm['ess_bulk']:.0f} | {warm['ess_tail']:.0f} | {warm['div']} |")
+        print(lines[-1], flush=True)
+        _write("fit_speed", lines + reference)  # after every row: a long run stopped early keeps its rows
 
 
 def bench_calibration(campaigns: int, seed: int) -> None:
     """Fit 5 weeks, predict week 6: PIT and interval coverage, RMSE of rates vs empirical rates."""
     import pandas as pd
 
-    from . import cache, data, model, sim
+    from . import cache, data, sim
     from .predict import predict
 
     world = sim.make_world(campaigns=campaigns, seed=seed)
@@ -144,9 +155,8 @@ def bench_calibration(campaigns: int, seed: int) -> None:
     cut = stamps.min() + pd.Timedelta(days=35)
     train, holdout = history[stamps < cut], history[stamps >= cut]
     cells = data.aggregate(data.load_windows(train))
-    fitted = model.fit(cells, progress=False, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
-        cache.write(Path(tmp) / "m", fitted, cells)
+        fitted = fit_cached(cells, Path(tmp) / "m", progress=False, seed=seed).fit
         pred, _ = predict(str(Path(tmp) / "m"), holdout.reset_index(drop=True), force=True)
         _, arrays = cache.read_runtime(Path(tmp) / "m")
     pit_cov = float(((pred["pred_pit"] >= 0.05) & (pred["pred_pit"] <= 0.95)).mean())
@@ -261,7 +271,7 @@ def bench_allocation(datasets: int, draws: int, seed: int = 500) -> None:
     import pandas as pd
 
     from . import allocate as al
-    from . import cache, data, model, sim
+    from . import cache, data, sim
 
     rows = []
     for i in range(datasets):
@@ -269,9 +279,8 @@ def bench_allocation(datasets: int, draws: int, seed: int = 500) -> None:
         for weeks in (1, 5):
             history = sim.log_history(world, days=7 * weeks, seed=seed + 100 + i)
             cells = data.aggregate(data.load_windows(history))
-            fitted = model.fit(cells, draws=draws, tune=draws, chains=4, progress=False, seed=i)
             with tempfile.TemporaryDirectory() as tmp:
-                cache.write(Path(tmp) / "m", fitted, cells)
+                fitted = fit_cached(cells, Path(tmp) / "m", draws=draws, tune=draws, chains=4, progress=False, seed=i).fit
                 manifest, arrays = cache.read_runtime(Path(tmp) / "m")
             for c, name in enumerate(manifest["campaigns"]):
                 for dow in range(7):
@@ -334,7 +343,7 @@ def bench_open_bandit(root: str = OPEN_BANDIT, train_days: int = 6) -> None:
     from scipy.special import logsumexp
     from scipy.stats import binom
 
-    from . import cache, data, model
+    from . import cache, data
     from .predict import predict
 
     windows = open_bandit_windows(root)
@@ -342,9 +351,8 @@ def bench_open_bandit(root: str = OPEN_BANDIT, train_days: int = 6) -> None:
     cut = stamps.min() + pd.Timedelta(days=train_days)
     train, test = windows[stamps < cut].reset_index(drop=True), windows[stamps >= cut].reset_index(drop=True)
     cells = data.aggregate(data.load_windows(train))
-    fitted = model.fit(cells, progress=False, seed=7)
     with tempfile.TemporaryDirectory() as tmp:
-        cache.write(Path(tmp) / "m", fitted, cells)
+        fitted = fit_cached(cells, Path(tmp) / "m", progress=False, seed=7).fit
         pred, _ = predict(str(Path(tmp) / "m"), test, force=True)
         manifest, arrays = cache.read_runtime(Path(tmp) / "m")
     y, n = test["conversions"].to_numpy(), test["clicks"].to_numpy()
@@ -454,13 +462,81 @@ def bench_sparse(campaigns: int = 30, days: int = 3, seed: int = 3) -> None:
         f"| gate | {'pass' if d.passed else 'FAIL: ' + '; '.join(d.failures)} |",
         f"| max R-hat / min bulk ESS / min tail ESS / divergences | {d.rhat_max:.3f} / {d.ess_bulk_min:.0f} / "
         f"{d.ess_tail_min:.0f} / {d.divergences} |",
-        f"| parts re-sampled at target_accept 0.99 | {', '.join(fitted.settings['retried_with_target_accept_0.99']) or 'none'} |",
-        f"| parts re-sampled twice as long, thinned by 2 (slow mixing) | "
-        f"{', '.join(fitted.settings['lengthened_and_thinned']) or 'none'} |",
+        f"| parts sampled again (the one automatic retry) | {', '.join(fitted.settings['retried']) or 'none'} |",
         f"| correlation of posterior-mean log rate with true log base rate | "
         f"{np.corrcoef(-np.log1p(np.exp(-level)), np.log(base))[0, 1]:.3f} |",
         f"| fit seconds ({fitted.settings['sampler']}) | {fitted.seconds:.0f} |"]
     _write("sparse", lines)
+
+
+ROBUSTNESS_SEEDS = (101, 202, 303)  # never used to choose anything in the model
+SLOW_SHAPES = ("campaigns_200", "days_365", "campaigns_20")  # minutes per fit: one seed unless asked
+
+
+def bench_robustness(shapes: list[str], seeds: list[int], slow_seeds: int = 1, baseline: str | None = None) -> None:
+    """Every battery shape (battery.py) over ``seeds``, default fit settings: the gate on the first sampling
+    and after the automatic retries, seconds, held-out coverage and accuracy.  Each run is appended to
+    reports/benchmarks/robustness_runs.jsonl as it finishes; ``baseline`` (such a file from another version,
+    run on this machine) adds that version's figures beside each shape."""
+    import pandas as pd
+
+    from . import battery
+
+    unknown = sorted(set(shapes) - set(battery.SHAPES))
+    if unknown:
+        raise GaelpError(f"unknown battery shape(s): {', '.join(unknown)} (known: {', '.join(battery.SHAPES)})")
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    runs_path = OUT_DIR / "robustness_runs.jsonl"
+    runs = []
+    with runs_path.open("w") as log:
+        for name in shapes:
+            for seed in seeds[:slow_seeds] if name in SLOW_SHAPES else seeds:
+                drawn = battery.draw(battery.SHAPES[name], seed)
+                try:
+                    run = battery.evaluate(drawn, seed=seed)
+                except GaelpError as exc:
+                    run = {"error": str(exc).splitlines()[0], "first_pass": False, "passed": False}
+                run.update(shape=name, seed=seed)
+                runs.append(run)
+                log.write(json.dumps(run) + "\n")
+                log.flush()
+                print(json.dumps(run), flush=True)
+    table = _robustness_table(pd.DataFrame(runs))
+    if baseline:
+        before = _robustness_table(pd.read_json(baseline, lines=True))
+        table = table.join(before[["first pass", "pass", "median s", "coverage"]], rsuffix=" (baseline)")
+    first, final = table["first pass"].str.split("/", expand=True).astype(int), table["pass"].str.split("/", expand=True).astype(int)
+    lines = _header("Robustness battery: ordinary data shapes nobody tuned the model on (default fit settings)") + [
+        "Shapes: gaelp_bayes/battery.py (each changes one thing about 3 campaigns x 4 weeks; truth from a family "
+        f"that is not the model's). Seeds {', '.join(map(str, seeds))} ({slow_seeds} for {', '.join(SLOW_SHAPES)}). "
+        "*first pass*: every part passed the gate on its first sampling; *pass*: after the automatic retry. "
+        "*coverage*: share of held-out windows whose randomized PIT lies in [0.05, 0.95] (0.90 when calibrated). "
+        "*RMSE ratio*: click-weighted RMSE of posterior-mean cell rates against the truth, over the raw per-cell "
+        "rates' (below 1: the model beats raw rates). Runs: robustness_runs.jsonl.", "",
+        f"First pass {first[0].sum()}/{first[1].sum()} ({first[0].sum() / first[1].sum():.0%}), pass after retry "
+        f"{final[0].sum()}/{final[1].sum()} ({final[0].sum() / final[1].sum():.0%}).", "", _markdown(table)]
+    _write("robustness", lines)
+
+
+def _robustness_table(runs):
+    """One row per shape: pass counts, median seconds, mean coverage, RMSE ratio, the first failure."""
+    import pandas as pd
+
+    rows = {}
+    for name, group in runs.groupby("shape", sort=False):
+        ok = group[group["error"].isna()] if "error" in group else group
+        failure = next((f[0] for f in ok.get("failures", []) if f), None) if len(ok) else None
+        errors = group["error"].dropna().tolist() if "error" in group else []
+        rows[name] = {"first pass": f"{int(group['first_pass'].sum())}/{len(group)}",
+                      "pass": f"{int(group['passed'].sum())}/{len(group)}",
+                      "median s": round(float(ok["seconds"].median()), 1) if len(ok) else float("nan"),
+                      "coverage": round(float(ok["pit_coverage"].mean()), 3) if len(ok) else float("nan"),
+                      "RMSE ratio": round(float((ok["rmse_posterior"] / ok["rmse_raw"]).mean()), 2) if len(ok) else float("nan"),
+                      "zero cells": f"{float(ok['zero_cells'].mean()):.0%}" if len(ok) else "",
+                      "a failure": (errors[0] if errors else failure) or ""}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "shape"
+    return table
 
 
 REGIMES = {  # name: (history days, base conversion rate range, traffic scale, world seed)
@@ -473,7 +549,7 @@ def bench_pacing(regimes: list[str], draws: int = 1000, bid_caps: tuple[float, .
     """Conversions as % of the hindsight oracle per policy, per history regime (fit on history, pace 7 test days)."""
     import pandas as pd
 
-    from . import cache, data, model, sim
+    from . import data, sim
 
     lines = _header("Pacing policies in a simulated second-price auction world (3 campaigns x 7 test days)") + [
         "Oracle: hindsight optimum (knows every opportunity's price and true rate). Conversions are expected "
@@ -485,11 +561,10 @@ def bench_pacing(regimes: list[str], draws: int = 1000, bid_caps: tuple[float, .
         world = sim.make_world(campaigns=3, seed=seed, base_cvr=cvr_range, volume_scale=scale)
         history = sim.log_auction_history(world, days=days, seed=seed + 1)
         cells = data.aggregate(data.load_windows(history))
-        fitted = model.fit(cells, draws=draws, tune=draws, progress=False, seed=seed)
         start = pd.Timestamp("2026-01-05") + pd.Timedelta(days=days)
         test_days = [str(start + pd.Timedelta(days=i))[:10] for i in range(7)]
         with tempfile.TemporaryDirectory() as tmp:
-            cache.write(Path(tmp) / "m", fitted, cells)
+            fitted = fit_cached(cells, Path(tmp) / "m", draws=draws, tune=draws, progress=False, seed=seed).fit
             for cap in bid_caps:
                 t0 = time.perf_counter()
                 res = sim.compare_policies(world, history, str(Path(tmp) / "m"), test_days,
@@ -520,7 +595,7 @@ def bench_scenarios(seed: int = 41, days: int = 7, campaigns: int = 3) -> None:
     _write("scenarios", lines)
 
 
-INDEX_ORDER = ("pacing", "scenarios", "calibration", "open_bandit", "allocation", "allocation_speed",
+INDEX_ORDER = ("robustness", "pacing", "scenarios", "calibration", "open_bandit", "allocation", "allocation_speed",
                "runtime_speed", "events", "sparse", "fit_speed")
 
 
@@ -558,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("fit")
     f.add_argument("--sizes", default="1,20,200")
     f.add_argument("--samplers", default="auto")
+    f.add_argument("--baseline", default=None, help="folder of another version of the package to time beside")
     c = sub.add_parser("calibration")
     c.add_argument("--campaigns", type=int, default=10)
     c.add_argument("--seed", type=int, default=21)
@@ -569,6 +645,11 @@ def main(argv: list[str] | None = None) -> int:
     ob.add_argument("--root", default=OPEN_BANDIT, help="folder of the Open Bandit sample")
     sub.add_parser("events")
     sub.add_parser("sparse")
+    rb = sub.add_parser("robustness", help="the battery of data shapes (about an hour on 2 cores)")
+    rb.add_argument("--shapes", default="all", help="comma-separated battery shapes (default: all)")
+    rb.add_argument("--seeds", default=",".join(map(str, ROBUSTNESS_SEEDS)))
+    rb.add_argument("--slow-seeds", type=int, default=1, help=f"seeds for {', '.join(SLOW_SHAPES)}")
+    rb.add_argument("--baseline", default=None, help="robustness_runs.jsonl of another version, shown beside")
     rt = sub.add_parser("runtime")
     rt.add_argument("--model", default="models/demo")
     rt.add_argument("--campaign", default=None)
@@ -609,6 +690,11 @@ def run(args: argparse.Namespace) -> None:
         bench_fit([1, 20, 200], ["auto"])
     elif args.what == "sparse":
         bench_sparse()
+    elif args.what == "robustness":
+        from .battery import SHAPES
+
+        bench_robustness(list(SHAPES) if args.shapes == "all" else args.shapes.split(","),
+                         [int(s) for s in args.seeds.split(",")], args.slow_seeds, args.baseline)
     elif args.what == "events":
         bench_events()
     elif args.what == "open-bandit":
@@ -622,7 +708,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.what == "pacing":
         bench_pacing(args.regimes.split(","), args.draws)
     elif args.what == "fit":
-        bench_fit([int(s) for s in args.sizes.split(",")], args.samplers.split(","))
+        bench_fit([int(s) for s in args.sizes.split(",")], args.samplers.split(","), args.baseline)
     else:
         bench_calibration(args.campaigns, args.seed)
 

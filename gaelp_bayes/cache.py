@@ -4,7 +4,7 @@ Files:
 
 - ``posterior.nc``: the full posterior DataTree (netCDF, h5netcdf engine) with
   ``posterior``, ``sample_stats`` and ``observed_data`` (the fitted cells).
-- ``runtime.npz``: float32 cubes for the runtime (see ``model.runtime_arrays``)
+- ``runtime.npz``: float32 cubes for the runtime (``Fit.runtime_arrays``: the model's export)
   plus ``campaigns`` (str array); loaded with ``allow_pickle=False``.
 - ``manifest.json``: schema version, created-at, package version, data
   fingerprint, campaigns, timezone, settings, diagnostics, sha256 per file.
@@ -48,14 +48,12 @@ def write(out: str | Path, fit, cells, max_runtime_draws: int = 1000, overwrite:
 
     An existing ``out`` (a model cache, a file, a folder that is not empty) is replaced only with
     ``overwrite`` (``outputs.check_output``)."""
-    from .model import runtime_arrays
-
     out = check_output(out, folder=True, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         fit.tree.to_netcdf(tmp / POSTERIOR, engine="h5netcdf")
-        arrays = runtime_arrays(fit.tree, max_draws=max_runtime_draws, seed=fit.settings["seed"])
+        arrays = fit.runtime_arrays(max_runtime_draws)
         np.savez(tmp / RUNTIME, campaigns=np.array(cells.campaigns, dtype=str), **arrays)
         manifest = {
             "schema_version": SCHEMA_VERSION,

@@ -45,16 +45,17 @@ def print_fit_summary(path: str, manifest: dict, arrays: dict) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from . import data, model
+    from . import data
+    from .pipeline import fit_cached
 
     check_output(args.out, inputs=[args.windows], folder=True, overwrite=args.overwrite)
     windows = data.load_windows(args.windows, timezone=args.timezone)
     cells = data.aggregate(windows, timezone=args.timezone)
     print(f"{args.windows}: {len(windows)} windows, {len(cells.campaigns)} campaigns, {len(cells.clicks)} cells",
           file=sys.stderr)
-    fitted = model.fit(cells, draws=args.draws, tune=args.tune, chains=args.chains, seed=args.seed,
-                       sampler=args.sampler, progress=not args.quiet)
-    cache.write(args.out, fitted, cells, max_runtime_draws=args.runtime_draws, overwrite=args.overwrite)
+    fitted = fit_cached(cells, args.out, overwrite=args.overwrite, runtime_draws=args.runtime_draws, draws=args.draws,
+                        tune=args.tune, chains=args.chains, seed=args.seed, sampler=args.sampler,
+                        progress=not args.quiet).fit
     manifest, arrays = cache.read_runtime(args.out)
     print_fit_summary(args.out, manifest, arrays)
     failed = cache.failed_parts(manifest)
@@ -151,7 +152,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from . import data, model, sim
+    from . import data, sim
+    from .pipeline import fit_cached
     from .report import simulation_figures
 
     scenarios = args.scenario.split(",")
@@ -173,9 +175,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             hist = history[~young].reset_index(drop=True)
         model_dir = out_dir / f"model-{scenario if scenario == 'new-campaign' else 'history'}"
         cells = data.aggregate(data.load_windows(hist))
-        if not cache.holds_fit_of(model_dir, cells.fingerprint(), model.MODEL_VERSION):  # else reuse the fit
-            print(f"fitting the posterior on {len(hist)} simulated windows ...", file=sys.stderr, flush=True)
-            cache.write(model_dir, model.fit(cells, progress=False, seed=args.seed), cells, overwrite=True)
+        print(f"posterior on {len(hist)} simulated windows: {model_dir} (fitted unless cached) ...",
+              file=sys.stderr, flush=True)
+        fit_cached(cells, model_dir, reuse=True, progress=False, seed=args.seed)
         start = pd.to_datetime(history["timestamp"], utc=True).max().normalize() + pd.Timedelta(days=1)
         days = [str((start + pd.Timedelta(days=i)).date()) for i in range(args.days)]
         kwargs, outage = sim.SCENARIOS[scenario]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import cache, data, model, sim
+from . import cache, data, sim
+from .pipeline import fit_cached
 from .runtime import PACER_PARTS
 
 DEMO_MODEL = "models/demo"
@@ -29,14 +30,14 @@ def ensure_model(model_dir: str = DEMO_MODEL, data_path: str = DEMO_DATA, draws:
     Path(data_path).parent.mkdir(parents=True, exist_ok=True)
     history.to_csv(data_path, index=False)
     cells = data.aggregate(data.load_windows(data_path))
-    if cache.holds_fit_of(model_dir, cells.fingerprint(), model.MODEL_VERSION, accept_failed):
-        print(f"reusing the cached posterior in {model_dir} (same data and model version)", file=sys.stderr)
-    else:
-        print(f"fitting the demo posterior on {data_path} ({len(history)} windows, {len(cells.campaigns)} "
-              "campaigns)", file=sys.stderr)
-        fitted = model.fit(cells, draws=draws, tune=tune, chains=chains, seed=0, progress=progress)
-        cache.write(model_dir, fitted, cells, overwrite=True)  # the demo's own model: refreshed when stale
-    return world, history, cache.read_manifest(model_dir)
+    print(f"demo posterior {model_dir}: {data_path} ({len(history)} windows, {len(cells.campaigns)} campaigns)",
+          file=sys.stderr)
+    # the demo's own model: reused when it holds a fit of this data by this model version, else refreshed
+    cached = fit_cached(cells, model_dir, reuse=True, accept_failed=accept_failed, draws=draws, tune=tune,
+                        chains=chains, seed=0, progress=progress)
+    print("  reused the cached fit (same data and model version)" if cached.fit is None else
+          f"  fitted in {cached.fit.seconds:.1f} s", file=sys.stderr)
+    return world, history, cached.manifest
 
 
 def paced_day(world: sim.World, campaign: str, budget: float, date: str, model_dir: str = DEMO_MODEL) -> dict:

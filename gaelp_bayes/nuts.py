@@ -19,7 +19,7 @@ and type); a later model with the same fingerprint loads both callbacks
 straight from numba's cache by their keys, and any miss takes the full path.
 
 Data-derived constants in a model graph (a prior centred on an observed
-rate, say) change its key; model.py passes those as ``pm.Data`` so the key
+rate, say) change its key; the model's parts pass those as ``pm.Data`` so the key
 depends on the model's structure alone.
 
 This relies on nutpie internals (``nutpie.compile_pymc``), tested against the

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import cache
 from .errors import UsageError
+from .model import KEY_PARAMETERS
 from .outputs import atomic_file, check_output, is_model_cache
 
 DOW_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -298,8 +299,7 @@ def diagnostics(ctx: Context) -> tuple[str, list[Figure]]:
             f"{ctx.manifest['fit_seconds']:.0f} s.</p><table><tr><th>model part</th><th>max R-hat</th>"
             f"<th>min bulk ESS</th><th>min tail ESS</th><th>divergences</th><th>gate</th></tr>{rows}</table>")
     post = ctx.tree["posterior"].to_dataset()
-    keys = [v for v in ("mu", "sigma_campaign", "campaign_level", "sigma_cell", "sigma_dev", "cpc_level")
-            if v in post]
+    keys = [v for v in KEY_PARAMETERS if v in post]
     subset = post[keys]
     if "campaign" in subset.dims:
         subset = subset.isel(campaign=slice(0, 2))

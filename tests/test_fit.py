@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gaelp_bayes import cache, cli, data, predict
+from gaelp_bayes import cache, cli, data, model, predict
 from gaelp_bayes.errors import CacheError, FitError
 
 
@@ -39,7 +39,8 @@ def test_runtime_file_is_float32_without_pickles(fitted):
 def test_full_posterior_reads_back(fitted):
     _, tree = cache.read_posterior(fitted.path)
     post = tree["posterior"].to_dataset()
-    assert {"sigma_cell", "campaign_level", "cell_effect", "log_cpc", "log_volume", "log_rpc"} <= set(post.data_vars)
+    assert {"sigma_cell", "campaign_level", "dev_coef", "log_cpc", "log_volume", "log_rpc"} <= set(post.data_vars)
+    assert "cell_effect" not in post  # integrated out: each draw's cell rates are drawn in runtime.npz
     assert int(tree["observed_data"].to_dataset()["clicks"].sum()) == int(fitted.train["clicks"].sum())
 
 
@@ -140,7 +141,7 @@ def test_cache_write_is_atomic(fitted, tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez", fail)
     _, tree = cache.read_posterior(fitted.path)
-    fake = type("F", (), {"tree": tree, "settings": {"seed": 0}, "seconds": 1.0, "diagnostics": None})()
+    fake = model.Fit(tree=tree, diagnostics=None, settings={"seed": 0}, seconds=1.0)
     cells = data.aggregate(data.load_windows(fitted.train_csv))
     with pytest.raises(Boom):
         cache.write(target, fake, cells, overwrite=True)
@@ -149,8 +150,6 @@ def test_cache_write_is_atomic(fitted, tmp_path, monkeypatch):
 
 
 def test_a_cache_is_reused_only_for_the_same_data_model_version_and_a_passing_gate(copy_of, fitted):
-    from gaelp_bayes import model
-
     fingerprint = data.aggregate(data.load_windows(fitted.train_csv)).fingerprint()
     manifest = json.loads((copy_of / "manifest.json").read_text())
     assert cache.holds_fit_of(copy_of, fingerprint, model.MODEL_VERSION, accept_failed=True)

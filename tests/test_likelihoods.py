@@ -79,3 +79,57 @@ def test_volume_potential_is_the_negative_binomial_likelihood(cells):
     got, want = _differences(m, "clicks_loglik", reference)
     assert np.abs(want).max() > 1.0
     np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-6)
+
+
+def test_conversion_potential_is_the_beta_binomial_likelihood(cells):
+    """Cell effects integrated out: each cell's count is beta-binomial around the campaign-hour-weekday mean."""
+    m = model.build_model(cells, "conversion")
+    seen = cells.clicks > 0
+
+    def reference(point):
+        level, coef = _value(m, "campaign_level", point), _value(m, "hour_coef", point) + _value(m, "dev_coef", point)
+        eta = (level[:, None] + coef @ model.fourier_basis(model.DEFAULT.hour_harmonics).T)[cells.campaign, cells.hour]
+        eta = eta + _value(m, "dow_effect", point)[cells.dow]
+        a, b = model.cell_beta(eta, _value(m, "sigma_cell", point))
+        return stats.betabinom.logpmf(cells.conversions, cells.clicks, a, b)[seen].sum()
+
+    got, want = _differences(m, "conversion_loglik", reference)
+    assert np.abs(want).max() > 1.0
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-5)
+
+
+def test_cell_beta_matches_the_cell_effects_scale():
+    """Beta(a, b) has mean sigmoid(eta) and about the log-odds spread sigma_cell."""
+    rng = np.random.default_rng(0)
+    for eta, sd in ((-4.0, 0.1), (-1.0, 0.3), (0.5, 0.05)):
+        a, b = model.cell_beta(np.float64(eta), sd)
+        draws = rng.beta(a, b, 200_000)
+        assert abs(draws.mean() - 1 / (1 + np.exp(-eta))) < 0.01 * draws.mean()
+        assert abs(np.log(draws / (1 - draws)).std() - sd) < 0.1 * sd
+
+
+@pytest.mark.parametrize("free, value, jacobian", [
+    ("curve_white", lambda m: pt_concat_curves(m), "curve_jacobian"),
+    ("hour_coef_white", lambda m: m["hour_coef"], "hour_coef_jacobian"),
+    ("mu_white", lambda m: m["mu"], "mu_jacobian"),
+])
+def test_whitening_changes_of_variables_are_exact(cells, free, value, jacobian):
+    """Each whitened map (campaign curves given the population; population means given their scales): the
+    Jacobian the model adds equals log|det d value / d free| (autodiff), at several points."""
+    m = model.build_model(cells, "conversion")
+    white = m.rvs_to_values[m[free]]
+    (out,) = m.replace_rvs_by_values([value(m).ravel()])
+    (term,) = m.replace_rvs_by_values([m[jacobian]])
+    fn = pytensor.function(m.value_vars, [pytensor.gradient.jacobian(out, white), term], on_unused_input="ignore")
+    for point in _points(m):
+        full, want = fn(**point)
+        sign, logdet = np.linalg.slogdet(full.reshape(point[free].size, -1))
+        assert sign != 0
+        np.testing.assert_allclose(logdet, want, rtol=1e-8)
+
+
+def pt_concat_curves(m):
+    """A campaign's 13 curve values as the model holds them: level, then hour coefficients."""
+    import pytensor.tensor as pt
+
+    return pt.concatenate([m["campaign_level"][:, None], m["hour_coef"][None, :] + m["dev_coef"]], axis=1)

@@ -1,0 +1,30 @@
+"""The hierarchical PyMC model of hourly conversion rates, cost, volume and revenue; its fit and gate.
+
+Conversion rate of cell (campaign c, day-of-week d, local hour h), partially pooled across campaigns::
+
+    logit mean[c,d,h] = level[c] + curve_c(h) + day[d],     rate[c,d,h] ~ Beta around mean[c,d,h]
+
+Modules, in the order data flows through them:
+
+- ``config``: ``ModelConfig`` (priors, the gate, the retry policy; stored in each cache's manifest) and
+  ``MODEL_VERSION``.
+- ``common`` and ``curves``: shared terms; campaign curves sampled in (conditionally) whitened coordinates.
+- one module per part, each with its priors, likelihood and runtime export: ``conversion``, ``volume``,
+  ``cost`` (where spend is present) and ``revenue`` (where revenue is present); ``parts`` builds them.
+- ``gate``: diagnostics and the gate every part must pass.
+- ``fitting``: sampler backends (``SAMPLERS``), the one automatic retry, merging the parts.
+- ``export``: the runtime's float32 arrays from a posterior.
+"""
+
+from .common import fourier_basis
+from .config import DEFAULT, MODEL_VERSION, ModelConfig
+from .conversion import cell_beta
+from .export import runtime_arrays
+from .fitting import SAMPLERS, Fit, cells_dataset, fit
+from .gate import Diagnostics, diagnose
+from .parts import KEY_PARAMETERS, PART_MODULES, PARTS, build_model, model_parts
+from .revenue import known_value_per_conversion
+
+__all__ = ["DEFAULT", "KEY_PARAMETERS", "MODEL_VERSION", "PARTS", "PART_MODULES", "SAMPLERS", "Diagnostics", "Fit",
+           "ModelConfig", "build_model", "cell_beta", "cells_dataset", "diagnose", "fit", "fourier_basis",
+           "known_value_per_conversion", "model_parts", "runtime_arrays"]

@@ -1,0 +1,148 @@
+"""Fitting: sample each part with a sampler backend, retry a part once if it fails the gate, merge.
+
+The parts share no parameters, so the joint posterior is the product of the parts' posteriors: each is
+sampled on its own, with its own step size and mass matrix, and the draws are merged.  A sampler backend
+is a function ``(model, draws, tune, chains, seed, target_accept, progress) -> DataTree`` registered in
+``SAMPLERS``; nutpie (with its compiled model cached on disk, ``nuts.py``) is the default, PyMC's own
+sampler stays available, and a distributed backend plugs in the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..data import Cells
+from ..errors import FitError
+from .parts import PART_MODULES, build_model, model_parts
+from .config import DEFAULT, MODEL_VERSION, ModelConfig
+from .gate import Diagnostics, diagnose
+from .revenue import known_posterior, known_value_per_conversion
+
+
+def _nutpie(model, draws: int, tune: int, chains: int, seed: int, target_accept: float, progress: bool):
+    """nutpie with its compiled callbacks cached on disk (nuts.py)."""
+    from .. import nuts
+
+    return nuts.sample(model, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept,
+                       cores=min(chains, os.cpu_count() or 1), progress=progress)
+
+
+def _pymc(model, draws: int, tune: int, chains: int, seed: int, target_accept: float, progress: bool):
+    """PyMC's own NUTS (about 1 ms per iteration in Python: slower than nutpie past a few campaigns)."""
+    import pymc as pm
+
+    return pm.sample(draws=draws, tune=tune, chains=chains, cores=min(chains, os.cpu_count() or 1, 2),
+                     random_seed=seed, target_accept=target_accept, progressbar=progress, nuts_sampler="pymc",
+                     compute_convergence_checks=False, model=model)
+
+
+SAMPLERS: dict[str, Callable] = {"nutpie": _nutpie, "pymc": _pymc}
+# nutpie by default: with its callbacks cached it was 6.3x faster than PyMC's sampler for one campaign and
+# 1.9x at 20, warm (reports/benchmarks/fit_speed.md)
+DEFAULT_SAMPLER = "nutpie"
+
+
+@dataclass
+class Fit:
+    """A sampled posterior (all parts merged) with its diagnostics, settings and model configuration."""
+
+    tree: object  # xarray.DataTree: posterior, sample_stats (variables prefixed by part), observed_data
+    diagnostics: Diagnostics
+    settings: dict
+    seconds: float
+    config: ModelConfig = field(default=DEFAULT)
+
+    def runtime_arrays(self, max_draws: int = 1000) -> dict[str, np.ndarray]:
+        """The float32 cubes the runtime reads (``export.runtime_arrays``)."""
+        from .export import runtime_arrays
+
+        return runtime_arrays(self.tree, max_draws=max_draws, seed=self.settings["seed"], config=self.config)
+
+
+def cells_dataset(cells: Cells):
+    """The fitted sufficient statistics as an xarray Dataset (stored with the posterior)."""
+    import xarray as xr
+
+    data = {name: ("cell", getattr(cells, name)) for name in
+            ("campaign", "dow", "hour", "windows", "clicks", "conversions", "spend", "revenue")
+            if getattr(cells, name) is not None}
+    return xr.Dataset(data, coords={"campaign_name": list(cells.campaigns)},
+                      attrs={"timezone": cells.timezone, "period_start": cells.period[0],
+                             "period_end": cells.period[1], "n_windows": cells.n_windows})
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
+        sampler: str = "auto", target_accept: float = 0.95, progress: bool = True,
+        config: ModelConfig = DEFAULT) -> Fit:
+    """Sample each part's posterior, retry a part that fails the gate once, merge the draws and diagnose.
+
+    The retry samples the part again with twice the tuning and twice the draws, thinned by 2 (so the part
+    still merges with the others and its effective sample size about doubles), at
+    ``config.retry_target_accept`` if the first sampling diverged; a part whose first sampling took longer
+    than ``config.retry_max_seconds`` is not retried.
+    """
+    import xarray as xr
+
+    if cells.clicks.sum() == 0:
+        raise FitError("no clicks in the data: nothing to learn a conversion rate from")
+    sampler = DEFAULT_SAMPLER if sampler == "auto" else sampler
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
+    sample = SAMPLERS[sampler]
+    start = time.perf_counter()
+    posteriors, stats, diags, retried = [], [], {}, {}
+    parts = model_parts(cells)
+    known_rpc = known_value_per_conversion(cells)
+    for i, part in enumerate(parts):
+        if part == "revenue" and known_rpc is not None:  # no noise to fit: the value is known, not sampled
+            _say(progress, f"[{i + 1}/{len(parts)}] revenue per conversion is a known value (every conversion of "
+                           "a campaign is worth the same): not sampled")
+            posteriors.append(known_posterior(known_rpc, cells.campaigns, chains, draws))
+            diags[part] = Diagnostics.known(chains, draws, config.gate)
+            continue
+        _say(progress, f"[{i + 1}/{len(parts)}] sampling the {part} model ({sampler}, {chains} chains x "
+                       f"{tune} tune + {draws} draws)")
+        part_start = time.perf_counter()
+        model = build_model(cells, part, config)
+        derived = PART_MODULES[part].DERIVED
+        tree = sample(model, draws=draws, tune=tune, chains=chains, seed=seed + i, target_accept=target_accept,
+                      progress=progress)
+        diags[part] = diagnose(tree, derived, config.gate)
+        if not diags[part].passed and time.perf_counter() - part_start <= config.retry_max_seconds:
+            accept = config.retry_target_accept if diags[part].divergences else target_accept
+            retried[part] = "; ".join(diags[part].failures)
+            _say(progress, f"    the {part} model failed the gate ({retried[part]}): sampling it again with "
+                           f"{2 * tune} tuning steps and {2 * draws} draws thinned by 2, target_accept {accept}")
+            longer = sample(model, draws=2 * draws, tune=2 * tune, chains=chains, seed=seed + 100 + i,
+                            target_accept=accept, progress=progress)
+            tree = xr.DataTree.from_dict({
+                group: longer[group].to_dataset().isel(draw=slice(1, None, 2)).assign_coords(draw=np.arange(draws))
+                for group in ("posterior", "sample_stats")})
+            diags[part] = diagnose(tree, derived, config.gate)
+        posteriors.append(tree["posterior"].to_dataset())
+        st = tree["sample_stats"].to_dataset()
+        stats.append(st.rename({v: f"{part}__{v}" for v in st.data_vars}))
+    merged = xr.DataTree.from_dict({
+        "posterior": xr.merge(posteriors, combine_attrs="drop_conflicts", join="exact"),
+        "sample_stats": xr.merge(stats, combine_attrs="drop_conflicts", join="exact"),
+        "observed_data": cells_dataset(cells),
+    })
+    settings = {"model_version": MODEL_VERSION, "draws": draws, "tune": tune, "chains": chains, "seed": seed,
+                "sampler": sampler, "target_accept": target_accept, "parts": parts,
+                "retried": retried, "part_diagnostics": {p: d.as_dict() for p, d in diags.items()},
+                "known_value_per_conversion": (None if known_rpc is None else
+                                               dict(zip(cells.campaigns, map(float, known_rpc)))),
+                "config": config.as_dict()}
+    return Fit(tree=merged, diagnostics=Diagnostics.combine(diags), settings=settings,
+               seconds=time.perf_counter() - start, config=config)

@@ -1,0 +1,35 @@
+"""Fit or reuse a cache: the one place that turns cells into a model cache (CLI, demo, benchmarks,
+notebooks and the battery all come through here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import cache
+from .data import Cells
+
+
+@dataclass
+class Cached:
+    """A model cache on disk: its path, its manifest and, when it was just fitted, the fit."""
+
+    path: Path
+    manifest: dict
+    fit: object | None  # model.Fit, or None when an existing cache was reused
+
+
+def fit_cached(cells: Cells, out: str | Path, *, reuse: bool = False, accept_failed: bool = False,
+               overwrite: bool = False, runtime_draws: int = 1000, **fit_options) -> Cached:
+    """Fit ``cells`` (``model.fit`` with ``fit_options``) and write the cache ``out`` atomically.
+
+    With ``reuse``, an intact cache at ``out`` of the same data by the same model version that passed its
+    gate (any such cache, with ``accept_failed``) is kept instead, and a stale one is replaced (the caller
+    owns ``out``).  Without it, an existing ``out`` is replaced only with ``overwrite``."""
+    from . import model
+
+    if reuse and cache.holds_fit_of(out, cells.fingerprint(), model.MODEL_VERSION, accept_failed):
+        return Cached(Path(out), cache.read_manifest(out), None)
+    fitted = model.fit(cells, **fit_options)
+    path = cache.write(out, fitted, cells, max_runtime_draws=runtime_draws, overwrite=overwrite or reuse)
+    return Cached(path, cache.read_manifest(path), fitted)
