@@ -15,7 +15,7 @@ model part, most of a warm small fit), only to find its key.  So each
 compile also writes a small index entry under the model graph's structural
 fingerprint (``structure_key``: the unrewritten log density and
 deterministics, ops with their properties, constants by value, data by name
-and type); a later model with the same fingerprint loads both callbacks
+and type, the sizes of its variables); a later model with the same fingerprint loads both callbacks
 straight from numba's cache by their keys, and any miss takes the full path.
 
 Data-derived constants in a model graph (a prior centred on an observed
@@ -166,8 +166,8 @@ def _graphs(model) -> list:
 
 def structure_key(model, outputs: list) -> str:
     """sha256 of a PyMC model's structure: its unrewritten log density and deterministics (each op with its
-    properties, each constant by value, each data variable by name and type, values excluded), the order of
-    its free variables and the versions of everything that compiles them."""
+    properties, each constant by value, each data variable by name and type, values excluded), the order and
+    sizes of its variables and the versions of everything that compiles them."""
     import pymc
     import pytensor
     from pytensor import config
@@ -179,7 +179,11 @@ def structure_key(model, outputs: list) -> str:
     lines = [f"{CALLBACK_VERSION} numba {numba.__version__} nutpie {nutpie.__version__} "
              f"pytensor {pytensor.__version__} pymc {pymc.__version__} bounds {model.check_bounds} "
              f"config {[str(getattr(config, flag, None)) for flag in _CONFIG_FLAGS]}",
-             "free " + " ".join(model.rvs_to_values[v].name for v in model.free_RVs)]
+             "free " + " ".join(model.rvs_to_values[v].name for v in model.free_RVs),
+             # nutpie's functions take one flat vector and slice it at constant offsets: the sizes of the
+             # variables are part of the compiled code, even where the graph's shapes are symbolic
+             "layout " + json.dumps({name: [int(n) for n in shape]
+                                     for name, shape in nutpie_pymc._compute_shapes(model).items()}, sort_keys=True)]
 
     def name(var) -> str:
         if var not in names:
