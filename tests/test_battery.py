@@ -38,3 +38,10 @@ def test_shapes_change_what_they_name():
     assert (fixed["revenue"] == 60.0 * fixed["conversions"]).all()
     sparse = battery.draw(battery.SHAPES["very_sparse"], seed=1).train
     assert sparse["conversions"].sum() / sparse["clicks"].sum() < 0.001
+
+
+def test_bench_robustness_refuses_an_unknown_shape(capsys):
+    from gaelp_bayes import bench
+
+    assert bench.main(["robustness", "--shapes", "base,no_such_shape"]) == 1
+    assert "unknown battery shape(s): no_such_shape" in capsys.readouterr().err

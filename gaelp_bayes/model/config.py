@@ -21,7 +21,7 @@ class ModelConfig:
     # conversion part: logit rate = level[c] + curve[c](h) + day[d], cells Beta around it
     level_center_sd: float = 2.0  # mu ~ N(logit of the pooled rate, this); one campaign: its level
     sigma_campaign_scale: float = 1.0  # HalfNormal scale of the campaigns' levels around mu
-    hour_coef_sd: float = 1.0  # the population hour curve's Fourier coefficients (basis scaled 1/sqrt(k))
+    sigma_hour_scale: float = 0.5  # HalfNormal scale of the population hour curve's Fourier coefficients
     sigma_dev_scale: float = 0.3  # HalfNormal scale of campaign curves around the population curve
     dow_sd: float = 0.5  # ZeroSumNormal scale of day-of-week effects
     sigma_cell_shape: float = 2.0  # Gamma(shape, rate) prior of the cell effects' log-odds scale:

@@ -5,7 +5,8 @@
 - ``curve_c``: the campaign's hour curve, a Fourier series (``hour_harmonics``; basis scaled 1/sqrt(k),
   cyclic: hour 23 sits next to hour 0).  With several campaigns, levels ~ N(mu, sigma_campaign) and curve
   coefficients ~ N(hour_coef, sigma_dev): partial pooling toward the population, whose hour curve
-  (``hour_effect``) predicts a new campaign.  Level and curve are sampled conditionally whitened
+  (``hour_effect``, coefficients ~ N(0, sigma_hour): flat when the data shows no hour effect) predicts a
+  new campaign; the population means are sampled whitened given their scales (``curves.population_mean``).  Level and curve are sampled conditionally whitened
   (``curves.conditionally_whitened``): no funnel as a scale goes to zero, no ridge when data pins a
   campaign, and no data-dependent switch between the two.  One campaign: fixed weak priors.
 - ``day``: zero-sum over the weekdays the data has; a weekday never seen is drawn from the prior.
@@ -22,10 +23,10 @@ import numpy as np
 from ..data import Cells
 from .common import curve_design, flat_cell, fourier_basis, hour_sums, logit
 from .config import ModelConfig
-from .curves import conditionally_whitened, curve_approximation, population_mean
+from .curves import conditionally_whitened, curve_approximation, estimates_and_variances, population_mean
 
 DERIVED = ("hour_effect",)  # deterministic summaries the gate need not check twice
-KEY_PARAMETERS = ("mu", "sigma_campaign", "campaign_level", "sigma_cell", "sigma_dev")
+KEY_PARAMETERS = ("mu", "sigma_campaign", "campaign_level", "sigma_hour", "sigma_cell", "sigma_dev")
 
 
 def build(cells: Cells, pooled_campaigns: bool, cfg: ModelConfig) -> None:
@@ -47,19 +48,18 @@ def build(cells: Cells, pooled_campaigns: bool, cfg: ModelConfig) -> None:
     if pooled_campaigns:  # the population the campaigns come from; its means sampled given its scales
         sigma_campaign = pm.HalfNormal("sigma_campaign", cfg.sigma_campaign_scale)
         sigma_dev = pm.HalfNormal("sigma_dev", cfg.sigma_dev_scale)
-        mode, precision, _ = approximation
-        variances = np.diagonal(np.linalg.inv(precision + np.diag([1 / 2.0**2] + [1.0] * (precision.shape[1] - 1))),
-                                axis1=1, axis2=2)
+        sigma_hour = pm.HalfNormal("sigma_hour", cfg.sigma_hour_scale)
+        mode, variances = estimates_and_variances(approximation)
         mu = pm.Deterministic("mu", population_mean("mu", mode[:, :1], variances[:, :1], sigma_campaign, center,
                                                     cfg.level_center_sd)[0])
         hour_coef = pm.Deterministic("hour_coef", population_mean("hour_coef", mode[:, 1:], variances[:, 1:],
-                                                                  sigma_dev, 0.0, cfg.hour_coef_sd), dims="fourier")
+                                                                  sigma_dev, 0.0, sigma_hour), dims="fourier")
         theta = conditionally_whitened("curve", approximation, mu, sigma_campaign, hour_coef, sigma_dev)
         pm.Deterministic("campaign_level", theta[:, 0], dims="campaign")
         pm.Deterministic("dev_coef", theta[:, 1:] - hour_coef[None, :], dims=("campaign", "fourier"))
-    else:  # one campaign: its curve is the hour curve, under fixed weak priors
+    else:  # one campaign: its curve is the hour curve (with a learned scale), its level under a weak prior
         theta = conditionally_whitened("curve", approximation, center, cfg.level_center_sd, pt.zeros(2 * harmonics),
-                                       cfg.hour_coef_sd)
+                                       pm.HalfNormal("sigma_hour", cfg.sigma_hour_scale))
         pm.Deterministic("mu", theta[0, 0])
         hour_coef = pm.Deterministic("hour_coef", theta[0, 1:], dims="fourier")
     pm.Deterministic("hour_effect", pt.dot(fourier_basis(harmonics), hour_coef), dims="hour")

@@ -15,6 +15,11 @@ import numpy as np
 from .common import curve_design
 
 
+def weak_prior_precision(size: int) -> np.ndarray:
+    """The precision of the weak N(center, 2), N(0, 1) prior the approximations use (level, then curve)."""
+    return np.diag([1 / 2.0**2] + [1.0] * (size - 1))
+
+
 def curve_approximation(successes: np.ndarray, trials: np.ndarray, center: float, family: str,
                         cell_variance, harmonics: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per campaign, a Gaussian approximation of the data's log likelihood in its curve coefficients.
@@ -30,7 +35,7 @@ def curve_approximation(successes: np.ndarray, trials: np.ndarray, center: float
     design = curve_design(harmonics)
     prior_mean = np.zeros(design.shape[1])
     prior_mean[0] = center
-    prior_precision = np.diag([1 / 2.0**2] + [1.0] * (design.shape[1] - 1))
+    prior_precision = weak_prior_precision(design.shape[1])
     theta = np.zeros((len(successes), design.shape[1]))
     rate = (successes.sum(1) + 0.5) / (trials.sum(1) + 1.0)
     theta[:, 0] = np.log(rate / (1 - rate)) if family == "binomial" else np.log(rate)
@@ -64,7 +69,7 @@ def whitened_coefficients(prefix: str, successes: np.ndarray, trials: np.ndarray
 
     mode, precision, _ = curve_approximation(successes, trials, float(center.get_value()), family, cell_variance,
                                              harmonics)
-    hess = precision + np.diag([1 / 2.0**2] + [1.0] * (precision.shape[1] - 1))
+    hess = precision + weak_prior_precision(precision.shape[1])
     whitening = np.linalg.inv(np.linalg.cholesky(hess)).transpose(0, 2, 1)
     white = pm.Flat(f"{prefix}_white", shape=mode.shape, dims=("campaign", "curve_coef"))
     return pm.Data(f"{prefix}_mode", mode) + (pm.Data(f"{prefix}_whitening", whitening) * white[:, None, :]).sum(axis=2)
@@ -111,9 +116,18 @@ def conditionally_whitened(prefix: str, mode_precision_linear: tuple, mu, sigma_
     return pt.concatenate([level[:, None], (rot * rotated[:, None, :]).sum(axis=2)], axis=1)  # Q rotated
 
 
-def population_mean(name: str, estimates: np.ndarray, variances: np.ndarray, sigma, center, sd: float):
+def estimates_and_variances(approximation: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Each campaign's coefficients as the data alone (with the weak prior) estimates them, and their
+    marginal variances [campaign, K]: what ``population_mean`` pools."""
+    mode, precision, _ = approximation
+    covariance = np.linalg.inv(precision + weak_prior_precision(precision.shape[1]))
+    return mode, np.diagonal(covariance, axis1=1, axis2=2)
+
+
+def population_mean(name: str, estimates: np.ndarray, variances: np.ndarray, sigma, center, sd):
     """The population mean [K] of campaign values whose data estimates are ``estimates`` [campaign, K] with
-    ``variances`` [campaign, K], when the campaigns spread around it with scale ``sigma``; prior N(center, sd).
+    ``variances`` [campaign, K], when the campaigns spread around it with scale ``sigma``; prior N(center, sd)
+    (``sd`` a number or a parameter: a learned scale).
 
     Given ``sigma``, the mean's posterior is about normal with precision ``sum_c 1/(v_c + sigma^2) +
     1/sd^2``: wide when the campaigns spread widely, narrow when they agree.  Sampled as ``mean(sigma) +
