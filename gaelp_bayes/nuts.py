@@ -164,10 +164,11 @@ def _graphs(model) -> list:
     return [model.logp(), *model.unobserved_value_vars]
 
 
-def structure_key(model, outputs: list) -> str:
+def structure_key(model, outputs: list, shapes: dict | None = None) -> str:
     """sha256 of a PyMC model's structure: its unrewritten log density and deterministics (each op with its
     properties, each constant by value, each data variable by name and type, values excluded), the order and
-    sizes of its variables and the versions of everything that compiles them."""
+    sizes of its variables (``shapes``: nutpie's, computed here when not given) and the versions of everything
+    that compiles them."""
     import pymc
     import pytensor
     from pytensor import config
@@ -183,7 +184,8 @@ def structure_key(model, outputs: list) -> str:
              # nutpie's functions take one flat vector and slice it at constant offsets: the sizes of the
              # variables are part of the compiled code, even where the graph's shapes are symbolic
              "layout " + json.dumps({name: [int(n) for n in shape]
-                                     for name, shape in nutpie_pymc._compute_shapes(model).items()}, sort_keys=True)]
+                                     for name, shape in (shapes or nutpie_pymc._compute_shapes(model)).items()},
+                                    sort_keys=True)]
 
     def name(var) -> str:
         if var not in names:
@@ -226,10 +228,11 @@ def compile_model(model):
     if not all(hasattr(nutpie_pymc, name) for name in INTERNALS):
         return nutpie.compile_pymc_model(model)  # another nutpie: the public path, compiled in every process
     outputs = _graphs(model)
-    path = _index_path(structure_key(model, outputs))
+    shapes = nutpie_pymc._compute_shapes(model)
+    path = _index_path(structure_key(model, outputs, shapes))
     if path.exists():
         try:
-            return _load_indexed(model, json.loads(path.read_text()), outputs)
+            return _load_indexed(model, json.loads(path.read_text()), outputs, shapes)
         except Exception:  # not in numba's cache any more, or an unreadable entry: compile it again
             pass
     compiled, entry = _compile(model)
@@ -272,12 +275,11 @@ def _compile(model):
                            arrays, logp_fn, expand_fn), entry
 
 
-def _load_indexed(model, entry: dict, outputs: list):
+def _load_indexed(model, entry: dict, outputs: list, shapes: dict):
     """The fast path: the model's layout from its (cheap) shapes, both callbacks from numba's cache by key."""
     from pytensor.compile.sharedvalue import SharedVariable
     from pytensor.graph.traversal import graph_inputs
 
-    shapes = nutpie_pymc._compute_shapes(model)
     free = [model.rvs_to_values[var].name for var in model.free_RVs]
     rest = [var.name for var in model.unobserved_value_vars if var.name not in free]
     names, slices, dims, start = [], [], [], 0
