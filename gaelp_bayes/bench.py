@@ -504,7 +504,8 @@ def bench_robustness(shapes: list[str], seeds: list[int], slow_seeds: int = 1, b
     table = _robustness_table(pd.DataFrame(runs))
     if baseline:
         before = _robustness_table(pd.read_json(baseline, lines=True))
-        table = table.join(before[["first pass", "pass", "median s", "coverage"]], rsuffix=" (baseline)")
+        table = table.merge(before[["first pass", "pass", "median s", "coverage"]], how="left", left_index=True,
+                            right_index=True, suffixes=("", " (baseline)"))
     first, final = table["first pass"].str.split("/", expand=True).astype(int), table["pass"].str.split("/", expand=True).astype(int)
     lines = _header("Robustness battery: ordinary data shapes nobody tuned the model on (default fit settings)") + [
         "Shapes: gaelp_bayes/battery.py (each changes one thing about 3 campaigns x 4 weeks; truth from a family "
@@ -514,7 +515,8 @@ def bench_robustness(shapes: list[str], seeds: list[int], slow_seeds: int = 1, b
         "*RMSE ratio*: click-weighted RMSE of posterior-mean cell rates against the truth, over the raw per-cell "
         "rates' (below 1: the model beats raw rates). Runs: robustness_runs.jsonl.", "",
         f"First pass {first[0].sum()}/{first[1].sum()} ({first[0].sum() / first[1].sum():.0%}), pass after retry "
-        f"{final[0].sum()}/{final[1].sum()} ({final[0].sum() / final[1].sum():.0%}).", "", _markdown(table)]
+        f"{final[0].sum()}/{final[1].sum()} ({final[0].sum() / final[1].sum():.0%})."
+        + (f" Baseline columns: the runs in {baseline}." if baseline else ""), "", _markdown(table)]
     _write("robustness", lines)
 
 
