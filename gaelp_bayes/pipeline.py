@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import cache
 from .data import Cells
+from .outputs import is_model_cache
 
 
 @dataclass
@@ -24,12 +25,13 @@ def fit_cached(cells: Cells, out: str | Path, *, reuse: bool = False, accept_fai
     """Fit ``cells`` (``model.fit`` with ``fit_options``) and write the cache ``out`` atomically.
 
     With ``reuse``, an intact cache at ``out`` of the same data by the same model version that passed its
-    gate (any such cache, with ``accept_failed``) is kept instead, and a stale one is replaced (the caller
-    owns ``out``).  Without it, an existing ``out`` is replaced only with ``overwrite``."""
+    gate (any such cache, with ``accept_failed``) is kept instead, and another model cache there is
+    replaced.  Anything else at ``out`` is replaced only with ``overwrite`` (``outputs.check_output``)."""
     from . import model
 
     if reuse and cache.holds_fit_of(out, cells.fingerprint(), model.MODEL_VERSION, accept_failed):
         return Cached(Path(out), cache.read_manifest(out), None)
     fitted = model.fit(cells, **fit_options)
-    path = cache.write(out, fitted, cells, max_runtime_draws=runtime_draws, overwrite=overwrite or reuse)
+    replace = overwrite or (reuse and is_model_cache(Path(out)))
+    path = cache.write(out, fitted, cells, max_runtime_draws=runtime_draws, overwrite=replace)
     return Cached(path, cache.read_manifest(path), fitted)

@@ -253,3 +253,23 @@ def test_an_isolated_old_event_does_not_fill_decades_with_empty_windows(tmp_path
     assert "warning" in err and "1970-01-01" in err and "row 1" in err
     assert len(pd.read_csv(out)) == 4  # the 1970 hour and 2026's three hours, not 490,000 empty windows
     data.load_windows(out)
+
+
+def test_fit_cached_reuse_replaces_a_model_cache_but_never_a_folder_of_other_files(fitted, tmp_path, monkeypatch):
+    """``pipeline.fit_cached(reuse=True)`` refreshes a stale model cache, and refuses an unrelated folder."""
+    from gaelp_bayes import pipeline
+    from gaelp_bayes.errors import UsageError
+
+    monkeypatch.setattr(model, "fit", fake_fit(fitted))
+    cells = data.aggregate(data.load_windows(fitted.train_csv))
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    with pytest.raises(UsageError, match="already exists"):
+        pipeline.fit_cached(cells, mine, reuse=True)
+    assert (mine / "keep.txt").read_text() == "mine"
+    stale = tmp_path / "m"
+    pipeline.fit_cached(cells, stale, reuse=True)
+    (stale / "posterior.nc").write_bytes(b"tampered")  # no longer an intact fit: refitted, replaced
+    assert pipeline.fit_cached(cells, stale, reuse=True).fit is not None
+    assert pipeline.fit_cached(cells, stale, reuse=True).fit is None  # intact: reused
