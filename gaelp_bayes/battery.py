@@ -15,8 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-HOURS = np.arange(24)
-
+from .sim import bump
 
 @dataclass(frozen=True)
 class Shape:
@@ -62,11 +61,6 @@ SHAPES: dict[str, Shape] = {
 }
 
 
-def _bump(center: float, width: float) -> np.ndarray:
-    """A von-Mises-shaped bump over the 24 hours (cyclic, max 1)."""
-    return np.exp((np.cos(2 * np.pi * (HOURS - center) / 24) - 1) / width)
-
-
 def _unit(curve: np.ndarray) -> np.ndarray:
     """The curve centred to mean 0 and scaled to standard deviation 1 over its last axis."""
     centred = curve - curve.mean(axis=-1, keepdims=True)
@@ -90,15 +84,15 @@ def draw(shape: Shape, seed: int, start: str = "2026-01-05") -> Drawn:
     n = shape.campaigns
     names = tuple(f"c{c:03d}" for c in range(n))
     base = np.exp(rng.uniform(*np.log(shape.base_cvr), n))
-    hour = shape.hour_sd * _unit(_bump(14, 0.15) + 0.6 * _bump(21, 0.05))
-    own = _unit(rng.normal(size=(n, 2))[:, :, None] * np.stack([_bump(c, 0.1) for c in rng.uniform(0, 24, 2)]))
+    hour = shape.hour_sd * _unit(bump(14, 0.15) + 0.6 * bump(21, 0.05))
+    own = _unit(rng.normal(size=(n, 2))[:, :, None] * np.stack([bump(c, 0.1) for c in rng.uniform(0, 24, 2)]))
     own = shape.campaign_hour_sd * own.sum(axis=1) / np.sqrt(2)
     dow = shape.dow_sd * rng.normal(size=7)
     cell = shape.cell_sd * rng.normal(size=(n, 7, 24))
     logit = (np.log(base / (1 - base))[:, None, None] + hour[None, None, :] + own[:, None, :] + dow[None, :, None]
              + cell)
     cvr = 1.0 / (1.0 + np.exp(-logit))
-    volume = 0.15 + _bump(13, 0.3)
+    volume = 0.15 + bump(13, 0.3)
     per_day = np.geomspace(*shape.clicks_per_day, n) if n > 1 else np.array([np.sqrt(np.prod(shape.clicks_per_day))])
     mean_clicks = per_day[:, None] * volume[None, :] / volume.sum()  # [campaign, hour]
     cpc = np.exp(rng.uniform(np.log(0.3), np.log(1.5), n))

@@ -39,7 +39,7 @@ class World:
     cost_shape: float = 4.0  # Gamma shape of one click's cost
 
 
-def _bump(center: float, width: float) -> np.ndarray:
+def bump(center: float, width: float) -> np.ndarray:
     """A von-Mises-shaped bump over the 24 hours (cyclic, max 1)."""
     return np.exp((np.cos(2 * np.pi * (HOURS - center) / 24) - 1) / width)
 
@@ -57,12 +57,12 @@ def make_world(campaigns: int = 3, seed: int = 0, base_cvr: tuple[float, float] 
     for c in range(campaigns):
         base = np.exp(rng.uniform(np.log(base_cvr[0]), np.log(base_cvr[1])))
         shift = rng.uniform(-2, 2)
-        shape = (0.5 + rng.uniform(0.5, 1.5) * _bump(14 + shift, 0.15)
-                 + rng.uniform(0.2, 1.0) * _bump(21 + shift, 0.05))
+        shape = (0.5 + rng.uniform(0.5, 1.5) * bump(14 + shift, 0.15)
+                 + rng.uniform(0.2, 1.0) * bump(21 + shift, 0.05))
         shape /= shape.mean()
         noise = rng.lognormal(0.0, 0.1, size=(7, 24))
         cvr[c] = np.clip(base * shape[None, :] * dow_mult[:, None] * noise, 1e-5, 0.9)
-        volume = 0.15 + _bump(13 + shift / 2, 0.3)
+        volume = 0.15 + bump(13 + shift / 2, 0.3)
         clicks[c] = volume_scale * rng.uniform(20, 200) * volume[None, :] * rng.lognormal(0, 0.1, size=7)[:, None]
         price = rng.uniform(0.3, 1.5) * (1 + 0.2 * np.sin(2 * np.pi * (HOURS - 6) / 24))
         cpc[c] = price[None, :]
