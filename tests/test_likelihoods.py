@@ -133,3 +133,28 @@ def pt_concat_curves(m):
     import pytensor.tensor as pt
 
     return pt.concatenate([m["campaign_level"][:, None], m["hour_coef"][None, :] + m["dev_coef"]], axis=1)
+
+
+def test_campaign_buckets():
+    assert [model.campaign_bucket(n) for n in (1, 2, 3, 4, 5, 7, 9, 13, 20, 200)] == [1, 2, 3, 4, 6, 8, 12, 16, 24, 256]
+
+
+@pytest.mark.parametrize("part", ["conversion", "volume", "cost", "revenue"])
+def test_padding_campaigns_leaves_the_posterior_unchanged(part):
+    """A padding campaign (no data) is a draw from the population that integrates out: the padded model's
+    log density is the plain model's plus a term in the padding's own free values alone, at any point."""
+    world = sim.make_world(campaigns=5, seed=5)
+    cells = data.aggregate(data.load_windows(sim.log_history(world, days=7, seed=6)))
+    bucketed = model.padded(cells)
+    assert len(bucketed.campaigns) == 6 and bucketed.campaigns[:5] == cells.campaigns
+    plain, pad = model.build_model(cells, part), model.build_model(bucketed, part)
+    plain_logp, pad_logp = plain.compile_logp(), pad.compile_logp()
+    rng = np.random.default_rng(3)
+    extra = {k: rng.normal(0, 0.5, np.shape(v)[:1] and (1,) + np.shape(v)[1:])
+             for k, v in pad.initial_point().items() if np.shape(v) != np.shape(plain.initial_point()[k])}
+    assert extra  # the padding has free values of its own
+    gaps = []
+    for point in _points(plain):
+        padded_point = {k: np.concatenate([v, extra[k]]) if k in extra else v for k, v in point.items()}
+        gaps.append(float(pad_logp(padded_point)) - float(plain_logp(point)))
+    np.testing.assert_allclose(gaps, gaps[0], atol=1e-6)

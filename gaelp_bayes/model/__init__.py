@@ -10,7 +10,8 @@ Modules, in the order data flows through them:
   ``MODEL_VERSION``.
 - ``common`` and ``curves``: shared terms; campaign curves sampled in (conditionally) whitened coordinates.
 - one module per part, each with its priors, likelihood and runtime export: ``conversion``, ``volume``,
-  ``cost`` (where spend is present) and ``revenue`` (where revenue is present); ``parts`` builds them.
+  ``cost`` (where spend is present) and ``revenue`` (where revenue is present); ``parts`` builds them, for
+  the number of campaigns rounded up to a bucket (``padded``), so that a refit reuses the compiled sampler.
 - ``gate``: diagnostics and the gate every part must pass.
 - ``fitting``: sampler backends (``SAMPLERS``), the one automatic retry, merging the parts.
 - ``export``: the runtime's float32 arrays from a posterior.
@@ -22,9 +23,9 @@ from .conversion import cell_beta
 from .export import runtime_arrays
 from .fitting import SAMPLERS, Fit, cells_dataset, fit
 from .gate import Diagnostics, diagnose
-from .parts import KEY_PARAMETERS, PART_MODULES, PARTS, build_model, model_parts
+from .parts import KEY_PARAMETERS, PART_MODULES, PARTS, build_model, campaign_bucket, model_parts, padded
 from .revenue import known_value_per_conversion
 
 __all__ = ["DEFAULT", "KEY_PARAMETERS", "MODEL_VERSION", "PARTS", "PART_MODULES", "SAMPLERS", "Diagnostics", "Fit",
-           "ModelConfig", "build_model", "cell_beta", "cells_dataset", "diagnose", "fit", "fourier_basis",
-           "known_value_per_conversion", "model_parts", "runtime_arrays"]
+           "ModelConfig", "build_model", "campaign_bucket", "cell_beta", "cells_dataset", "diagnose", "fit", "fourier_basis",
+           "known_value_per_conversion", "model_parts", "padded", "runtime_arrays"]

@@ -49,7 +49,7 @@ def build(cells: Cells, pooled_campaigns: bool, cfg: ModelConfig) -> None:
         sigma_campaign = pm.HalfNormal("sigma_campaign", cfg.sigma_campaign_scale)
         sigma_dev = pm.HalfNormal("sigma_dev", cfg.sigma_dev_scale)
         sigma_hour = pm.HalfNormal("sigma_hour", cfg.sigma_hour_scale)
-        mode, variances = estimates_and_variances(approximation)
+        mode, variances = estimates_and_variances(approximation, clicks.sum(axis=1) > 0)
         mu = pm.Deterministic("mu", population_mean("mu", mode[:, :1], variances[:, :1], sigma_campaign, center,
                                                     cfg.level_center_sd)[0])
         hour_coef = pm.Deterministic("hour_coef", population_mean("hour_coef", mode[:, 1:], variances[:, 1:],

@@ -116,12 +116,15 @@ def conditionally_whitened(prefix: str, mode_precision_linear: tuple, mu, sigma_
     return pt.concatenate([level[:, None], (rot * rotated[:, None, :]).sum(axis=2)], axis=1)  # Q rotated
 
 
-def estimates_and_variances(approximation: tuple) -> tuple[np.ndarray, np.ndarray]:
+def estimates_and_variances(approximation: tuple, has_data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each campaign's coefficients as the data alone (with the weak prior) estimates them, and their
-    marginal variances [campaign, K]: what ``population_mean`` pools."""
+    marginal variances [campaign, K]: what ``population_mean`` pools.  A campaign without data
+    (``has_data`` False: padding) estimates nothing: infinite variance, no weight."""
     mode, precision, _ = approximation
     covariance = np.linalg.inv(precision + weak_prior_precision(precision.shape[1]))
-    return mode, np.diagonal(covariance, axis1=1, axis2=2)
+    variances = np.diagonal(covariance, axis1=1, axis2=2).copy()
+    variances[~has_data] = np.inf
+    return mode, variances
 
 
 def population_mean(name: str, estimates: np.ndarray, variances: np.ndarray, sigma, center, sd):

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data import Cells
 from ..errors import FitError
-from .parts import PART_MODULES, build_model, model_parts
+from .parts import PART_MODULES, build_model, model_parts, padded
 from .config import DEFAULT, MODEL_VERSION, ModelConfig
 from .gate import Diagnostics, diagnose
 from .revenue import known_posterior, known_value_per_conversion
@@ -77,6 +77,15 @@ def cells_dataset(cells: Cells):
                              "period_end": cells.period[1], "n_windows": cells.n_windows})
 
 
+def real_campaigns(tree, cells: Cells):
+    """``tree`` (sampled for ``padded(cells)``) without the padding campaigns' draws."""
+    import xarray as xr
+
+    keep = list(cells.campaigns)
+    return xr.DataTree.from_dict({group: tree[group].to_dataset().sel(campaign=keep) if "campaign" in tree[group].dims
+                                  else tree[group].to_dataset() for group in ("posterior", "sample_stats")})
+
+
 def _say(progress: bool, message: str) -> None:
     if progress:
         print(message, file=sys.stderr, flush=True)
@@ -103,6 +112,7 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
     start = time.perf_counter()
     posteriors, stats, diags, retried = [], [], {}, {}
     parts = model_parts(cells)
+    bucketed = padded(cells)  # the model's size: a few campaigns more or fewer reuse the compiled sampler
     known_rpc = known_value_per_conversion(cells)
     for i, part in enumerate(parts):
         if part == "revenue" and known_rpc is not None:  # no noise to fit: the value is known, not sampled
@@ -114,18 +124,18 @@ def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed
         _say(progress, f"[{i + 1}/{len(parts)}] sampling the {part} model ({sampler}, {chains} chains x "
                        f"{tune} tune + {draws} draws)")
         part_start = time.perf_counter()
-        model = build_model(cells, part, config)
+        model = build_model(bucketed, part, config)
         derived = PART_MODULES[part].DERIVED
-        tree = sample(model, draws=draws, tune=tune, chains=chains, seed=seed + i, target_accept=target_accept,
-                      progress=progress)
+        tree = real_campaigns(sample(model, draws=draws, tune=tune, chains=chains, seed=seed + i,
+                                     target_accept=target_accept, progress=progress), cells)
         diags[part] = diagnose(tree, derived, config.gate)
         if not diags[part].passed and time.perf_counter() - part_start <= config.retry_max_seconds:
             accept = config.retry_target_accept if diags[part].divergences else target_accept
             retried[part] = "; ".join(diags[part].failures)
             _say(progress, f"    the {part} model failed the gate ({retried[part]}): sampling it again with "
                            f"{2 * tune} tuning steps and {2 * draws} draws thinned by 2, target_accept {accept}")
-            longer = sample(model, draws=2 * draws, tune=2 * tune, chains=chains, seed=seed + 100 + i,
-                            target_accept=accept, progress=progress)
+            longer = real_campaigns(sample(model, draws=2 * draws, tune=2 * tune, chains=chains, seed=seed + 100 + i,
+                                           target_accept=accept, progress=progress), cells)
             tree = xr.DataTree.from_dict({
                 group: longer[group].to_dataset().isel(draw=slice(1, None, 2)).assign_coords(draw=np.arange(draws))
                 for group in ("posterior", "sample_stats")})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..data import Cells
 from . import conversion, cost, revenue, volume
 from .config import DEFAULT, ModelConfig
@@ -16,8 +18,30 @@ def model_parts(cells: Cells) -> list[str]:
     return ["conversion", "volume"] + (["cost"] if cells.has_spend else []) + (["revenue"] if cells.has_revenue else [])
 
 
+def campaign_bucket(campaigns: int) -> int:
+    """The number of campaigns a model is built for: ``campaigns`` rounded up to 1, 2, 3, 4, 6, 8, 12, 16,
+    24, ... (at most 1.5x), so that a refit with a few campaigns more or fewer reuses the compiled sampler."""
+    power = 1
+    while power < campaigns:
+        power *= 2
+    return power * 3 // 4 if power >= 4 and power * 3 // 4 >= campaigns else power
+
+
+def padded(cells: Cells) -> Cells:
+    """``cells`` with campaigns without data appended up to ``campaign_bucket``.  A campaign without data is
+    a draw from the population that no likelihood term touches: it integrates out exactly, so the other
+    campaigns' posterior is unchanged (``fitting`` drops its draws)."""
+    size = campaign_bucket(len(cells.campaigns))
+    names, i = list(cells.campaigns), 0
+    while len(names) < size:
+        i += 1
+        if f"(padding {i})" not in names:
+            names.append(f"(padding {i})")
+    return replace(cells, campaigns=tuple(names))
+
+
 def build_model(cells: Cells, part: str = "conversion", config: ModelConfig = DEFAULT):
-    """The PyMC model of one part for ``cells``."""
+    """The PyMC model of one part for ``cells`` (as given: ``padded`` makes the bucketed size)."""
     import pymc as pm
 
     if part not in PART_MODULES:
