@@ -140,9 +140,9 @@ def small(shape: Shape) -> Shape:
 def evaluate(drawn: Drawn, seed: int = 0, **fit_options) -> dict:
     """Fit ``drawn``'s training windows with the default settings (or ``fit_options``) and check the fit.
 
-    Returns the gate's verdict on the first sampling of every part and after the automatic retries, the
-    fit's seconds, the share of held-out windows whose randomized PIT lies in [0.05, 0.95] (0.90 when
-    calibrated), and the click-weighted RMSE against the true rates of the posterior-mean rates and of the
+    Returns the gate's verdict on the first sampling of every part (what failed, where a part was sampled
+    again) and after the automatic retries, the fit's seconds, the share of held-out windows whose
+    randomized PIT lies in [0.05, 0.95] (0.90 when calibrated), and the click-weighted RMSE against the true rates of the posterior-mean rates and of the
     raw per-cell rates (the baseline), over the cells the fit saw.
     """
     import tempfile
@@ -165,7 +165,7 @@ def evaluate(drawn: Drawn, seed: int = 0, **fit_options) -> dict:
     verdicts, redone = fitted.settings["part_diagnostics"], fitted.settings["retried"]
     return {"first_pass": all(v["passed"] for v in verdicts.values()) and not redone,
             "passed": fitted.diagnostics.passed, "failures": fitted.diagnostics.failures,
-            "redone": sorted(redone), "seconds": fitted.seconds, "held_out_windows": len(pit),
+            "redone": sorted(redone), "why_redone": redone, "seconds": fitted.seconds, "held_out_windows": len(pit),
             "pit_coverage": float(((pit >= 0.05) & (pit <= 0.95)).mean()) if len(pit) else float("nan"),
             "rmse_posterior": float(np.sqrt(np.sum(weight * (posterior_mean - truth) ** 2))),
             "rmse_raw": float(np.sqrt(np.sum(weight * (raw - truth) ** 2))),

@@ -92,7 +92,7 @@ def _say(progress: bool, message: str) -> None:
 
 
 def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
-        sampler: str = "auto", target_accept: float = 0.95, progress: bool = True,
+        sampler: str = "auto", target_accept: float = 0.9, progress: bool = True,
         config: ModelConfig = DEFAULT) -> Fit:
     """Sample each part's posterior, retry a part that fails the gate once, merge the draws and diagnose.
 
