@@ -76,6 +76,8 @@ def test_structure_key_follows_the_structure_not_the_data():
     assert key(_cells(seed=9, days=21)) == two  # other counts, cells and prior centre
     assert key(_cells(seed=6, days=14, campaigns=3)) != two  # another number of campaigns
     assert key(_cells(seed=6, days=14), "volume") != two
+    # padded to the campaign bucket (what fit builds), 5 and 6 campaigns are one structure
+    assert key(model.padded(_cells(seed=6, days=14, campaigns=5))) == key(model.padded(_cells(seed=9, days=7, campaigns=6)))
 
 
 def test_a_stale_index_entry_falls_back_to_compiling(monkeypatch):
