@@ -75,6 +75,7 @@ d = f.diagnostics
 print(json.dumps({"fit_s": f.seconds, "process_s": time.perf_counter() - t0, "cells": int(len(cells.clicks)),
                   "passed": d.passed, "rhat": d.rhat_max, "ess_bulk": d.ess_bulk_min, "ess_tail": d.ess_tail_min,
                   "div": d.divergences, "sampler": f.settings["sampler"], "model": model.MODEL_VERSION,
+                  "nuts": "{chains} x {tune} + {draws}, {target_accept}".format(**f.settings),
                   "parts": {p: v["rhat_max"] for p, v in f.settings["part_diagnostics"].items()}}))
 """
 
@@ -100,33 +101,35 @@ def bench_fit(sizes: list[int], samplers: list[str], baseline: str | None = None
     the same structure on other data (the next day's refit), with the cache the cold run left.  With
     ``baseline`` (the folder of another version of the package), that version is measured in the same run,
     each size right after this one's."""
-    lines = _header("Fit speed: campaigns x 8 weeks, 4 chains x 1000 tune + 1000 draws") + [
+    lines = _header("Fit speed: campaigns x 8 weeks, each version's default settings") + [
         "Each fit runs in a fresh process. *cold*: an empty compile cache. *warm*: a new process fitting "
         "other data of the same shape (another simulated 8 weeks: other counts and cells, the next refit) "
-        "with the cache the cold run left. `fit` is `model.fit` (imports of the samplers, compilation or "
+        "with the cache the cold run left. *one fewer*: then a new process fitting one campaign fewer "
+        "(another account) with that cache. *NUTS*: chains x tuning steps + draws, target acceptance. `fit` is `model.fit` (imports of the samplers, compilation or "
         "cache loading, sampling, diagnostics); `process` adds Python start-up, package imports and "
         f"data preparation. Up to 20 campaigns the warm fit runs {WARM_REPEATS} times on other data each: "
         "the median (and the range). Gate figures are the median warm fit's (the cold fit's where warm was "
         "not run). *model*: the model version fitted (a baseline version, when given, runs in the same "
         "run on the same data).", "",
-        "| campaigns | cells | model | sampler | cold fit s | warm fit s | warm process s | gate | max R-hat | min bulk ESS | min tail ESS | divergences |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "| campaigns | cells | model | sampler | NUTS | cold fit s | warm fit s | warm process s | one fewer fit s | gate | max R-hat | min bulk ESS | min tail ESS | divergences |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     reference = ["", "Reference (a plain single hierarchical model measured on this machine kind before this "
                  "project's caching: nutpie 26 s for 1 campaign, 23 s of it compiling; 77 s for 200 campaigns, "
                  "failing the R-hat/ESS gate)."]
     for n, sampler, source in ((n, sampler, source) for n in sizes for sampler in samplers
                                for source in ([None, baseline] if baseline else [None])):
         if sampler == "pymc" and n > 20:
-            lines.append(f"| {n} | | | pymc | not run: PyMC's sampler takes 1.2 ms per iteration in Python |||||||")
+            lines.append(f"| {n} | | | pymc | | not run: PyMC's sampler takes 1.2 ms per iteration in Python |||||||||")
             continue
         with tempfile.TemporaryDirectory() as cdir:
             cold = _fit_child(n, sampler, cdir, data_seed=6, source=source)
             # above 20 campaigns a fit takes minutes: the warm run is skipped (it saves the compile time only)
             warm_runs = [_fit_child(n, sampler, cdir, data_seed=7 + k, source=source)
                          for k in range(WARM_REPEATS if n <= 20 else 0)]
-        failed = [run["error"] for run in [cold, *warm_runs] if "error" in run]
+            fewer = _fit_child(n - 1, sampler, cdir, data_seed=7, source=source) if 2 < n <= 20 else None
+        failed = [run["error"] for run in [cold, *warm_runs, *([fewer] if fewer else [])] if "error" in run]
         if failed:
-            lines.append(f"| {n} | | {'baseline' if source else 'this'} | {sampler} | error: {failed[0]} |||||||")
+            lines.append(f"| {n} | | {'baseline' if source else 'this'} | {sampler} | | error: {failed[0]} |||||||||")
         else:
             if warm_runs:
                 warm = sorted(warm_runs, key=lambda run: run["fit_s"])[len(warm_runs) // 2]
@@ -134,9 +137,11 @@ def bench_fit(sizes: list[int], samplers: list[str], baseline: str | None = None
                 warm_fit, warm_process = (f"{np.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" for v in (fit_s, process_s))
             else:
                 warm, warm_fit, warm_process = cold, "not run", "not run"
+            fewer_fit = f"{fewer['fit_s']:.1f}" if fewer else "not run"
             lines.append(f"| {n} | {warm['cells']} | {warm.get('model', '?')}{' (baseline)' if source else ''} | "
-                         f"{warm['sampler']} | {cold['fit_s']:.1f} | {warm_fit} | "
-                         f"{warm_process} | {'pass' if warm['passed'] else 'FAIL'} | {warm['rhat']:.3f} | "
+                         f"{warm['sampler']} | {warm.get('nuts', '?')} | {cold['fit_s']:.1f} | {warm_fit} | "
+                         f"{warm_process} | {fewer_fit} | "
+                         f"{'pass' if warm['passed'] else 'FAIL'} | {warm['rhat']:.3f} | "
                          f"{warm['ess_bulk']:.0f} | {warm['ess_tail']:.0f} | {warm['div']} |")
         print(lines[-1], flush=True)
         _write("fit_speed", lines + reference)  # after every row: a long run stopped early keeps its rows

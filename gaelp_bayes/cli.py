@@ -53,8 +53,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     cells = data.aggregate(windows, timezone=args.timezone)
     print(f"{args.windows}: {len(windows)} windows, {len(cells.campaigns)} campaigns, {len(cells.clicks)} cells",
           file=sys.stderr)
-    fitted = fit_cached(cells, args.out, overwrite=args.overwrite, runtime_draws=args.runtime_draws, draws=args.draws,
-                        tune=args.tune, chains=args.chains, seed=args.seed, sampler=args.sampler,
+    fitted = fit_cached(cells, args.out, overwrite=args.overwrite, runtime_draws=args.runtime_draws,
+                        **sampling(args), seed=args.seed, sampler=args.sampler,
                         progress=not args.quiet).fit
     manifest, arrays = cache.read_runtime(args.out)
     print_fit_summary(args.out, manifest, arrays)
@@ -143,7 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on built-in data (see ``gaelp_bayes.demo``)."""
     from . import demo
 
-    return demo.run(draws=args.draws, tune=args.tune, chains=args.chains)
+    return demo.run(**sampling(args))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -244,6 +244,19 @@ def overwrite_option(parser: argparse.ArgumentParser) -> None:
                         help="replace an existing --out (never an input, nor a folder holding one)")
 
 
+def sampling_options(parser: argparse.ArgumentParser) -> None:
+    """NUTS settings per model part; unset, the model's defaults apply (``gaelp_bayes/model/config.py``:
+    4 chains x 500 tuning steps + 1000 draws)."""
+    parser.add_argument("--draws", type=COUNT, help="draws per chain (default 1000)")
+    parser.add_argument("--tune", type=COUNT, help="tuning steps per chain (default 500)")
+    parser.add_argument("--chains", type=COUNT, help="chains (default 4)")
+
+
+def sampling(args: argparse.Namespace) -> dict:
+    """The NUTS settings given on the command line (the model's defaults fill the rest)."""
+    return {name: getattr(args, name) for name in ("draws", "tune", "chains") if getattr(args, name) is not None}
+
+
 def strict_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="refuse a fit with any part that failed its diagnostics gate (by default only the "
@@ -258,18 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="main job on built-in data")
-    d.add_argument("--draws", type=COUNT, default=1000)
-    d.add_argument("--tune", type=COUNT, default=1000)
-    d.add_argument("--chains", type=COUNT, default=4)
+    sampling_options(d)
     d.set_defaults(func=cmd_demo)
 
     f = sub.add_parser("fit", help="fit a posterior to performance windows and cache it")
     f.add_argument("windows", help="CSV or Parquet of performance windows")
     f.add_argument("--out", required=True, help="cache folder, e.g. models/NAME (new, empty, or with --overwrite)")
     overwrite_option(f)
-    f.add_argument("--draws", type=COUNT, default=1000)
-    f.add_argument("--tune", type=COUNT, default=1000)
-    f.add_argument("--chains", type=COUNT, default=4)
+    sampling_options(f)
     f.add_argument("--seed", type=SEED, default=0)
     f.add_argument("--timezone", default="UTC", help="account timezone for hours and days (IANA name)")
     f.add_argument("--sampler", choices=["auto", "pymc", "nutpie"], default="auto")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import cache, data, sim
+from .model.config import CHAINS, DRAWS, TUNE
 from .pipeline import fit_cached
 from .runtime import PACER_PARTS
 
@@ -21,8 +22,8 @@ DEMO_DATA = "models/demo_windows.csv"
 DEMO_DAYS = ("2026-03-02", "2026-03-03")  # the two days after the history (a Monday and a Tuesday)
 
 
-def ensure_model(model_dir: str = DEMO_MODEL, data_path: str = DEMO_DATA, draws: int = 1000, tune: int = 1000,
-                 chains: int = 4, progress: bool = True, accept_failed: bool = False
+def ensure_model(model_dir: str = DEMO_MODEL, data_path: str = DEMO_DATA, draws: int = DRAWS, tune: int = TUNE,
+                 chains: int = CHAINS, progress: bool = True, accept_failed: bool = False
                  ) -> tuple[sim.World, pd.DataFrame, dict]:
     """Write the demo windows and fit them, unless ``model_dir`` holds a passing (or, with ``accept_failed``,
     any) fit of the same data and model version.  Returns the world, the history and the cache's manifest."""
@@ -64,7 +65,7 @@ def paced_day(world: sim.World, campaign: str, budget: float, date: str, model_d
             "expected_conversions": result["expected_conversions"] + late["expected_conversions"]}
 
 
-def run(draws: int = 1000, tune: int = 1000, chains: int = 4) -> int:
+def run(draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS) -> int:
     """The main job; prints a summary a user can read at a glance.  Exit 4 if the fit failed its gate."""
     from .allocate import allocate
     from .cli import print_fit_summary

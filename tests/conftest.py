@@ -2,7 +2,7 @@
 
 The world has 3 campaigns and 6 weeks of history; the fit sees the first 5
 weeks, the last week is held out for calibration checks.  It uses the default
-settings (4 chains x 1000 tune + 1000 draws) and must pass its gate in every
+settings (4 chains x 500 tune + 1000 draws) and must pass its gate in every
 part: a fit that stops passing fails the session here, not quietly elsewhere.
 """
 

@@ -239,3 +239,16 @@ def test_a_fit_with_a_fixed_value_per_conversion_passes_its_revenue_part(fitted,
     assert cache.part_verdicts(manifest)["revenue"]["passed"]
     assert manifest["settings"]["known_value_per_conversion"] == {c: 60.0 for c in manifest["campaigns"]}
     assert np.allclose(arrays["rpc"][:, :-1], 60.0)  # the campaigns' value; a new campaign's is uncertain
+
+
+def test_cli_sampling_defaults_are_the_models():
+    """Unset, --draws/--tune/--chains leave the model's defaults (which the help text states)."""
+    from gaelp_bayes.model import config
+
+    args = cli.build_parser().parse_args(["fit", "w.csv", "--out", "m"])
+    assert cli.sampling(args) == {}
+    assert cli.sampling(cli.build_parser().parse_args(["fit", "w.csv", "--out", "m", "--tune", "800"])) == {"tune": 800}
+    help_text = " ".join(a.help for a in cli.build_parser()._subparsers._group_actions[0].choices["fit"]._actions
+                         if a.dest in ("draws", "tune", "chains"))
+    for value in (config.DRAWS, config.TUNE, config.CHAINS):
+        assert f"default {value})" in help_text

@@ -1,4 +1,4 @@
-"""The model's settings in one place: priors, the diagnostics gate and the retry policy.
+"""The model's settings in one place: priors, the diagnostics gate, the retry policy, the sampler's defaults.
 
 A fit stores its ``ModelConfig`` in the cache's manifest (``settings["config"]``), so a cache says which
 priors and which gate it was made with.  ``MODEL_VERSION`` changes when the model's structure changes:
@@ -10,6 +10,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 MODEL_VERSION = 12
+
+# NUTS settings of each part's sampling (a fit can override each): nutpie adapts its step size and mass
+# matrix within a few hundred steps; 500 tuning steps at target_accept 0.9 passed the gate first time on
+# every battery shape with seeds nobody tuned on (reports/benchmarks/robustness.md)
+CHAINS, TUNE, DRAWS, TARGET_ACCEPT = 4, 500, 1000, 0.9
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 from ..data import Cells
 from ..errors import FitError
 from .parts import PART_MODULES, build_model, model_parts, padded
-from .config import DEFAULT, MODEL_VERSION, ModelConfig
+from .config import CHAINS, DEFAULT, DRAWS, MODEL_VERSION, TARGET_ACCEPT, TUNE, ModelConfig
 from .gate import Diagnostics, diagnose
 from .revenue import known_posterior, known_value_per_conversion
 
@@ -91,8 +91,8 @@ def _say(progress: bool, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def fit(cells: Cells, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
-        sampler: str = "auto", target_accept: float = 0.9, progress: bool = True,
+def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS, seed: int = 0,
+        sampler: str = "auto", target_accept: float = TARGET_ACCEPT, progress: bool = True,
         config: ModelConfig = DEFAULT) -> Fit:
     """Sample each part's posterior, retry a part that fails the gate once, merge the draws and diagnose.
 
