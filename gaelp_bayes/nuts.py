@@ -38,6 +38,8 @@ import json
 import os
 import sys
 import types as pytypes
+import weakref
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -223,13 +225,28 @@ def _index_path(key: str):
     return NUMBA_CACHE_PATH / "gaelp_nutpie_index" / f"{key}.json"
 
 
+_STRUCTURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (outputs, shapes, index path)
+
+
+def _structure(model) -> tuple[list, dict, Path]:
+    """The model's graphs, nutpie's shapes and its index path (computed once per model object)."""
+    if model not in _STRUCTURES:
+        outputs = _graphs(model)
+        shapes = nutpie_pymc._compute_shapes(model)
+        _STRUCTURES[model] = outputs, shapes, _index_path(structure_key(model, outputs, shapes))
+    return _STRUCTURES[model]
+
+
+def is_cached(model) -> bool:
+    """Whether ``compile_model`` would load ``model``'s callbacks from the disk cache (no compiling)."""
+    return all(hasattr(nutpie_pymc, name) for name in INTERNALS) and _structure(model)[2].exists()
+
+
 def compile_model(model):
     """A nutpie compiled model for ``model`` whose callbacks come from the disk cache when they can."""
     if not all(hasattr(nutpie_pymc, name) for name in INTERNALS):
         return nutpie.compile_pymc_model(model)  # another nutpie: the public path, compiled in every process
-    outputs = _graphs(model)
-    shapes = nutpie_pymc._compute_shapes(model)
-    path = _index_path(structure_key(model, outputs, shapes))
+    outputs, shapes, path = _structure(model)
     if path.exists():
         try:
             return _load_indexed(model, json.loads(path.read_text()), outputs, shapes)

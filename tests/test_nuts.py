@@ -129,3 +129,19 @@ def test_without_nutpies_internals_the_public_uncached_path_samples(monkeypatch)
     tree = nuts.sample(small, draws=200, tune=200, chains=2, seed=1, target_accept=0.9, cores=1, progress=False)
     draws = tree["posterior"]["x"].values.reshape(-1, 2)
     assert abs(draws.mean() - 1.0) < 0.5 and 1.5 < draws.std() < 2.5
+
+
+def test_parts_compile_ahead_in_a_child_process_only_when_cold(monkeypatch):
+    """fit compiles the later parts' samplers in a plain child interpreter while it compiles the first;
+    with every part in the cache it starts no child."""
+    from gaelp_bayes.model import fitting
+
+    cells = model.padded(_cells(seed=6, days=14))
+    models = {part: model.build_model(cells, part) for part in ("conversion", "cost")}
+    for m in models.values():
+        nuts.compile_model(m)  # both in the cache now
+    assert fitting._compile_ahead(cells, models, model.DEFAULT) is None
+    monkeypatch.setattr(nuts, "is_cached", lambda m: False)
+    ahead = fitting._compile_ahead(cells, models, model.DEFAULT)
+    assert ahead is not None and ahead.parts == ["cost"]
+    assert ahead.wait()  # the child built the cost model from the pickled cells and loaded or compiled it
