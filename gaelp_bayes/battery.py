@@ -142,8 +142,9 @@ def evaluate(drawn: Drawn, seed: int = 0, **fit_options) -> dict:
 
     Returns the gate's verdict on the first sampling of every part (what failed, where a part was sampled
     again) and after the automatic retries, the fit's seconds, the share of held-out windows whose
-    randomized PIT lies in [0.05, 0.95] (0.90 when calibrated), and the click-weighted RMSE against the true rates of the posterior-mean rates and of the
-    raw per-cell rates (the baseline), over the cells the fit saw.
+    randomized PIT lies in [0.05, 0.95] (0.90 when calibrated), and the click-weighted RMSE against the
+    true rates of the posterior-mean rates and of the raw per-cell rates (the baseline), over the cells
+    the fit saw.
     """
     import tempfile
     from pathlib import Path
@@ -165,7 +166,8 @@ def evaluate(drawn: Drawn, seed: int = 0, **fit_options) -> dict:
     verdicts, redone = fitted.settings["part_diagnostics"], fitted.settings["retried"]
     return {"first_pass": all(v["passed"] for v in verdicts.values()) and not redone,
             "passed": fitted.diagnostics.passed, "failures": fitted.diagnostics.failures,
-            "redone": sorted(redone), "why_redone": redone, "seconds": fitted.seconds, "held_out_windows": len(pit),
+            "redone": sorted(redone), "why_redone": redone, "seconds": fitted.seconds,
+            "held_out_windows": len(pit),
             "pit_coverage": float(((pit >= 0.05) & (pit <= 0.95)).mean()) if len(pit) else float("nan"),
             "rmse_posterior": float(np.sqrt(np.sum(weight * (posterior_mean - truth) ** 2))),
             "rmse_raw": float(np.sqrt(np.sum(weight * (raw - truth) ** 2))),

@@ -237,14 +237,19 @@ def _structure(model) -> tuple[list, dict, Path]:
     return _STRUCTURES[model]
 
 
+def can_cache() -> bool:
+    """Whether this nutpie has the internals the disk cache of compiled models relies on."""
+    return all(hasattr(nutpie_pymc, name) for name in INTERNALS)
+
+
 def is_cached(model) -> bool:
     """Whether ``compile_model`` would load ``model``'s callbacks from the disk cache (no compiling)."""
-    return all(hasattr(nutpie_pymc, name) for name in INTERNALS) and _structure(model)[2].exists()
+    return can_cache() and _structure(model)[2].exists()
 
 
 def compile_model(model):
     """A nutpie compiled model for ``model`` whose callbacks come from the disk cache when they can."""
-    if not all(hasattr(nutpie_pymc, name) for name in INTERNALS):
+    if not can_cache():
         return nutpie.compile_pymc_model(model)  # another nutpie: the public path, compiled in every process
     outputs, shapes, path = _structure(model)
     if path.exists():

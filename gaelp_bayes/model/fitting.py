@@ -85,11 +85,13 @@ def _compile_ahead(cells: Cells, models: dict, config: ModelConfig) -> _Compiled
     """When two or more parts' nutpie samplers are not in the compile cache, a child process compiles all
     but the first while this one compiles the first and samples (compiling is single-threaded: one
     campaign on an empty cache, conversion 49 s and the other three parts 33 s).  None where it would
-    not help: a warm cache, or one core."""
+    not help: a warm cache, one core, or a nutpie whose compiled models cannot be cached."""
     from .. import nuts
 
+    if not nuts.can_cache() or (os.cpu_count() or 1) < 2:
+        return None
     cold = [part for part, model in models.items() if not nuts.is_cached(model)]
-    if len(cold) < 2 or (os.cpu_count() or 1) < 2:
+    if len(cold) < 2:
         return None
     return _CompiledAhead(cells, cold[1:], config)
 
@@ -151,7 +153,9 @@ def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS
     The retry samples the part again with twice the tuning and twice the draws, thinned by 2 (so the part
     still merges with the others and its effective sample size about doubles), at
     ``config.retry_target_accept`` if the first sampling diverged; a part whose first sampling took longer
-    than ``config.retry_max_seconds`` is not retried.
+    than ``config.retry_max_seconds`` is not retried.  Each part's model is built for the campaign count
+    rounded up to a bucket (``padded``: the padding's draws are dropped), and on an empty compile cache the
+    later parts compile in a child process while the first compiles here (``_compile_ahead``).
     """
     import xarray as xr
 
