@@ -76,7 +76,9 @@ print(json.dumps({"fit_s": f.seconds, "process_s": time.perf_counter() - t0, "ce
                   "passed": d.passed, "rhat": d.rhat_max, "ess_bulk": d.ess_bulk_min, "ess_tail": d.ess_tail_min,
                   "div": d.divergences, "sampler": f.settings["sampler"], "model": model.MODEL_VERSION,
                   "nuts": "{chains} x {tune} + {draws}, {target_accept}".format(**f.settings),
-                  "parts": {p: v["rhat_max"] for p, v in f.settings["part_diagnostics"].items()}}))
+                  "parts": {p: v["rhat_max"] for p, v in f.settings["part_diagnostics"].items()},
+                  "failed": [p for p, v in f.settings["part_diagnostics"].items() if not v["passed"]],
+                  "retried": sorted(f.settings["retried"])}))
 """
 
 
@@ -94,6 +96,15 @@ def _fit_child(campaigns: int, sampler: str, compiledir: str, data_seed: int, so
 
 
 WARM_REPEATS = 3  # warm fits per size up to 20 campaigns: a few seconds vary by 10-20% from run to run here
+
+
+def _verdict(run: dict) -> str:
+    """'pass' or 'FAIL', with the parts that failed and those sampled again, where a fit child says."""
+    words = ["pass" if run["passed"] else "FAIL"]
+    for key in ("failed", "retried"):
+        if run.get(key):
+            words.append(f"{key}: {', '.join(run[key])}")
+    return "; ".join(words)
 
 
 def bench_fit(sizes: list[int], samplers: list[str], baseline: str | None = None) -> None:
@@ -142,7 +153,7 @@ def bench_fit(sizes: list[int], samplers: list[str], baseline: str | None = None
             lines.append(f"| {n} | {warm['cells']} | {warm.get('model', '?')}{' (baseline)' if source else ''} | "
                          f"{warm['sampler']} | {warm.get('nuts', '?')} | {cold['fit_s']:.1f} | {warm_fit} | "
                          f"{warm_process} | {fewer_fit} | "
-                         f"{'pass' if warm['passed'] else 'FAIL'} | {warm['rhat']:.3f} | "
+                         f"{_verdict(warm)} | {warm['rhat']:.3f} | "
                          f"{warm['ess_bulk']:.0f} | {warm['ess_tail']:.0f} | {warm['div']} |")
         print(lines[-1], flush=True)
         _write("fit_speed", lines + reference)  # after every row: a long run stopped early keeps its rows
