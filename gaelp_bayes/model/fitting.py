@@ -42,14 +42,23 @@ def _pymc(model, draws: int, tune: int, chains: int, seed: int, target_accept: f
                      compute_convergence_checks=False, model=model)
 
 
+def _read_request(path: str) -> tuple[Cells, list[str], ModelConfig]:
+    """The cells, parts and configuration a ``_CompiledAhead`` file holds (arrays and JSON only: nothing
+    in the file can run code)."""
+    import json
+
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(str(npz["meta"]))
+        arrays = {name: npz[name] for name in npz.files if name != "meta"}
+    scalars = {name: tuple(v) if isinstance(v, list) else v for name, v in meta["cells"].items()}
+    return Cells(**scalars, **arrays), meta["parts"], ModelConfig(**meta["config"])
+
+
 def _compile_parts(path: str) -> None:
     """Compile into the disk cache the nutpie samplers of the parts a ``_compile_ahead`` file names."""
-    import pickle
-
     from .. import nuts
 
-    with open(path, "rb") as f:
-        cells, parts, config = pickle.load(f)  # written by _compile_ahead in the parent process
+    cells, parts, config = _read_request(path)
     for part in parts:
         nuts.compile_model(build_model(cells, part, config))
 
@@ -58,14 +67,19 @@ class _CompiledAhead:
     """A child process compiling some parts' samplers (``_compile_ahead``); ``wait`` before sampling them."""
 
     def __init__(self, cells: Cells, parts: list[str], config: ModelConfig):
-        import pickle
+        import dataclasses
+        import json
         import subprocess
         import tempfile
 
         self.parts = parts
-        fd, self._path = tempfile.mkstemp(prefix="gaelp_compile_", suffix=".pickle")
+        values = {f.name: getattr(cells, f.name) for f in dataclasses.fields(cells)}
+        arrays = {name: v for name, v in values.items() if isinstance(v, np.ndarray)}
+        meta = {"cells": {name: v for name, v in values.items() if name not in arrays}, "parts": parts,
+                "config": config.as_dict()}
+        fd, self._path = tempfile.mkstemp(prefix="gaelp_compile_", suffix=".npz")
         with os.fdopen(fd, "wb") as f:
-            pickle.dump((cells, parts, config), f)
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
         # a plain interpreter, not multiprocessing: that would run the caller's unguarded script again
         self._child = subprocess.Popen(
             [sys.executable, "-c", "import sys; from gaelp_bayes.model.fitting import _compile_parts; "
