@@ -17,6 +17,7 @@ import pandas as pd
 
 from .sim import bump
 
+
 @dataclass(frozen=True)
 class Shape:
     """A data shape; every scale is on the log-odds of the conversion rate unless named otherwise."""

@@ -188,7 +188,7 @@ def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS
               if not (part == "revenue" and known_rpc is not None)}
     ahead = _compile_ahead(bucketed, models, config) if sampler == "nutpie" else None
     for i, part in enumerate(parts):
-        if part == "revenue" and known_rpc is not None:  # no noise to fit: the value is known, not sampled
+        if part not in models:  # revenue with no noise to fit: the value is known, not sampled
             _say(progress, f"[{i + 1}/{len(parts)}] revenue per conversion is a known value (every conversion of "
                            "a campaign is worth the same): not sampled")
             posteriors.append(known_posterior(known_rpc, cells.campaigns, chains, draws))
@@ -209,8 +209,8 @@ def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS
             retried[part] = "; ".join(diags[part].failures)
             _say(progress, f"    the {part} model failed the gate ({retried[part]}): sampling it again with "
                            f"{2 * tune} tuning steps and {2 * draws} draws thinned by 2, target_accept {accept}")
-            longer = real_campaigns(sample(model, draws=2 * draws, tune=2 * tune, chains=chains, seed=seed + 100 + i,
-                                           target_accept=accept, progress=progress), cells)
+            longer = real_campaigns(sample(model, draws=2 * draws, tune=2 * tune, chains=chains,
+                                           seed=seed + 100 + i, target_accept=accept, progress=progress), cells)
             tree = xr.DataTree.from_dict({
                 group: longer[group].to_dataset().isel(draw=slice(1, None, 2)).assign_coords(draw=np.arange(draws))
                 for group in ("posterior", "sample_stats")})
