@@ -252,3 +252,35 @@ def test_cli_sampling_defaults_are_the_models():
                          if a.dest in ("draws", "tune", "chains"))
     for value in (config.DRAWS, config.TUNE, config.CHAINS):
         assert f"default {value})" in help_text
+
+
+@pytest.mark.parametrize("diverged", [False, True])
+def test_the_retry_appends_new_chains_or_restarts_after_divergences(diverged):
+    """Slow mixing: new chains at the same settings, appended to the first ones and thinned (the first
+    sampling's draws are kept); divergences: a longer restart at the retry's target acceptance."""
+    import xarray as xr
+
+    from gaelp_bayes.data import Cells
+    from gaelp_bayes.model import fitting
+
+    calls, draws, chains = [], 4, 2
+
+    def fake_sampler(model, draws, tune, chains, seed, target_accept, progress):
+        calls.append({"draws": draws, "tune": tune, "target_accept": target_accept})
+        values = np.full((chains, draws), float(len(calls))) + np.arange(draws) / 100
+        return xr.DataTree.from_dict({"posterior": xr.Dataset({"x": (("chain", "draw"), values)}),
+                                      "sample_stats": xr.Dataset({"diverging": (("chain", "draw"), values < 0)})})
+
+    none = np.zeros(0, dtype=int)
+    cells = Cells(("a",), "UTC", none, none, none, none, none, none, None, None, ("", ""), 0)
+    first = fake_sampler(None, draws, 10, chains, 0, 0.9, False)
+    config = model.ModelConfig(retry_target_accept=0.99)
+    tree = fitting._retry(fake_sampler, None, first, diverged, cells, draws, 10, chains, 1, 0.9, config, False, "x")
+    x = tree["posterior"]["x"].values
+    assert x.shape == (chains, draws) and tree["sample_stats"]["diverging"].shape == (chains, draws)
+    if diverged:
+        assert calls[1] == {"draws": 2 * draws, "tune": 20, "target_accept": 0.99}
+        assert np.allclose(x[0], 2 + np.arange(1, 2 * draws, 2) / 100)  # the restart's draws, thinned
+    else:
+        assert calls[1] == {"draws": draws, "tune": 10, "target_accept": 0.9}
+        assert np.allclose(x[0], [1.01, 1.03, 2.01, 2.03])  # the first sampling's, then the new chains'

@@ -55,7 +55,9 @@ class ModelConfig:
     ess_tail_min: float = 400.0
     divergences_max: int = 0
     retry_target_accept: float = 0.99  # when the first sampling diverged
-    retry_max_seconds: float = 300.0  # a part whose first sampling took longer is not retried
+    # a part whose first sampling took longer is not retried; None: every part that fails is (the retry of a
+    # part that only mixed slowly costs about its first sampling again)
+    retry_max_seconds: float | None = None
 
     @property
     def gate(self) -> dict:

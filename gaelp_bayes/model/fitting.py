@@ -159,16 +159,48 @@ def _say(progress: bool, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def _retry(sample, model, first, diverged: bool, cells: Cells, draws: int, tune: int, chains: int, seed: int,
+           target_accept: float, config: ModelConfig, progress: bool, part: str):
+    """The one automatic retry of a part that failed the gate, returning ``draws`` draws per chain again
+    (so the part still merges with the others).
+
+    - Slow mixing only (R-hat, ESS; no divergence): as many draws again from new chains, each appended to
+      one of the first sampling's chains, thinned by 2.  Split R-hat then compares 2 x ``chains``
+      independent halves, and the effective sample size about doubles, for the cost of the first sampling
+      (restarting with twice the draws cost twice that and told the same).
+    - Divergences: the geometry is the problem, not the length: a restart with twice the tuning at
+      ``config.retry_target_accept`` (a smaller step), twice the draws thinned by 2.
+    """
+    import xarray as xr
+
+    def thinned(tree):
+        return {group: tree[group].to_dataset().isel(draw=slice(1, None, 2)).assign_coords(draw=np.arange(draws))
+                for group in ("posterior", "sample_stats")}
+
+    if not diverged:
+        _say(progress, f"    the {part} model mixed too slowly: {draws} more draws from {chains} new chains, "
+                       "appended to the first and thinned by 2")
+        more = real_campaigns(sample(model, draws=draws, tune=tune, chains=chains, seed=seed,
+                                     target_accept=target_accept, progress=progress), cells)
+        both = {group: xr.concat([first[group].to_dataset(), more[group].to_dataset()], dim="draw")
+                .assign_coords(draw=np.arange(2 * draws)) for group in ("posterior", "sample_stats")}
+        return xr.DataTree.from_dict(thinned(xr.DataTree.from_dict(both)))
+    _say(progress, f"    the {part} model diverged: sampling it again with {2 * tune} tuning steps and "
+                   f"{2 * draws} draws thinned by 2, target_accept {config.retry_target_accept}")
+    longer = real_campaigns(sample(model, draws=2 * draws, tune=2 * tune, chains=chains, seed=seed,
+                                   target_accept=config.retry_target_accept, progress=progress), cells)
+    return xr.DataTree.from_dict(thinned(longer))
+
+
 def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS, seed: int = 0,
         sampler: str = "auto", target_accept: float = TARGET_ACCEPT, progress: bool = True,
         config: ModelConfig = DEFAULT) -> Fit:
     """Sample each part's posterior, retry a part that fails the gate once, merge the draws and diagnose.
 
-    The retry samples the part again with twice the tuning and twice the draws, thinned by 2 (so the part
-    still merges with the others and its effective sample size about doubles), at
-    ``config.retry_target_accept`` if the first sampling diverged; a part whose first sampling took longer
-    than ``config.retry_max_seconds`` is not retried.  Each part's model is built for the campaign count
-    rounded up to a bucket (``padded``: the padding's draws are dropped), and on an empty compile cache the
+    The retry (``_retry``) samples the part once more: new chains appended to the first when it only mixed
+    too slowly, a restart at ``config.retry_target_accept`` when it diverged; with
+    ``config.retry_max_seconds`` set, a part whose first sampling took longer is not retried.  Each part's
+    model is built for the campaign count rounded up to a bucket (``padded``: the padding's draws are dropped), and on an empty compile cache the
     later parts compile in a child process while the first compiles here (``_compile_ahead``).
     """
     import xarray as xr
@@ -204,16 +236,11 @@ def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS
         tree = real_campaigns(sample(model, draws=draws, tune=tune, chains=chains, seed=seed + i,
                                      target_accept=target_accept, progress=progress), cells)
         diags[part] = diagnose(tree, derived, config.gate)
-        if not diags[part].passed and time.perf_counter() - part_start <= config.retry_max_seconds:
-            accept = config.retry_target_accept if diags[part].divergences else target_accept
+        if not diags[part].passed and (config.retry_max_seconds is None
+                                       or time.perf_counter() - part_start <= config.retry_max_seconds):
             retried[part] = "; ".join(diags[part].failures)
-            _say(progress, f"    the {part} model failed the gate ({retried[part]}): sampling it again with "
-                           f"{2 * tune} tuning steps and {2 * draws} draws thinned by 2, target_accept {accept}")
-            longer = real_campaigns(sample(model, draws=2 * draws, tune=2 * tune, chains=chains,
-                                           seed=seed + 100 + i, target_accept=accept, progress=progress), cells)
-            tree = xr.DataTree.from_dict({
-                group: longer[group].to_dataset().isel(draw=slice(1, None, 2)).assign_coords(draw=np.arange(draws))
-                for group in ("posterior", "sample_stats")})
+            tree = _retry(sample, model, tree, diags[part].divergences > 0, cells, draws, tune, chains,
+                          seed + 100 + i, target_accept, config, progress, part)
             diags[part] = diagnose(tree, derived, config.gate)
         posteriors.append(tree["posterior"].to_dataset())
         st = tree["sample_stats"].to_dataset()
