@@ -9,6 +9,7 @@ baseline from the same run).
     gaelp-bayes bench pacing         # policies vs a hindsight oracle, rich and sparse history
     gaelp-bayes bench scenarios      # every simulate scenario, 3 campaigns x 7 days, with/without learning
     gaelp-bayes bench robustness     # the battery of data shapes: gate pass rates, time, held-out coverage
+    gaelp-bayes bench scale          # sharded fits on a Dask LocalCluster (1, 2 workers) beside the joint fit
     gaelp-bayes bench all            # everything (make bench; needs models/demo from make demo)
 
 (``python -m gaelp_bayes.bench ...`` is the same.)
@@ -196,6 +197,94 @@ def bench_calibration(campaigns: int, seed: int) -> None:
         f"| fit: gate / max R-hat / min bulk ESS / divergences / seconds | {'pass' if d.passed else 'FAIL'} / "
         f"{d.rhat_max:.3f} / {d.ess_bulk_min:.0f} / {d.divergences} / {fitted.seconds:.0f} | |"]
     _write("calibration", lines)
+
+
+def _held_out(model_dir: Path, holdout, world) -> dict:
+    """A cache's 90% coverage on held-out windows (randomized PIT) and of the true cell rates."""
+    from . import cache
+    from .predict import predict
+
+    pred, _ = predict(str(model_dir), holdout.reset_index(drop=True), force=True)
+    arrays = cache.read_runtime(model_dir)[1]
+    lo, hi = np.quantile(arrays["cvr"][:, :-1], [0.05, 0.95], axis=0)
+    return {"pit_coverage": float(((pred["pred_pit"] >= 0.05) & (pred["pred_pit"] <= 0.95)).mean()),
+            "rate_coverage": float(((lo <= world.cvr) & (world.cvr <= hi)).mean())}
+
+
+def _campaign_rates(model_dir: Path) -> np.ndarray:
+    """[draw, campaign]: each campaign's conversion rate averaged over its 168 weekday-hour cells."""
+    from . import cache
+
+    cvr = cache.read_runtime(model_dir)[1]["cvr"][:, :-1]
+    return cvr.reshape(cvr.shape[0], cvr.shape[1], -1).mean(axis=2)
+
+
+def bench_scale(sizes: list[int], workers: list[int], joint_up_to: int, seed: int = 31) -> None:
+    """Sharded fits of campaigns x 8 weeks on a LocalCluster of each number of ``workers``, timed warm (a
+    short fit of the same structure compiles first), with held-out coverage on a 9th week of simulated
+    truth; up to ``joint_up_to`` campaigns, the joint fit of the same data beside (time, coverage, and
+    how far the sharded posterior means are from the joint ones)."""
+    import pandas as pd
+
+    from . import data, sim
+
+    lines = _header("Sharded fits: campaigns x 8 weeks on a Dask LocalCluster") + [
+        "Each size: simulated truth (world seed 31), 8 weeks fitted, the 9th held out. A sharded fit "
+        "(population fit of 24 campaigns, shards of 24; default NUTS settings per fit) on a LocalCluster of "
+        "the given number of worker processes, the machine's cores shared among them; the compiled samplers "
+        "are warm (a 10-draw fit of the same structures ran first). *joint*: one joint fit of the same data "
+        "in this process. *population s*: the population fit; *shard s*: median (max) per shard; *wall s*: "
+        "everything, cluster start included. *PIT 90%*: randomized-PIT 90% coverage of held-out conversions "
+        "per window; *rate 90%*: 90% intervals covering the true cell rates. *vs joint*: each campaign's "
+        "rate averaged over its cells, sharded posterior mean minus joint, in joint posterior sds "
+        "(median |z|, max |z|) and relative (median, max).", "",
+        "| campaigns | fit | workers | shards | population s | shard s | wall s | gate | max R-hat | min bulk ESS | "
+        "PIT 90% | rate 90% | vs joint (sd) | vs joint (relative) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for n in sizes:
+        world = sim.make_world(campaigns=n, seed=seed)
+        history = sim.log_history(world, days=63, seed=seed + 1)
+        stamps = pd.to_datetime(history["timestamp"], utc=True)
+        cut = stamps.min() + pd.Timedelta(days=56)
+        cells = data.aggregate(data.load_windows(history[stamps < cut]))
+        holdout = history[stamps >= cut]
+        with tempfile.TemporaryDirectory() as tmp:
+            fit_cached(cells, Path(tmp) / "warm", sharding={"workers": max(workers)}, draws=10, tune=10,
+                       progress=False, seed=seed)
+            runs = []
+            if n <= joint_up_to:
+                start = time.perf_counter()
+                fitted = fit_cached(cells, Path(tmp) / "joint", progress=False, seed=seed).fit
+                runs.append(("joint", 1, Path(tmp) / "joint", fitted, time.perf_counter() - start))
+            for w in workers:
+                start = time.perf_counter()
+                fitted = fit_cached(cells, Path(tmp) / f"sharded_{w}", sharding={"workers": w}, progress=False,
+                                    seed=seed).fit
+                runs.append(("sharded", w, Path(tmp) / f"sharded_{w}", fitted, time.perf_counter() - start))
+            joint_rates = _campaign_rates(runs[0][2]) if runs[0][0] == "joint" else None
+            for kind, w, path, fitted, wall in runs:
+                d, cal = fitted.diagnostics, _held_out(path, holdout, world)
+                shards = population = shard_s = "-"
+                if kind == "sharded":
+                    seconds = fitted.settings["sharded"]["seconds"]
+                    shards, population = str(len(seconds) - 1), f"{seconds[0]:.0f}"
+                    shard_s = f"{np.median(seconds[1:]):.0f} ({max(seconds[1:]):.0f})" if len(seconds) > 1 else "-"
+                versus = ("-", "-")
+                if kind == "sharded" and joint_rates is not None:
+                    rates = _campaign_rates(path)
+                    diff = rates.mean(axis=0) - joint_rates.mean(axis=0)
+                    z, rel = np.abs(diff / joint_rates.std(axis=0)), np.abs(diff / joint_rates.mean(axis=0))
+                    versus = (f"{np.median(z):.2f}, {z.max():.2f}", f"{np.median(rel):.1%}, {rel.max():.1%}")
+                lines.append(f"| {n} | {kind} | {w} | {shards} | {population} | {shard_s} | {wall:.0f} | "
+                             f"{'pass' if d.passed else 'FAIL'} | {d.rhat_max:.3f} | {d.ess_bulk_min:.0f} | "
+                             f"{cal['pit_coverage']:.3f} | {cal['rate_coverage']:.3f} | {versus[0]} | {versus[1]} |")
+                print(lines[-1], flush=True)
+            walls = {w: wall for kind, w, _, _, wall in runs if kind == "sharded"}
+            if 1 in walls and 2 in walls:
+                notes.append(f"- {n} campaigns: parallel efficiency from 1 to 2 workers (wall 1 / (2 x wall 2)) "
+                             f"{walls[1] / (2 * walls[2]):.0%}.")
+        _write("scale", lines + [""] + notes)
 
 
 def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> None:
@@ -678,6 +767,10 @@ def main(argv: list[str] | None = None) -> int:
     sc = sub.add_parser("scenarios")
     sc.add_argument("--seed", type=int, default=41)
     sc.add_argument("--days", type=int, default=7)
+    sc2 = sub.add_parser("scale", help="sharded fits on a Dask LocalCluster, beside the joint fit")
+    sc2.add_argument("--sizes", default="200", help="campaigns, comma-separated (2000 takes hours on 2 cores)")
+    sc2.add_argument("--workers", default="1,2", help="LocalCluster sizes, comma-separated")
+    sc2.add_argument("--joint-up-to", type=int, default=200, help="fit the joint model beside up to this size")
     sub.add_parser("index", help="only rebuild reports/benchmarks.md from the tables")
     sub.add_parser("all", help="every benchmark above with its defaults (about an hour on 2 cores)")
     args = p.parse_args(argv)
@@ -709,6 +802,9 @@ def run(args: argparse.Namespace) -> None:
         bench_fit([1, 20, 200], ["auto"])
     elif args.what == "sparse":
         bench_sparse()
+    elif args.what == "scale":
+        bench_scale([int(v) for v in args.sizes.split(",")], [int(v) for v in args.workers.split(",")],
+                    args.joint_up_to)
     elif args.what == "robustness":
         from .battery import SHAPES
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cache
-from .errors import GaelpError
+from .errors import GaelpError, UsageError
 from .outputs import atomic_file, check_output
 
 
@@ -48,13 +48,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from . import data
     from .pipeline import fit_cached
 
+    sharded = sharding(args)
     check_output(args.out, inputs=[args.windows], folder=True, overwrite=args.overwrite)
     windows = data.load_windows(args.windows, timezone=args.timezone)
     cells = data.aggregate(windows, timezone=args.timezone)
     print(f"{args.windows}: {len(windows)} windows, {len(cells.campaigns)} campaigns, {len(cells.clicks)} cells",
           file=sys.stderr)
     fitted = fit_cached(cells, args.out, overwrite=args.overwrite, runtime_draws=args.runtime_draws,
-                        **sampling(args), seed=args.seed, sampler=args.sampler,
+                        sharding=sharded, **sampling(args), seed=args.seed, sampler=args.sampler,
                         progress=not args.quiet).fit
     manifest, arrays = cache.read_runtime(args.out)
     print_fit_summary(args.out, manifest, arrays)
@@ -257,6 +258,27 @@ def sampling(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in ("draws", "tune", "chains") if getattr(args, name) is not None}
 
 
+def sharding_options(parser: argparse.ArgumentParser) -> None:
+    """A sharded fit (``model/sharded.py``) for many campaigns, on Dask or in this process."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=COUNT, help="a sharded fit on a Dask LocalCluster of this many worker "
+                       "processes started here")
+    where.add_argument("--scheduler", metavar="tcp://HOST:8786", help="a sharded fit on an existing Dask cluster")
+    parser.add_argument("--shard-size", type=COUNT, help="campaigns per shard of a sharded fit (default 24); "
+                        "alone, the shards run one after another in this process")
+    parser.add_argument("--population-size", type=COUNT, help="campaigns in a sharded fit's population fit "
+                        "(default 24)")
+
+
+def sharding(args: argparse.Namespace) -> dict | None:
+    """The sharded fit's options given, or None: a joint fit."""
+    given = {name: getattr(args, name) for name in ("workers", "scheduler", "shard_size", "population_size")
+             if getattr(args, name) is not None}
+    if given and set(given) == {"population_size"}:
+        raise UsageError("--population-size needs --workers, --scheduler or --shard-size (a sharded fit)")
+    return given or None
+
+
 def strict_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="refuse a fit with any part that failed its diagnostics gate (by default only the "
@@ -283,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--timezone", default="UTC", help="account timezone for hours and days (IANA name)")
     f.add_argument("--sampler", choices=["auto", "pymc", "nutpie"], default="auto")
     f.add_argument("--runtime-draws", type=COUNT, default=1000, help="draws kept in the runtime file")
+    sharding_options(f)
     f.add_argument("--quiet", action="store_true", help="no progress bars")
     f.set_defaults(func=cmd_fit)
 

@@ -21,17 +21,33 @@ class Cached:
 
 
 def fit_cached(cells: Cells, out: str | Path, *, reuse: bool = False, accept_failed: bool = False,
-               overwrite: bool = False, runtime_draws: int = 1000, **fit_options) -> Cached:
+               overwrite: bool = False, runtime_draws: int = 1000, sharding: dict | None = None,
+               **fit_options) -> Cached:
     """Fit ``cells`` (``model.fit`` with ``fit_options``) and write the cache ``out`` atomically.
 
-    With ``reuse``, an intact cache at ``out`` of the same data by the same model version that passed its
-    gate (any such cache, with ``accept_failed``) is kept instead, and another model cache there is
-    replaced.  Anything else at ``out`` is replaced only with ``overwrite`` (``outputs.check_output``)."""
+    With ``sharding`` (any of ``workers``, ``scheduler``, ``shard_size``, ``population_size``), a sharded
+    fit (``model.sharded``) on a Dask cluster (a ``LocalCluster`` of ``workers``, or ``scheduler``'s) or,
+    with neither, in this process.  With ``reuse``, an intact cache at ``out`` of the same data by the same
+    model version that passed its gate (any such cache, with ``accept_failed``) is kept instead, and
+    another model cache there is replaced.  Anything else at ``out`` is replaced only with ``overwrite``
+    (``outputs.check_output``)."""
     from . import model
 
     if reuse and cache.holds_fit_of(out, cells.fingerprint(), model.MODEL_VERSION, accept_failed):
         return Cached(Path(out), cache.read_manifest(out), None)
-    fitted = model.fit(cells, **fit_options)
+    if sharding is None:
+        fitted = model.fit(cells, **fit_options)
+    else:
+        fitted = _fit_sharded(cells, dict(sharding), fit_options)
     replace = overwrite or (reuse and is_model_cache(Path(out)))
     path = cache.write(out, fitted, cells, max_runtime_draws=runtime_draws, overwrite=replace)
     return Cached(path, cache.read_manifest(path), fitted)
+
+
+def _fit_sharded(cells: Cells, sharding: dict, fit_options: dict):
+    from .cluster import DaskRunner, Runner
+    from .model import sharded
+
+    workers, scheduler = sharding.pop("workers", None), sharding.pop("scheduler", None)
+    with (DaskRunner(workers, scheduler) if workers or scheduler else Runner()) as runner:
+        return sharded.fit_sharded(cells, runner=runner, **sharding, **fit_options)

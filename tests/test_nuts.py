@@ -146,5 +146,5 @@ def test_parts_compile_ahead_in_a_child_process_only_when_cold(monkeypatch):
     assert ahead is not None and ahead.parts == ["cost"]
     sent = fitting._read_request(ahead._path)
     assert sent[0].fingerprint() == cells.fingerprint() and sent[0].campaigns == cells.campaigns
-    assert sent[1:] == (["cost"], model.DEFAULT)
+    assert sent[1:] == (["cost"], model.DEFAULT, None)
     assert ahead.wait()  # the child built the cost model from the cells it was sent and loaded or compiled it

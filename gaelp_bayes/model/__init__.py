@@ -14,6 +14,8 @@ Modules, in the order data flows through them:
   the number of campaigns rounded up to a bucket (``padded``), so that a refit reuses the compiled sampler.
 - ``gate``: diagnostics and the gate every part must pass.
 - ``fitting``: sampler backends (``SAMPLERS``), the one automatic retry, merging the parts.
+- ``sharded``: many campaigns as a population fit and shards fitted under its posterior (on Dask with
+  ``gaelp_bayes/cluster.py``).
 - ``export``: the runtime's float32 arrays from a posterior.
 """
 

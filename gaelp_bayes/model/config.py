@@ -15,6 +15,8 @@ MODEL_VERSION = 12
 # matrix within a few hundred steps; 500 tuning steps at target_accept 0.9 passed the gate first time on
 # every battery shape with seeds nobody tuned on (reports/benchmarks/robustness.md)
 CHAINS, TUNE, DRAWS, TARGET_ACCEPT = 4, 500, 1000, 0.9
+# a sharded fit (sharded.py): campaigns in the population fit, campaigns per shard (a bucket: no padding)
+POPULATION_SIZE, SHARD_SIZE = 24, 24
 
 
 @dataclass(frozen=True)

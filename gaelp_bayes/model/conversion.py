@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..data import Cells
@@ -29,8 +31,59 @@ DERIVED = ("hour_effect",)  # deterministic summaries the gate need not check tw
 KEY_PARAMETERS = ("mu", "sigma_campaign", "campaign_level", "sigma_hour", "sigma_cell", "sigma_dev")
 
 
-def build(cells: Cells, pooled_campaigns: bool, cfg: ModelConfig) -> None:
-    """Conversion-rate terms (inside an open model context)."""
+# the population values a shard of campaigns is fitted under (``PopulationPrior``), with whether each is a
+# scale (normal on its log); sizes: 1, 1, 1, 2 * hour_harmonics, 7, 1
+POPULATION = (("sigma_campaign", True), ("sigma_dev", True), ("mu", False), ("hour_coef", False),
+              ("dow_effect", False), ("sigma_cell", True))
+
+
+@dataclass(frozen=True)
+class PopulationPrior:
+    """The campaigns' population (``POPULATION``) as another fit's posterior knows it: normal on the
+    unconstrained values (the scales' logs), ``mean + scale @ z`` with ``z`` standard normal.  A shard of
+    campaigns is fitted under it instead of the hyperpriors (``model/sharded.py``): the population's
+    uncertainty carried into the shard, not a point estimate."""
+
+    mean: np.ndarray  # [K]
+    scale: np.ndarray  # [K, K]: the covariance's eigenvectors times the square roots of its eigenvalues
+
+    @classmethod
+    def from_posterior(cls, post) -> "PopulationPrior":
+        """From a posterior Dataset with the ``POPULATION`` variables (chains and draws stacked)."""
+        columns = []
+        for name, is_scale in POPULATION:
+            values = post[name].values.reshape(post.sizes["chain"] * post.sizes["draw"], -1)
+            columns.append(np.log(values) if is_scale else values)
+        values = np.concatenate(columns, axis=1)
+        eigenvalues, vectors = np.linalg.eigh(np.cov(values, rowvar=False))  # zero-sum weekdays: one is 0
+        return cls(values.mean(axis=0), vectors * np.sqrt(np.clip(eigenvalues, 0.0, None)))
+
+
+def population_dimension(harmonics: int) -> int:
+    """The number of unconstrained ``POPULATION`` values."""
+    return 3 + 2 * harmonics + 7 + 1
+
+
+def _given_population(prior: PopulationPrior, harmonics: int) -> dict:
+    """The ``POPULATION`` values (model variables) under ``prior``, sampled whitened."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    white = pm.Normal("population_white", 0.0, 1.0, shape=len(prior.mean))
+    values = pm.Data("population_mean", prior.mean) + pt.dot(pm.Data("population_scale", prior.scale), white)
+    out, start = {}, 0
+    for name, is_scale in POPULATION:
+        size = {"hour_coef": 2 * harmonics, "dow_effect": 7}.get(name, 1)
+        value = values[start:start + size] if size > 1 else values[start]
+        dims = {"hour_coef": "fourier", "dow_effect": "dow"}.get(name)
+        out[name] = pm.Deterministic(name, pt.exp(value) if is_scale else value, dims=dims)
+        start += size
+    return out
+
+
+def build(cells: Cells, pooled_campaigns: bool, cfg: ModelConfig, population: PopulationPrior | None = None) -> None:
+    """Conversion-rate terms (inside an open model context); with ``population``, the campaigns' population
+    is that prior's (a shard of a sharded fit) instead of being learned here under the hyperpriors."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -38,14 +91,19 @@ def build(cells: Cells, pooled_campaigns: bool, cfg: ModelConfig) -> None:
     pooled = (cells.conversions.sum() + 0.5) / (cells.clicks.sum() + 1.0)
     seen = cells.clicks > 0
     center = pm.Data("conversion_prior_center", logit(pooled))  # data, not a constant: see nuts.py
-    day = day_of_week(np.unique(cells.dow[seen]), cfg.dow_sd)
     conversions, clicks = hour_sums(cells, seen, cells.conversions, cells.clicks)
     cells_per_hour = np.maximum(hour_sums(cells, seen, np.ones(len(seen)))[0], 1)
     # cell effects add variance: an hour's information is about its cells' 1/(1/(n p (1-p)) + sd^2) summed
     cell_variance = cell_sd_guess(cells, seen, conversions, clicks) ** 2
     approximation = curve_approximation(conversions, clicks, float(center.get_value()), "binomial",
                                         lambda _: cell_variance / cells_per_hour, harmonics)
-    if pooled_campaigns:  # the population the campaigns come from; its means sampled given its scales
+    if population is not None:  # a shard of a sharded fit: the population is the prior's
+        given = _given_population(population, harmonics)
+        day, sigma_cell, hour_coef = given["dow_effect"], given["sigma_cell"], given["hour_coef"]
+        theta = conditionally_whitened("curve", approximation, given["mu"], given["sigma_campaign"], hour_coef,
+                                       given["sigma_dev"])
+    elif pooled_campaigns:  # the population the campaigns come from; its means sampled given its scales
+        day = day_of_week(np.unique(cells.dow[seen]), cfg.dow_sd)
         sigma_campaign = pm.HalfNormal("sigma_campaign", cfg.sigma_campaign_scale)
         sigma_dev = pm.HalfNormal("sigma_dev", cfg.sigma_dev_scale)
         sigma_hour = pm.HalfNormal("sigma_hour", cfg.sigma_hour_scale)
@@ -55,15 +113,18 @@ def build(cells: Cells, pooled_campaigns: bool, cfg: ModelConfig) -> None:
         hour_coef = pm.Deterministic("hour_coef", population_mean("hour_coef", mode[:, 1:], variances[:, 1:],
                                                                   sigma_dev, 0.0, sigma_hour), dims="fourier")
         theta = conditionally_whitened("curve", approximation, mu, sigma_campaign, hour_coef, sigma_dev)
-        pm.Deterministic("campaign_level", theta[:, 0], dims="campaign")
-        pm.Deterministic("dev_coef", theta[:, 1:] - hour_coef[None, :], dims=("campaign", "fourier"))
     else:  # one campaign: its curve is the hour curve (with a learned scale), its level under a weak prior
+        day = day_of_week(np.unique(cells.dow[seen]), cfg.dow_sd)
         theta = conditionally_whitened("curve", approximation, center, cfg.level_center_sd, pt.zeros(2 * harmonics),
                                        pm.HalfNormal("sigma_hour", cfg.sigma_hour_scale))
         pm.Deterministic("mu", theta[0, 0])
         hour_coef = pm.Deterministic("hour_coef", theta[0, 1:], dims="fourier")
+    if population is not None or pooled_campaigns:
+        pm.Deterministic("campaign_level", theta[:, 0], dims="campaign")
+        pm.Deterministic("dev_coef", theta[:, 1:] - hour_coef[None, :], dims=("campaign", "fourier"))
     pm.Deterministic("hour_effect", pt.dot(fourier_basis(harmonics), hour_coef), dims="hour")
-    sigma_cell = pm.Gamma("sigma_cell", alpha=cfg.sigma_cell_shape, beta=cfg.sigma_cell_rate)
+    if population is None:
+        sigma_cell = pm.Gamma("sigma_cell", alpha=cfg.sigma_cell_shape, beta=cfg.sigma_cell_rate)
     grid = pt.dot(theta, curve_design(harmonics).T)[:, None, :] + day[None, :, None]  # [campaign, dow, hour]
     eta = grid.reshape((-1,))[pm.Data("cell_idx", flat_cell(cells)[seen])]
     pm.Potential("conversion_loglik", beta_binomial_loglik(cells.conversions[seen], cells.clicks[seen], eta,
@@ -133,7 +194,7 @@ def export(g, obs, n: int, rng: np.random.Generator, cfg: ModelConfig) -> dict[s
     """``cvr`` [draw, campaign + 1, 7, 24] from ``n`` posterior draws (``g(name)``: a variable's draws);
     the last campaign is a new one, drawn from the population."""
     basis = fourier_basis(cfg.hour_harmonics)
-    if obs.sizes["campaign_name"] > 1:
+    if g("campaign_level") is not None:  # campaigns pooled, or a shard's campaigns under a given population
         level, coef = g("campaign_level"), g("hour_coef")[:, None, :] + g("dev_coef")
         new_level = g("mu") + g("sigma_campaign") * rng.normal(size=n)
         new_dev = g("sigma_dev")[:, None]

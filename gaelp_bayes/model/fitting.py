@@ -2,13 +2,14 @@
 
 The parts share no parameters, so the joint posterior is the product of the parts' posteriors: each is
 sampled on its own, with its own step size and mass matrix, and the draws are merged.  A sampler backend
-is a function ``(model, draws, tune, chains, seed, target_accept, progress) -> DataTree`` registered in
+is a function ``(model, draws, tune, chains, seed, target_accept, progress, cores) -> DataTree`` registered in
 ``SAMPLERS``; nutpie (with its compiled model cached on disk, ``nuts.py``) is the default, PyMC's own
 sampler stays available, and a distributed backend plugs in the same way.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -19,54 +20,59 @@ import numpy as np
 
 from ..data import Cells
 from ..errors import FitError
+from .conversion import PopulationPrior
 from .parts import PART_MODULES, build_model, model_parts, padded
 from .config import CHAINS, DEFAULT, DRAWS, MODEL_VERSION, TARGET_ACCEPT, TUNE, ModelConfig
 from .gate import Diagnostics, diagnose
 from .revenue import known_posterior, known_value_per_conversion
 
 
-def _nutpie(model, draws: int, tune: int, chains: int, seed: int, target_accept: float, progress: bool):
+def _nutpie(model, draws: int, tune: int, chains: int, seed: int, target_accept: float, progress: bool,
+            cores: int | None = None):
     """nutpie with its compiled callbacks cached on disk (nuts.py)."""
     from .. import nuts
 
     return nuts.sample(model, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept,
-                       cores=min(chains, os.cpu_count() or 1), progress=progress)
+                       cores=min(chains, cores or os.cpu_count() or 1), progress=progress)
 
 
-def _pymc(model, draws: int, tune: int, chains: int, seed: int, target_accept: float, progress: bool):
+def _pymc(model, draws: int, tune: int, chains: int, seed: int, target_accept: float, progress: bool,
+          cores: int | None = None):
     """PyMC's own NUTS (about 1 ms per iteration in Python: slower than nutpie past a few campaigns)."""
     import pymc as pm
 
-    return pm.sample(draws=draws, tune=tune, chains=chains, cores=min(chains, os.cpu_count() or 1, 2),
+    return pm.sample(draws=draws, tune=tune, chains=chains, cores=min(chains, cores or os.cpu_count() or 1, 2),
                      random_seed=seed, target_accept=target_accept, progressbar=progress, nuts_sampler="pymc",
                      compute_convergence_checks=False, model=model)
 
 
-def _read_request(path: str) -> tuple[Cells, list[str], ModelConfig]:
-    """The cells, parts and configuration a ``_CompiledAhead`` file holds (arrays and JSON only: nothing
-    in the file can run code)."""
+def _read_request(path: str) -> tuple[Cells, list[str], ModelConfig, PopulationPrior | None]:
+    """The cells, parts, configuration and population prior a ``_CompiledAhead`` file holds (arrays and
+    JSON only: nothing in the file can run code)."""
     import json
 
     with np.load(path, allow_pickle=False) as npz:
         meta = json.loads(str(npz["meta"]))
         arrays = {name: npz[name] for name in npz.files if name != "meta"}
     scalars = {name: tuple(v) if isinstance(v, list) else v for name, v in meta["cells"].items()}
-    return Cells(**scalars, **arrays), meta["parts"], ModelConfig(**meta["config"])
+    population = (PopulationPrior(arrays.pop("population_mean"), arrays.pop("population_scale"))
+                  if "population_mean" in arrays else None)
+    return Cells(**scalars, **arrays), meta["parts"], ModelConfig(**meta["config"]), population
 
 
 def _compile_parts(path: str) -> None:
     """Compile into the disk cache the nutpie samplers of the parts a ``_compile_ahead`` file names."""
     from .. import nuts
 
-    cells, parts, config = _read_request(path)
+    cells, parts, config, population = _read_request(path)
     for part in parts:
-        nuts.compile_model(build_model(cells, part, config))
+        nuts.compile_model(build_model(cells, part, config, population))
 
 
 class _CompiledAhead:
     """A child process compiling some parts' samplers (``_compile_ahead``); ``wait`` before sampling them."""
 
-    def __init__(self, cells: Cells, parts: list[str], config: ModelConfig):
+    def __init__(self, cells: Cells, parts: list[str], config: ModelConfig, population: PopulationPrior | None):
         import dataclasses
         import json
         import subprocess
@@ -75,6 +81,8 @@ class _CompiledAhead:
         self.parts = parts
         values = {f.name: getattr(cells, f.name) for f in dataclasses.fields(cells)}
         arrays = {name: v for name, v in values.items() if isinstance(v, np.ndarray)}
+        if population is not None:
+            arrays.update(population_mean=population.mean, population_scale=population.scale)
         meta = {"cells": {name: v for name, v in values.items() if name not in arrays}, "parts": parts,
                 "config": config.as_dict()}
         fd, self._path = tempfile.mkstemp(prefix="gaelp_compile_", suffix=".npz")
@@ -95,7 +103,8 @@ class _CompiledAhead:
         return code == 0
 
 
-def _compile_ahead(cells: Cells, models: dict, config: ModelConfig) -> _CompiledAhead | None:
+def _compile_ahead(cells: Cells, models: dict, config: ModelConfig,
+                   population: PopulationPrior | None = None) -> _CompiledAhead | None:
     """When two or more parts' nutpie samplers are not in the compile cache, a child process compiles all
     but the first while this one compiles the first and samples (compiling is single-threaded: one
     campaign on an empty cache, conversion 49 s and the other three parts 33 s).  None where it would
@@ -107,7 +116,7 @@ def _compile_ahead(cells: Cells, models: dict, config: ModelConfig) -> _Compiled
     cold = [part for part, model in models.items() if not nuts.is_cached(model)]
     if len(cold) < 2:
         return None
-    return _CompiledAhead(cells, cold[1:], config)
+    return _CompiledAhead(cells, cold[1:], config, population)
 
 
 SAMPLERS: dict[str, Callable] = {"nutpie": _nutpie, "pymc": _pymc}
@@ -125,6 +134,7 @@ class Fit:
     settings: dict
     seconds: float
     config: ModelConfig = field(default=DEFAULT)
+    campaigns: tuple[str, ...] = ()  # the fitted campaigns, in the order of the posterior's campaign axis
 
     def runtime_arrays(self, max_draws: int = 1000) -> dict[str, np.ndarray]:
         """The float32 cubes the runtime reads (``export.runtime_arrays``)."""
@@ -194,14 +204,16 @@ def _retry(sample, model, first, diverged: bool, cells: Cells, draws: int, tune:
 
 def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS, seed: int = 0,
         sampler: str = "auto", target_accept: float = TARGET_ACCEPT, progress: bool = True,
-        config: ModelConfig = DEFAULT) -> Fit:
+        config: ModelConfig = DEFAULT, population: PopulationPrior | None = None, cores: int | None = None) -> Fit:
     """Sample each part's posterior, retry a part that fails the gate once, merge the draws and diagnose.
 
     The retry (``_retry``) samples the part once more: new chains appended to the first when it only mixed
     too slowly, a restart at ``config.retry_target_accept`` when it diverged; with
     ``config.retry_max_seconds`` set, a part whose first sampling took longer is not retried.  Each part's
     model is built for the campaign count rounded up to a bucket (``padded``: the padding's draws are dropped), and on an empty compile cache the
-    later parts compile in a child process while the first compiles here (``_compile_ahead``).
+    later parts compile in a child process while the first compiles here (``_compile_ahead``).  With
+    ``population``, the conversion part's campaigns come from that population (a shard of
+    ``sharded.fit_sharded``); ``cores``: at most this many chains at once (default: one per CPU).
     """
     import xarray as xr
 
@@ -210,15 +222,15 @@ def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS
     sampler = DEFAULT_SAMPLER if sampler == "auto" else sampler
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
-    sample = SAMPLERS[sampler]
+    sample = functools.partial(SAMPLERS[sampler], cores=cores)
     start = time.perf_counter()
     posteriors, stats, diags, retried = [], [], {}, {}
     parts = model_parts(cells)
     bucketed = padded(cells)  # the model's size: a few campaigns more or fewer reuse the compiled sampler
     known_rpc = known_value_per_conversion(cells)
-    models = {part: build_model(bucketed, part, config) for part in parts
+    models = {part: build_model(bucketed, part, config, population) for part in parts
               if not (part == "revenue" and known_rpc is not None)}
-    ahead = _compile_ahead(bucketed, models, config) if sampler == "nutpie" else None
+    ahead = _compile_ahead(bucketed, models, config, population) if sampler == "nutpie" else None
     for i, part in enumerate(parts):
         if part not in models:  # revenue with no noise to fit: the value is known, not sampled
             _say(progress, f"[{i + 1}/{len(parts)}] revenue per conversion is a known value (every conversion of "
@@ -257,4 +269,4 @@ def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS
                                                dict(zip(cells.campaigns, map(float, known_rpc)))),
                 "config": config.as_dict()}
     return Fit(tree=merged, diagnostics=Diagnostics.combine(diags), settings=settings,
-               seconds=time.perf_counter() - start, config=config)
+               seconds=time.perf_counter() - start, config=config, campaigns=cells.campaigns)

@@ -46,6 +46,12 @@ class Diagnostics:
                 "worst": self.worst, "gate": self.gate}
 
     @classmethod
+    def from_dict(cls, d: dict) -> "Diagnostics":
+        """Back from ``as_dict`` (a manifest's or a fit's settings)."""
+        return cls(**{k: d[k] for k in ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "draws", "chains",
+                                         "worst", "gate")})
+
+    @classmethod
     def combine(cls, parts: dict[str, "Diagnostics"]) -> "Diagnostics":
         """The worst figures over independently sampled parts (variable names prefixed by part)."""
         rhat = max(parts, key=lambda p: parts[p].rhat_max)

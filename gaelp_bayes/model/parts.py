@@ -40,8 +40,10 @@ def padded(cells: Cells) -> Cells:
     return replace(cells, campaigns=tuple(names))
 
 
-def build_model(cells: Cells, part: str = "conversion", config: ModelConfig = DEFAULT):
-    """The PyMC model of one part for ``cells`` (as given: ``padded`` makes the bucketed size)."""
+def build_model(cells: Cells, part: str = "conversion", config: ModelConfig = DEFAULT,
+                population: conversion.PopulationPrior | None = None):
+    """The PyMC model of one part for ``cells`` (as given: ``padded`` makes the bucketed size); with
+    ``population``, the conversion part's campaigns come from that population (a shard of a sharded fit)."""
     import pymc as pm
 
     if part not in PART_MODULES:
@@ -50,5 +52,8 @@ def build_model(cells: Cells, part: str = "conversion", config: ModelConfig = DE
               "fourier": list(range(2 * config.hour_harmonics)), "fourier_cpc": list(range(2 * config.cpc_harmonics)),
               "curve_coef": list(range(1 + 2 * config.hour_harmonics))}
     with pm.Model(coords=coords) as model:
-        PART_MODULES[part].build(cells, len(cells.campaigns) > 1, config)
+        if part == "conversion":
+            conversion.build(cells, len(cells.campaigns) > 1, config, population)
+        else:
+            PART_MODULES[part].build(cells, len(cells.campaigns) > 1, config)
     return model

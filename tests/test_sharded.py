@@ -1,0 +1,100 @@
+"""The sharded fit (population fit + shards under its posterior) on a real Dask LocalCluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from gaelp_bayes import cache, cli, data
+from gaelp_bayes.model import sharded
+
+pytest.importorskip("distributed")
+
+SHARDED = ["--population-size", "2", "--shard-size", "1"]  # the shared data's 3 campaigns: 2, then 1
+
+
+def test_plan_spreads_the_population_over_sizes_and_shards_the_rest(fitted):
+    cells = data.aggregate(data.load_windows(fitted.train_csv))
+    groups = sharded.plan(cells, population_size=2, shard_size=1)
+    clicks = np.bincount(cells.campaign, weights=cells.clicks)
+    assert sorted(groups[0]) == sorted([int(np.argmin(clicks)), int(np.argmax(clicks))])
+    assert sorted(i for g in groups for i in g) == [0, 1, 2] and all(len(g) == 1 for g in groups[1:])
+    part = sharded.subset(cells, groups[1])
+    assert part.campaigns == (cells.campaigns[groups[1][0]],) and set(part.campaign) == {0}
+    assert part.clicks.sum() == clicks[groups[1][0]]
+
+
+def test_a_sharded_fit_on_a_local_cluster_matches_the_joint_fit(fitted, tmp_path):
+    """fit --workers 2 writes the joint fit's cache format, and each campaign's rates agree with the joint
+    fit's (the same data: the shard's population comes from the other two campaigns)."""
+    out = tmp_path / "sharded"
+    code = cli.main(["fit", str(fitted.train_csv), "--out", str(out), "--workers", "2", *SHARDED, "--seed", "5",
+                     "--quiet"])
+    manifest, arrays = cache.read_runtime(out)
+    joint_manifest, joint = cache.read_runtime(fitted.path)
+    assert code in (0, 4) and (code == 0) == (not cache.failed_parts(manifest))
+    assert manifest["campaigns"] == joint_manifest["campaigns"]
+    assert {k: v.shape for k, v in arrays.items()} == {k: v.shape for k, v in joint.items()}
+    how = manifest["settings"]["sharded"]
+    assert how["runner"] == "dask" and how["workers"] == 2
+    assert sorted(how["population"] + [c for shard in how["shards"] for c in shard]) == sorted(manifest["campaigns"])
+    assert set(manifest["parts"]) == set(joint_manifest["parts"])
+    for slot, name in enumerate(manifest["campaigns"]):  # each campaign's average rate, sharded vs joint
+        sharded_rate, joint_rate = arrays["cvr"][:, slot].mean(), joint["cvr"][:, slot].mean()
+        assert abs(sharded_rate / joint_rate - 1) < 0.05, name
+        assert abs(arrays["cvr"][:, slot].std(axis=0).mean() / joint["cvr"][:, slot].std(axis=0).mean() - 1) < 0.25
+    tree = cache.read_posterior(out)[1]
+    assert "shards" in tree.children and "posterior" in tree["shards/shard_1"].children
+
+
+def test_a_shard_whose_worker_dies_runs_again_on_another(fitted, tmp_path):
+    """A worker killed while it fits a shard: Dask runs the shard again elsewhere, and the cache is
+    complete (every campaign, each once)."""
+    from gaelp_bayes.cluster import DaskRunner
+
+    cells = data.aggregate(data.load_windows(fitted.train_csv))
+    killed = {}
+
+    def kill_a_worker_fitting_a_shard(runner, deadline):
+        while time.time() < deadline and not killed:
+            for worker, keys in runner.client.processing().items():
+                if any("shard-1" in str(key) for key in keys):
+                    pid = runner.client.run(os.getpid, workers=[worker])[worker]
+                    time.sleep(1.0)  # well into the shard's sampling
+                    os.kill(pid, signal.SIGKILL)
+                    killed["pid"] = pid
+                    return
+            time.sleep(0.05)
+
+    with DaskRunner(workers=2) as runner:
+        thread = threading.Thread(target=kill_a_worker_fitting_a_shard, args=(runner, time.time() + 300))
+        thread.start()
+        fitted_sharded = sharded.fit_sharded(cells, population_size=2, shard_size=1, runner=runner, seed=5,
+                                             progress=False)
+        thread.join()
+    assert killed, "no worker was killed: the test did not test anything"
+    path = cache.write(tmp_path / "m", fitted_sharded, cells)
+    manifest, arrays = cache.read_runtime(path)
+    assert arrays["cvr"].shape[1] == len(cells.campaigns) + 1 and np.isfinite(arrays["cvr"]).all()
+    shards = json.loads((path / "manifest.json").read_text())["settings"]["sharded"]["shards"]
+    assert len(shards) == 1 and len(shards[0]) == 1
+
+
+def test_sharding_options_are_checked_before_the_data_loads(capsys):
+    from gaelp_bayes.model import config
+
+    parse = cli.build_parser().parse_args
+    assert cli.sharding(parse(["fit", "w.csv", "--out", "m"])) is None
+    assert cli.sharding(parse(["fit", "w.csv", "--out", "m", "--workers", "2"])) == {"workers": 2}
+    assert cli.main(["fit", "missing.csv", "--out", "m", "--population-size", "4"]) == 2
+    assert "--population-size needs --workers" in capsys.readouterr().err
+    assert cli.main(["fit", "w.csv", "--out", "m", "--workers", "2", "--scheduler", "tcp://h:8786"]) == 2
+    help_text = {a.dest: a.help for a in cli.build_parser()._subparsers._group_actions[0].choices["fit"]._actions}
+    assert f"(default {config.SHARD_SIZE})" in help_text["shard_size"]
+    assert f"(default {config.POPULATION_SIZE})" in help_text["population_size"]
