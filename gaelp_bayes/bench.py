@@ -237,7 +237,8 @@ def bench_scale(sizes: list[int], workers: list[int], joint_up_to: int, seed: in
         "everything, cluster start included. *PIT 90%*: randomized-PIT 90% coverage of held-out conversions "
         "per window; *rate 90%*: 90% intervals covering the true cell rates. *vs joint*: each campaign's "
         "rate averaged over its cells, sharded posterior mean minus joint, in joint posterior sds "
-        "(median |z|, max |z|) and relative (median, max).", "",
+        "(median |z|, max |z|) and relative (median, max). *point population*: the shards conditioned on "
+        "the population fit's posterior mean instead of its posterior.", "",
         "| campaigns | fit | workers | shards | population s | shard s | wall s | gate | max R-hat | min bulk ESS | "
         "PIT 90% | rate 90% | vs joint (sd) | vs joint (relative) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -262,16 +263,22 @@ def bench_scale(sizes: list[int], workers: list[int], joint_up_to: int, seed: in
                 fitted = fit_cached(cells, Path(tmp) / f"sharded_{w}", sharding={"workers": w}, progress=False,
                                     seed=seed).fit
                 runs.append(("sharded", w, Path(tmp) / f"sharded_{w}", fitted, time.perf_counter() - start))
+            if n <= joint_up_to:  # what carrying the population's uncertainty into the shards is worth
+                start = time.perf_counter()
+                point = {"workers": max(workers), "point_population": True}
+                fitted = fit_cached(cells, Path(tmp) / "point", sharding=point, progress=False, seed=seed).fit
+                runs.append(("sharded, point population", max(workers), Path(tmp) / "point", fitted,
+                             time.perf_counter() - start))
             joint_rates = _campaign_rates(runs[0][2]) if runs[0][0] == "joint" else None
             for kind, w, path, fitted, wall in runs:
                 d, cal = fitted.diagnostics, _held_out(path, holdout, world)
                 shards = population = shard_s = "-"
-                if kind == "sharded":
+                if kind.startswith("sharded"):
                     seconds = fitted.settings["sharded"]["seconds"]
                     shards, population = str(len(seconds) - 1), f"{seconds[0]:.0f}"
                     shard_s = f"{np.median(seconds[1:]):.0f} ({max(seconds[1:]):.0f})" if len(seconds) > 1 else "-"
                 versus = ("-", "-")
-                if kind == "sharded" and joint_rates is not None:
+                if kind.startswith("sharded") and joint_rates is not None:
                     rates = _campaign_rates(path)
                     diff = rates.mean(axis=0) - joint_rates.mean(axis=0)
                     z, rel = np.abs(diff / joint_rates.std(axis=0)), np.abs(diff / joint_rates.mean(axis=0))

@@ -51,6 +51,10 @@ def test_a_sharded_fit_on_a_local_cluster_matches_the_joint_fit(fitted, tmp_path
         assert abs(arrays["cvr"][:, slot].std(axis=0).mean() / joint["cvr"][:, slot].std(axis=0).mean() - 1) < 0.25
     tree = cache.read_posterior(out)[1]
     assert "shards" in tree.children and "posterior" in tree["shards/shard_1"].children
+    report = tmp_path / "report.html"
+    assert cli.main(["report", str(out), "--out", str(report), "--campaign", how["shards"][0][0],
+                     "--date", "2026-03-02"]) == code
+    assert how["shards"][0][0] in report.read_text()
 
 
 def test_a_shard_whose_worker_dies_runs_again_on_another(fitted, tmp_path):
@@ -95,6 +99,17 @@ def test_sharding_options_are_checked_before_the_data_loads(capsys):
     assert cli.main(["fit", "missing.csv", "--out", "m", "--population-size", "4"]) == 2
     assert "--population-size needs --workers" in capsys.readouterr().err
     assert cli.main(["fit", "w.csv", "--out", "m", "--workers", "2", "--scheduler", "tcp://h:8786"]) == 2
+    assert cli.main(["fit", "missing.csv", "--out", "m", "--shard-size", "4", "--population-size", "1"]) == 2
+    assert "--population-size: must be a whole number >= 2" in capsys.readouterr().err
     help_text = {a.dest: a.help for a in cli.build_parser()._subparsers._group_actions[0].choices["fit"]._actions}
     assert f"(default {config.SHARD_SIZE})" in help_text["shard_size"]
     assert f"(default {config.POPULATION_SIZE})" in help_text["population_size"]
+
+
+def test_shards_run_in_this_process_with_shard_size_alone(fitted, tmp_path):
+    out = tmp_path / "m"
+    code = cli.main(["fit", str(fitted.train_csv), "--out", str(out), *SHARDED, "--draws", "200", "--tune", "200",
+                     "--chains", "2", "--quiet"])
+    manifest = cache.read_manifest(out)
+    assert code in (0, 4) and manifest["settings"]["sharded"]["runner"] == "in process"
+    assert manifest["runtime_draws"] == 400 and len(manifest["settings"]["sharded"]["seconds"]) == 2

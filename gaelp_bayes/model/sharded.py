@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..data import Cells
+from ..errors import UsageError
 from .conversion import PopulationPrior
 from .config import DEFAULT, POPULATION_SIZE, SHARD_SIZE
 from .fitting import Fit, cells_dataset, fit
@@ -98,6 +99,9 @@ class ShardedFit:
         settings["part_diagnostics"] = {part: d.as_dict() for part, d in self.part_diagnostics.items()}
         settings["retried"] = {f"{label} {part}": why for label, f in zip(self.labels, self.fits)
                                for part, why in f.settings["retried"].items()}
+        known = {name: value for f in self.fits for name, value in
+                 (f.settings["known_value_per_conversion"] or {}).items()}
+        settings["known_value_per_conversion"] = known or None
         settings["sharded"] = {**self.extra, "population": list(self.population.campaigns),
                                "shards": [list(f.campaigns) for f in self.shards],
                                "seconds": [round(f.seconds, 2) for f in self.fits]}
@@ -150,12 +154,16 @@ def compile_shards(cells: Cells, options: dict) -> bool:
 
 
 def fit_sharded(cells: Cells, *, population_size: int = POPULATION_SIZE, shard_size: int = SHARD_SIZE,
-                runner=None, progress: bool = True, **options) -> ShardedFit:
+                runner=None, progress: bool = True, point_population: bool = False, **options) -> ShardedFit:
     """Fit ``cells`` in a population fit and shards (module docstring).  ``runner``: how tasks run
     (``cluster.Runner``; None: here, one after another).  ``options`` go to every ``fitting.fit``; each
-    fit gets its own seed (its draws are independent of the others')."""
+    fit gets its own seed (its draws are independent of the others').  ``point_population``: shards
+    conditioned on the population's posterior mean instead of its posterior (to measure what carrying
+    its uncertainty is worth: ``bench scale``)."""
     from .. import cluster
 
+    if population_size < 2:
+        raise UsageError(f"a sharded fit's population needs at least 2 campaigns, got {population_size}")
     runner = runner or cluster.Runner()
     start = time.perf_counter()
     groups = plan(cells, population_size, shard_size)
@@ -168,8 +176,11 @@ def fit_sharded(cells: Cells, *, population_size: int = POPULATION_SIZE, shard_s
     if ahead is not None:
         runner.result(ahead)
     prior = PopulationPrior.from_posterior(population.tree["posterior"].to_dataset())
+    if point_population:
+        prior = PopulationPrior(prior.mean, np.zeros_like(prior.scale))
     shards = runner.run([(fit_one, part, {**options, "seed": seed + 1000 * (k + 1)}, prior)
                          for k, part in enumerate(shard_cells)],
                         [f"shard {k + 1}" for k in range(len(shard_cells))], progress)
-    extra = {"population_size": population_size, "shard_size": shard_size, **runner.describe()}
+    extra = {"population_size": population_size, "shard_size": shard_size, "point_population": point_population,
+             **runner.describe()}
     return ShardedFit(population, shards, cells, time.perf_counter() - start, extra)
