@@ -171,7 +171,8 @@ def fit_sharded(cells: Cells, *, population_size: int = POPULATION_SIZE, shard_s
     seed = options.pop("seed", 0)
     shard_cells = [subset(cells, g) for g in groups[1:]]
     ahead = runner.submit(compile_shards, shard_cells[0], options) if shard_cells else None
-    [population] = runner.run([(fit_one, subset(cells, groups[0]), {**options, "seed": seed})],
+    # the population fit runs alone (beside the shards' compile, when cold): its chains take every core
+    [population] = runner.run([(fit_one, subset(cells, groups[0]), {**options, "seed": seed, "cores": None})],
                               ["population"], progress)
     if ahead is not None:
         runner.result(ahead)
