@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +149,31 @@ def test_parts_compile_ahead_in_a_child_process_only_when_cold(monkeypatch):
     assert sent[0].fingerprint() == cells.fingerprint() and sent[0].campaigns == cells.campaigns
     assert sent[1:] == (["cost"], model.DEFAULT, None)
     assert ahead.wait()  # the child built the cost model from the cells it was sent and loaded or compiled it
+
+
+def test_a_compile_child_ends_with_its_parent(tmp_path):
+    """A parent killed mid-fit leaves no compile running on (nor its request file)."""
+    import time
+
+    request = tmp_path / "request.npz"
+    request.write_bytes(b"")
+    child = ("import sys, time; from gaelp_bayes.model.fitting import exit_when_orphaned; "
+             "exit_when_orphaned(int(sys.argv[1]), sys.argv[2]); time.sleep(60)")
+    parent = ("import os, subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', sys.argv[1], "
+              "str(os.getpid()), sys.argv[2]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+              "print(p.pid, flush=True); time.sleep(3); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", parent, child, str(request)], capture_output=True, text=True,
+                         timeout=60)
+    pid = int(out.stdout.split()[0])
+    deadline = time.time() + 10
+    while time.time() < deadline and Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
+        time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in _state(pid), "the child outlived its parent"
+    assert not request.exists()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return "gone"

@@ -60,10 +60,27 @@ def _read_request(path: str) -> tuple[Cells, list[str], ModelConfig, PopulationP
     return Cells(**scalars, **arrays), meta["parts"], ModelConfig(**meta["config"]), population
 
 
-def _compile_parts(path: str) -> None:
-    """Compile into the disk cache the nutpie samplers of the parts a ``_compile_ahead`` file names."""
+def exit_when_orphaned(parent: int, cleanup: str | None = None) -> None:
+    """End this process (removing ``cleanup``) once ``parent`` has ended: a compile that nobody will wait
+    for would only take a core from whatever runs next."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        if cleanup and os.path.exists(cleanup):
+            os.unlink(cleanup)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _compile_parts(path: str, parent: int) -> None:
+    """Compile into the disk cache the nutpie samplers of the parts a ``_compile_ahead`` file names (until
+    the ``parent`` process ends, if it ends first)."""
     from .. import nuts
 
+    exit_when_orphaned(parent, cleanup=path)
     cells, parts, config, population = _read_request(path)
     for part in parts:
         nuts.compile_model(build_model(cells, part, config, population))
@@ -91,7 +108,7 @@ class _CompiledAhead:
         # a plain interpreter, not multiprocessing: that would run the caller's unguarded script again
         self._child = subprocess.Popen(
             [sys.executable, "-c", "import sys; from gaelp_bayes.model.fitting import _compile_parts; "
-             "_compile_parts(sys.argv[1])", self._path],
+             "_compile_parts(sys.argv[1], int(sys.argv[2]))", self._path, str(os.getpid())],
             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
