@@ -180,11 +180,12 @@ def bench_calibration(campaigns: int, seed: int) -> None:
     pit_cov = float(((pred["pred_pit"] >= 0.05) & (pred["pred_pit"] <= 0.95)).mean())
     int_cov = float(((pred["pred_conversions_lo"] <= pred["conversions"])
                      & (pred["conversions"] <= pred["pred_conversions_hi"])).mean())
-    truth = world.cvr[cells.campaign, cells.dow, cells.hour]
+    world_cvr = world.cvr[[world.campaigns.index(c) for c in cells.campaigns]]  # the cells' order (sorted names)
+    truth = world_cvr[cells.campaign, cells.dow, cells.hour]
     post = arrays["cvr"][:, :campaigns].mean(axis=0)[cells.campaign, cells.dow, cells.hour]
     emp = cells.conversions / np.maximum(cells.clicks, 1)
     lo, hi = np.quantile(arrays["cvr"][:, :campaigns], [0.05, 0.95], axis=0)
-    rate_cov = float(((lo <= world.cvr) & (world.cvr <= hi)).mean())
+    rate_cov = float(((lo <= world_cvr) & (world_cvr <= hi)).mean())
     d = fitted.diagnostics
     lines = _header(f"Calibration on simulated truth: {campaigns} campaigns, fit 5 weeks, predict week 6") + [
         "| measure | value | target |", "|---|---|---|",
@@ -205,10 +206,11 @@ def _held_out(model_dir: Path, holdout, world) -> dict:
     from .predict import predict
 
     pred, _ = predict(str(model_dir), holdout.reset_index(drop=True), force=True)
-    arrays = cache.read_runtime(model_dir)[1]
+    manifest, arrays = cache.read_runtime(model_dir)
     lo, hi = np.quantile(arrays["cvr"][:, :-1], [0.05, 0.95], axis=0)
+    truth = world.cvr[[world.campaigns.index(c) for c in manifest["campaigns"]]]  # the cache's order (sorted names)
     return {"pit_coverage": float(((pred["pred_pit"] >= 0.05) & (pred["pred_pit"] <= 0.95)).mean()),
-            "rate_coverage": float(((lo <= world.cvr) & (world.cvr <= hi)).mean())}
+            "rate_coverage": float(((lo <= truth) & (truth <= hi)).mean())}
 
 
 def _campaign_rates(model_dir: Path) -> np.ndarray:
