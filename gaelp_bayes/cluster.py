@@ -28,6 +28,7 @@ class Runner:
     """Tasks run here, one after another."""
 
     fit_options: dict = {}  # what every fit on this runner takes (cores per task)
+    parallel = False  # tasks at the same time (their own progress lines would interleave)
 
     def submit(self, function, *args):
         """Start a task in the background where there is one; None here (nothing runs alongside)."""
@@ -61,6 +62,8 @@ class DaskRunner(Runner):
     """Tasks on Dask workers: a ``LocalCluster`` of ``workers`` processes (one thread each, and the
     machine's cores shared among them for the chains), or the cluster at ``scheduler`` (each task's chains
     use its worker machine's cores: start one single-threaded worker per machine)."""
+
+    parallel = True
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None):
         from distributed import Client, LocalCluster
