@@ -59,7 +59,7 @@ def test_a_sharded_fit_on_a_local_cluster_matches_the_joint_fit(fitted, tmp_path
 
 def test_a_shard_whose_worker_dies_runs_again_on_another(fitted, tmp_path):
     """A worker killed while it fits a shard: Dask runs the shard again elsewhere, and the cache is
-    complete (every campaign, each once)."""
+    complete (every campaign, each once) and correct: the same draws as a run nobody interrupted."""
     from gaelp_bayes.cluster import DaskRunner
 
     cells = data.aggregate(data.load_windows(fitted.train_csv))
@@ -82,10 +82,14 @@ def test_a_shard_whose_worker_dies_runs_again_on_another(fitted, tmp_path):
         fitted_sharded = sharded.fit_sharded(cells, population_size=2, shard_size=1, runner=runner, seed=5,
                                              progress=False)
         thread.join()
+        uninterrupted = sharded.fit_sharded(cells, population_size=2, shard_size=1, runner=runner, seed=5,
+                                            progress=False)
     assert killed, "no worker was killed: the test did not test anything"
     path = cache.write(tmp_path / "m", fitted_sharded, cells)
     manifest, arrays = cache.read_runtime(path)
     assert arrays["cvr"].shape[1] == len(cells.campaigns) + 1 and np.isfinite(arrays["cvr"]).all()
+    expected = uninterrupted.runtime_arrays()
+    assert all(np.array_equal(arrays[key], expected[key]) for key in expected)
     shards = json.loads((path / "manifest.json").read_text())["settings"]["sharded"]["shards"]
     assert len(shards) == 1 and len(shards[0]) == 1
 
