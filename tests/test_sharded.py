@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from gaelp_bayes import cache, cli, data
+from gaelp_bayes import cache, cli, data, model
 from gaelp_bayes.model import sharded
 
 pytest.importorskip("distributed")
@@ -28,6 +28,7 @@ def test_plan_spreads_the_population_over_sizes_and_shards_the_rest(fitted):
     part = sharded.subset(cells, groups[1])
     assert part.campaigns == (cells.campaigns[groups[1][0]],) and set(part.campaign) == {0}
     assert part.clicks.sum() == clicks[groups[1][0]]
+    assert len(model.padded(part, at_least=24).campaigns) == 24  # a short last shard: the shards' one size
 
 
 def test_a_sharded_fit_on_a_local_cluster_matches_the_joint_fit(fitted, tmp_path):

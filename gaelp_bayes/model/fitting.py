@@ -221,7 +221,8 @@ def _retry(sample, model, first, diverged: bool, cells: Cells, draws: int, tune:
 
 def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS, seed: int = 0,
         sampler: str = "auto", target_accept: float = TARGET_ACCEPT, progress: bool = True,
-        config: ModelConfig = DEFAULT, population: PopulationPrior | None = None, cores: int | None = None) -> Fit:
+        config: ModelConfig = DEFAULT, population: PopulationPrior | None = None, cores: int | None = None,
+        size: int = 1) -> Fit:
     """Sample each part's posterior, retry a part that fails the gate once, merge the draws and diagnose.
 
     The retry (``_retry``) samples the part once more: new chains appended to the first when it only mixed
@@ -230,7 +231,8 @@ def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS
     model is built for the campaign count rounded up to a bucket (``padded``: the padding's draws are dropped), and on an empty compile cache the
     later parts compile in a child process while the first compiles here (``_compile_ahead``).  With
     ``population``, the conversion part's campaigns come from that population (a shard of
-    ``sharded.fit_sharded``); ``cores``: at most this many chains at once (default: one per CPU).
+    ``sharded.fit_sharded``); ``cores``: at most this many chains at once (default: one per CPU); ``size``:
+    build the model for at least this many campaigns (a shard's size).
     """
     import xarray as xr
 
@@ -243,7 +245,7 @@ def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS
     start = time.perf_counter()
     posteriors, stats, diags, retried = [], [], {}, {}
     parts = model_parts(cells)
-    bucketed = padded(cells)  # the model's size: a few campaigns more or fewer reuse the compiled sampler
+    bucketed = padded(cells, size)  # the model's size: a few campaigns more or fewer reuse the compiled sampler
     known_rpc = known_value_per_conversion(cells)
     models = {part: build_model(bucketed, part, config, population) for part in parts
               if not (part == "revenue" and known_rpc is not None)}

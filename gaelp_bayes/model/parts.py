@@ -27,11 +27,12 @@ def campaign_bucket(campaigns: int) -> int:
     return power * 3 // 4 if power >= 4 and power * 3 // 4 >= campaigns else power
 
 
-def padded(cells: Cells) -> Cells:
-    """``cells`` with campaigns without data appended up to ``campaign_bucket``.  A campaign without data is
-    a draw from the population that no likelihood term touches: it integrates out exactly, so the other
-    campaigns' posterior is unchanged (``fitting`` drops its draws)."""
-    size = campaign_bucket(len(cells.campaigns))
+def padded(cells: Cells, at_least: int = 1) -> Cells:
+    """``cells`` with campaigns without data appended up to ``campaign_bucket`` (of ``at_least`` campaigns
+    if that is more: every shard of a sharded fit has one size).  A campaign without data is a draw from the
+    population that no likelihood term touches: it integrates out exactly, so the other campaigns'
+    posterior is unchanged (``fitting`` drops its draws)."""
+    size = campaign_bucket(max(len(cells.campaigns), at_least))
     names, i = list(cells.campaigns), 0
     while len(names) < size:
         i += 1

@@ -4,10 +4,10 @@ under its posterior, one after another here or in parallel on Dask workers (``cl
 1. **Population.** A joint fit (``fitting.fit``) of ``population_size`` campaigns chosen across the range
    of click volumes (``choose_population``): the conversion part's population (``mu``, ``sigma_campaign``,
    the hour curve, ``sigma_dev``, day of week, ``sigma_cell``) and those campaigns' own posterior.
-2. **Shards.** The other campaigns in shards of ``shard_size`` (each padded to one bucket: one compiled
-   sampler serves every shard), each fitted on its own with the population as a normal prior on its
-   unconstrained values (``conversion.PopulationPrior``): the population's uncertainty goes into each
-   shard, not a point estimate, and each shard's data updates it.  A shard's posterior is then the model's
+2. **Shards.** The other campaigns in shards of ``shard_size`` (each, the last one too, padded to that
+   size's bucket: one compiled sampler serves every shard), each fitted on its own with the population
+   as a normal prior on its unconstrained values (``conversion.PopulationPrior``): the population's
+   uncertainty goes into each shard, not a point estimate, and each shard's data updates it.  A shard's posterior is then the model's
    given that shard's data and the population campaigns' data (the other shards' data is not used: a
    little pooling lost, nothing counted twice, since population campaigns are in no shard).
    The parts without pooling across campaigns (volume, cost, revenue) share their common terms (weekday
@@ -150,7 +150,7 @@ def compile_shards(cells: Cells, options: dict) -> bool:
     try:
         for part in model_parts(cells):
             if not (part == "revenue" and known_value_per_conversion(cells) is not None):
-                nuts.compile_model(build_model(padded(cells), part, config, placeholder))
+                nuts.compile_model(build_model(padded(cells, options.get("size", 1)), part, config, placeholder))
     except Exception:  # only a head start: each shard's fit compiles what it needs itself
         return False
     return True
@@ -173,7 +173,8 @@ def fit_sharded(cells: Cells, *, population_size: int = POPULATION_SIZE, shard_s
     options = {**runner.fit_options, **options, "progress": progress and not runner.parallel}
     seed = options.pop("seed", 0)
     shard_cells = [subset(cells, g) for g in groups[1:]]
-    ahead = runner.submit(compile_shards, shard_cells[0], options) if shard_cells else None
+    shard_options = {**options, "size": shard_size}  # the last shard too: one compiled sampler for all
+    ahead = runner.submit(compile_shards, shard_cells[0], shard_options) if shard_cells else None
     # the population fit runs alone (beside the shards' compile, when cold): its chains take every core
     [population] = runner.run([(fit_one, subset(cells, groups[0]), {**options, "seed": seed, "cores": None})],
                               ["population"], progress)
@@ -182,7 +183,7 @@ def fit_sharded(cells: Cells, *, population_size: int = POPULATION_SIZE, shard_s
     prior = PopulationPrior.from_posterior(population.tree["posterior"].to_dataset())
     if point_population:
         prior = PopulationPrior(prior.mean, np.zeros_like(prior.scale))
-    shards = runner.run([(fit_one, part, {**options, "seed": seed + 1000 * (k + 1)}, prior)
+    shards = runner.run([(fit_one, part, {**shard_options, "seed": seed + 1000 * (k + 1)}, prior)
                          for k, part in enumerate(shard_cells)],
                         [f"shard {k + 1}" for k in range(len(shard_cells))], progress)
     extra = {"population_size": population_size, "shard_size": shard_size, "point_population": point_population,
