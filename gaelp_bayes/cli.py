@@ -266,8 +266,8 @@ def sharding_options(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--scheduler", metavar="tcp://HOST:8786", help="a sharded fit on an existing Dask cluster")
     parser.add_argument("--shard-size", type=COUNT, help="campaigns per shard of a sharded fit (default 24); "
                         "alone, the shards run one after another in this process")
-    parser.add_argument("--population-size", type=number("a whole number >= 2", lambda v: v >= 2, int), help="campaigns in a sharded fit's population fit "
-                        "(default 24)")
+    parser.add_argument("--population-size", type=number("a whole number >= 2", lambda v: v >= 2, int),
+                        help="campaigns in a sharded fit's population fit (default 24)")
 
 
 def sharding(args: argparse.Namespace) -> dict | None:

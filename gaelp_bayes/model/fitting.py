@@ -228,8 +228,9 @@ def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS
     The retry (``_retry``) samples the part once more: new chains appended to the first when it only mixed
     too slowly, a restart at ``config.retry_target_accept`` when it diverged; with
     ``config.retry_max_seconds`` set, a part whose first sampling took longer is not retried.  Each part's
-    model is built for the campaign count rounded up to a bucket (``padded``: the padding's draws are dropped), and on an empty compile cache the
-    later parts compile in a child process while the first compiles here (``_compile_ahead``).  With
+    model is built for the campaign count rounded up to a bucket (``padded``: the padding's draws are
+    dropped), and on an empty compile cache the later parts compile in a child process while the first
+    compiles here (``_compile_ahead``).  With
     ``population``, the conversion part's campaigns come from that population (a shard of
     ``sharded.fit_sharded``); ``cores``: at most this many chains at once (default: one per CPU); ``size``:
     build the model for at least this many campaigns (a shard's size).

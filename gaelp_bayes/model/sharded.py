@@ -7,11 +7,11 @@ under its posterior, one after another here or in parallel on Dask workers (``cl
 2. **Shards.** The other campaigns in shards of ``shard_size`` (each, the last one too, padded to that
    size's bucket: one compiled sampler serves every shard), each fitted on its own with the population
    as a normal prior on its unconstrained values (``conversion.PopulationPrior``): the population's
-   uncertainty goes into each shard, not a point estimate, and each shard's data updates it.  A shard's posterior is then the model's
-   given that shard's data and the population campaigns' data (the other shards' data is not used: a
-   little pooling lost, nothing counted twice, since population campaigns are in no shard).
-   The parts without pooling across campaigns (volume, cost, revenue) share their common terms (weekday
-   effects, the cost hour curve, the shapes) within a shard.
+   uncertainty goes into each shard, not a point estimate, and each shard's data updates it.  A shard's
+   posterior is then the model's given that shard's data and the population campaigns' data (the other
+   shards' data is not used: a little pooling lost, nothing counted twice, since population campaigns
+   are in no shard).  The parts without pooling across campaigns (volume, cost, revenue) share their
+   common terms (weekday effects, the cost hour curve, the shapes) within a shard.
 
 The result (``ShardedFit``) writes the same cache as a joint fit (``cache.write``): the runtime's cubes
 for every campaign in the data's order, a new campaign drawn from the population fit's population, the
