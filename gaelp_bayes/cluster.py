@@ -35,7 +35,8 @@ class Runner:
         return None
 
     def result(self, handle):
-        return None if handle is None else handle
+        """What a ``submit`` handle gave (None for None)."""
+        return handle
 
     def run(self, tasks: list[tuple], labels: list[str], progress: bool) -> list:
         """Each ``(function, *args)`` of ``tasks``, results in order."""

@@ -200,23 +200,24 @@ def _retry(sample, model, first, diverged: bool, cells: Cells, draws: int, tune:
     """
     import xarray as xr
 
-    def thinned(tree):
-        return {group: tree[group].to_dataset().isel(draw=slice(1, None, 2)).assign_coords(draw=np.arange(draws))
-                for group in ("posterior", "sample_stats")}
+    groups = ("posterior", "sample_stats")
+
+    def thinned(datasets: dict):
+        return xr.DataTree.from_dict({group: data.isel(draw=slice(1, None, 2)).assign_coords(draw=np.arange(draws))
+                                      for group, data in datasets.items()})
 
     if not diverged:
         _say(progress, f"    the {part} model mixed too slowly: {draws} more draws from {chains} new chains, "
                        "appended to the first and thinned by 2")
         more = real_campaigns(sample(model, draws=draws, tune=tune, chains=chains, seed=seed,
                                      target_accept=target_accept, progress=progress), cells)
-        both = {group: xr.concat([first[group].to_dataset(), more[group].to_dataset()], dim="draw")
-                .assign_coords(draw=np.arange(2 * draws)) for group in ("posterior", "sample_stats")}
-        return xr.DataTree.from_dict(thinned(xr.DataTree.from_dict(both)))
+        return thinned({group: xr.concat([first[group].to_dataset(), more[group].to_dataset()], dim="draw")
+                        for group in groups})
     _say(progress, f"    the {part} model diverged: sampling it again with {2 * tune} tuning steps and "
                    f"{2 * draws} draws thinned by 2, target_accept {config.retry_target_accept}")
     longer = real_campaigns(sample(model, draws=2 * draws, tune=2 * tune, chains=chains, seed=seed,
                                    target_accept=config.retry_target_accept, progress=progress), cells)
-    return xr.DataTree.from_dict(thinned(longer))
+    return thinned({group: longer[group].to_dataset() for group in groups})
 
 
 def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS, seed: int = 0,
