@@ -340,7 +340,7 @@ def allocate(model_dir: str, budget: float | Decimal, *, date: str | None = None
     Needs the conversion and volume parts of the fit, cost where the model has spend, and revenue for the
     revenue objective: a failed part among those is refused (unless ``force``); another failed part is
     left out with a warning (ROAS, say), or refused too with ``strict``."""
-    manifest, arrays = cache.read_runtime(model_dir)
+    manifest, arrays = cache.read_runtime(model_dir, campaigns=[campaign])
     needs = ["conversion", "volume"] + ["cost"] * ("cpc" in arrays)
     needs += ["revenue"] * (options.get("objective") == "revenue")
     arrays, notes = cache.usable_arrays(manifest, arrays, model_dir, needs, force, strict)

@@ -9,6 +9,7 @@ baseline from the same run).
     gaelp-bayes bench pacing         # policies vs a hindsight oracle, rich and sparse history
     gaelp-bayes bench scenarios      # every simulate scenario, 3 campaigns x 7 days, with/without learning
     gaelp-bayes bench robustness     # the battery of data shapes: gate pass rates, time, held-out coverage
+    gaelp-bayes bench cache          # Pacer.load/allocate of one campaign out of 100 .. 10,000 (cold page cache)
     gaelp-bayes bench scale          # sharded fits on a Dask LocalCluster (1, 2 workers) beside the joint fit
     gaelp-bayes bench all            # everything (make bench; needs models/demo from make demo)
 
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -293,6 +295,103 @@ def bench_scale(sizes: list[int], workers: list[int], joint_up_to: int, seed: in
                 notes.append(f"- {n} campaigns: parallel efficiency from 1 to 2 workers (wall 1 / (2 x wall 2)) "
                              f"{walls[1] / (2 * walls[2]):.0%}.")
         _write("scale", lines + [""] + notes)
+
+
+_READ_ONE = """
+import json, os, sys, tempfile, time
+from pathlib import Path
+path, campaign, layout = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+for file in path.rglob("*"):  # a cold read: this cache's pages dropped from the page cache
+    if file.is_file():
+        fd = os.open(file, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+import numpy as np
+from gaelp_bayes import cache
+from gaelp_bayes.runtime import Pacer
+def kb(field):
+    return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1])
+Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) restarts from here
+rss = kb("VmRSS:")
+start = time.perf_counter()
+if layout == "schema 1":  # what reading a schema-1 cache took: sha256 of runtime.npz, then every array
+    cache._sha256(path / "runtime.npz")
+    with np.load(path / "runtime.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    out = {"load_ms": 1000 * (time.perf_counter() - start)}
+else:
+    pacer = Pacer.load(path, 100.0, campaign=campaign, journal=tempfile.mkdtemp(), strict=True)
+    out = {"load_ms": 1000 * (time.perf_counter() - start)}
+    start = time.perf_counter()
+    Pacer.load(path, 100.0, campaign=campaign, journal=tempfile.mkdtemp(), strict=True)
+    out["warm_ms"] = 1000 * (time.perf_counter() - start)
+    from gaelp_bayes.allocate import allocate
+    start = time.perf_counter()
+    allocate(str(path), 100.0, campaign=campaign, date="2026-03-02")
+    out["allocate_ms"] = 1000 * (time.perf_counter() - start)
+out["rss_mb"] = (kb("VmHWM:") - rss) / 1024
+print(json.dumps(out))
+"""
+
+
+def bench_cache(sizes: list[int], draws: int = 1000, seed: int = 31) -> None:
+    """Pacer.load (and allocate) on caches of many campaigns: time with a cold page cache, and the memory it
+    adds, in a fresh process each; beside the schema-1 layout's whole-file read up to 1,000 campaigns."""
+    from . import cache, data, sim
+
+    world = sim.make_world(campaigns=3, seed=seed)
+    cells = data.aggregate(data.load_windows(sim.log_history(world, days=28, seed=seed + 1)))
+    lines = _header("Cache reads at scale: one campaign out of many") + [
+        f"A real fit of 3 simulated campaigns x 4 weeks (world seed {seed}, {draws} runtime draws) is written "
+        "as a cache of N campaigns (each campaign's draws a copy of one fitted campaign's; the manifest, "
+        "digests and layout as a fit of N campaigns writes them). Each row runs in a fresh process with the "
+        "cache's pages dropped from the page cache first (posix_fadvise DONTNEED): *load ms* is "
+        "`Pacer.load(..., strict=True)` of one campaign (manifest, its digest check, its draws, the checks "
+        "of every number), *warm ms* a second load in the same process, *allocate ms* `allocate` for that "
+        "campaign, *added RSS MB* the process's peak resident memory (VmHWM, reset after the imports) beyond "
+        "what it held after the imports. "
+        "*schema 1*: the previous layout's read (sha256 of the one `runtime.npz`, then every array loaded: "
+        "what `Pacer.load` did before this layout), up to 1,000 campaigns (10,000 would need 20 GB of RAM).",
+        "", "| campaigns | runtime files GB | layout | load ms | warm ms | allocate ms | added RSS MB |",
+        "|---|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = fit_cached(cells, Path(tmp) / "base", progress=False, seed=seed, runtime_draws=draws)
+        _, fitted = cache.read_runtime(base.path)
+        fitted = {key: np.array(a) for key, a in fitted.items()}  # [draw, 4, ...]: 3 campaigns + a new one
+        for n in sizes:
+            path = Path(tmp) / f"c{n}"
+            path.mkdir()
+            (path / cache.POSTERIOR).symlink_to(base.path / cache.POSTERIOR)
+
+            def blocks(step: int = 250):
+                for first in range(0, n + 1, step):
+                    slots = list(range(first, min(first + step, n + 1)))
+                    source = [3 if s == n else s % 3 for s in slots]
+                    yield slots, {key: a[:, source] for key, a in fitted.items()}
+
+            shapes = cache.write_runtime(path, blocks(), n + 1)
+            manifest = {**base.manifest, "campaigns": [f"campaign_{i:05d}" for i in range(n)],
+                        "runtime_arrays": shapes,
+                        "files": {**base.manifest["files"], cache.DIGESTS: cache._sha256(path / cache.DIGESTS)}}
+            (path / cache.MANIFEST).write_text(json.dumps(manifest))
+            size = sum(f.stat().st_size for f in (path / cache.RUNTIME).iterdir()) / 1e9
+            layouts = ["schema 2"]
+            if n <= 1000:
+                _, arrays = cache.read_runtime(path)
+                np.savez(path / "runtime.npz", campaigns=np.array(manifest["campaigns"]), **arrays)
+                layouts.append("schema 1")
+            for layout in layouts:
+                run = subprocess.run([sys.executable, "-c", _READ_ONE, str(path), f"campaign_{n // 2:05d}", layout],
+                                     capture_output=True, text=True)
+                if run.returncode:
+                    raise GaelpError(f"bench cache: the reading process failed: {run.stderr.strip()[-500:]}")
+                r = json.loads(run.stdout.strip().splitlines()[-1])
+                cell = lambda key: f"{r[key]:.1f}" if key in r else "-"  # noqa: E731
+                lines.append(f"| {n:,} | {size:.2f} | {layout} | {r['load_ms']:.1f} | {cell('warm_ms')} | "
+                             f"{cell('allocate_ms')} | {r['rss_mb']:.0f} |")
+                print(lines[-1], flush=True)
+            shutil.rmtree(path)
+    _write("cache", lines)
 
 
 def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> None:
@@ -775,6 +874,8 @@ def main(argv: list[str] | None = None) -> int:
     sc = sub.add_parser("scenarios")
     sc.add_argument("--seed", type=int, default=41)
     sc.add_argument("--days", type=int, default=7)
+    ca = sub.add_parser("cache", help="Pacer.load and allocate of one campaign out of many (cold page cache)")
+    ca.add_argument("--sizes", default="100,1000,10000", help="campaigns, comma-separated (10,000: 20 GB on disk)")
     sc2 = sub.add_parser("scale", help="sharded fits on a Dask LocalCluster, beside the joint fit")
     sc2.add_argument("--sizes", default="200", help="campaigns, comma-separated (2000 takes hours on 2 cores)")
     sc2.add_argument("--workers", default="1,2", help="LocalCluster sizes, comma-separated")
@@ -810,6 +911,8 @@ def run(args: argparse.Namespace) -> None:
         bench_fit([1, 20, 200], ["auto"])
     elif args.what == "sparse":
         bench_sparse()
+    elif args.what == "cache":
+        bench_cache([int(v) for v in args.sizes.split(",")])
     elif args.what == "scale":
         bench_scale([int(v) for v in args.sizes.split(",")], [int(v) for v in args.workers.split(",")],
                     args.joint_up_to)

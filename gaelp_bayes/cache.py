@@ -4,13 +4,21 @@ Files:
 
 - ``posterior.nc``: the full posterior DataTree (netCDF, h5netcdf engine) with
   ``posterior``, ``sample_stats`` and ``observed_data`` (the fitted cells).
-- ``runtime.npz``: float32 cubes for the runtime (``Fit.runtime_arrays``: the model's export)
-  plus ``campaigns`` (str array); loaded with ``allow_pickle=False``.
-- ``manifest.json``: schema version, created-at, package version, data
-  fingerprint, campaigns, timezone, settings, diagnostics, sha256 per file.
+- ``runtime/``: the runtime's float32 draws (the model's export), one ``.npy`` per array, campaign-major
+  (``[slot, draw, ...]``: slot ``i`` is campaign ``i`` of the manifest, the last slot a new campaign), so
+  that one campaign's draws are one contiguous block, read through a memory map without touching the
+  others; ``digests.npy`` holds each slot's sha256 (over its block in every array, in the manifest's
+  order).  Loaded with ``allow_pickle=False``.
+- ``manifest.json``: schema version, created-at, package version, data fingerprint, campaigns, timezone,
+  settings, diagnostics, the runtime arrays' shapes, and the sha256 of ``posterior.nc`` and of
+  ``runtime/digests.npy``.
 
-This module's *reader* of the runtime file (``read_runtime``) needs only numpy
-and the standard library, so the runtime can use it.
+Integrity is checked where data is read: the posterior's checksum by ``read_posterior``, each campaign's
+draws against its digest by ``read_runtime`` (only the campaigns asked for: a pacer on a cache of 10,000
+campaigns reads and checks its own ~2 MB, not gigabytes).
+
+This module's *reader* of the runtime files (``read_runtime``) needs only numpy and the standard library,
+so the runtime can use it.
 """
 
 from __future__ import annotations
@@ -29,9 +37,10 @@ from . import __version__
 from .errors import CacheError, FitError, GaelpError
 from .outputs import MODEL_MANIFEST, check_output
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: one runtime.npz read whole
 POSTERIOR = "posterior.nc"
-RUNTIME = "runtime.npz"
+RUNTIME = "runtime"  # folder
+DIGESTS = f"{RUNTIME}/digests.npy"
 MANIFEST = MODEL_MANIFEST
 
 
@@ -53,8 +62,7 @@ def write(out: str | Path, fit, cells, max_runtime_draws: int = 1000, overwrite:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         fit.tree.to_netcdf(tmp / POSTERIOR, engine="h5netcdf")
-        arrays = fit.runtime_arrays(max_runtime_draws)
-        np.savez(tmp / RUNTIME, campaigns=np.array(cells.campaigns, dtype=str), **arrays)
+        shapes = write_runtime(tmp, fit.runtime_blocks(max_runtime_draws), len(cells.campaigns) + 1)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -66,12 +74,13 @@ def write(out: str | Path, fit, cells, max_runtime_draws: int = 1000, overwrite:
             "n_windows": cells.n_windows,
             "has_spend": cells.has_spend,
             "has_revenue": cells.has_revenue,
-            "runtime_draws": int(arrays["cvr"].shape[0]),
+            "runtime_draws": shapes["cvr"][1],
+            "runtime_arrays": shapes,
             "fit_seconds": round(fit.seconds, 2),
             "settings": fit.settings,
             "diagnostics": fit.diagnostics.as_dict(),
             "parts": fit.settings.get("part_diagnostics", {}),
-            "files": {name: _sha256(tmp / name) for name in (POSTERIOR, RUNTIME)},
+            "files": {name: _sha256(tmp / name) for name in (POSTERIOR, DIGESTS)},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=float))
         _replace_dir(tmp, out)
@@ -79,6 +88,39 @@ def write(out: str | Path, fit, cells, max_runtime_draws: int = 1000, overwrite:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def write_runtime(folder: Path, blocks, slots: int) -> dict[str, list[int]]:
+    """Write the runtime arrays into ``folder/runtime/`` from ``blocks``: (slot indices, {name: [draw, k,
+    ...]}) pairs that together fill every one of ``slots`` slots (one fit's export at a time: a sharded
+    fit never holds every campaign's draws in memory).  Returns each array's shape ([slot, draw, ...])."""
+    folder = Path(folder) / RUNTIME
+    folder.mkdir()
+    files: dict[str, np.ndarray] = {}
+    digests = np.zeros((slots, 32), np.uint8)
+    filled = np.zeros(slots, bool)
+    for where, arrays in blocks:
+        if not files:
+            files = {name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=np.float32,
+                                                     shape=(slots, a.shape[0]) + a.shape[2:])
+                     for name, a in arrays.items()}
+        if list(arrays) != list(files) or any(a.shape[:1] + a.shape[2:] != files[n].shape[1:]
+                                              for n, a in arrays.items()):
+            raise FitError("the fits exported runtime draws of different shapes; refit with the same options")
+        for j, slot in enumerate(where):
+            digest = hashlib.sha256()
+            for name, a in arrays.items():
+                block = np.ascontiguousarray(a[:, j], dtype=np.float32)
+                files[name][slot] = block
+                digest.update(block.data)
+            digests[slot] = np.frombuffer(digest.digest(), np.uint8)
+            filled[slot] = True
+    if not filled.all():
+        raise FitError(f"runtime draws missing for slots {np.flatnonzero(~filled).tolist()[:10]}")
+    for memmap in files.values():
+        memmap.flush()
+    np.save(folder / "digests.npy", digests)
+    return {name: list(m.shape) for name, m in files.items()}
 
 
 def _replace_dir(new: Path, target: Path) -> None:
@@ -93,7 +135,8 @@ def _replace_dir(new: Path, target: Path) -> None:
 
 
 def read_manifest(path: str | Path, verify: bool = True) -> dict:
-    """The manifest of a cache, after checking its version and (``verify``) every file's sha256."""
+    """The manifest of a cache, after checking its version, that its files are there and (``verify``) the
+    runtime digests' sha256; the posterior and the draws are checked where they are read."""
     path = Path(path)
     mpath = path / MANIFEST
     if not mpath.is_file():
@@ -106,15 +149,19 @@ def read_manifest(path: str | Path, verify: bool = True) -> dict:
     if version != SCHEMA_VERSION:
         raise CacheError(f"{path}: cache schema version {version!r}, this gaelp_bayes reads {SCHEMA_VERSION}; refit")
     files = manifest.get("files", {})
-    for name in (POSTERIOR, RUNTIME):
-        fpath = path / name
+    for name in (POSTERIOR, DIGESTS):
         if name not in files:
             raise CacheError(f"{mpath}: no checksum for {name}; the cache is incomplete")
-        if not fpath.is_file():
+        if not (path / name).is_file():
             raise CacheError(f"{path}: {name} is missing; the cache is incomplete")
-        if verify and _sha256(fpath) != files[name]:
-            raise CacheError(f"{fpath}: sha256 does not match the manifest (truncated or modified); refit")
+    if verify:
+        _check_file(path, DIGESTS, files[DIGESTS])
     return manifest
+
+
+def _check_file(path: Path, name: str, sha256: str) -> None:
+    if _sha256(path / name) != sha256:
+        raise CacheError(f"{path / name}: sha256 does not match the manifest (truncated or modified); refit")
 
 
 PART_ARRAYS = {"conversion": "cvr", "volume": "volume", "cost": "cpc", "revenue": "rpc"}  # part -> runtime array
@@ -178,23 +225,58 @@ def holds_fit_of(path: str | Path, fingerprint: str, model_version: int, accept_
     passed its gate (or any such fit, with ``accept_failed``): a cache worth reusing instead of refitting."""
     try:
         manifest = read_manifest(path)
+        same = (manifest["data_fingerprint"] == fingerprint
+                and manifest["settings"].get("model_version") == model_version
+                and (manifest["diagnostics"]["passed"] or accept_failed))
+        if same:  # every byte checked: a cache kept instead of a refit must be whole
+            _check_file(Path(path), POSTERIOR, manifest["files"][POSTERIOR])
+            read_runtime(path)
+        return same
     except GaelpError:
         return False
-    return (manifest["data_fingerprint"] == fingerprint and manifest["settings"].get("model_version") == model_version
-            and (manifest["diagnostics"]["passed"] or accept_failed))
 
 
-def read_runtime(path: str | Path, verify: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
-    """Manifest and runtime arrays (float32) of a cache; numpy and the standard library only."""
+def read_runtime(path: str | Path, verify: bool = True,
+                 campaigns: list[str | int | None] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Manifest and runtime arrays ([draw, slot, ...] float32, read-only views of memory-mapped files: only
+    what a caller indexes is read).  ``campaigns``: the campaigns the caller reads, by name (one the model
+    lacks: the new-campaign slot, as ``campaign_slot``; None: a one-campaign model's campaign) or slot
+    index; only their draws are checked against their digests (``verify``), and only they may be read.
+    None: every campaign, all checked.  Numpy and the standard library only."""
+    path = Path(path)
     manifest = read_manifest(path, verify=verify)
-    try:
-        with np.load(Path(path) / RUNTIME, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception as exc:
-        raise CacheError(f"{Path(path) / RUNTIME}: unreadable runtime file ({exc})") from None
-    if "cvr" not in arrays or list(arrays.get("campaigns", [])) != manifest.get("campaigns"):
-        raise CacheError(f"{Path(path) / RUNTIME}: runtime file does not match its manifest; refit")
-    return manifest, arrays
+    names = manifest.get("campaigns")
+    shapes = manifest.get("runtime_arrays")
+    if not isinstance(names, list) or not isinstance(shapes, dict) or "cvr" not in shapes:
+        raise CacheError(f"{path / MANIFEST}: no campaigns or runtime arrays listed; refit")
+    slots = len(names) + 1
+    arrays = {}
+    for name, shape in shapes.items():
+        file = path / RUNTIME / f"{name}.npy"
+        try:
+            memmap = np.load(file, mmap_mode="r", allow_pickle=False)
+        except Exception as exc:
+            raise CacheError(f"{file}: unreadable runtime file ({exc}); refit") from None
+        if memmap.dtype != np.float32 or list(memmap.shape) != shape or shape[0] != slots:
+            raise CacheError(f"{file}: shape {memmap.shape} ({memmap.dtype}) does not match the manifest's "
+                             f"{shape} of {slots} campaign slots; refit")
+        arrays[name] = memmap
+    if verify:
+        digests = np.load(path / DIGESTS, allow_pickle=False)
+        if digests.shape != (slots, 32):
+            raise CacheError(f"{path / DIGESTS}: {digests.shape[0]} digests for {slots} campaign slots; refit")
+        index = {name: i for i, name in enumerate(names)}
+        slot_of = lambda c: c if isinstance(c, int) else 0 if c is None else index.get(c, slots - 1)  # noqa: E731
+        wanted = range(slots) if campaigns is None else sorted({slot_of(c) for c in campaigns})
+        for slot in wanted:
+            digest = hashlib.sha256()
+            for memmap in arrays.values():
+                digest.update(memmap[slot].data)
+            if digest.digest() != digests[slot].tobytes():
+                who = names[slot] if slot < len(names) else "the new-campaign slot"
+                raise CacheError(f"{path / RUNTIME}: the draws of {who!r} do not match their sha256 "
+                                 "(truncated or modified); refit")
+    return manifest, {name: np.moveaxis(memmap, 0, 1) for name, memmap in arrays.items()}
 
 
 def campaign_slot(manifest: dict, campaign: str | None,
@@ -221,4 +303,6 @@ def read_posterior(path: str | Path, verify: bool = True):
     import xarray as xr
 
     manifest = read_manifest(path, verify=verify)
+    if verify:
+        _check_file(Path(path), POSTERIOR, manifest["files"][POSTERIOR])
     return manifest, xr.load_datatree(Path(path) / POSTERIOR, engine="h5netcdf")

@@ -14,24 +14,34 @@ from .errors import GaelpError, UsageError
 from .outputs import atomic_file, check_output
 
 
+SUMMARY_CAMPAIGNS = 20  # campaigns listed after a fit (their draws are all it reads)
+
+
 def print_fit_summary(path: str, manifest: dict, arrays: dict) -> None:
-    """A readable posterior summary: per-campaign rates, best hours, diagnostics."""
+    """A readable posterior summary: per-campaign rates (the first ``SUMMARY_CAMPAIGNS``), best hours,
+    diagnostics."""
     diag = manifest["diagnostics"]
-    cvr = arrays["cvr"].astype(np.float64)  # [draw, campaign+1, 7, 24]
+    names = manifest["campaigns"]
+    listed = list(range(min(len(names), SUMMARY_CAMPAIGNS))) + [len(names)]  # and the new-campaign slot
     print(f"\nPosterior of hourly conversion rates: {path}")
     print(f"  data: {manifest['n_windows']} windows, {manifest['period'][0]} .. {manifest['period'][1]}, "
           f"hours in {manifest['timezone']}")
     print(f"  {'campaign':<20} {'cvr mean':>9} {'90% interval':>18} {'best hours (mean cvr)':<40}")
-    for i, name in enumerate(manifest["campaigns"] + ["(new campaign)"]):
-        day = cvr[:, i].mean(axis=(1, 2))  # daily average rate per draw
-        by_hour = cvr[:, i].mean(axis=(0, 1))
+    for i in listed:
+        if i == len(names) and len(names) > SUMMARY_CAMPAIGNS:
+            print(f"  ... {len(names) - SUMMARY_CAMPAIGNS} more campaigns (gaelp-bayes allocate/report each)")
+        name = names[i] if i < len(names) else "(new campaign)"
+        cvr = arrays["cvr"][:, i].astype(np.float64)  # [draw, 7, 24]
+        day = cvr.mean(axis=(1, 2))  # daily average rate per draw
+        by_hour = cvr.mean(axis=(0, 1))
         best = np.argsort(by_hour)[::-1][:3]
         lo, hi = np.quantile(day, [0.05, 0.95])
         hours = ", ".join(f"{h:02d}h {by_hour[h]:.2%}" for h in best)
         print(f"  {name:<20} {day.mean():>9.2%} {f'[{lo:.2%}, {hi:.2%}]':>18} {hours:<40}")
     if "cpc" in arrays:
-        cpc = arrays["cpc"][:, :-1].mean(axis=(0, 2, 3))
-        print("  cost per click (mean): " + ", ".join(f"{n} {v:.2f}" for n, v in zip(manifest["campaigns"], cpc)))
+        cpc = [float(arrays["cpc"][:, i].mean()) for i in listed[:-1]]
+        print("  cost per click (mean): " + ", ".join(f"{names[i]} {v:.2f}" for i, v in zip(listed, cpc))
+              + (", ..." if len(names) > SUMMARY_CAMPAIGNS else ""))
     status = "PASSED" if diag["passed"] else "FAILED"
     print(f"  diagnostics {status}: max R-hat {diag['rhat_max']:.3f}, min bulk ESS {diag['ess_bulk_min']:.0f}, "
           f"min tail ESS {diag['ess_tail_min']:.0f}, divergences {diag['divergences']} "
@@ -57,7 +67,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     fitted = fit_cached(cells, args.out, overwrite=args.overwrite, runtime_draws=args.runtime_draws,
                         sharding=sharded, **sampling(args), seed=args.seed, sampler=args.sampler,
                         progress=not args.quiet).fit
-    manifest, arrays = cache.read_runtime(args.out)
+    manifest = cache.read_manifest(args.out)
+    listed = len(manifest["campaigns"])
+    _, arrays = cache.read_runtime(args.out, campaigns=list(range(min(listed, SUMMARY_CAMPAIGNS))) + [listed])
     print_fit_summary(args.out, manifest, arrays)
     failed = cache.failed_parts(manifest)
     if failed:

@@ -27,10 +27,11 @@ def predict(model_dir: str, windows: str | pd.DataFrame, interval: float = 0.9, 
     """
     if not 0 < interval < 1:
         raise ValueError("interval must be between 0 and 1")
-    manifest, arrays = cache.read_runtime(model_dir)
+    manifest = cache.read_manifest(model_dir)
     cache.check_usable(manifest, model_dir, force, parts=["conversion"], strict=strict)
     tz = manifest["timezone"]
     rows = load_windows(windows, timezone=tz, required=("timestamp", "clicks"))
+    _, arrays = cache.read_runtime(model_dir, campaigns=sorted(set(rows["campaign"])))  # only these are read
     known = {c: i for i, c in enumerate(manifest["campaigns"])}
     unseen = sorted(set(rows["campaign"]) - set(known))
     warnings = [f"campaign {c!r} not in the model: predicted from the population level (wider intervals)"

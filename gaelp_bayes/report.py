@@ -28,6 +28,7 @@ from .outputs import atomic_file, check_output, is_model_cache
 DOW_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 BAND_50, BAND_90 = (0.25, 0.75), (0.05, 0.95)
 MAX_PANELS = 6  # campaigns drawn in per-campaign figures
+CHECKED_CAMPAIGNS = 200  # at most this many campaigns' draws are read (the predictive check's, evenly spread)
 STYLE = {
     "figure.dpi": 100, "savefig.dpi": 110, "font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold",
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
@@ -56,6 +57,8 @@ class Context:
     cells: object  # xarray.Dataset of the fitted cells
     campaign: str
     slot: int
+    shown: list[int]  # campaigns drawn in per-campaign figures: the chosen one first, then by clicks
+    checked: list[int]  # the campaigns whose draws were read (every one up to CHECKED_CAMPAIGNS)
     date: dt.date
     budget: float | None
     tz: str
@@ -82,15 +85,6 @@ def _bands(ax, draws: np.ndarray) -> None:
     ax.fill_between(range(24), q[0], q[1], color=COLOR, alpha=0.18, label="90% interval")
     ax.fill_between(range(24), q[2], q[3], color=COLOR, alpha=0.35, label="50% interval")
     ax.plot(range(24), draws.mean(axis=0), color=COLOR, lw=2, label="posterior mean")
-
-
-def _shown_campaigns(ctx: Context) -> list[int]:
-    """Indices of campaigns drawn in per-campaign figures: the chosen one first, then by clicks."""
-    clicks = np.bincount(ctx.cells["campaign"].values, ctx.cells["clicks"].values,
-                         minlength=len(ctx.manifest["campaigns"]))
-    order = [c for c in np.argsort(-clicks, kind="stable") if c != ctx.slot]
-    first = [ctx.slot] if ctx.slot < len(ctx.manifest["campaigns"]) else []
-    return (first + order)[:MAX_PANELS]
 
 
 # ----- sections: each returns (html, figures) ------------------------------------------------------------
@@ -133,12 +127,11 @@ def data_summary(ctx: Context) -> tuple[str, list[Figure]]:
 def hourly_rates(ctx: Context) -> tuple[str, list[Figure]]:
     import matplotlib.pyplot as plt
 
-    shown = _shown_campaigns(ctx)
-    cvr = ctx.arrays["cvr"].astype(np.float64).mean(axis=2)  # [draw, campaign+1, 24], averaged over weekdays
+    shown = ctx.shown
     cells = ctx.cells
     fig, axes = plt.subplots(len(shown), 1, figsize=(8, 2.3 * len(shown)), squeeze=False, sharex=True)
     for ax, c in zip(axes[:, 0], shown):
-        _bands(ax, cvr[:, c] * 100)
+        _bands(ax, ctx.arrays["cvr"][:, c].astype(np.float64).mean(axis=1) * 100)  # averaged over weekdays
         sel = cells["campaign"].values == c
         clicks = np.bincount(cells["hour"].values[sel], cells["clicks"].values[sel], minlength=24)
         conv = np.bincount(cells["hour"].values[sel], cells["conversions"].values[sel], minlength=24)
@@ -163,12 +156,12 @@ def hourly_rates(ctx: Context) -> tuple[str, list[Figure]]:
 def heatmaps(ctx: Context) -> tuple[str, list[Figure]]:
     import matplotlib.pyplot as plt
 
-    shown = _shown_campaigns(ctx)[:3]
-    cvr = ctx.arrays["cvr"].astype(np.float64)
+    shown = ctx.shown[:3]
     fig, axes = plt.subplots(len(shown), 2, figsize=(10, 2.4 * len(shown)), squeeze=False)
     for row, c in zip(axes, shown):
-        mean = cvr[:, c].mean(axis=0) * 100
-        lo, hi = np.quantile(cvr[:, c], BAND_90, axis=0) * 100
+        cvr = ctx.arrays["cvr"][:, c].astype(np.float64)
+        mean = cvr.mean(axis=0) * 100
+        lo, hi = np.quantile(cvr, BAND_90, axis=0) * 100
         name = ctx.manifest["campaigns"][c]
         for ax, grid, title, cmap, label in ((row[0], mean, "posterior mean", "viridis", "conv. rate (%)"),
                                              (row[1], hi - lo, "90% interval width", "magma_r", "width (pp)")):
@@ -316,9 +309,10 @@ def predictive_check(ctx: Context) -> tuple[str, list[Figure]]:
     from .predict import randomized_pit
 
     cells = ctx.cells
-    c, d, h = (cells[k].values for k in ("campaign", "dow", "hour"))
-    clicks, observed = cells["clicks"].values, cells["conversions"].values
-    p = ctx.arrays["cvr"][:, c, d, h].astype(np.float64)[:400]  # [draw, cell]
+    keep = np.isin(cells["campaign"].values, ctx.checked)
+    c, d, h = (cells[k].values[keep] for k in ("campaign", "dow", "hour"))
+    clicks, observed = cells["clicks"].values[keep], cells["conversions"].values[keep]
+    p = ctx.arrays["cvr"][:400][:, c, d, h].astype(np.float64)  # [draw, cell]
     rng = np.random.default_rng(0)
     replicated = rng.binomial(clicks[None, :], p)
     lo, hi = np.quantile(replicated, BAND_90, axis=0)
@@ -343,8 +337,10 @@ def predictive_check(ctx: Context) -> tuple[str, list[Figure]]:
     axes[1].set_ylabel("cells")
     axes[1].set_title("PIT histogram (flat = calibrated)")
     axes[1].legend(fontsize=8)
+    sample = (f" of {len(ctx.checked)} campaigns spread over all {len(ctx.manifest['campaigns'])}"
+              if len(ctx.checked) < len(ctx.manifest["campaigns"]) else "")
     text = (f"<p>Each fitted cell's conversions against the posterior predictive given its clicks (in-sample). "
-            f"The 90% predictive interval covers <b>{covered:.1%}</b> of {len(observed):,} cells (inclusive "
+            f"The 90% predictive interval covers <b>{covered:.1%}</b> of {len(observed):,} cells{sample} (inclusive "
             f"intervals over-cover small counts); the randomized PIT lies in its central 90% for "
             f"<b>{pit_cov:.1%}</b> (ideal 90%). For calibration on held-out data use "
             "<code>gaelp-bayes predict</code> on later windows.</p>")
@@ -384,18 +380,24 @@ def _context(model_dir: str | Path, budget: float | None, date: str | None, camp
 
     model_dir = Path(model_dir)
     manifest, tree = cache.read_posterior(model_dir)
-    _, arrays = cache.read_runtime(model_dir, verify=False)
     name, slot, _ = cache.campaign_slot(manifest, campaign or manifest["campaigns"][0], AllocationError)
-    if slot >= len(manifest["campaigns"]):
-        raise AllocationError(f"campaign {campaign!r} is not in {model_dir} ({', '.join(manifest['campaigns'])})")
+    names = manifest["campaigns"]
+    if slot >= len(names):
+        raise AllocationError(f"campaign {campaign!r} is not in {model_dir} ({', '.join(names)})")
+    cells = tree["observed_data"].to_dataset()
+    clicks = np.bincount(cells["campaign"].values, cells["clicks"].values, minlength=len(names))
+    shown = [slot] + [int(c) for c in np.argsort(-clicks, kind="stable") if c != slot][:MAX_PANELS - 1]
+    spread = np.linspace(0, len(names) - 1, min(len(names), CHECKED_CAMPAIGNS)).round().astype(int)
+    checked = sorted(set(shown) | set(spread.tolist()))
+    _, arrays = cache.read_runtime(model_dir, campaigns=[names[c] for c in checked])
     day = plan_date(date, manifest["timezone"])
     if budget is None:  # half of what the campaign usually spends (or clicks) in a day
         unit_cost = arrays["cpc"][:, slot, day.weekday()] if "cpc" in arrays else 1.0
         budget = round(0.5 * float((arrays["volume"][:, slot, day.weekday()] * unit_cost).mean(0).sum()), 2)
     elif not budget > 0:
         raise AllocationError("--budget must be positive")
-    return Context(model_dir, manifest, arrays, tree, tree["observed_data"].to_dataset(), name, slot, day,
-                   budget, manifest["timezone"])
+    return Context(model_dir, manifest, arrays, tree, cells, name, slot, shown, checked, day, budget,
+                   manifest["timezone"])
 
 
 def figure_folder(html_path: str | Path) -> Path:

@@ -160,7 +160,8 @@ class CampaignPosterior:
                 raise CacheError(f"runtime file: {key} has shape {arrays[key].shape}, expected {want} axes with "
                                  f"{slots} campaign slots; refit")
         rpc = arrays["rpc"][:, c, None, None] * np.ones((1, 7, 24), np.float32) if "rpc" in arrays else None
-        return cls(campaign, arrays["cvr"][:, c], arrays["cpc"][:, c], arrays["volume"][:, c], rpc), warnings
+        own = [np.array(arrays[key][:, c]) for key in ("cvr", "cpc", "volume")]  # copies: the pacer keeps no map
+        return cls(campaign, *own, rpc), warnings
 
 
 def _epoch(now) -> float:
@@ -314,7 +315,7 @@ class Pacer:
         path = Path(path)
         journal = journal or path.parent / f"{path.name}.journal"
         try:
-            manifest, arrays = cache.read_runtime(path)
+            manifest, arrays = cache.read_runtime(path, campaigns=[campaign])
             arrays, notes = cache.usable_arrays(manifest, arrays, path, PACER_PARTS, force, strict)
             posterior, warnings = CampaignPosterior.from_cache(arrays, manifest, campaign)
             warnings += notes

@@ -48,3 +48,24 @@ def fitted(tmp_path_factory) -> Fitted:
     manifest = json.loads((path / "manifest.json").read_text())
     return Fitted(path, train_csv, holdout_csv, world, train.reset_index(drop=True),
                   holdout.reset_index(drop=True), manifest)
+
+
+@pytest.fixture(scope="session")
+def rewrite_runtime():
+    """A function that replaces a cache's runtime arrays ({name: [draw, slot, ...]}) and makes its
+    checksums match again: a consistent cache holding whatever draws a test needs."""
+    import shutil
+
+    from gaelp_bayes import cache
+
+    def rewrite(path: Path, arrays: dict) -> Path:
+        shutil.rmtree(path / cache.RUNTIME)
+        slots = arrays["cvr"].shape[1]
+        shapes = cache.write_runtime(path, [(range(slots), arrays)], slots)
+        manifest = json.loads((path / cache.MANIFEST).read_text())
+        manifest["runtime_arrays"] = shapes
+        manifest["files"][cache.DIGESTS] = cache._sha256(path / cache.DIGESTS)
+        (path / cache.MANIFEST).write_text(json.dumps(manifest))
+        return path
+
+    return rewrite

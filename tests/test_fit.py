@@ -11,6 +11,7 @@ import pytest
 
 from gaelp_bayes import cache, cli, data, model, predict
 from gaelp_bayes.errors import CacheError, FitError
+from gaelp_bayes.runtime import Pacer
 
 
 def test_manifest_records_what_a_user_needs(fitted):
@@ -18,7 +19,7 @@ def test_manifest_records_what_a_user_needs(fitted):
     assert m["schema_version"] == cache.SCHEMA_VERSION
     assert m["campaigns"] == ["campaign_01", "campaign_02", "campaign_03"]
     assert m["timezone"] == "UTC" and m["has_spend"] and m["has_revenue"]
-    assert set(m["files"]) == {"posterior.nc", "runtime.npz"}
+    assert set(m["files"]) == {"posterior.nc", "runtime/digests.npy"}
     diag = m["diagnostics"]
     for key in ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "passed"):
         assert key in diag
@@ -27,20 +28,24 @@ def test_manifest_records_what_a_user_needs(fitted):
     assert m["data_fingerprint"] == cells.fingerprint()
 
 
-def test_runtime_file_is_float32_without_pickles(fitted):
-    with np.load(fitted.path / "runtime.npz", allow_pickle=False) as npz:
-        assert npz["cvr"].dtype == np.float32
-        assert npz["cvr"].shape[1:] == (4, 7, 24)  # 3 campaigns + the population slot
-        for key in ("cpc", "volume"):
-            assert npz[key].shape == npz["cvr"].shape
-        assert ((npz["cvr"] > 0) & (npz["cvr"] < 1)).all()
+def test_runtime_files_are_float32_campaign_major_without_pickles(fitted):
+    runtime = {key: np.load(fitted.path / "runtime" / f"{key}.npy", allow_pickle=False)
+               for key in ("cvr", "cpc", "volume", "rpc")}
+    assert runtime["cvr"].dtype == np.float32
+    assert runtime["cvr"].shape == (4, 1000, 7, 24)  # 3 campaigns + the population slot, each one block
+    for key in ("cpc", "volume"):
+        assert runtime[key].shape == runtime["cvr"].shape
+    assert runtime["rpc"].shape == (4, 1000)
+    assert ((runtime["cvr"] > 0) & (runtime["cvr"] < 1)).all()
+    _, arrays = cache.read_runtime(fitted.path)  # the readers' view: [draw, slot, ...]
+    assert np.array_equal(arrays["cvr"][:, 2], runtime["cvr"][2])
 
 
 def test_full_posterior_reads_back(fitted):
     _, tree = cache.read_posterior(fitted.path)
     post = tree["posterior"].to_dataset()
     assert {"sigma_cell", "campaign_level", "dev_coef", "log_cpc", "log_volume", "log_rpc"} <= set(post.data_vars)
-    assert "cell_effect" not in post  # integrated out: each draw's cell rates are drawn in runtime.npz
+    assert "cell_effect" not in post  # integrated out: each draw's cell rates are drawn in runtime/cvr.npy
     assert int(tree["observed_data"].to_dataset()["clicks"].sum()) == int(fitted.train["clicks"].sum())
 
 
@@ -94,12 +99,25 @@ def copy_of(fitted, tmp_path):
     return dst
 
 
-def test_tampered_runtime_file_is_refused(copy_of):
-    raw = bytearray((copy_of / "runtime.npz").read_bytes())
-    raw[-100] ^= 0xFF
-    (copy_of / "runtime.npz").write_bytes(bytes(raw))
-    with pytest.raises(CacheError, match="sha256 does not match"):
-        cache.read_runtime(copy_of)
+def test_tampered_draws_are_refused_per_campaign(copy_of):
+    """One flipped byte in campaign_02's block: every reader of campaign_02 refuses the cache, readers of
+    another campaign read (and check) only their own block and go on."""
+    path = copy_of / "runtime" / "cvr.npy"
+    raw = bytearray(path.read_bytes())
+    raw[-3 * 4 * 1000 * 168 + 100] ^= 0xFF  # slot 1 of 4 (campaign_02): its block starts 3 from the end
+    path.write_bytes(bytes(raw))
+    for read in (lambda: cache.read_runtime(copy_of), lambda: cache.read_runtime(copy_of, campaigns=["campaign_02"])):
+        with pytest.raises(CacheError, match="draws of 'campaign_02' do not match their sha256"):
+            read()
+    cache.read_runtime(copy_of, campaigns=["campaign_01", "unseen campaign"])
+    pacer = Pacer.load(copy_of, 100.0, campaign="campaign_01", journal=copy_of.parent / "j")
+    assert pacer.status()["emergency_stop"] is None
+    stopped = Pacer.load(copy_of, 100.0, campaign="campaign_02", journal=copy_of.parent / "j")
+    assert "campaign_02" in stopped.status()["emergency_stop"]
+    with pytest.raises(CacheError, match="campaign_02"):
+        predict.predict(str(copy_of), pd.DataFrame({"timestamp": ["2026-03-02T10:00:00Z"], "clicks": [1],
+                                                    "campaign": ["campaign_02"]}))
+    assert not cache.holds_fit_of(copy_of, cache.read_manifest(copy_of)["data_fingerprint"], model.MODEL_VERSION)
 
 
 def test_truncated_posterior_is_refused(copy_of):
@@ -115,8 +133,11 @@ def test_missing_file_and_wrong_version_are_refused(copy_of):
     with pytest.raises(CacheError, match="schema version 99"):
         cache.read_manifest(copy_of)
     (copy_of / "manifest.json").write_text(json.dumps(manifest))
-    (copy_of / "runtime.npz").unlink()
-    with pytest.raises(CacheError, match="runtime.npz is missing"):
+    (copy_of / "runtime" / "cpc.npy").unlink()
+    with pytest.raises(CacheError, match="runtime/cpc.npy: unreadable runtime file"):
+        cache.read_runtime(copy_of, campaigns=["campaign_01"])
+    (copy_of / "runtime" / "digests.npy").unlink()
+    with pytest.raises(CacheError, match="runtime/digests.npy is missing"):
         cache.read_manifest(copy_of)
 
 
@@ -139,7 +160,7 @@ def test_cache_write_is_atomic(fitted, tmp_path, monkeypatch):
     def fail(*a, **k):
         raise Boom
 
-    monkeypatch.setattr(np, "savez", fail)
+    monkeypatch.setattr(np, "save", fail)
     _, tree = cache.read_posterior(fitted.path)
     fake = model.Fit(tree=tree, diagnostics=None, settings={"seed": 0}, seconds=1.0)
     cells = data.aggregate(data.load_windows(fitted.train_csv))
@@ -159,7 +180,9 @@ def test_a_cache_is_reused_only_for_the_same_data_model_version_and_a_passing_ga
     (copy_of / "manifest.json").write_text(json.dumps(manifest))
     assert not cache.holds_fit_of(copy_of, fingerprint, model.MODEL_VERSION)
     assert cache.holds_fit_of(copy_of, fingerprint, model.MODEL_VERSION, accept_failed=True)
-    (copy_of / "runtime.npz").unlink()
+    raw = bytearray((copy_of / "posterior.nc").read_bytes())  # kept only when every byte checks
+    raw[len(raw) // 2] ^= 0xFF
+    (copy_of / "posterior.nc").write_bytes(bytes(raw))
     assert not cache.holds_fit_of(copy_of, fingerprint, model.MODEL_VERSION, accept_failed=True)
 
 

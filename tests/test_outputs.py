@@ -11,7 +11,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
@@ -169,20 +168,17 @@ def test_report_refuses_a_figure_folder_that_is_not_its_own(fitted, tmp_path, ca
 
 
 def rename_campaign(src: Path, dst: Path, old: str, new: str) -> Path:
-    """A consistent copy of a cache with one campaign renamed (posterior, runtime file and manifest)."""
+    """A consistent copy of a cache with one campaign renamed (posterior and manifest; the runtime files
+    hold no names)."""
     shutil.copytree(src, dst)
     tree = xr.load_datatree(dst / cache.POSTERIOR, engine="h5netcdf")
     rename = {n: tree[n].to_dataset() for n in tree.groups if n != "/" and "campaign" in tree[n].to_dataset().coords}
     for name, ds in rename.items():
         tree[name] = ds.assign_coords(campaign=[new if c == old else c for c in ds["campaign"].values.tolist()])
     tree.to_netcdf(dst / cache.POSTERIOR, engine="h5netcdf")
-    with np.load(dst / cache.RUNTIME, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    arrays["campaigns"] = np.array([new if c == old else c for c in arrays["campaigns"].tolist()], dtype=str)
-    np.savez(dst / cache.RUNTIME, **arrays)
     manifest = json.loads((dst / cache.MANIFEST).read_text())
     manifest["campaigns"] = [new if c == old else c for c in manifest["campaigns"]]
-    manifest["files"] = {name: cache._sha256(dst / name) for name in (cache.POSTERIOR, cache.RUNTIME)}
+    manifest["files"][cache.POSTERIOR] = cache._sha256(dst / cache.POSTERIOR)
     (dst / cache.MANIFEST).write_text(json.dumps(manifest))
     return dst
 

@@ -9,7 +9,6 @@ journal a stopped pacer that says why.  The property-based harness over random i
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 import threading
 import time
@@ -210,18 +209,13 @@ def test_file_names_keep_ordinary_campaigns_and_tell_names_apart():
 
 
 # ----- the cache's arrays ----------------------------------------------------------------------------------
-def _tamper_runtime(src: Path, dst: Path, **changes) -> Path:
+def _tamper_runtime(src: Path, dst: Path, rewrite, **changes) -> Path:
     """A copy of a cache whose runtime arrays are changed and whose checksums are made to match again."""
     shutil.copytree(src, dst)
-    with np.load(dst / cache.RUNTIME, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    for key, change in changes.items():
-        arrays[key] = change(arrays[key].copy())
-    np.savez(dst / cache.RUNTIME, **arrays)
-    manifest = json.loads((dst / cache.MANIFEST).read_text())
-    manifest["files"][cache.RUNTIME] = cache._sha256(dst / cache.RUNTIME)
-    (dst / cache.MANIFEST).write_text(json.dumps(manifest))
-    return dst
+    _, arrays = cache.read_runtime(dst)
+    arrays = {key: change(np.array(arrays[key])) if (change := changes.get(key)) else np.array(a)
+              for key, a in arrays.items()}
+    return rewrite(dst, arrays)
 
 
 def _set(value, index=(0, 0, 0, 5)):
@@ -234,9 +228,10 @@ def _set(value, index=(0, 0, 0, 5)):
 @pytest.mark.parametrize("key,change,rule", [("cvr", _set(NAN), "finite"), ("cvr", _set(1.5), "in [0, 1]"),
                                              ("cpc", _set(INF), "finite"), ("cpc", _set(-1.0), "> 0"),
                                              ("volume", _set(-3.0), ">= 0"), ("cvr", lambda a: a[:, :, :3], "shape")])
-def test_a_runtime_file_with_bad_numbers_gives_a_stopped_pacer(tmp_path, fitted, key, change, rule):
+def test_a_runtime_file_with_bad_numbers_gives_a_stopped_pacer(tmp_path, fitted, rewrite_runtime, key, change,
+                                                               rule):
     """A NaN-filled runtime file whose sha256 matches its manifest used to give NaN bids and no stop."""
-    model = _tamper_runtime(fitted.path, tmp_path / "m", **{key: change})
+    model = _tamper_runtime(fitted.path, tmp_path / "m", rewrite_runtime, **{key: change})
     pacer = Pacer.load(model, 100.0, campaign="campaign_01", now=DAY, journal=tmp_path / "j", force=True)
     reason = pacer.status(DAY + 3600)["emergency_stop"]
     assert reason and key in reason and rule in reason
@@ -314,7 +309,7 @@ def test_a_stopped_pacer_still_journals_the_spend_it_is_told_of(tmp_path, fitted
     """A restart on a broken cache bids nothing, but outcomes of bids already placed still reach the journal."""
     model = tmp_path / "m"
     shutil.copytree(fitted.path, model)
-    (model / cache.RUNTIME).write_bytes(b"broken")
+    (model / cache.RUNTIME / "cvr.npy").write_bytes(b"broken")
     stopped = Pacer.load(model, 100.0, campaign="campaign_01", journal=tmp_path / "j", now=DAY, force=True)
     assert stopped.status(DAY)["emergency_stop"]
     stopped.record(3.0, clicks=1, now=DAY + 60)

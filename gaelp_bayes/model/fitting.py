@@ -159,6 +159,11 @@ class Fit:
 
         return runtime_arrays(self.tree, max_draws=max_draws, seed=self.settings["seed"], config=self.config)
 
+    def runtime_blocks(self, max_draws: int = 1000):
+        """What ``cache.write_runtime`` writes: every slot (the campaigns, then a new campaign) at once."""
+        arrays = self.runtime_arrays(max_draws)
+        yield range(arrays["cvr"].shape[1]), arrays
+
 
 def cells_dataset(cells: Cells):
     """The fitted sufficient statistics as an xarray Dataset (stored with the posterior)."""

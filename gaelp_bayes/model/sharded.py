@@ -120,13 +120,14 @@ class ShardedFit:
                 nodes[f"shards/shard_{k + 1}/{group}"] = shard.tree[group].to_dataset()
         return xr.DataTree.from_dict(nodes)
 
-    def runtime_arrays(self, max_draws: int = 1000) -> dict[str, np.ndarray]:
-        """Every fit's cubes, campaigns put back in the data's order; a new campaign from the population fit."""
-        arrays = [f.runtime_arrays(max_draws) for f in self.fits]
-        where = {name: (k, j) for k, f in enumerate(self.fits) for j, name in enumerate(f.campaigns)}
-        slots = [where[name] for name in self.cells.campaigns] + [(0, len(self.population.campaigns))]
-        return {key: np.ascontiguousarray(np.stack([arrays[k][key][:, j] for k, j in slots], axis=1))
-                for key in arrays[0]}
+    def runtime_blocks(self, max_draws: int = 1000):
+        """What ``cache.write_runtime`` writes, one fit at a time (never every campaign's draws at once):
+        each fit's campaigns into their slots in the data's order; a new campaign from the population fit."""
+        slot = {name: i for i, name in enumerate(self.cells.campaigns)}
+        for k, f in enumerate(self.fits):
+            arrays = f.runtime_arrays(max_draws)
+            where = [slot[name] for name in f.campaigns] + ([len(slot)] if k == 0 else [])
+            yield where, {key: a[:, :len(where)] for key, a in arrays.items()}
 
 
 def fit_one(cells: Cells, options: dict, population: PopulationPrior | None = None) -> Fit:
