@@ -401,7 +401,7 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
     code = "import time; t = time.perf_counter(); import gaelp_bayes.runtime; print(time.perf_counter() - t)"
     imports = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
                for _ in range(3)]
-    from .runtime import CHECK_EVERY, Pacer
+    from .runtime import CHECK_EVERY, FLUSH_EVERY, Pacer
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if campaign is None:
@@ -449,7 +449,44 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
         f"| import gaelp_bayes.runtime (fresh process, incl. numpy) | {min(imports) * 1000:.0f} ms | |",
         f"| resident memory added by a loaded pacer | {(rss1 - rss0) / 1024:.1f} MB (peak RSS delta) | "
         f"{pacer.posterior.cvr.shape[0]} draws |"]
+    group, window, commits = _journal_commit(pacer.posterior, durable=False)
+    durable = _journal_commit(pacer.posterior, durable=True)[0]
+    lines += [f"| record with its journal line, group commit (default) | {group:.2f} us | every record fsynced "
+              f"before it returns (durable=True): {durable:.2f} us ({durable / group:.0f}x) |",
+              f"| journal loss window (record returned -> its group's fsync done), max over "
+              f"{commits} commits | {window:.1f} ms | commit every {1000 * FLUSH_EVERY:.0f} ms |"]
     _write("runtime_speed", lines)
+
+
+def _journal_commit(posterior, durable: bool, seconds: float = 2.0) -> tuple[float, float, int]:
+    """Record cost (us) with the journal on, and for group commit the loss window: the longest time (ms)
+    from a record's return to the end of the fsync that covers it, and the number of commits."""
+    from .runtime import Pacer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pacer = Pacer(posterior, 1e9, journal=tmp, now=1_772_409_600.0 + 14 * 3600, durable=durable)
+        commits, returned = [], []  # (records written before the commit began, its end); each record's return
+        commit = pacer._commit
+
+        def timed_commit():
+            before = len(returned)
+            commit()
+            commits.append((before, time.perf_counter()))
+
+        pacer._commit = timed_commit
+        now, start = 1_772_409_600.0 + 14 * 3600, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            pacer.record(0.0, now=now)
+            returned.append(time.perf_counter())
+        per_record = 1e6 * (returned[-1] - start) / len(returned)
+        pacer.close()
+    windows, k = [], 0
+    for i, t in enumerate(returned):
+        while k < len(commits) and commits[k][0] <= i:  # a commit that began before record i was written
+            k += 1
+        if k < len(commits):
+            windows.append(commits[k][1] - t)
+    return per_record, 1000 * max(windows, default=0.0), len(commits)
 
 
 def _median_ms(fn, repeats: int) -> float:

@@ -181,27 +181,33 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     results, lines = [], [f"# Simulation: {args.campaigns} campaigns, {args.history_days} days of history, "
                           f"{args.days} test days, seed {args.seed}", ""]
     for scenario in scenarios:
-        hist = history
+        spec = sim.SCENARIOS[scenario]
+        world_s, hist = world, history
+        if "world" in spec:  # another market: its own world, history and fit
+            world_s = sim.make_world(campaigns=args.campaigns, seed=args.seed, volume_scale=args.volume_scale,
+                                     **spec["world"])
+            hist = sim.log_auction_history(world_s, days=args.history_days, seed=args.seed + 1)
         if scenario == "new-campaign":  # the last campaign keeps only its last 2 days of history
             stamps = pd.to_datetime(history["timestamp"], utc=True)
             young = (history["campaign"] == world.campaigns[-1]) & (stamps < stamps.max() - pd.Timedelta(days=2))
             hist = history[~young].reset_index(drop=True)
-        model_dir = out_dir / f"model-{scenario if scenario == 'new-campaign' else 'history'}"
+        model_dir = out_dir / f"model-{scenario if scenario == 'new-campaign' or 'world' in spec else 'history'}"
         cells = data.aggregate(data.load_windows(hist))
         print(f"posterior on {len(hist)} simulated windows: {model_dir} (fitted unless cached) ...",
               file=sys.stderr, flush=True)
         fit_cached(cells, model_dir, reuse=True, progress=False, seed=args.seed)
         start = pd.to_datetime(history["timestamp"], utc=True).max().normalize() + pd.Timedelta(days=1)
         days = [str((start + pd.Timedelta(days=i)).date()) for i in range(args.days)]
-        kwargs, outage = sim.SCENARIOS[scenario]
         print(f"scenario {scenario}: pacing {len(days)} days x {args.campaigns} campaigns ...", file=sys.stderr)
-        res = sim.compare_policies(world, hist, str(model_dir), days, budget_share=args.budget_share,
-                                   policies=policies, seed=args.seed + 7, day_kwargs=kwargs, outage_from=outage)
+        res = sim.compare_policies(world_s, hist, str(model_dir), days, budget_share=args.budget_share,
+                                   policies=policies, seed=args.seed + 7, day_kwargs=spec.get("day"),
+                                   replay_kwargs=spec.get("replay"))
         res.insert(0, "scenario", scenario)
         results.append(res)
         table = sim.summarize(res)
-        trace = sim.trace_day(world, hist, str(model_dir), 0, days[0], policies, seed=args.seed + 7,
-                              budget_share=args.budget_share, day_kwargs=kwargs, outage_from=outage)
+        trace = sim.trace_day(world_s, hist, str(model_dir), 0, days[0], policies, seed=args.seed + 7,
+                              budget_share=args.budget_share, day_kwargs=spec.get("day"),
+                              replay_kwargs=spec.get("replay"))
         figures = simulation_figures(trace, out_dir, scenario)
         lines += [f"## {scenario}", "", table.to_string(), "",
                   "Figures (first campaign, first test day): " + ", ".join(f"`{p.name}`" for p in figures), ""]
@@ -360,10 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--history-days", type=COUNT, default=35)
     s.add_argument("--budget-share", type=POSITIVE, default=0.5, help="budget = this x usual daily spend")
     s.add_argument("--volume-scale", type=POSITIVE, default=10.0, help="traffic multiplier of the world")
-    s.add_argument("--policies", default=",".join(("oracle", "even", "legacy", "plugin", "bayes", "bayes-static")),
-                   help="bayes-static: the bayes pacer with online learning off")
+    s.add_argument("--policies", default="oracle,even,legacy,dual,plugin,bayes,bayes-static",
+                   help="dual: a plain dual-multiplier pacer on empirical rates; bayes-static: the bayes pacer "
+                   "with online learning off")
     s.add_argument("--scenario", default="stationary",
-                   help="comma-separated: stationary, shift, price-spike, outage, new-campaign")
+                   help="comma-separated: stationary, shift, price-spike, outage, no-loss-notices, price-spread, "
+                   "new-campaign")
     s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--out", default="reports/simulation")
     s.add_argument("--json", action="store_true")

@@ -17,9 +17,15 @@ How a bid is shaped (Balseiro & Gur's adaptive pacing, driven by the posterior):
 - caps: a single bid <= 10% of the current hour's allocation; spend through
   the end of this hour <= the plan's cumulative amount by then (no running
   ahead, unspent money carries forward); and the hard guard: a bid never
-  exceeds budget left minus the bids still outstanding, so, as long as every
-  won bid is recorded within ``OUTSTANDING_TIMEOUT`` (a lost one may be
-  recorded with cost 0, or not at all), the day cannot overspend.
+  exceeds budget left minus the bids still outstanding.  A placed bid is
+  outstanding until its outcome is recorded (``bid_id`` settles a given bid)
+  or ``auction_timeout`` seconds pass (plan option, default ``AUCTION_TIMEOUT``
+  = 0.5 s): a lost bid may be recorded with cost 0, or not at all (exchanges
+  without loss notices).  An expired bid stops holding the plan's room but
+  holds the budget itself until ``MAX_AUCTION_TIMEOUT`` (120 s) has passed, so
+  the day cannot overspend as long as every won bid is recorded within 120 s;
+  a win recorded after its bid's auction timeout doubles the timeout
+  (``status()["late_wins"]``).
 
 Every number is checked once, where it enters (``adjust_bid`` and ``record``,
 the cache's arrays, the journal's lines): a bid that is not a finite number
@@ -43,19 +49,26 @@ posterior by Newton's method), so a few hours of low conversions lower the
 hours that follow too, which the draws alone cannot express.  It re-plans the
 rest of the day on hour changes when that evidence changes the plan
 materially, flags a refit when the weights' effective sample size collapses,
-and stops bidding in an emergency (spend far beyond plan; a tracking outage,
-i.e. no conversion reported for so long that even a quarter of the usual rate
-makes the silence improbable; an invalid or stale cache);
-``status()["emergency_stop"]`` says why.  Every record is
-appended to a journal (one file per campaign and day, ``journal_file_name``)
-and replayed on restart, so a crash loses nothing recorded; a journal that
-cannot be read completely stops the pacer rather than forget spend (only a
-torn last line, a crash in mid-write, is dropped).
+and stops bidding only in an emergency (spend far beyond plan; an invalid,
+failed or stale cache; a journal it cannot read or write);
+``status()["emergency_stop"]`` says why.  A tracking outage (no conversion
+reported for so long that even a quarter of the usual rate makes the silence
+improbable) is an alert, not a stop: ``status()["tracking_outage_since"]`` and
+``flags``; pacing goes on on the posterior, and the clicks whose conversions
+went unreported are left out of learning until reports return.  Every record
+is appended to a journal (one file per campaign and day, ``journal_file_name``)
+with the controller's state after it, and replayed on restart (spend, learning
+and the controller as they were); the journal is committed to disk in groups,
+every ``FLUSH_EVERY`` (50 ms), or on every record with ``durable=True``, so a
+crash loses at most the last 50 ms of records; a journal that cannot be read
+completely stops the pacer rather than forget spend (only a torn last line, a
+crash in mid-write, is dropped).
 """
 
 from __future__ import annotations
 
 import bisect
+from collections import deque
 import datetime as dt
 import hashlib
 import json
@@ -76,21 +89,25 @@ from .allocate import (LOGGED_WIN_RATE, PRICE_SIGMA, auction_response, conversio
 from .errors import CacheError, GaelpError
 
 KP, KI = 0.5, 1.0  # proportional gain, integral gain per hour (gap in units of budget/24)
-M_MIN, M_MAX = 0.05, 3.0
+L_MIN, L_MAX = -3.0, 1.1  # bounds of the integral term L (log multiplier): no wind-up past them
+M_MIN, M_MAX = 0.05, 3.0  # bounds of the multiplier exp(L - KP * gap)
 BID_CAP_SHARE = 0.10  # a single bid <= 10% of the hour's allocation (plan option bid_cap_share)
 HOUR_SLACK = 0.25  # spend through hour h may run ahead of the plan by 25% of hour h's allocation
 CHECK_EVERY = 50  # records between learning checks (re-weighting, outage); re-plans on hour changes
 REPLAN_GAIN = 0.01  # adopt a new plan for the rest of the day if it is >= 1% better ...
 REPLAN_PROB = 0.75  # ... with posterior probability >= 0.75 (both set on the tuning world, seed 31)
 REFIT_ESS = 0.25  # refit due when the effective sample size falls below this share of the draws
-OUTAGE_P = 1e-3  # a silence this improbable (no conversion reported) stops bidding: a tracking outage
-OUTAGE_FLOOR = 0.25  # ... judged at a quarter of the usual rate, so a real drop in rates is learned, not stopped
+OUTAGE_P = 1e-3  # a silence this improbable (no conversion reported) is a tracking outage: an alert, ...
+OUTAGE_FLOOR = 0.25  # ... judged at a quarter of the usual rate, so a real drop in rates is learned, not alerted
 OVERSPEND_STOP = 1.5  # spend beyond 1.5x the plan so far (+5% of budget) stops bidding
-OUTSTANDING_TIMEOUT = 120.0  # seconds after which unrecorded bids no longer hold budget
+AUCTION_TIMEOUT = 0.5  # seconds a placed bid holds budget unless its outcome is recorded (plan option)
+MAX_AUCTION_TIMEOUT = 120.0  # a won bid recorded after its timeout doubles the timeout, up to this
+FLUSH_EVERY = 0.05  # seconds: the journal's group commit (flush + fsync of every record written since)
 EARLIEST, LATEST = 946_684_800.0, 7_258_118_400.0  # plausible instants: 2000-01-01 to 2200-01-01 UTC (epoch s)
 MAX_FILE_NAME = 120  # bytes of a journal file name; longer campaign names are cut and tagged with a hash
 PLAN_OPTIONS = {"max_share": 0.2, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
-                "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, "learn": True}
+                "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, "learn": True,
+                "auction_timeout": AUCTION_TIMEOUT}
 INF = math.inf
 PACER_PARTS = ("conversion", "volume", "cost")  # the fitted parts whose gate the pacer needs passed
 TODAY_SD = 0.3  # prior sd of today's log conversion rate around the posterior's, per hour (an assumption)
@@ -230,7 +247,8 @@ def check_plan_options(options: dict) -> dict:
                         f"(known: {', '.join(PLAN_OPTIONS)})")
     out = {**PLAN_OPTIONS, **options}
     ranges = {"max_share": (0, 1, True), "tolerance": (0, 1, True), "win_rate": (0, 1, False),
-              "bid_cap_share": (0, 1, True), "sigma": (0, INF, False), "max_per_hour": (0, INF, False)}
+              "bid_cap_share": (0, 1, True), "sigma": (0, INF, False), "max_per_hour": (0, INF, False),
+              "auction_timeout": (0, MAX_AUCTION_TIMEOUT, True)}
     for name, (lo, hi, closed) in ranges.items():
         v = out[name]
         if name == "max_per_hour" and v is None:
@@ -245,7 +263,8 @@ def check_plan_options(options: dict) -> dict:
 
 
 def _journal_record(line: bytes) -> tuple[tuple[float, float, int, int] | None, str]:
-    """(t, cost, clicks, conversions) of one journal line, or (None, why it is not a record)."""
+    """(t, cost, clicks, conversions) of one journal line, or (None, why it is not a record).  The
+    controller's state the line also carries is read by ``_journal_controller``."""
     try:
         e = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
@@ -267,6 +286,15 @@ def _journal_record(line: bytes) -> tuple[tuple[float, float, int, int] | None, 
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (clicks, conversions)):
         return None, f"clicks {clicks!r} and conversions {conversions!r} must be whole numbers >= 0"
     return (float(t), cost, clicks, conversions), ""
+
+
+def _journal_controller(line: bytes) -> tuple[float, float] | None:
+    """The controller's state (L, its time) a journal record carries, if it carries a valid one (lines
+    written before it did, or edited, carry none: the controller then goes on from the replayed records)."""
+    e = json.loads(line.decode("utf-8"))
+    L, ti = e.get("L"), e.get("ti")
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (L, ti))
+    return (min(max(float(L), L_MIN), L_MAX), float(ti)) if ok else None
 
 
 class Pacer:
@@ -292,21 +320,26 @@ class Pacer:
         self._log_cvr = np.log(np.clip(posterior.cvr.astype(np.float64), 1e-12, 1.0))
         self._log_ncvr = np.log1p(-np.clip(posterior.cvr.astype(np.float64), 0.0, 1 - 1e-12))
         self._journal = None
-        # Bids placed and not yet recorded: appended on the hot path (``_pending``), moved into ``_held`` (see
-        # ``_release``) when a record must release one.  They carry over midnight: a bid placed at 23:59
-        # holds tomorrow's room.
-        self._pending: list[float] = []
-        self._held: list[float] = []
+        self._dirty = False  # records written since the last group commit
+        self._flusher: threading.Thread | None = None
+        self._closed = threading.Event()
+        # Bids placed and not yet recorded, (time placed, amount, bid id) in placement order: each holds
+        # budget until its outcome is recorded or ``auction_timeout`` passes (``_expire``).  They carry over
+        # midnight: a bid placed at 23:59:59.9 holds tomorrow's room.
+        self._out: deque[tuple[float, float, object]] = deque()
         self._out_sum = 0.0
-        t = check_instant(now)
-        self._last_out = t
-        self._start_day(t)
+        self._late: deque[tuple[float, float, object]] = deque()  # expired, still holding the budget
+        self._late_sum = 0.0
+        self._timeout = float(self.plan_options["auction_timeout"])
+        self._late_wins = 0
+        self._start_day(check_instant(now))
 
     # ----- loading -----------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, daily_budget: float = 100.0, campaign: str | None = None,
              timezone: str | None = None, journal: str | Path | None = None, now=None, strict: bool = False,
-             force: bool = False, max_cache_age_days: float = 30.0, **plan_options) -> "Pacer":
+             force: bool = False, max_cache_age_days: float = 30.0, durable: bool = False,
+             **plan_options) -> "Pacer":
         """A pacer on a model cache.  An invalid or stale cache, one whose conversion, volume or cost part
         failed its diagnostics gate, or a journal that cannot be read completely, gives a stopped pacer
         (bids 0.0, ``status()`` says why) unless ``strict``, which raises instead, and then also for any
@@ -335,7 +368,8 @@ class Pacer:
                 raise
             return cls._stopped(str(exc), daily_budget, timezone or "UTC", now, journal if campaign else None,
                                 campaign or "(none)")
-        pacer = cls(posterior, daily_budget, zone, journal, now, plan_options, stop_reason=stop, warnings=warnings)
+        pacer = cls(posterior, daily_budget, zone, journal, now, plan_options, stop_reason=stop, warnings=warnings,
+                    durable=durable)
         if strict and pacer.journal_error:
             pacer.close()
             raise GaelpError(pacer.journal_error)
@@ -362,6 +396,9 @@ class Pacer:
         self._clicks = np.zeros(24)
         self._conversions = np.zeros(24)
         self._silent_clicks = np.zeros(24)  # clicks per hour since the last reported conversion
+        self._silent_expected = 0.0  # the conversions the posterior expects of them
+        self._unreported = np.zeros(24)  # clicks during tracking outages: left out of learning
+        self._outage: float | None = None  # when the current tracking outage was detected
         self._weights = None  # importance weights of the draws under today's outcomes (None: uniform)
         self._today_x = np.zeros(24)  # learned log-rate deviation of today, per hour
         self._today_cov = None  # its Laplace covariance (None: nothing learned yet)
@@ -464,8 +501,10 @@ class Pacer:
                         "restored completely, so bidding stops (repair or remove the line, then reload)")
                     continue
                 self._apply(*entry)
-            if self._records:
-                self._learn(self._last_t)
+                state = _journal_controller(line)
+                if state is not None:
+                    self._L, self._t_int = state
+                self._review(self._last_t, self._hour_of(self._last_t))
             self._journal = open(path, "a", encoding="utf-8")
         except OSError as exc:
             self.journal_error = f"journal {path}: cannot be read or opened ({exc.strerror or exc}); bidding stops"
@@ -487,19 +526,24 @@ class Pacer:
         return max(check_instant(now), self._starts[0])
 
     def _multiplier(self, t: float, h: int) -> float:
-        gap = (self._spent - self._planned(t, h)) * 24.0 / self.budget
-        dt_h = (t - self._t_int) / 3600.0
-        if dt_h > 0:
-            self._L = min(max(self._L - KI * gap * dt_h, -3.0), 1.1)
+        """The budget multiplier at ``t`` (in hour ``h``): ``exp(L - KP * gap)`` within [M_MIN, M_MAX], where
+        ``gap`` is spend minus the plan's (``_planned``) in average hours' budgets and ``L`` its integral over
+        time (rate ``KI`` per hour, within [L_MIN, L_MAX]), brought up to ``t`` here.  The one controller."""
+        gap = (self._spent - self._planned(t, h)) * self._gap_scale
+        if t > self._t_int:
+            L = self._L - KI * gap * (t - self._t_int) * (1 / 3600.0)
+            self._L = L_MIN if L < L_MIN else L_MAX if L > L_MAX else L
             self._t_int = t
-        return min(max(math.exp(self._L - KP * gap), M_MIN), M_MAX)
+        m = math.exp(self._L - KP * gap)
+        return M_MIN if m < M_MIN else M_MAX if m > M_MAX else m
 
-    def adjust_bid(self, bid: float, now=None) -> float:
+    def adjust_bid(self, bid: float, now=None, bid_id=None) -> float:
         """The bid to place for an opportunity whose raw bid is ``bid``; 0.0 means do not bid.
 
-        The hot path: the same arithmetic as ``_multiplier`` inlined, the current hour's bounds
-        cached, no allocation but the outstanding-bid entry.  A ``bid`` that is not a finite number
-        > 0, or a ``now`` that is not a plausible instant, places nothing.
+        The placed bid holds budget until ``record`` reports its outcome (``bid_id``: any hashable value
+        the caller passes again to ``record``, to settle exactly this bid) or ``auction_timeout`` seconds
+        pass: an exchange that reports only won auctions needs no loss notices.  A ``bid`` that is not a
+        finite number > 0, or a ``now`` that is not a plausible instant, places nothing.
         """
         if not 0.0 < bid < INF:  # NaN, infinities, zero and negatives
             return 0.0
@@ -514,34 +558,25 @@ class Pacer:
                     t = self._h_start
             if self._stop:
                 return 0.0
+            out = self._out
+            if out and out[0][0] <= seen - self._timeout:
+                self._expire(seen)
             spent = self._spent + self._out_sum
-            if self._out_sum and seen - self._last_out > OUTSTANDING_TIMEOUT:
-                self._release_all()
-                spent = self._spent
+            b = bid * self._k[h] * self._multiplier(t, h)
             alloc = self._alloc[h]
-            gap = (self._spent - self._cum[h] - alloc * (t - self._h_start) * self._h_inv) * self._gap_scale
-            dt_h = t - self._t_int
-            if dt_h > 0:
-                L = self._L - KI * gap * dt_h * (1 / 3600.0)
-                self._L = L = -3.0 if L < -3.0 else 1.1 if L > 1.1 else L
-                self._t_int = t
-            m = math.exp(self._L - KP * gap)
-            b = bid * self._k[h] * (M_MIN if m < M_MIN else M_MAX if m > M_MAX else m)
             cap = self._bid_cap * alloc
             room = self._cum[h + 1] + HOUR_SLACK * alloc - spent
             if room < cap:
                 cap = room
-            room = self.budget - spent
+            room = self.budget - spent - self._late_sum
             if room < cap:
                 cap = room
             if b > cap:
                 b = cap
             if b < 0.005:  # below a cent: do not bid
                 return 0.0
-            self._pending.append(b)
+            out.append((seen, b, bid_id))
             self._out_sum += b
-            if seen > self._last_out:  # the latest placement: held bids expire only when all are that old
-                self._last_out = seen
             return b
 
     def _locate(self, t: float) -> int:
@@ -551,28 +586,55 @@ class Pacer:
         self._h_inv = 1.0 / (self._h_end - self._h_start)
         return h
 
-    def _release_all(self) -> None:
-        self._pending.clear()
-        self._held.clear()
-        self._out_sum = 0.0
+    def _expire(self, now: float) -> None:
+        """Bids placed ``auction_timeout`` or more before ``now`` stop holding the plan's room: their auctions
+        are over, and a lost one may never be reported.  Until ``MAX_AUCTION_TIMEOUT`` has passed they still
+        hold the budget itself (``_late``), so a win reported late is still covered: money stays safe
+        whatever the timeout.  (Placement order is time order but for a clock gone back, whose bids then
+        wait for the ones before them: the safe side.)"""
+        out, late, limit = self._out, self._late, now - self._timeout
+        while out and out[0][0] <= limit:
+            entry = out.popleft()
+            self._out_sum -= entry[1]
+            late.append(entry)
+            self._late_sum += entry[1]
+        limit = now - MAX_AUCTION_TIMEOUT
+        while late and late[0][0] <= limit:
+            self._late_sum -= late.popleft()[1]
+        if not out or self._out_sum < 0:
+            self._out_sum = math.fsum(b for _, b, _ in out)
+        if not late or self._late_sum < 0:
+            self._late_sum = math.fsum(b for _, b, _ in late)
 
-    def _release(self, cost: float) -> None:
-        """Release the outstanding bid a record of ``cost`` settles: the smallest one >= ``cost``.  Whichever
-        bid the record was for is at least that large, so what stays held still covers every bid in flight
-        (outcomes may arrive in any order).  A cost above every outstanding bid releases nothing.
-
-        ``_held`` keeps the bids negated in ascending order (largest bid first), so the common release, a
-        lost bid's (cost 0: the smallest bid), pops from the end."""
-        held = self._held
-        if self._pending:
-            held += [-b for b in self._pending]
-            self._pending.clear()
-            held.sort()
-        i = bisect.bisect_right(held, -cost) - 1
-        if i >= 0:
-            self._out_sum += held.pop(i)
-        if not held or self._out_sum < 0:
-            self._out_sum = -math.fsum(held)
+    def _release(self, cost: float, bid_id=None) -> None:
+        """Release the bid a record settles: the one placed with ``bid_id``; without an id, the smallest one
+        >= ``cost``, outstanding or expired alike (whichever bid the record was for is at least that large,
+        so what stays held still covers every bid in flight, whatever order outcomes arrive in).  A won bid
+        settled among the expired ones (``_expire``) came after its auction timeout: it is counted
+        (``status()["late_wins"]``) and doubles the timeout (up to ``MAX_AUCTION_TIMEOUT``).  Without ids a
+        record looks through the bids of the last 120 s; at thousands of bids a second, pass ids."""
+        found = None  # (pool, index, amount)
+        for pool in (self._out, self._late):
+            for i, (_, b, ident) in enumerate(pool):
+                if bid_id is not None:
+                    if ident == bid_id:
+                        found = (pool, i, b)
+                        break
+                elif b >= cost and (found is None or b < found[2]):
+                    found = (pool, i, b)
+            if bid_id is not None and found is not None:
+                break
+        if found is None:
+            return
+        pool, i, b = found
+        del pool[i]
+        if pool is self._out:
+            self._out_sum = self._out_sum - b if pool and self._out_sum >= b else math.fsum(x for _, x, _ in pool)
+            return
+        self._late_sum = self._late_sum - b if pool and self._late_sum >= b else math.fsum(x for _, x, _ in pool)
+        if cost > 0:
+            self._late_wins += 1
+            self._timeout = min(2 * self._timeout, MAX_AUCTION_TIMEOUT)
 
     def adjust_bids(self, bids: np.ndarray, now=None) -> np.ndarray:
         """Vectorised ``adjust_bid`` for a batch of opportunities arriving at the same instant.
@@ -591,17 +653,19 @@ class Pacer:
             t = max(seen, self._starts[0])
             if self._stop:
                 return np.zeros_like(bids)
+            if self._out and self._out[0][0] <= seen - self._timeout:
+                self._expire(seen)
             out = np.where(np.isfinite(bids) & (bids > 0), bids, 0.0) * (self._k[h] * self._multiplier(t, h))
             np.minimum(out, self._bid_cap * self._alloc[h], out=out)
             out[out < 0.005] = 0.0
-            room = min(self._cum[h + 1] + HOUR_SLACK * self._alloc[h], self.budget) - self._spent - self._out_sum
+            room = min(self._cum[h + 1] + HOUR_SLACK * self._alloc[h],
+                       self.budget - self._late_sum) - self._spent - self._out_sum
             placed = np.cumsum(out) <= room
             out[~placed] = 0.0
             nz = out[out > 0]
             if nz.size:
-                self._pending.extend(nz.tolist())
+                self._out.extend((seen, b, None) for b in nz.tolist())
                 self._out_sum += float(nz.sum())
-                self._last_out = max(self._last_out, seen)
             return out
 
     def multiplier(self, now=None) -> float:
@@ -613,12 +677,15 @@ class Pacer:
             return 0.0 if self._stop else m
 
     # ----- feedback ------------------------------------------------------------------------------
-    def record(self, cost: float, clicks: int = 0, conversions: int = 0, now=None) -> None:
-        """Outcome of one placed bid (cost 0.0 when lost): updates spend, journal and learning.
+    def record(self, cost: float, clicks: int = 0, conversions: int = 0, now=None, bid_id=None) -> None:
+        """Outcome of one placed bid (cost 0.0 when lost; a lost bid need not be recorded at all): updates
+        spend, journal and learning.  ``bid_id``: the id the bid was placed with (``adjust_bid``).
 
         A value that is not a finite cost >= 0, a whole count >= 0 or a plausible instant is a
         ``ValueError`` and changes nothing.  A record dated before the last one (or before today) is
-        booked at the ledger's current time: the money was spent, whatever its timestamp says.
+        booked at the ledger's current time: the money was spent, whatever its timestamp says.  The
+        journal line is on disk within ``FLUSH_EVERY`` seconds (group commit), or before this returns
+        with ``durable=True``.
         """
         cost = check_cost(cost)
         clicks, conversions = check_count("clicks", clicks), check_count("conversions", conversions)
@@ -626,23 +693,66 @@ class Pacer:
             t = check_instant(now)
             h = self._hour_of(t)
             t = max(t, self._last_t, self._starts[0])
-            self._release(cost)
+            self._release(cost, bid_id)
             self._apply(t, cost, clicks, conversions)
             if self._journal is not None:
-                try:
+                try:  # with the controller's state after it: a restart resumes the controller, not from 1
                     self._journal.write(f'{{"t": {t!r}, "cost": {cost!r}, "clicks": {clicks}, '
-                                        f'"conversions": {conversions}}}\n')
-                    self._journal.flush()
+                                        f'"conversions": {conversions}, "L": {self._L!r}, "ti": {self._t_int!r}}}\n')
                     if self.durable:
+                        self._journal.flush()
                         os.fsync(self._journal.fileno())
+                    elif not self._dirty:
+                        self._dirty = True
+                        self._commit_soon()
                 except OSError as exc:  # counted in memory, but a restart would forget it: stop
-                    self.journal_error = f"journal write failed ({exc.strerror or exc}); bidding stops"
-                    self._stop = self._stop or self.journal_error
-            if self._spent > OVERSPEND_STOP * self._cum[h + 1] + 0.05 * self.budget:
-                self._stop = self._stop or (f"spend {self._spent:.2f} is far beyond the plan "
-                                            f"({self._cum[h + 1]:.2f} by the end of hour {h})")
-            if h != self._hour or self._records % CHECK_EVERY == 0:
-                self._learn(t, replan=h != self._hour)
+                    self._journal_failed(exc)
+            self._review(t, h)
+
+    def _review(self, t: float, h: int) -> None:
+        """After each record, live or replayed from the journal (so a restart learns and re-plans at the
+        same records): the overspend stop; learning on hour changes and every ``CHECK_EVERY`` records."""
+        if self._spent > OVERSPEND_STOP * self._cum[h + 1] + 0.05 * self.budget:
+            self._stop = self._stop or (f"spend {self._spent:.2f} is far beyond the plan "
+                                        f"({self._cum[h + 1]:.2f} by the end of hour {h})")
+        if h != self._hour or self._records % CHECK_EVERY == 0:
+            self._learn(t, replan=h != self._hour)
+
+    def _journal_failed(self, exc: OSError) -> None:
+        self.journal_error = f"journal write failed ({exc.strerror or exc}); bidding stops"
+        self._stop = self._stop or self.journal_error
+
+    def _commit_soon(self) -> None:
+        """Group commit: the journal's records written in the next ``FLUSH_EVERY`` seconds go to disk
+        together (flush + fsync), by one thread per pacer, started with the first record."""
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._commit_loop, name=f"journal {self.posterior.name}",
+                                             daemon=True)
+            self._flusher.start()
+
+    def _commit_loop(self) -> None:
+        """Commit every ``FLUSH_EVERY`` seconds while records come; end when none came (or on close)."""
+        while not self._closed.wait(FLUSH_EVERY):
+            with self._lock:
+                if not self._dirty:
+                    self._flusher = None
+                    return
+            self._commit()
+
+    def _commit(self) -> None:
+        with self._lock:
+            journal, self._dirty = self._journal, False
+            try:
+                if journal is not None:
+                    journal.flush()
+            except OSError as exc:
+                self._journal_failed(exc)
+                return
+        if journal is not None:  # fsync outside the lock: bids go on meanwhile
+            try:
+                os.fsync(journal.fileno())
+            except (OSError, ValueError):  # closed since (a new day's file): its close flushed it
+                pass
 
     def _apply(self, t: float, cost: float, clicks: int, conversions: int) -> None:
         h = min(max(bisect.bisect_right(self._starts, t) - 1, 0), 23)
@@ -652,8 +762,17 @@ class Pacer:
         self._conversions[h] += conversions
         if conversions:
             self._silent_clicks[:] = 0.0
-        else:
+            self._silent_expected = 0.0
+            if self._outage is not None:  # reports are back: learning from conversions resumes
+                self._outage = None
+                self._flags.pop("tracking_outage", None)
+        elif clicks:
             self._silent_clicks[h] += clicks
+            self._silent_expected += self._mean_cvr[self._dow, h] * clicks
+            if self._outage is not None:
+                self._unreported[h] += clicks
+            elif OUTAGE_FLOOR * self._silent_expected > -math.log(OUTAGE_P):
+                self._tracking_outage(t)
         self._last_t = t
         self._records += 1
 
@@ -666,7 +785,8 @@ class Pacer:
         if not self._clicks.any():
             return
         conv = self._conversions
-        fails = np.maximum(self._clicks - conv, 0.0)
+        clicks = self._clicks - self._unreported  # clicks whose conversions were reported
+        fails = np.maximum(clicks - conv, 0.0)
         logw = self._log_cvr[:, d] @ conv + self._log_ncvr[:, d] @ fails
         w = np.exp(logw - logw.max())
         w /= w.sum()
@@ -674,26 +794,28 @@ class Pacer:
         n = len(w)
         if self.plan_options["learn"]:
             self._weights = w
-            expected = self._clicks * (w @ self.posterior.cvr[:, d].astype(np.float64))
+            expected = clicks * (w @ self.posterior.cvr[:, d].astype(np.float64))
             self._today_x, self._today_cov = today_deviation(expected, conv)
         if n > 1 and self._ess < REFIT_ESS * n:
             self._flags["refit_due"] = (f"importance weights' effective sample size {self._ess:.0f} of {n}: "
                                         "today differs from the fitted posterior; refit soon")
-        self._check_outage()
         if replan and h < 23 and not self._stop and self.plan_options["learn"]:
             self._maybe_replan(h)
 
-    def _check_outage(self) -> None:
-        """Stop if no conversion has been reported for so long that even a quarter of the usual rate
-        makes the silence improbable (P < ``OUTAGE_P``): conversions have stopped arriving.  A real
-        drop in rates (to a half, say) still reports conversions, and is learned instead."""
-        silent = self._silent_clicks.sum()
-        expected = float(self._mean_cvr[self._dow] @ self._silent_clicks)
-        if OUTAGE_FLOOR * expected > -math.log(OUTAGE_P):
-            self._stop = self._stop or (
-                f"no conversion reported over the last {silent:.0f} clicks, where the posterior expects "
-                f"{expected:.1f} (P = {math.exp(-OUTAGE_FLOOR * expected):.1e} even at a quarter of that rate); "
-                "tracking outage?")
+    def _tracking_outage(self, t: float) -> None:
+        """No conversion reported for so long that even a quarter of the usual rate makes the silence
+        improbable (P < ``OUTAGE_P``): conversion reports have stopped arriving, not conversions.  An
+        alert, not a stop: pacing goes on on the posterior; the silent clicks (those since the last
+        conversion, and every click until reports return) are not evidence of a lower rate, so learning
+        leaves them out.  A real drop in rates (to a half, say) still reports conversions: it is learned."""
+        silent, expected = self._silent_clicks.sum(), self._silent_expected
+        since = dt.datetime.fromtimestamp(t, self.tz).isoformat(timespec="seconds")
+        self._outage = t
+        self._unreported += self._silent_clicks
+        self._flags["tracking_outage"] = (
+            f"since {since}: no conversion reported over the last {silent:.0f} clicks, where the posterior "
+            f"expects {expected:.1f} (P = {math.exp(-OUTAGE_FLOOR * expected):.1e} even at a quarter of that "
+            "rate); pacing goes on on the posterior, learning from conversions waits for reports to return")
 
     def _maybe_replan(self, h: int) -> None:
         """Re-plan hours after ``h`` if the weighted posterior says a different plan is materially better."""
@@ -726,7 +848,7 @@ class Pacer:
             if self._stop:
                 return True, self._stop, 0.0
             planned = self._planned(t, h)
-            room = max(0.0, min(self._cum[h + 1], self.budget) - self._spent - self._out_sum)
+            room = max(0.0, min(self._cum[h + 1], self.budget - self._late_sum) - self._spent - self._out_sum)
             cap = min(self._bid_cap * self._alloc[h], room)
             if self._spent > 1.2 * planned + 0.01 * self.budget:
                 return True, (f"spend {self._spent:.2f} is ahead of the plan's {planned:.2f} at this time; "
@@ -763,11 +885,23 @@ class Pacer:
                 "today_rate_factor": [round(float(f), 3) for f in np.exp(self._today_x)],
                 "replans": self._replans, "exhaustion_risk": at_risk, "exhaustion_reason": reason,
                 "bid_cap": cap, "emergency_stop": self._stop, "bidding": not stopped,
+                "tracking_outage_since": None if self._outage is None else
+                dt.datetime.fromtimestamp(self._outage, self.tz).isoformat(timespec="seconds"),
+                "bids_outstanding": len(self._out), "held_for_outstanding": round(self._out_sum, 6),
+                "held_for_expired": round(self._late_sum, 6),
+                "auction_timeout": self._timeout, "late_wins": self._late_wins,
                 "flags": dict(self._flags), "warnings": self.warnings + self._plan_warnings,
             }
 
     def close(self) -> None:
+        """Commit and close the journal (records are on disk when this returns)."""
+        self._closed.set()
         with self._lock:
             if self._journal is not None:
+                try:
+                    self._journal.flush()
+                    os.fsync(self._journal.fileno())
+                except OSError as exc:
+                    self._journal_failed(exc)
                 self._journal.close()
                 self._journal = None

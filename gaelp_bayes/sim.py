@@ -18,6 +18,7 @@ conversion lognormal around 20-80.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ class World:
     rpc: np.ndarray  # expected revenue per conversion
     click_shape: float = 20.0  # negative-binomial shape of hourly clicks
     cost_shape: float = 4.0  # Gamma shape of one click's cost
+    price_sigma: float = 0.6  # log-sd of the highest competing bid around the hour's median price (the truth)
 
 
 def bump(center: float, width: float) -> np.ndarray:
@@ -45,8 +47,9 @@ def bump(center: float, width: float) -> np.ndarray:
 
 
 def make_world(campaigns: int = 3, seed: int = 0, base_cvr: tuple[float, float] = (0.01, 0.08),
-               volume_scale: float = 1.0) -> World:
-    """Draw a world with ``campaigns`` campaigns (see the module doc; ``volume_scale`` multiplies traffic)."""
+               volume_scale: float = 1.0, price_sigma: float = 0.6) -> World:
+    """Draw a world with ``campaigns`` campaigns (see the module doc; ``volume_scale`` multiplies traffic,
+    ``price_sigma`` is the market prices' log-sd within an hour)."""
     rng = np.random.default_rng(seed)
     names = tuple(f"campaign_{i + 1:02d}" for i in range(campaigns))
     cvr = np.empty((campaigns, 7, 24))
@@ -67,7 +70,7 @@ def make_world(campaigns: int = 3, seed: int = 0, base_cvr: tuple[float, float] 
         price = rng.uniform(0.3, 1.5) * (1 + 0.2 * np.sin(2 * np.pi * (HOURS - 6) / 24))
         cpc[c] = price[None, :]
         rpc[c] = rng.uniform(20, 80)
-    return World(campaigns=names, cvr=cvr, clicks=clicks, cpc=cpc, rpc=rpc)
+    return World(campaigns=names, cvr=cvr, clicks=clicks, cpc=cpc, rpc=rpc, price_sigma=price_sigma)
 
 
 def log_history(world: World, days: int, start: str = "2026-01-05", seed: int = 1,
@@ -101,14 +104,13 @@ def log_history(world: World, days: int, start: str = "2026-01-05", seed: int = 
 
 
 # ----- auctions: history at a fixed raw bid, and test days replayed bid by bid ------------------------
-PRICE_SIGMA = 0.6  # log-sd of the highest competing bid around the hour's median price
-RAW_BID_OVER_MEDIAN = 1.3  # the logged raw bid, relative to the median price (wins about 2/3 of auctions)
+RAW_BID_OVER_MEDIAN = 1.3  # the logged raw bid, relative to the median price (wins 2/3 of auctions at spread 0.6)
 
 
-def _win_rate_at_raw() -> float:
+def _win_rate_at_raw(world: World) -> float:
     from math import erf, log, sqrt
 
-    return 0.5 * (1 + erf(log(RAW_BID_OVER_MEDIAN) / (PRICE_SIGMA * sqrt(2))))
+    return 0.5 * (1 + erf(log(RAW_BID_OVER_MEDIAN) / (world.price_sigma * sqrt(2))))
 
 
 def raw_bid(world: World, campaign: int) -> float:
@@ -125,8 +127,8 @@ def log_auction_history(world: World, days: int, start: str = "2026-01-05", seed
         bid = raw_bid(world, c)
         for ts in stamps:
             d, h = ts.dayofweek, ts.hour
-            n = rng.poisson(world.clicks[c, d, h] / _win_rate_at_raw())
-            prices = world.cpc[c, d, h] * rng.lognormal(0.0, PRICE_SIGMA, n)
+            n = rng.poisson(world.clicks[c, d, h] / _win_rate_at_raw(world))
+            prices = world.cpc[c, d, h] * rng.lognormal(0.0, world.price_sigma, n)
             won = prices < bid
             clicks = int(won.sum())
             conv = int(rng.binomial(clicks, world.cvr[c, d, h]))
@@ -159,9 +161,9 @@ def auction_day(world: World, campaign: int, date: str, seed: int,
     d = day.dayofweek
     times, prices, cvr, hours = [], [], [], []
     for h in range(24):
-        n = rng.poisson(world.clicks[campaign, d, h] / _win_rate_at_raw())
+        n = rng.poisson(world.clicks[campaign, d, h] / _win_rate_at_raw(world))
         times.append(day.timestamp() + 3600 * h + np.sort(rng.uniform(0, 3600, n)))
-        p = world.cpc[campaign, d, h] * rng.lognormal(0.0, PRICE_SIGMA, n)
+        p = world.cpc[campaign, d, h] * rng.lognormal(0.0, world.price_sigma, n)
         if price_spike and price_spike[0] <= h < price_spike[1]:
             p = p * price_spike[2]
         prices.append(p)
@@ -195,10 +197,12 @@ def oracle_conversions(day: AuctionDay, budget: float) -> float:
 
 
 def replay(day: AuctionDay, policy, raw: float, budget: float, outage_from: float | None = None,
-           trace: bool = False) -> dict:
+           report_losses: bool = True, trace: bool = False) -> dict:
     """Run one day bid by bid: the policy bids, wins if above the price, pays the price, learns the outcome.
 
     ``outage_from`` (hour): from then on conversions still happen but are not reported to the policy.
+    ``report_losses``: a lost bid is recorded with cost 0.0 (False: only won auctions are reported, as
+    on exchanges without loss notices).
     ``trace``: also return each opportunity's bid and the cumulative spend after it (``bids``, ``spend``).
     """
     spent = conv = expected = 0.0
@@ -217,7 +221,7 @@ def replay(day: AuctionDay, policy, raw: float, budget: float, outage_from: floa
             policy.record(price, clicks=1, conversions=int(converts) if t < outage_t else 0, now=t)
             if ran_out is None and spent >= 0.99 * budget:
                 ran_out = (t - day.start) / 3600
-        elif b > 0:
+        elif b > 0 and report_losses:
             policy.record(0.0, now=t)
         if trace:
             spend[i] = spent
@@ -265,6 +269,38 @@ class LegacyRules:
         self.spent += cost
 
 
+class DualPacing:
+    """The plain baseline, no Bayes: bid = raw bid x the hour's smoothed empirical conversion rate (relative
+    to the day's) / a multiplier; the multiplier follows spend against a plan curve (the budget over the
+    hours in proportion to the history's spend x rate), integrating the gap (in hours' budgets) over
+    time; a bid never exceeds the budget left."""
+
+    GAIN = 2.0  # per hour, per hour's budget of gap
+
+    def __init__(self, budget: float, day_start: float, history: pd.DataFrame, prior_clicks: float = 50.0):
+        hour = pd.to_datetime(history["timestamp"], utc=True).dt.hour
+        g = history.assign(hour=hour).groupby("hour")[["clicks", "conversions", "spend"]].sum()
+        g = g.reindex(range(24), fill_value=0)
+        base = g["conversions"].sum() / max(g["clicks"].sum(), 1)
+        rate = ((g["conversions"] + prior_clicks * base) / (g["clicks"] + prior_clicks)).to_numpy()
+        self.value = rate / base
+        weight = g["spend"].to_numpy() * self.value + 1e-9
+        self.cum = np.concatenate([[0.0], np.cumsum(budget * weight / weight.sum())])
+        self.budget, self.start, self.spent, self.log_m, self.last = budget, day_start, 0.0, 0.0, day_start
+
+    def adjust_bid(self, bid: float, now: float) -> float:
+        x = min(max((now - self.start) / 3600, 0.0), 23.999)
+        h = int(x)
+        planned = self.cum[h] + (self.cum[h + 1] - self.cum[h]) * (x - h)
+        gap = (self.spent - planned) / (self.budget / 24)
+        self.log_m = min(max(self.log_m + self.GAIN * gap * (now - self.last) / 3600, -3.0), 3.0)
+        self.last = max(self.last, now)
+        return max(0.0, min(bid * self.value[h] * math.exp(-self.log_m), self.budget - self.spent))
+
+    def record(self, cost: float, clicks: int = 0, conversions: int = 0, now: float | None = None) -> None:
+        self.spent += cost
+
+
 def plugin_posterior(history: pd.DataFrame, campaign: str, prior_clicks: float = 50.0):
     """A careful non-Bayesian plug-in: smoothed empirical hourly rates (toward the campaign's rate),
     empirical hourly cpc and volume, as a single 'draw' for the same pacer."""
@@ -282,16 +318,18 @@ def plugin_posterior(history: pd.DataFrame, campaign: str, prior_clicks: float =
     return CampaignPosterior(campaign, cube(cvr), cube(cpc), cube(volume))
 
 
-POLICIES = ("oracle", "even", "legacy", "plugin", "bayes")
+POLICIES = ("oracle", "even", "legacy", "dual", "plugin", "bayes")
 # also available: "bayes-static", the same pacer with online learning off (the plan of the morning all day)
 
 
-SCENARIOS = {  # name: (auction_day kwargs, replay outage hour)
-    "stationary": ({}, None),
-    "shift": ({"cvr_shift": (12, 18, 0.4)}, None),  # the afternoon (12:00-18:00) converts at 0.4x the usual rate
-    "price-spike": ({"price_spike": (10, 14, 2.5)}, None),  # prices x2.5 from 10:00 to 14:00
-    "outage": ({}, 12.0),  # conversions stop being reported at noon
-    "new-campaign": ({}, None),  # the last campaign has only 2 days of history (see simulate)
+SCENARIOS = {  # name: {"world": make_world, "day": auction_day, "replay": replay keyword arguments}
+    "stationary": {},
+    "shift": {"day": {"cvr_shift": (12, 18, 0.4)}},  # the afternoon (12:00-18:00) converts at 0.4x the usual rate
+    "price-spike": {"day": {"price_spike": (10, 14, 2.5)}},  # prices x2.5 from 10:00 to 14:00
+    "outage": {"replay": {"outage_from": 12.0}},  # conversions stop being reported at noon
+    "no-loss-notices": {"replay": {"report_losses": False}},  # only won auctions are reported
+    "price-spread": {"world": {"price_sigma": 1.0}},  # market prices spread wider than the pacer's prior (0.6)
+    "new-campaign": {},  # the last campaign has only 2 days of history (see simulate)
 }
 
 
@@ -303,7 +341,7 @@ def usual_budget(history: pd.DataFrame, campaign: str, share: float = 0.5) -> fl
 
 def trace_day(world: World, history: pd.DataFrame, model_dir: str | None, campaign: int, date: str,
               policies: tuple[str, ...], seed: int, budget_share: float = 0.5, day_kwargs: dict | None = None,
-              outage_from: float | None = None) -> dict:
+              replay_kwargs: dict | None = None) -> dict:
     """One campaign-day replayed by each policy with traces (for figures): opportunity times (hours), the
     budget, per policy the bids and cumulative spend, and the bayes pacer's planned spend per hour."""
     from . import cache
@@ -320,13 +358,14 @@ def trace_day(world: World, history: pd.DataFrame, model_dir: str | None, campai
         pacer = make_policy(policy, name, budget, day.start, history, cached)
         if policy == "bayes":
             out["plan"] = pacer.status(day.start)["plan"]
-        out["policies"][policy] = replay(day, pacer, raw_bid(world, campaign), budget, outage_from, trace=True)
+        out["policies"][policy] = replay(day, pacer, raw_bid(world, campaign), budget, trace=True,
+                                         **(replay_kwargs or {}))
     return out
 
 
 def make_policy(policy: str, campaign: str, budget: float, day_start: float, history: pd.DataFrame,
                 cached: tuple[dict, dict] | None = None, pacer_kwargs: dict | None = None):
-    """A fresh policy for one campaign-day: ``even``, ``legacy``, ``plugin``, ``bayes`` or ``bayes-static``
+    """A fresh policy for one campaign-day: ``even``, ``legacy``, ``dual``, ``plugin``, ``bayes`` or ``bayes-static``
     (the last two need ``cached`` = (manifest, runtime arrays) of a fitted posterior)."""
     from .runtime import CampaignPosterior, Pacer
 
@@ -334,6 +373,8 @@ def make_policy(policy: str, campaign: str, budget: float, day_start: float, his
         return EvenPacing(budget, day_start)
     if policy == "legacy":
         return LegacyRules(budget, day_start, history[history["campaign"] == campaign])
+    if policy == "dual":
+        return DualPacing(budget, day_start, history[history["campaign"] == campaign])
     if policy not in ("plugin", "bayes", "bayes-static"):
         raise ValueError(f"unknown policy {policy!r} (one of {', '.join(POLICIES)}, bayes-static)")
     if policy != "plugin" and cached is None:
@@ -349,7 +390,7 @@ def make_policy(policy: str, campaign: str, budget: float, day_start: float, his
 def compare_policies(world: World, history: pd.DataFrame, model_dir: str | None, test_days: list[str],
                      budget_share: float = 0.5, policies: tuple[str, ...] = POLICIES, seed: int = 100,
                      day_kwargs: dict | None = None, pacer_kwargs: dict | None = None,
-                     outage_from: float | None = None) -> pd.DataFrame:
+                     replay_kwargs: dict | None = None) -> pd.DataFrame:
     """One row per (campaign, day, policy): conversions (expected, from true rates) and spend.
 
     Each campaign's daily budget is ``budget_share`` of its mean daily spend in the history at
@@ -373,7 +414,7 @@ def compare_policies(world: World, history: pd.DataFrame, model_dir: str | None,
                            "ran_out_hour": None, "overspend": 0.0}
                 else:
                     pacer = make_policy(policy, name, budget, day.start, history, cached, pacer_kwargs)
-                    res = replay(day, pacer, raw, budget, outage_from)
+                    res = replay(day, pacer, raw, budget, **(replay_kwargs or {}))
                 ran_dry = res["ran_out_hour"] is not None and res["ran_out_hour"] < oracle_finish - 1.0
                 rows.append({"campaign": name, "date": date, "policy": policy, "budget": budget,
                              "stopped": pacer.status(day.start + 86_399)["emergency_stop"]

@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from gaelp_bayes import cli, model
-from gaelp_bayes.runtime import OUTSTANDING_TIMEOUT, Pacer
+from gaelp_bayes.runtime import AUCTION_TIMEOUT, MAX_AUCTION_TIMEOUT, Pacer
 
 from test_outputs import fake_fit
 from test_runtime import DAY, posterior, run_in_threads
@@ -63,6 +63,7 @@ class PacerMachine(RuleBasedStateMachine):
         self.options = {"bid_cap_share": bid_cap_share}
         self.pacer = Pacer(posterior(seed), budget, journal=self.dir, now=self.t, plan_options=self.options)
         self.in_flight: list[tuple[float, float]] = []  # (bid, time placed)
+        self.expired: list[tuple[float, float]] = []  # past the auction timeout, a late win still possible
         self.accepted: dict = {}  # day -> costs the ledger accepted
         self.last_placed = -math.inf
 
@@ -72,8 +73,11 @@ class PacerMachine(RuleBasedStateMachine):
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def _expire(self) -> None:
-        """Bids older than the auction timeout are lost: their outcome is never reported (allowed)."""
-        self.in_flight = [(b, t0) for b, t0 in self.in_flight if self.t - t0 < OUTSTANDING_TIMEOUT]
+        """Bids older than the auction timeout are lost (their outcome need never be reported) or, until
+        ``MAX_AUCTION_TIMEOUT``, won and reported late."""
+        timed_out = [x for x in self.in_flight if self.t - x[1] >= AUCTION_TIMEOUT]
+        self.expired = [(b, t0) for b, t0 in self.expired + timed_out if self.t - t0 < MAX_AUCTION_TIMEOUT]
+        self.in_flight = [(b, t0) for b, t0 in self.in_flight if self.t - t0 < AUCTION_TIMEOUT]
 
     @rule(raw=BIDS, dt=st.floats(0.0, 5.0))
     def bid(self, raw, dt):
@@ -107,6 +111,17 @@ class PacerMachine(RuleBasedStateMachine):
         self.pacer.record(cost, clicks=int(won), conversions=int(won and price > 0.9), now=self.t)
         self.accepted[self.pacer.date] = self.accepted.get(self.pacer.date, 0.0) + cost
 
+    @precondition(lambda self: self.expired)
+    @rule(pick=st.integers(0, 10_000), price=st.floats(0.0, 1.0))
+    def late_win(self, pick, price):
+        """A win reported after its auction timeout (but within 120 s): booked, and still covered."""
+        self._expire()
+        if not self.expired:
+            return
+        b, _ = self.expired.pop(pick % len(self.expired))
+        self.pacer.record(b * price, clicks=1, now=self.t)
+        self.accepted[self.pacer.date] = self.accepted.get(self.pacer.date, 0.0) + b * price
+
     @rule(cost=st.one_of(HOSTILE, st.just("1.0"), st.just(None)), clicks=st.sampled_from([0, 1, -1, 1.5, math.nan]))
     def hostile_record(self, cost, clicks):
         """A record with a bad number is refused and changes nothing."""
@@ -128,13 +143,15 @@ class PacerMachine(RuleBasedStateMachine):
         """A restart: the journal restores the day; bids in flight at the crash are lost with the process."""
         self.pacer.close()
         self.in_flight.clear()
+        self.expired.clear()
         self.pacer = Pacer(posterior(self.seed), self.budget, journal=self.dir, now=self.t, plan_options=self.options)
 
     @invariant()
     def bids_in_flight_are_held(self):
         """The budget the pacer holds for unrecorded bids covers every bid still in flight."""
         if hasattr(self, "pacer"):
-            assert self.pacer._out_sum >= sum(b for b, _ in self.in_flight) - 1e-9
+            held = self.pacer._out_sum + self.pacer._late_sum
+            assert held >= sum(b for b, _ in self.in_flight + self.expired) - 1e-9
 
     @invariant()
     def ledger_matches_and_never_exceeds(self):

@@ -158,14 +158,22 @@ def test_loaded_pacer_bids_and_reports(fitted, tmp_path):
     assert p.adjust_bid(1.0, now=DAY + 14 * 3600) > 0
 
 
-def test_tracking_outage_stops_bidding():
+def test_a_tracking_outage_is_an_alert_that_freezes_learning_until_reports_return():
+    """Silence from conversion tracking used to stop all bidding, though the ads still convert."""
     pacer = Pacer(posterior(draws=200), 1000.0, now=DAY)
     t = DAY + 10 * 3600
     for i in range(2000):  # 2,000 clicks and no conversion, where the posterior expects dozens
         pacer.record(0.1, clicks=1, conversions=0, now=t + i)
     s = pacer.status(t + 2000)
-    assert s["emergency_stop"] and "tracking outage" in s["emergency_stop"]
-    assert pacer.adjust_bid(1.0, now=t + 2001) == 0.0
+    assert s["bidding"] and s["emergency_stop"] is None and pacer.adjust_bid(1.0, now=t + 2001) > 0
+    assert s["tracking_outage_since"].startswith("2026-03-02T10:") and "tracking_outage" in s["flags"]
+    assert s["today_rate_factor"] == [1.0] * 24 and s["ess"] == pytest.approx(200)  # silence is not evidence
+    pacer.record(0.1, clicks=1, conversions=1, now=t + 2002)  # reports are back
+    for i in range(100):
+        pacer.record(0.1, clicks=1, conversions=0, now=t + 2003 + i)
+    s = pacer.status(t + 2200)
+    assert s["tracking_outage_since"] is None and "tracking_outage" not in s["flags"]
+    assert s["ess"] < 200  # learning from the clicks reported since
 
 
 def test_evidence_reweights_draws_and_flags_refit():
@@ -187,7 +195,7 @@ def test_today_deviation_is_zero_on_plan_and_follows_a_drop():
     assert x[12] < -0.3 and abs(x[23]) < abs(x[12])  # the next hours follow, fading with distance
 
 
-def test_a_drop_in_rates_is_learned_while_silence_stops():
+def test_a_drop_in_rates_is_learned_while_silence_is_an_outage():
     post = posterior(draws=200)
     rate = post.cvr[:, 0].mean(axis=0)  # a Monday
     learning, silent = Pacer(post, 1000.0, now=DAY), Pacer(post, 1000.0, now=DAY)
@@ -200,7 +208,8 @@ def test_a_drop_in_rates_is_learned_while_silence_stops():
     s = learning.status(DAY + 14 * 3600)
     assert s["bidding"] and not s["emergency_stop"]  # half the usual rate is a change, not an outage
     assert np.mean(s["today_rate_factor"][8:14]) < 0.8 and s["today_rate_factor"][15] < 0.95
-    assert silent.status(DAY + 14 * 3600)["emergency_stop"]  # 2,400 clicks and no conversion at all
+    assert silent.status(DAY + 14 * 3600)["tracking_outage_since"]  # 2,400 clicks and no conversion at all
+    assert learning.status(DAY + 14 * 3600)["tracking_outage_since"] is None
 
 
 def test_learning_can_be_switched_off():

@@ -9,7 +9,11 @@ journal a stopped pacer that says why.  The property-based harness over random i
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from decimal import Decimal
@@ -332,7 +336,7 @@ def test_a_whole_last_record_without_its_newline_counts_and_is_terminated(tmp_pa
 def test_held_bids_expire_only_when_every_one_is_old():
     """Found by the deep fuzz run: a batch that placed nothing, at a clock gone back 2 s, moved the 'last bid'
     time back, so a bid 119 s old was released as if past the 120 s timeout while still in flight."""
-    pacer = Pacer(posterior(), 1.0, now=DAY, plan_options={"bid_cap_share": 0.1})
+    pacer = Pacer(posterior(), 1.0, now=DAY, plan_options={"bid_cap_share": 0.1, "auction_timeout": 120.0})
     busiest = int(np.argmax(pacer.status(DAY)["plan"])) * 3600
     t = DAY + busiest + 2.0
     b = pacer.adjust_bid(1e3, now=t)
@@ -345,7 +349,7 @@ def test_held_bids_expire_only_when_every_one_is_old():
 def test_a_clock_gone_back_a_day_does_not_age_the_bids_in_flight():
     """Found by the deep fuzz run: with the clock a day behind the ledger, bids were aged from today's start
     (a day) instead of by the clock (119 s) and released while in flight."""
-    pacer = Pacer(posterior(), 1.0, now=DAY, plan_options={"bid_cap_share": 0.1})
+    pacer = Pacer(posterior(), 1.0, now=DAY, plan_options={"bid_cap_share": 0.1, "auction_timeout": 120.0})
     busiest = int(np.argmax(pacer.status(DAY)["plan"])) * 3600
     t = DAY + busiest
     b = pacer.adjust_bid(1e3, now=t)
@@ -353,3 +357,85 @@ def test_a_clock_gone_back_a_day_does_not_age_the_bids_in_flight():
     pacer.status(t + 86_400)  # the ledger moves to the next day (bids in flight carry over)
     late = pacer.adjust_bid(1e3, now=t + 119)  # the clock is back: 119 s after the bid
     assert pacer._out_sum >= b + late - 1e-12
+
+
+def test_each_bid_expires_on_its_own_after_the_auction_timeout():
+    """An unrecorded bid used to hold budget until 120 s passed with no bid at all: in a busy hour, never.
+    Now each expires after ``auction_timeout`` (no loss notices needed); ``bid_id`` settles a given bid."""
+    pacer = Pacer(posterior(), 10.0, now=DAY, plan_options={"bid_cap_share": 1.0})
+    t = DAY + 23.5 * 3600  # the last hour: the whole budget is room
+    first = pacer.adjust_bid(1.0, now=t, bid_id="a")
+    second = pacer.adjust_bid(1.0, now=t + 0.3, bid_id="b")
+    assert pacer.status(t + 0.3)["held_for_outstanding"] == pytest.approx(first + second, abs=1e-6)
+    third = pacer.adjust_bid(1.0, now=t + 0.6)  # the first is 0.6 s old: expired, the second is not
+    assert pacer._out_sum == pytest.approx(second + third)
+    pacer.record(0.5 * second, clicks=1, now=t + 0.7, bid_id="b")  # settles "b", not the smaller third
+    assert pacer._out_sum == pytest.approx(third) and pacer.status(t + 0.7)["late_wins"] == 0
+    pacer.record(0.5 * first, clicks=1, now=t + 0.8, bid_id="a")  # a win whose bid had expired: booked, and
+    s = pacer.status(t + 0.8)  # the timeout doubles
+    assert s["late_wins"] == 1 and s["auction_timeout"] == 1.0 and pacer._out_sum == pytest.approx(third)
+    assert s["spent"] == pytest.approx(0.5 * (first + second), abs=1e-6)
+    pacer.adjust_bid(1.0, now=t + 3.0)  # every bid expired (1 s now) ...
+    pacer.record(0.01, clicks=1, now=t + 3.0)  # ... this one just placed settles at 0.01
+    pacer.record(0.01, clicks=1, now=t + 3.1)  # and no bid in flight could have cost this: late
+    assert pacer.status(t + 3.1)["late_wins"] == 2 and pacer.status(t + 3.1)["auction_timeout"] == 2.0
+
+
+def test_the_controller_resumes_after_a_restart_to_the_record(tmp_path):
+    """The multiplier's integral state used to restart from 1 after a reload: it comes back from the journal."""
+    pacer = Pacer(posterior(), 100.0, journal=tmp_path, now=DAY)
+    t = DAY + 9 * 3600
+    for i in range(300):  # spending ahead of the plan for a while winds the integral term down
+        pacer.adjust_bid(1.0, now=t + 10 * i)
+        pacer.record(0.3, clicks=1, now=t + 10 * i + 1)
+    before = (pacer.multiplier(t + 3001), pacer._L, pacer._t_int, pacer.status(t + 3001)["spent"])
+    pacer.close()
+    again = Pacer(posterior(), 100.0, journal=tmp_path, now=t + 3001)
+    assert -3.0 < before[1] < -0.1  # the state is neither the fresh one nor a clamp
+    assert (again.multiplier(t + 3001), again._L, again._t_int, again.status(t + 3001)["spent"]) == before
+
+
+def test_the_journal_is_committed_within_the_group_window(tmp_path):
+    pacer = Pacer(posterior(), 100.0, journal=tmp_path, now=DAY)
+    pacer.record(1.0, now=DAY + 60)
+    time.sleep(0.3)  # several commit windows: the record is on disk though the pacer stays open
+    [file] = list(tmp_path.iterdir())
+    assert file.read_text().count("\n") == 1
+    pacer.close()
+
+
+_KILLED_MID_DAY = """
+import json, os, signal, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from test_runtime import DAY, posterior
+from gaelp_bayes.runtime import Pacer
+pacer = Pacer(posterior(), 100.0, journal=sys.argv[1], now=DAY)
+rng = np.random.default_rng(1)
+t = DAY + 8 * 3600
+for i in range(3000):  # a morning of bids and outcomes, conversions included (learning and re-plans)
+    t += 20
+    b = pacer.adjust_bid(1.0, now=t)
+    if b > 0 and rng.uniform() < 0.6:
+        pacer.record(0.9 * b, clicks=1, conversions=int(rng.uniform() < 0.04), now=t + 0.1)
+        state = {"t": t + 0.1, "L": pacer._L, "ti": pacer._t_int}  # the controller as of the last record
+s = pacer.status(state["t"])
+print(json.dumps({**state, "spent": s["spent"], "x": s["today_rate_factor"], "plan": s["plan"], "ess": s["ess"],
+                  "replans": s["replans"]}), flush=True)
+time.sleep(0.3)  # past the journal's group commit window
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_pacer_killed_mid_day_resumes_to_the_record(tmp_path):
+    """SIGKILL after a morning's records: the reloaded pacer has the same spend, learning, plan and controller."""
+    run = subprocess.run([sys.executable, "-c", _KILLED_MID_DAY, str(tmp_path), str(Path(__file__).parent)],
+                         capture_output=True, text=True)
+    assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
+    before = json.loads(run.stdout)
+    again = Pacer(posterior(), 100.0, journal=tmp_path, now=before["t"])
+    assert before["spent"] > 2 and before["x"] != [1.0] * 24 and before["L"] != 0.0  # not a fresh pacer's
+    assert (again._L, again._t_int) == (before["L"], before["ti"])
+    s = again.status(before["t"])
+    assert s["spent"] == before["spent"] and s["today_rate_factor"] == before["x"] and s["plan"] == before["plan"]
+    assert s["ess"] == pytest.approx(before["ess"]) and s["replans"] == before["replans"]
