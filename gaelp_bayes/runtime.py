@@ -84,9 +84,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from . import cache
-from .allocate import (LOGGED_WIN_RATE, PRICE_SIGMA, auction_response, conversions_at_spend, hour_cap,
-                       threshold_plan, threshold_scores)
+from .allocate import hour_cap
 from .errors import CacheError, GaelpError
+from .market import (LOGGED_WIN_RATE, PRICE_SIGMA, auction_response, conversions_at_spend, threshold_plan,
+                     threshold_scores)
 
 KP, KI = 0.5, 1.0  # proportional gain, integral gain per hour (gap in units of budget/24)
 L_MIN, L_MAX = -3.0, 1.1  # bounds of the integral term L (log multiplier): no wind-up past them
