@@ -413,7 +413,7 @@ class Pacer:
         self._stop = self._fixed_stop
         self._flags: dict[str, str] = {}
         self._gap_scale = 24.0 / self.budget
-        self._h, self._h_start, self._h_end, self._h_inv = -1, math.inf, -math.inf, 0.0
+        self._h, self._h_start, self._h_end = -1, math.inf, -math.inf
         self._plan(np.ones(24, bool), self.budget, first=True)
         self._open_journal()
 
@@ -584,7 +584,6 @@ class Pacer:
         """Hour of ``t`` (rolling the day over if needed); caches that hour's bounds."""
         h = self._hour_of(t)
         self._h, self._h_start, self._h_end = h, self._starts[h], self._starts[h + 1]
-        self._h_inv = 1.0 / (self._h_end - self._h_start)
         return h
 
     def _expire(self, now: float) -> None:
