@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "with online learning off")
     s.add_argument("--scenario", default="stationary",
                    help="comma-separated: stationary, shift, price-spike, outage, no-loss-notices, price-spread, "
-                   "new-campaign")
+                   "narrow-prices, new-campaign")
     s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--out", default="reports/simulation")
     s.add_argument("--json", action="store_true")

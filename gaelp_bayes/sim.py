@@ -329,6 +329,7 @@ SCENARIOS = {  # name: {"world": make_world, "day": auction_day, "replay": repla
     "outage": {"replay": {"outage_from": 12.0}},  # conversions stop being reported at noon
     "no-loss-notices": {"replay": {"report_losses": False}},  # only won auctions are reported
     "price-spread": {"world": {"price_sigma": 1.0}},  # market prices spread wider than the pacer's prior (0.6)
+    "narrow-prices": {"world": {"price_sigma": 0.35}},  # ... and narrower
     "new-campaign": {},  # the last campaign has only 2 days of history (see simulate)
 }
 
