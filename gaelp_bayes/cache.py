@@ -119,7 +119,7 @@ def write_runtime(folder: Path, blocks, slots: int) -> dict[str, list[int]]:
         raise FitError(f"runtime draws missing for slots {np.flatnonzero(~filled).tolist()[:10]}")
     for memmap in files.values():
         memmap.flush()
-    np.save(folder / "digests.npy", digests)
+    np.save(folder.parent / DIGESTS, digests)
     return {name: list(m.shape) for name, m in files.items()}
 
 
