@@ -235,7 +235,7 @@ def bench_scale(sizes: list[int], workers: list[int], joint_up_to: int, seed: in
         "Each size: simulated truth (world seed 31), 8 weeks fitted, the 9th held out. A sharded fit "
         "(population fit of 24 campaigns, shards of 24; default NUTS settings per fit) on a LocalCluster of "
         "the given number of worker processes, the machine's cores shared among them; the compiled samplers "
-        "are warm (a 10-draw fit of the same structures ran first). *joint*: one joint fit of the same data "
+        "are warm (a 10-draw sharded fit of the first 48 campaigns, the same structures, ran first). *joint*: one joint fit of the same data "
         "in this process. *population s*: the population fit; *shard s*: median (max) per shard; *wall s*: "
         "everything, cluster start included. *PIT 90%*: randomized-PIT 90% coverage of held-out conversions "
         "per window; *rate 90%*: 90% intervals covering the true cell rates. *vs joint*: each campaign's "
@@ -254,7 +254,10 @@ def bench_scale(sizes: list[int], workers: list[int], joint_up_to: int, seed: in
         cells = data.aggregate(data.load_windows(history[stamps < cut]))
         holdout = history[stamps >= cut]
         with tempfile.TemporaryDirectory() as tmp:
-            fit_cached(cells, Path(tmp) / "warm", sharding={"workers": max(workers)}, draws=10, tune=10,
+            from .model import config, sharded  # the structures compiled: a population fit and one shard
+
+            warm = sharded.subset(cells, list(range(min(n, config.POPULATION_SIZE + config.SHARD_SIZE))))
+            fit_cached(warm, Path(tmp) / "warm", sharding={"workers": max(workers)}, draws=10, tune=10,
                        progress=False, seed=seed)
             runs = []
             if n <= joint_up_to:

@@ -91,12 +91,17 @@ class DaskRunner(Runner):
         start, run_id = time.perf_counter(), uuid.uuid4().hex[:8]
         futures = [self.client.submit(function, *args, pure=False, key=f"gaelp-{run_id}-{label.replace(' ', '-')}")
                    for label, (function, *args) in zip(labels, tasks)]
-        label_of = {future.key: label for future, label in zip(futures, labels)}
-        for done, future in enumerate(as_completed(futures), start=1):
+        index = {future.key: k for k, future in enumerate(futures)}
+        results, pending = [None] * len(tasks), as_completed(futures)
+        del futures  # each result is fetched as it lands and its future dropped: workers do not hoard results
+        for done, future in enumerate(pending, start=1):
+            k = index[future.key]
             if future.status == "error":
-                raise FitError(f"{label_of[future.key]} failed on its worker: {future.exception()}")
-            _say_progress(done, len(tasks), label_of[future.key], start, progress)
-        return self.client.gather(futures)
+                raise FitError(f"{labels[k]} failed on its worker: {future.exception()}")
+            results[k] = future.result()
+            future.release()
+            _say_progress(done, len(tasks), labels[k], start, progress)
+        return results
 
     def describe(self) -> dict:
         workers = len(self.client.scheduler_info(n_workers=-1)["workers"])

@@ -44,7 +44,8 @@ def test_runtime_files_are_float32_campaign_major_without_pickles(fitted):
 def test_full_posterior_reads_back(fitted):
     _, tree = cache.read_posterior(fitted.path)
     post = tree["posterior"].to_dataset()
-    assert {"sigma_cell", "campaign_level", "dev_coef", "log_cpc", "log_volume", "log_rpc"} <= set(post.data_vars)
+    assert {"sigma_cell", "campaign_level", "dev_coef", "log_cpc", "vol_hour", "log_rpc"} <= set(post.data_vars)
+    assert "log_volume" not in post  # recomputed at export from vol_level, vol_hour and vol_dow
     assert "cell_effect" not in post  # integrated out: each draw's cell rates are drawn in runtime/cvr.npy
     assert int(tree["observed_data"].to_dataset()["clicks"].sum()) == int(fitted.train["clicks"].sum())
 

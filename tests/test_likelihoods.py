@@ -8,6 +8,8 @@ import pytest
 from scipy import stats
 
 from gaelp_bayes import data, model, sim
+from gaelp_bayes.model import volume
+from gaelp_bayes.model.config import DEFAULT
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,10 @@ def test_volume_potential_is_the_negative_binomial_likelihood(cells):
     m = model.build_model(cells, "volume")
 
     def reference(point):
-        phi, log_vol = _value(m, "volume_shape", point), _value(m, "log_volume", point)
+        phi = _value(m, "volume_shape", point)
+        dow = _value(m, "vol_dow", point) if "vol_dow" in m.named_vars else None
+        log_vol = volume.log_volume(_value(m, "vol_level", point), _value(m, "vol_hour", point), dow,
+                                    DEFAULT.hour_harmonics)  # the export's formula: the model's, or this fails
         mean = cells.windows * np.exp(log_vol[cells.campaign, cells.dow, cells.hour])
         shape = cells.windows * phi
         return stats.nbinom.logpmf(cells.clicks, shape, shape / (shape + mean)).sum()

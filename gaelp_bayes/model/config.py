@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-MODEL_VERSION = 12
+MODEL_VERSION = 13  # 13: log_volume no longer stored (recomputed at export)
 
 # NUTS settings of each part's sampling (a fit can override each): nutpie adapts its step size and mass
 # matrix within a few hundred steps; 500 tuning steps at target_accept 0.9 passed the gate first time on

@@ -29,7 +29,7 @@ def runtime_arrays(tree, max_draws: int = 1000, seed: int = 0, config: ModelConf
         values = post[name].values
         return values.reshape((-1,) + values.shape[2:])[idx]
 
-    present = {"conversion": True, "volume": "log_volume" in post, "cost": "log_cpc" in post,
+    present = {"conversion": True, "volume": "vol_hour" in post, "cost": "log_cpc" in post,
                "revenue": "log_rpc" in post}
     out = {}
     for part, module in PART_MODULES.items():
