@@ -236,15 +236,16 @@ def holds_fit_of(path: str | Path, fingerprint: str, model_version: int, accept_
         return False
 
 
-def read_runtime(path: str | Path, verify: bool = True,
-                 campaigns: list[str | int | None] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+def read_runtime(path: str | Path, verify: bool = True, campaigns: list[str | int | None] | None = None,
+                 manifest: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Manifest and runtime arrays ([draw, slot, ...] float32, read-only views of memory-mapped files: only
     what a caller indexes is read).  ``campaigns``: the campaigns the caller reads, by name (one the model
     lacks: the new-campaign slot, as ``campaign_slot``; None: a one-campaign model's campaign) or slot
     index; only their draws are checked against their digests (``verify``), and only they may be read.
-    None: every campaign, all checked.  Numpy and the standard library only."""
+    None: every campaign, all checked.  ``manifest``: the cache's, if the caller has read it already
+    (``read_manifest`` with the same ``verify``).  Numpy and the standard library only."""
     path = Path(path)
-    manifest = read_manifest(path, verify=verify)
+    manifest = read_manifest(path, verify=verify) if manifest is None else manifest
     names = manifest.get("campaigns")
     shapes = manifest.get("runtime_arrays")
     if not isinstance(names, list) or not isinstance(shapes, dict) or "cvr" not in shapes:

@@ -17,12 +17,17 @@ from .outputs import atomic_file, check_output
 SUMMARY_CAMPAIGNS = 20  # campaigns listed after a fit (their draws are all it reads)
 
 
+def summary_slots(campaigns: int) -> list[int]:
+    """The runtime slots a fit summary lists: the first ``SUMMARY_CAMPAIGNS`` campaigns and a new one."""
+    return list(range(min(campaigns, SUMMARY_CAMPAIGNS))) + [campaigns]
+
+
 def print_fit_summary(path: str, manifest: dict, arrays: dict) -> None:
     """A readable posterior summary: per-campaign rates (the first ``SUMMARY_CAMPAIGNS``), best hours,
     diagnostics."""
     diag = manifest["diagnostics"]
     names = manifest["campaigns"]
-    listed = list(range(min(len(names), SUMMARY_CAMPAIGNS))) + [len(names)]  # and the new-campaign slot
+    listed = summary_slots(len(names))
     print(f"\nPosterior of hourly conversion rates: {path}")
     print(f"  data: {manifest['n_windows']} windows, {manifest['period'][0]} .. {manifest['period'][1]}, "
           f"hours in {manifest['timezone']}")
@@ -68,8 +73,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
                         sharding=sharded, **sampling(args), seed=args.seed, sampler=args.sampler,
                         progress=not args.quiet).fit
     manifest = cache.read_manifest(args.out)
-    listed = len(manifest["campaigns"])
-    _, arrays = cache.read_runtime(args.out, campaigns=list(range(min(listed, SUMMARY_CAMPAIGNS))) + [listed])
+    _, arrays = cache.read_runtime(args.out, campaigns=summary_slots(len(manifest["campaigns"])), manifest=manifest)
     print_fit_summary(args.out, manifest, arrays)
     failed = cache.failed_parts(manifest)
     if failed:

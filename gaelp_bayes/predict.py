@@ -31,7 +31,7 @@ def predict(model_dir: str, windows: str | pd.DataFrame, interval: float = 0.9, 
     cache.check_usable(manifest, model_dir, force, parts=["conversion"], strict=strict)
     tz = manifest["timezone"]
     rows = load_windows(windows, timezone=tz, required=("timestamp", "clicks"))
-    _, arrays = cache.read_runtime(model_dir, campaigns=sorted(set(rows["campaign"])))  # only these are read
+    _, arrays = cache.read_runtime(model_dir, campaigns=sorted(set(rows["campaign"])), manifest=manifest)
     known = {c: i for i, c in enumerate(manifest["campaigns"])}
     unseen = sorted(set(rows["campaign"]) - set(known))
     warnings = [f"campaign {c!r} not in the model: predicted from the population level (wider intervals)"

@@ -263,39 +263,35 @@ def check_plan_options(options: dict) -> dict:
     return out
 
 
-def _journal_record(line: bytes) -> tuple[tuple[float, float, int, int] | None, str]:
-    """(t, cost, clicks, conversions) of one journal line, or (None, why it is not a record).  The
-    controller's state the line also carries is read by ``_journal_controller``."""
+def _journal_record(line: bytes) -> tuple[tuple[float, float, int, int] | None, str,
+                                          tuple[float, float] | None]:
+    """(t, cost, clicks, conversions) of one journal line, or None and why it is not a record; and the
+    controller's state (L, its time) the line carries, if a valid one (lines written before records
+    carried it, or edited, carry none: the controller then goes on from the replayed records)."""
     try:
         e = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
-        return None, "not UTF-8"
+        return None, "not UTF-8", None
     except ValueError:
-        return None, "not JSON"
+        return None, "not JSON", None
     if not isinstance(e, dict):
-        return None, f"a JSON {type(e).__name__}, not an object"
+        return None, f"a JSON {type(e).__name__}, not an object", None
     missing = [k for k in ("t", "cost", "clicks", "conversions") if k not in e]
     if missing:
-        return None, f"no {', '.join(missing)}"
+        return None, f"no {', '.join(missing)}", None
     t, clicks, conversions = e["t"], e["clicks"], e["conversions"]
     if not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)):
-        return None, f"t must be a finite number, got {t!r}"
+        return None, f"t must be a finite number, got {t!r}", None
     try:
         cost = check_cost(e["cost"])
     except ValueError as exc:
-        return None, str(exc)
+        return None, str(exc), None
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (clicks, conversions)):
-        return None, f"clicks {clicks!r} and conversions {conversions!r} must be whole numbers >= 0"
-    return (float(t), cost, clicks, conversions), ""
-
-
-def _journal_controller(line: bytes) -> tuple[float, float] | None:
-    """The controller's state (L, its time) a journal record carries, if it carries a valid one (lines
-    written before it did, or edited, carry none: the controller then goes on from the replayed records)."""
-    e = json.loads(line.decode("utf-8"))
+        return None, f"clicks {clicks!r} and conversions {conversions!r} must be whole numbers >= 0", None
     L, ti = e.get("L"), e.get("ti")
-    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (L, ti))
-    return (min(max(float(L), L_MIN), L_MAX), float(ti)) if ok else None
+    valid = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (L, ti))
+    state = (min(max(float(L), L_MIN), L_MAX), float(ti)) if valid else None
+    return (float(t), cost, clicks, conversions), "", state
 
 
 class Pacer:
@@ -495,14 +491,13 @@ class Pacer:
                 with open(path, "ab") as f:
                     f.write(b"\n")
             for number, line in enumerate(lines, 1):
-                entry, why = _journal_record(line)
+                entry, why, state = _journal_record(line)
                 if entry is None:
                     self.journal_error = self.journal_error or (
                         f"journal {path}: line {number} is not a record ({why}); the day's spend cannot be "
                         "restored completely, so bidding stops (repair or remove the line, then reload)")
                     continue
                 self._apply(*entry)
-                state = _journal_controller(line)
                 if state is not None:
                     self._L, self._t_int = state
                 self._review(self._last_t, self._hour_of(self._last_t))
