@@ -61,7 +61,7 @@ def write(out: str | Path, fit, cells, max_runtime_draws: int = 1000, overwrite:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        fit.tree.to_netcdf(tmp / POSTERIOR, engine="h5netcdf")
+        write_tree(fit.tree, tmp / POSTERIOR)
         shapes = write_runtime(tmp, fit.runtime_blocks(max_runtime_draws), len(cells.campaigns) + 1)
         manifest = {
             "schema_version": SCHEMA_VERSION,
@@ -88,6 +88,17 @@ def write(out: str | Path, fit, cells, max_runtime_draws: int = 1000, overwrite:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def write_tree(tree, path: Path) -> None:
+    """Write a DataTree to one netCDF file group by group, each loaded only while it is written (a sharded
+    fit's tree is read lazily from its shards' files: it is never all in memory)."""
+    mode = "w"
+    for node in tree.subtree:
+        dataset = node.to_dataset(inherit=False)
+        if node.is_root or dataset.variables or dataset.attrs:
+            dataset.to_netcdf(path, mode=mode, group=None if node.is_root else node.path, engine="h5netcdf")
+            mode = "a"
 
 
 def write_runtime(folder: Path, blocks, slots: int) -> dict[str, list[int]]:
@@ -299,11 +310,16 @@ def campaign_slot(manifest: dict, campaign: str | None,
                                   "(wider intervals)"]
 
 
-def read_posterior(path: str | Path, verify: bool = True):
-    """Manifest and the full posterior DataTree (loaded into memory)."""
+def read_posterior(path: str | Path, verify: bool = True, groups: tuple[str, ...] | None = None):
+    """Manifest and the posterior DataTree loaded into memory: all of it, or only ``groups`` (paths such as
+    ``"posterior"``: a sharded fit's file holds every shard's posterior, gigabytes at thousands of
+    campaigns)."""
     import xarray as xr
 
     manifest = read_manifest(path, verify=verify)
     if verify:
         _check_file(Path(path), POSTERIOR, manifest["files"][POSTERIOR])
-    return manifest, xr.load_datatree(Path(path) / POSTERIOR, engine="h5netcdf")
+    if groups is None:
+        return manifest, xr.load_datatree(Path(path) / POSTERIOR, engine="h5netcdf")
+    with xr.open_datatree(Path(path) / POSTERIOR, engine="h5netcdf") as tree:
+        return manifest, xr.DataTree.from_dict({g: tree[g].to_dataset(inherit=False).load() for g in groups})

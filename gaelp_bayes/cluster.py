@@ -38,11 +38,13 @@ class Runner:
         """What a ``submit`` handle gave (None for None)."""
         return handle
 
-    def run(self, tasks: list[tuple], labels: list[str], progress: bool) -> list:
-        """Each ``(function, *args)`` of ``tasks``, results in order."""
+    def run(self, tasks: list[tuple], labels: list[str], progress: bool, keep=None) -> list:
+        """Each ``(function, *args)`` of ``tasks``, results in order; ``keep(k, result)``, when given, is
+        what is kept of task ``k``'s result, called as it lands."""
         start, results = time.perf_counter(), []
+        keep = keep or (lambda k, result: result)
         for k, (function, *args) in enumerate(tasks):
-            results.append(function(*args))
+            results.append(keep(k, function(*args)))
             _say_progress(k + 1, len(tasks), labels[k], start, progress)
         return results
 
@@ -85,9 +87,10 @@ class DaskRunner(Runner):
     def result(self, handle):
         return None if handle is None else handle.result()
 
-    def run(self, tasks: list[tuple], labels: list[str], progress: bool) -> list:
+    def run(self, tasks: list[tuple], labels: list[str], progress: bool, keep=None) -> list:
         from distributed import as_completed
 
+        keep = keep or (lambda k, result: result)
         start, run_id = time.perf_counter(), uuid.uuid4().hex[:8]
         futures = [self.client.submit(function, *args, pure=False, key=f"gaelp-{run_id}-{label.replace(' ', '-')}")
                    for label, (function, *args) in zip(labels, tasks)]
@@ -98,7 +101,7 @@ class DaskRunner(Runner):
             k = index[future.key]
             if future.status == "error":
                 raise FitError(f"{labels[k]} failed on its worker: {future.exception()}")
-            results[k] = future.result()
+            results[k] = keep(k, future.result())
             future.release()
             _say_progress(done, len(tasks), labels[k], start, progress)
         return results

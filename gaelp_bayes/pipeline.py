@@ -3,6 +3,7 @@ notebooks and the battery all come through here)."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ class Cached:
 
     path: Path
     manifest: dict
-    fit: object | None  # model.Fit, or None when an existing cache was reused
+    fit: object | None  # model.Fit or ShardedFit (its shards' trees closed: read path's), None when reused
 
 
 def fit_cached(cells: Cells, out: str | Path, *, reuse: bool = False, accept_failed: bool = False,
@@ -35,19 +36,23 @@ def fit_cached(cells: Cells, out: str | Path, *, reuse: bool = False, accept_fai
 
     if reuse and cache.holds_fit_of(out, cells.fingerprint(), model.MODEL_VERSION, accept_failed):
         return Cached(Path(out), cache.read_manifest(out), None)
+    replace = overwrite or (reuse and is_model_cache(Path(out)))
     if sharding is None:
         fitted = model.fit(cells, **fit_options)
-    else:
-        fitted = _fit_sharded(cells, dict(sharding), fit_options)
-    replace = overwrite or (reuse and is_model_cache(Path(out)))
-    path = cache.write(out, fitted, cells, max_runtime_draws=runtime_draws, overwrite=replace)
+        path = cache.write(out, fitted, cells, max_runtime_draws=runtime_draws, overwrite=replace)
+        return Cached(path, cache.read_manifest(path), fitted)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{Path(out).name}.shards.", dir=Path(out).parent) as spill:
+        fitted = _fit_sharded(cells, dict(sharding), fit_options, Path(spill))
+        path = cache.write(out, fitted, cells, max_runtime_draws=runtime_draws, overwrite=replace)
+        fitted.close()  # its shards' posteriors were read from the spill folder: read the cache's from now on
     return Cached(path, cache.read_manifest(path), fitted)
 
 
-def _fit_sharded(cells: Cells, sharding: dict, fit_options: dict):
+def _fit_sharded(cells: Cells, sharding: dict, fit_options: dict, spill: Path):
     from .cluster import DaskRunner, Runner
     from .model import sharded
 
     workers, scheduler = sharding.pop("workers", None), sharding.pop("scheduler", None)
     with (DaskRunner(workers, scheduler) if workers or scheduler else Runner()) as runner:
-        return sharded.fit_sharded(cells, runner=runner, **sharding, **fit_options)
+        return sharded.fit_sharded(cells, runner=runner, spill=spill, **sharding, **fit_options)

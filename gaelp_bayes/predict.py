@@ -8,6 +8,10 @@ import pandas as pd
 from . import cache
 from .data import load_windows, local_dow_hour, read_table
 
+PREDICTED = ("pred_conversions_mean", "pred_conversions_lo", "pred_conversions_hi", "pred_cvr_mean", "pred_cvr_lo",
+             "pred_cvr_hi")
+ROW_CHUNK_VALUES = 1 << 23  # draws x rows predicted at a time (64 MB per float64 array)
+
 
 def predict(model_dir: str, windows: str | pd.DataFrame, interval: float = 0.9, seed: int = 0,
             force: bool = False, strict: bool = False) -> tuple[pd.DataFrame, list[str]]:
@@ -38,26 +42,35 @@ def predict(model_dir: str, windows: str | pd.DataFrame, interval: float = 0.9, 
                 for c in unseen]
     cidx = rows["campaign"].map(known).fillna(len(known)).to_numpy(np.int64)
     dow, hour = local_dow_hour(rows["timestamp"], tz)
-    p = arrays["cvr"][:, cidx, dow, hour].astype(np.float64)  # [draw, row]
     clicks = rows["clicks"].to_numpy()
-    conv = np.random.default_rng(seed).binomial(clicks[None, :], p)
+    observed = rows["conversions"].to_numpy() if "conversions" in rows else None
+    columns = {name: np.empty(len(rows)) for name in PREDICTED + (("pred_pit",) if observed is not None else ())}
+    rng, pit_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
     lo_q, hi_q = (1 - interval) / 2, 1 - (1 - interval) / 2
+    step = max(1, ROW_CHUNK_VALUES // arrays["cvr"].shape[0])  # rows at a time: memory bounded at any size
+    for start in range(0, len(rows), step):
+        rows_here = slice(start, start + step)
+        p = arrays["cvr"][:, cidx[rows_here], dow[rows_here], hour[rows_here]].astype(np.float64)  # [draw, row]
+        conv = rng.binomial(clicks[None, rows_here], p)
+        for name, values in (("pred_conversions_mean", clicks[rows_here] * p.mean(axis=0)),
+                             ("pred_conversions_lo", np.quantile(conv, lo_q, axis=0)),
+                             ("pred_conversions_hi", np.quantile(conv, hi_q, axis=0)),
+                             ("pred_cvr_mean", p.mean(axis=0)), ("pred_cvr_lo", np.quantile(p, lo_q, axis=0)),
+                             ("pred_cvr_hi", np.quantile(p, hi_q, axis=0))):
+            columns[name][rows_here] = values
+        if observed is not None:
+            columns["pred_pit"][rows_here] = randomized_pit(observed[rows_here], clicks[rows_here], p, pit_rng)
     out = windows.copy() if isinstance(windows, pd.DataFrame) else read_table(windows)
-    out["pred_conversions_mean"] = clicks * p.mean(axis=0)
-    out["pred_conversions_lo"] = np.quantile(conv, lo_q, axis=0)
-    out["pred_conversions_hi"] = np.quantile(conv, hi_q, axis=0)
-    out["pred_cvr_mean"] = p.mean(axis=0)
-    out["pred_cvr_lo"] = np.quantile(p, lo_q, axis=0)
-    out["pred_cvr_hi"] = np.quantile(p, hi_q, axis=0)
-    if "conversions" in rows:
-        out["pred_pit"] = randomized_pit(rows["conversions"].to_numpy(), clicks, p, seed)
+    for name, values in columns.items():
+        out[name] = values
     return out, warnings
 
 
-def randomized_pit(observed: np.ndarray, trials: np.ndarray, p: np.ndarray, seed: int = 0) -> np.ndarray:
+def randomized_pit(observed: np.ndarray, trials: np.ndarray, p: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
     """Randomized PIT of binomial counts under a mixture over draws ``p`` [draw, row]."""
     from scipy.stats import binom
 
     below = binom.cdf(observed - 1, trials, p).mean(axis=0)
     at_most = binom.cdf(observed, trials, p).mean(axis=0)
-    return below + np.random.default_rng(seed + 1).uniform(size=observed.shape) * (at_most - below)
+    return below + rng.uniform(size=observed.shape) * (at_most - below)

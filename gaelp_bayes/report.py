@@ -317,7 +317,7 @@ def predictive_check(ctx: Context) -> tuple[str, list[Figure]]:
     replicated = rng.binomial(clicks[None, :], p)
     lo, hi = np.quantile(replicated, BAND_90, axis=0)
     covered = float(np.mean((observed >= lo) & (observed <= hi)))
-    pit = randomized_pit(observed, clicks, p, seed=0)
+    pit = randomized_pit(observed, clicks, p, np.random.default_rng(1))
     pit_cov = float(np.mean((pit >= 0.05) & (pit <= 0.95)))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     mean = replicated.mean(axis=0)
@@ -379,7 +379,7 @@ def _context(model_dir: str | Path, budget: float | None, date: str | None, camp
     from .allocate import AllocationError, plan_date
 
     model_dir = Path(model_dir)
-    manifest, tree = cache.read_posterior(model_dir)
+    manifest, tree = cache.read_posterior(model_dir, groups=("posterior", "observed_data"))
     name, slot, _ = cache.campaign_slot(manifest, campaign or manifest["campaigns"][0], AllocationError)
     names = manifest["campaigns"]
     if slot >= len(names):

@@ -93,6 +93,16 @@ def test_predict_needs_only_timestamp_and_clicks(fitted):
     assert 0 <= out["pred_conversions_lo"][0] <= out["pred_conversions_mean"][0] <= out["pred_conversions_hi"][0]
 
 
+def test_predict_in_row_chunks_gives_the_same_rates_and_pit(fitted, monkeypatch):
+    """Rows are predicted a chunk at a time (memory bounded at thousands of campaigns): the same answer."""
+    whole, _ = predict.predict(str(fitted.path), fitted.holdout.head(500), force=True)
+    monkeypatch.setattr(predict, "ROW_CHUNK_VALUES", 37 * 400)  # 37 rows of 400 draws at a time
+    chunked, _ = predict.predict(str(fitted.path), fitted.holdout.head(500), force=True)
+    for column in ("pred_conversions_mean", "pred_cvr_mean", "pred_cvr_lo", "pred_cvr_hi", "pred_pit"):
+        np.testing.assert_array_equal(chunked[column], whole[column], err_msg=column)
+    assert (chunked["pred_conversions_lo"] <= chunked["pred_conversions_hi"]).all()
+
+
 @pytest.fixture
 def copy_of(fitted, tmp_path):
     dst = tmp_path / "copy"

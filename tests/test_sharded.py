@@ -83,8 +83,9 @@ def test_a_shard_whose_worker_dies_runs_again_on_another(fitted, tmp_path):
         fitted_sharded = sharded.fit_sharded(cells, population_size=2, shard_size=1, runner=runner, seed=5,
                                              progress=False)
         thread.join()
+        (tmp_path / "spill").mkdir()
         uninterrupted = sharded.fit_sharded(cells, population_size=2, shard_size=1, runner=runner, seed=5,
-                                            progress=False)
+                                            progress=False, spill=tmp_path / "spill")  # shards read from disk
     assert killed, "no worker was killed: the test did not test anything"
     path = cache.write(tmp_path / "m", fitted_sharded, cells)
     manifest, arrays = cache.read_runtime(path)
@@ -118,3 +119,4 @@ def test_shards_run_in_this_process_with_shard_size_alone(fitted, tmp_path):
     manifest = cache.read_manifest(out)
     assert code in (0, 4) and manifest["settings"]["sharded"]["runner"] == "in process"
     assert manifest["runtime_draws"] == 400 and len(manifest["settings"]["sharded"]["seconds"]) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # the shards' spill folder is gone

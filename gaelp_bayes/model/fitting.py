@@ -13,7 +13,8 @@ import functools
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -158,6 +159,16 @@ class Fit:
         from .export import runtime_arrays
 
         return runtime_arrays(self.tree, max_draws=max_draws, seed=self.settings["seed"], config=self.config)
+
+    def spill(self, path: Path) -> Fit:
+        """This fit with its tree moved to the netCDF file ``path`` and read back lazily (each variable
+        read when used): a sharded fit keeps thousands of campaigns' posteriors on disk, not in memory."""
+        import xarray as xr
+
+        from ..cache import write_tree
+
+        write_tree(self.tree, path)
+        return replace(self, tree=xr.open_datatree(path, engine="h5netcdf"))
 
     def runtime_blocks(self, max_draws: int = 1000):
         """What ``cache.write_runtime`` writes: every slot (the campaigns, then a new campaign) at once."""

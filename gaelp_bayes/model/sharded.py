@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -120,6 +121,12 @@ class ShardedFit:
                 nodes[f"shards/shard_{k + 1}/{group}"] = shard.tree[group].to_dataset()
         return xr.DataTree.from_dict(nodes)
 
+    def close(self) -> None:
+        """Close the shards' posterior files when they were spilled (``fit_sharded(spill=...)``): their
+        trees are unusable afterwards; the diagnostics and settings stay."""
+        for f in self.shards:
+            f.tree.close()
+
     def runtime_blocks(self, max_draws: int = 1000):
         """What ``cache.write_runtime`` writes, one fit at a time (never every campaign's draws at once):
         each fit's campaigns into their slots in the data's order; a new campaign from the population fit."""
@@ -158,12 +165,15 @@ def compile_shards(cells: Cells, options: dict) -> bool:
 
 
 def fit_sharded(cells: Cells, *, population_size: int = POPULATION_SIZE, shard_size: int = SHARD_SIZE,
-                runner=None, progress: bool = True, point_population: bool = False, **options) -> ShardedFit:
+                runner=None, progress: bool = True, point_population: bool = False, spill: Path | None = None,
+                **options) -> ShardedFit:
     """Fit ``cells`` in a population fit and shards (module docstring).  ``runner``: how tasks run
     (``cluster.Runner``; None: here, one after another).  ``options`` go to every ``fitting.fit``; each
     fit gets its own seed (its draws are independent of the others').  ``point_population``: shards
     conditioned on the population's posterior mean instead of its posterior (to measure what carrying
-    its uncertainty is worth: ``bench scale``)."""
+    its uncertainty is worth: ``bench scale``).  ``spill``: a folder where each shard's posterior is
+    written as it lands and then read lazily (``Fit.spill``), so that memory does not grow with the number
+    of campaigns (about 0.6 MB per campaign at 4 x 1,000 draws); None: kept in memory."""
     from .. import cluster
 
     if population_size < 2:
@@ -186,7 +196,8 @@ def fit_sharded(cells: Cells, *, population_size: int = POPULATION_SIZE, shard_s
         prior = PopulationPrior(prior.mean, np.zeros_like(prior.scale))
     shards = runner.run([(fit_one, part, {**shard_options, "seed": seed + 1000 * (k + 1)}, prior)
                          for k, part in enumerate(shard_cells)],
-                        [f"shard {k + 1}" for k in range(len(shard_cells))], progress)
+                        [f"shard {k + 1}" for k in range(len(shard_cells))], progress,
+                        keep=None if spill is None else lambda k, f: f.spill(Path(spill) / f"shard_{k + 1}.nc"))
     extra = {"population_size": population_size, "shard_size": shard_size, "point_population": point_population,
              **runner.describe()}
     return ShardedFit(population, shards, cells, time.perf_counter() - start, extra)
