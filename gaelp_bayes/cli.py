@@ -370,9 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--history-days", type=COUNT, default=35)
     s.add_argument("--budget-share", type=POSITIVE, default=0.5, help="budget = this x usual daily spend")
     s.add_argument("--volume-scale", type=POSITIVE, default=10.0, help="traffic multiplier of the world")
-    s.add_argument("--policies", default="oracle,even,legacy,dual,plugin,bayes,bayes-static",
+    s.add_argument("--policies", default="oracle,even,legacy,dual,plugin,bayes,bayes-static,bayes-dg",
                    help="dual: a plain dual-multiplier pacer on empirical rates; bayes-static: the bayes pacer "
-                   "with online learning off")
+                   "with online learning off; bayes-dg: the bayes pacer with a dual-gradient controller "
+                   "(Balseiro & Gur) instead of its PI controller")
     s.add_argument("--scenario", default="stationary",
                    help="comma-separated: stationary, shift, price-spike, outage, no-loss-notices, price-spread, "
                    "narrow-prices, new-campaign")

@@ -9,7 +9,9 @@ simulator's *truth* is its own (``sim.World.price_sigma``) and may differ.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import math
 
 import numpy as np
 
@@ -125,3 +127,117 @@ def conversions_at_spend(spend: np.ndarray, cvr: np.ndarray, cpc: np.ndarray, vo
         lo, hi = np.where(under, mid, lo), np.where(under, hi, mid)
     _, conv = auction_response(np.where(spend[None, :] > 0, lo, -np.inf), volume, cpc, cvr, sigma, win_rate)
     return conv.sum(axis=1)
+
+
+# ----- learning the market from the pacer's own auctions -----------------------------------------------
+MARKET_PRIOR_AUCTIONS = 200.0  # the priors (spread, logged win rate) count as this many auctions
+LOSS_EDGES = np.linspace(-5.0, 5.0, 101)  # bins of a lost bid's log(bid / reference price)
+LOSS_BOUNDS = LOSS_EDGES.tolist()
+LOSS_CENTERS = np.concatenate([[LOSS_EDGES[0]], (LOSS_EDGES[:-1] + LOSS_EDGES[1:]) / 2, [LOSS_EDGES[-1]]])
+
+
+def _upper_tail_ratio(a: np.ndarray) -> np.ndarray:
+    """phi(a) / (1 - Phi(a)), the standard normal's inverse Mills ratio, stable for large ``a``."""
+    tail = 1.0 - normal_cdf(a)
+    ratio = np.exp(-0.5 * a * a) / np.sqrt(2 * np.pi) / np.maximum(tail, 1e-300)
+    return np.where(a > 5.0, a + 1.0 / np.maximum(a, 1e-12) - 2.0 / np.maximum(a, 1e-12) ** 3, ratio)
+
+
+class MarketBelief:
+    """The market price as the pacer learns it from its own auctions (a Tobit model with conjugate-style
+    priors; numpy and the standard library only).
+
+    Each bid is compared with a *reference price*: its raw (logged) bid times ``exp(offset[h])``, the hour's
+    posterior cost per click relative to the day's (so hours with dearer clicks are expected dearer).  The
+    log ratio ``x = log(price / reference)`` is normal with mean ``m`` and sd ``s``; a won auction reveals
+    ``x`` (a second price pays the market price), a lost one (recorded with cost 0, or expired without a
+    notice) only that ``x`` was above ``log(bid / reference)``.  The priors are the plan's assumptions (spread
+    ``sigma``, the logged bid winning ``win_rate`` of auctions) counted as ``prior_auctions`` auctions; the
+    estimate (EM over the wins' sufficient statistics and a histogram of the losses' bounds) gives the
+    spread and logged win rate that the plan's auction response then uses."""
+
+    def __init__(self, sigma: float = PRICE_SIGMA, win_rate: float = LOGGED_WIN_RATE,
+                 prior_auctions: float = MARKET_PRIOR_AUCTIONS):
+        self.prior = (float(sigma), float(win_rate))
+        self.prior_auctions = float(prior_auctions)
+        self.m0 = -_z_logged(float(sigma), float(win_rate))
+        self.wins = [0, 0.0, 0.0]  # count, sum of x, sum of x^2
+        self.losses = np.zeros(len(LOSS_CENTERS))  # lost bids by bin of log(bid / reference)
+        self.sigma, self.win_rate = self.prior
+
+    def won(self, price: float, reference: float) -> None:
+        """A won auction paid ``price`` (a bid placed at ``reference``'s scale); extreme ratios teach nothing."""
+        ratio = price / reference if reference > 0 else 0.0
+        if not 1e-9 < ratio < 1e9:
+            return
+        x = math.log(ratio)
+        w = self.wins
+        w[0] += 1
+        w[1] += x
+        w[2] += x * x
+
+    def lost(self, bid: float, reference: float) -> None:
+        """An auction lost at ``bid``: the price was above it."""
+        ratio = bid / reference if reference > 0 else 0.0
+        if 1e-9 < ratio < 1e9:
+            self.losses[bisect.bisect_left(LOSS_BOUNDS, math.log(ratio))] += 1
+
+    @property
+    def auctions(self) -> int:
+        return int(self.wins[0] + self.losses.sum())
+
+    def estimate(self, iterations: int = 30) -> tuple[float, float]:
+        """Update and return (spread, logged win rate) from the auctions so far (EM; the prior as
+        pseudo-auctions at the prior's mean and spread)."""
+        n0, s0 = self.prior_auctions, self.prior[0]
+        count, total, squares = self.wins
+        lost = self.losses.sum()
+        m, s = self.m0, s0
+        for _ in range(iterations):
+            if lost:
+                a = (LOSS_CENTERS - m) / s
+                ratio = _upper_tail_ratio(a)
+                first = m + s * ratio  # E[x | x > c]
+                second = s * s * (1 + a * ratio) + 2 * m * s * ratio + m * m  # E[x^2 | x > c]
+                lost_first, lost_second = float(self.losses @ first), float(self.losses @ second)
+            else:
+                lost_first = lost_second = 0.0
+            n = n0 + count + lost
+            m = (n0 * self.m0 + total + lost_first) / n
+            variance = (n0 * (s0 * s0 + self.m0 ** 2) + squares + lost_second) / n - m * m
+            s = math.sqrt(max(variance, 1e-4))
+        self.sigma, self.win_rate = s, float(normal_cdf(np.array(-m / s)))
+        return self.sigma, self.win_rate
+
+    def landscape(self, factors=(0.5, 0.75, 1.0, 1.5, 2.0)) -> dict:
+        """What was learned, for ``status()``: the spread, the logged bid's win rate, the win rate at a few
+        multiples of the logged bid, and how many auctions taught it."""
+        z0 = _z_logged(self.sigma, self.win_rate)
+        return {"price_sigma": round(self.sigma, 4), "logged_win_rate": round(self.win_rate, 4),
+                "win_rate_at_bid_factor": {f"{f:g}": round(float(normal_cdf(np.array((math.log(f) + z0) /
+                                                                                     self.sigma))), 4)
+                                           for f in factors},
+                "auctions_won": int(self.wins[0]), "auctions_lost": int(self.losses.sum()),
+                "prior": {"price_sigma": self.prior[0], "logged_win_rate": self.prior[1],
+                          "counted_as_auctions": self.prior_auctions}}
+
+    def state(self) -> list:
+        """The learned statistics, for the journal (``restore`` reads them back)."""
+        return [*self.wins, *np.flatnonzero(self.losses).tolist(), *self.losses[self.losses > 0].tolist()]
+
+    def restore(self, state) -> bool:
+        """Take back ``state()``; False (nothing changed) if it is not one."""
+        try:
+            count, total, squares, *rest = state
+            k = len(rest) // 2
+            where, values = np.array(rest[:k], np.int64), np.array(rest[k:], np.float64)
+            ok = (len(rest) % 2 == 0 and count >= 0 and all(map(math.isfinite, (total, squares)))
+                  and np.all((where >= 0) & (where < len(self.losses))) and np.all(values >= 0))
+        except (TypeError, ValueError):
+            return False
+        if not ok:
+            return False
+        self.wins = [int(count), float(total), float(squares)]
+        self.losses = np.zeros(len(LOSS_CENTERS))
+        self.losses[where] = values
+        return True

@@ -479,7 +479,8 @@ def _write_atomic(out: Path, fig_dir: Path, page: str, figures: list[Figure]) ->
 
 
 # ----- simulation figures (gaelp-bayes simulate) ------------------------------------------------------------
-POLICY_COLORS = {"even": "grey", "legacy": "#e39b2d", "plugin": "#7a5cad", "bayes": COLOR, "bayes-static": "#5fa8d3"}
+POLICY_COLORS = {"even": "grey", "legacy": "#e39b2d", "plugin": "#7a5cad", "bayes": COLOR, "bayes-static": "#5fa8d3",
+                 "bayes-dg": "#3a9d5d"}
 
 
 def simulation_figures(trace: dict, out_dir: str | Path, scenario: str) -> list[Path]:

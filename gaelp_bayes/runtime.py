@@ -14,6 +14,9 @@ How a bid is shaped (Balseiro & Gur's adaptive pacing, driven by the posterior):
   plan's expected cumulative spend at this instant (in units of an average
   hour's budget); ``L`` integrates the gap over time (the dual variable), so the
   multiplier settles wherever spend tracks the plan.  ``M_MIN <= m <= M_MAX``.
+  The controller steps on every record and, between records, at most every
+  ``CONTROL_STEP`` (0.1 s) of bids: at thousands of bids a second it does not
+  redo the same sum for each.
 - caps: a single bid <= 10% of the current hour's allocation; spend through
   the end of this hour <= the plan's cumulative amount by then (no running
   ahead, unspent money carries forward); and the hard guard: a bid never
@@ -86,8 +89,8 @@ import numpy as np
 from . import cache
 from .allocate import hour_cap
 from .errors import CacheError, GaelpError
-from .market import (LOGGED_WIN_RATE, PRICE_SIGMA, auction_response, conversions_at_spend, threshold_plan,
-                     threshold_scores)
+from .market import (LOGGED_WIN_RATE, PRICE_SIGMA, MarketBelief, auction_response, conversions_at_spend,
+                     threshold_plan, threshold_scores)
 
 KP, KI = 0.5, 1.0  # proportional gain, integral gain per hour (gap in units of budget/24)
 L_MIN, L_MAX = -3.0, 1.1  # bounds of the integral term L (log multiplier): no wind-up past them
@@ -97,18 +100,22 @@ HOUR_SLACK = 0.25  # spend through hour h may run ahead of the plan by 25% of ho
 CHECK_EVERY = 50  # records between learning checks (re-weighting, outage); re-plans on hour changes
 REPLAN_GAIN = 0.01  # adopt a new plan for the rest of the day if it is >= 1% better ...
 REPLAN_PROB = 0.75  # ... with posterior probability >= 0.75 (both set on the tuning world, seed 31)
+MARKET_MOVED = 0.05  # re-plan when the learned price spread moves by 5% (or the logged win rate by 2.5 points)
 REFIT_ESS = 0.25  # refit due when the effective sample size falls below this share of the draws
 OUTAGE_P = 1e-3  # a silence this improbable (no conversion reported) is a tracking outage: an alert, ...
 OUTAGE_FLOOR = 0.25  # ... judged at a quarter of the usual rate, so a real drop in rates is learned, not alerted
 OVERSPEND_STOP = 1.5  # spend beyond 1.5x the plan so far (+5% of budget) stops bidding
+CONTROL_STEP = 0.1  # seconds: adjust_bid steps the controller at most this often between records
 AUCTION_TIMEOUT = 0.5  # seconds a placed bid holds budget unless its outcome is recorded (plan option)
 MAX_AUCTION_TIMEOUT = 120.0  # a won bid recorded after its timeout doubles the timeout, up to this
 FLUSH_EVERY = 0.05  # seconds: the journal's group commit (flush + fsync of every record written since)
 EARLIEST, LATEST = 946_684_800.0, 7_258_118_400.0  # plausible instants: 2000-01-01 to 2200-01-01 UTC (epoch s)
 MAX_FILE_NAME = 120  # bytes of a journal file name; longer campaign names are cut and tagged with a hash
+DUAL_STEP = 0.5  # the dual-gradient controller's step: dual variable per average hour's budget of gap
+CONTROLLERS = ("pi", "dual-gradient")
 PLAN_OPTIONS = {"max_share": 0.2, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
                 "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, "learn": True,
-                "auction_timeout": AUCTION_TIMEOUT}
+                "auction_timeout": AUCTION_TIMEOUT, "controller": "pi"}
 INF = math.inf
 PACER_PARTS = ("conversion", "volume", "cost")  # the fitted parts whose gate the pacer needs passed
 TODAY_SD = 0.3  # prior sd of today's log conversion rate around the posterior's, per hour (an assumption)
@@ -260,38 +267,47 @@ def check_plan_options(options: dict) -> dict:
                              f"got {v!r}")
     if not isinstance(out["learn"], bool):
         raise ValueError(f"pacer option learn must be True or False, got {out['learn']!r}")
+    if out["controller"] not in CONTROLLERS:
+        raise ValueError(f"pacer option controller must be one of {', '.join(CONTROLLERS)}, "
+                         f"got {out['controller']!r}")
     return out
 
 
 def _journal_record(line: bytes) -> tuple[tuple[float, float, int, int] | None, str,
-                                          tuple[float, float] | None]:
-    """(t, cost, clicks, conversions) of one journal line, or None and why it is not a record; and the
+                                          tuple[float, float] | None, list | None]:
+    """(t, cost, clicks, conversions) of one journal line, or None and why it is not a record; the
     controller's state (L, its time) the line carries, if a valid one (lines written before records
-    carried it, or edited, carry none: the controller then goes on from the replayed records)."""
+    carried it, or edited, carry none: the controller then goes on from the replayed records); and the
+    market belief's state (``MarketBelief.state``) if the line carries one (the records after which the pacer
+    learns).  A day's first line may be the market alone (learned on earlier days): why is then "the day's
+    market"."""
     try:
         e = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
-        return None, "not UTF-8", None
+        return None, "not UTF-8", None, None
     except ValueError:
-        return None, "not JSON", None
+        return None, "not JSON", None, None
     if not isinstance(e, dict):
-        return None, f"a JSON {type(e).__name__}, not an object", None
+        return None, f"a JSON {type(e).__name__}, not an object", None, None
+    if list(e) == ["market"]:
+        return None, "the day's market", None, e["market"]
     missing = [k for k in ("t", "cost", "clicks", "conversions") if k not in e]
     if missing:
-        return None, f"no {', '.join(missing)}", None
+        return None, f"no {', '.join(missing)}", None, None
     t, clicks, conversions = e["t"], e["clicks"], e["conversions"]
     if not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)):
-        return None, f"t must be a finite number, got {t!r}", None
+        return None, f"t must be a finite number, got {t!r}", None, None
     try:
         cost = check_cost(e["cost"])
     except ValueError as exc:
-        return None, str(exc), None
+        return None, str(exc), None, None
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (clicks, conversions)):
-        return None, f"clicks {clicks!r} and conversions {conversions!r} must be whole numbers >= 0", None
+        return None, f"clicks {clicks!r} and conversions {conversions!r} must be whole numbers >= 0", None, None
     L, ti = e.get("L"), e.get("ti")
     valid = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (L, ti))
     state = (min(max(float(L), L_MIN), L_MAX), float(ti)) if valid else None
-    return (float(t), cost, clicks, conversions), "", state
+    market = e.get("market") if isinstance(e.get("market"), list) else None
+    return (float(t), cost, clicks, conversions), "", state, market
 
 
 class Pacer:
@@ -309,6 +325,7 @@ class Pacer:
         self.durable = durable
         self.plan_options = check_plan_options(plan_options or {})
         self._bid_cap = float(self.plan_options["bid_cap_share"])
+        self._dual_gradient = self.plan_options["controller"] == "dual-gradient"
         self.warnings = list(warnings or [])
         self._fixed_stop = stop_reason
         self.journal_error: str | None = None  # why the day's journal could not be read or written, if so
@@ -320,15 +337,20 @@ class Pacer:
         self._dirty = False  # records written since the last group commit
         self._flusher: threading.Thread | None = None
         self._closed = threading.Event()
-        # Bids placed and not yet recorded, (time placed, amount, bid id) in placement order: each holds
-        # budget until its outcome is recorded or ``auction_timeout`` passes (``_expire``).  They carry over
-        # midnight: a bid placed at 23:59:59.9 holds tomorrow's room.
-        self._out: deque[tuple[float, float, object]] = deque()
+        # Bids placed and not yet recorded, (time placed, amount, bid id, reference price) in placement
+        # order: each holds budget until its outcome is recorded or ``auction_timeout`` passes (``_expire``).
+        # They carry over midnight: a bid placed at 23:59:59.9 holds tomorrow's room.  The reference price
+        # (raw bid x the hour's relative cost) is what the market belief compares prices with.
+        self._out: deque[tuple[float, float, object, float]] = deque()
         self._out_sum = 0.0
-        self._late: deque[tuple[float, float, object]] = deque()  # expired, still holding the budget
+        self._late: deque[tuple[float, float, object, float]] = deque()  # expired, still holding the budget
         self._late_sum = 0.0
         self._timeout = float(self.plan_options["auction_timeout"])
         self._late_wins = 0
+        # the market as learned from this pacer's own auctions; the plan options' spread and win rate are
+        # its priors (kept across days: the market does not start over at midnight)
+        self._market = MarketBelief(self.plan_options["sigma"], self.plan_options["win_rate"])
+        self._plan_market = self._market.prior  # the market the plan was made for
         self._start_day(check_instant(now))
 
     # ----- loading -----------------------------------------------------------------------------
@@ -426,6 +448,11 @@ class Pacer:
             cvr = np.minimum(cvr * np.exp(x), 1.0)
         return cvr, p.cpc[sel, d].astype(np.float64), p.volume[sel, d].astype(np.float64)
 
+    def _market_now(self) -> tuple[float, float]:
+        """The market to plan for (price spread, logged win rate): as learned so far (the priors before any
+        auction), or the priors with ``learn=False``."""
+        return self._market.estimate() if self.plan_options["learn"] else self._market.prior
+
     def _resampled(self) -> np.ndarray | None:
         """Systematic resample of draw indices by the importance weights (None: weights are uniform)."""
         if self._weights is None:
@@ -434,33 +461,36 @@ class Pacer:
         positions = (np.arange(n) + 0.5) / n
         return np.minimum(np.searchsorted(np.cumsum(self._weights), positions), n - 1)
 
-    def _threshold(self, open_hours: np.ndarray, budget: float) -> tuple[np.ndarray, np.ndarray]:
-        """Bid factors and expected spend per hour for ``budget`` over the open hours (today's posterior)."""
+    def _threshold(self, open_hours: np.ndarray, budget: float,
+                   market: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Bid factors and expected spend per hour for ``budget`` over the open hours (today's posterior,
+        ``market``: price spread and logged win rate)."""
         cvr, cpc, vol = self._today()
         cap = hour_cap(self.budget, self.plan_options["max_share"], self.plan_options.get("max_per_hour"))
-        return threshold_plan(cvr.mean(0), cpc.mean(0), vol.mean(0), budget, cap, open_hours,
-                              self.plan_options["sigma"], self.plan_options["win_rate"])
+        return threshold_plan(cvr.mean(0), cpc.mean(0), vol.mean(0), budget, cap, open_hours, *market)
 
     def _plan(self, open_hours: np.ndarray, budget: float, first: bool = False) -> None:
-        log_k, spend = self._threshold(open_hours, budget)
+        self._plan_market = self._market_now()
+        log_k, spend = self._threshold(open_hours, budget, self._plan_market)
         self._log_k = log_k
         self._alloc = [float(s) for s in spend]
         self._k = [float(k) for k in np.exp(log_k)]
         cvr, cpc, vol = self._today()
-        scores = threshold_scores(log_k, cvr, cpc, vol, self.plan_options["tolerance"],
-                                  self.plan_options["sigma"], self.plan_options["win_rate"])
+        scores = threshold_scores(log_k, cvr, cpc, vol, self.plan_options["tolerance"], *self._plan_market)
         self._confidence = scores["confidence"]
         self._plan_warnings = []
         if sum(self._alloc) < 0.99 * budget:
             self._plan_warnings.append(f"the hours can absorb about {sum(self._alloc):.2f} of {budget:.2f}")
         if first:  # even pacing valued under the same auction response
-            even = conversions_at_spend(np.full(24, self.budget / 24), cvr, cpc, vol, self.plan_options["sigma"],
-                                        self.plan_options["win_rate"])
+            even = conversions_at_spend(np.full(24, self.budget / 24), cvr, cpc, vol, *self._plan_market)
             self._p_beats_even = float(np.mean(scores["expected_conversions"] > even))
+            log_cpc = np.log(np.maximum(cpc.mean(0), 1e-12))
+            self._reference = [float(r) for r in np.exp(log_cpc - log_cpc.mean())]  # the hours' relative cost
         self._refresh_curve()
 
     def _refresh_curve(self) -> None:
         """Cumulative planned spend from the allocation."""
+        self._m_until = -INF  # a new plan: the next bid steps the controller
         self._cum = [0.0]
         for a in self._alloc:
             self._cum.append(self._cum[-1] + a)
@@ -491,7 +521,11 @@ class Pacer:
                 with open(path, "ab") as f:
                     f.write(b"\n")
             for number, line in enumerate(lines, 1):
-                entry, why, state = _journal_record(line)
+                entry, why, state, market = _journal_record(line)
+                if number == 1 and why == "the day's market":  # learned on earlier days: today's plan used it
+                    if self._market.restore(market):
+                        self._plan(np.ones(24, bool), self.budget, first=True)
+                    continue
                 if entry is None:
                     self.journal_error = self.journal_error or (
                         f"journal {path}: line {number} is not a record ({why}); the day's spend cannot be "
@@ -500,8 +534,12 @@ class Pacer:
                 self._apply(*entry)
                 if state is not None:
                     self._L, self._t_int = state
+                if market is not None:  # an invalid one is ignored: the market is learned again
+                    self._market.restore(market)
                 self._review(self._last_t, self._hour_of(self._last_t))
             self._journal = open(path, "a", encoding="utf-8")
+            if not lines and self._market.auctions:  # a new day's plan used what earlier days learned
+                self._journal.write(f'{{"market": {json.dumps(self._market.state())}}}\n')
         except OSError as exc:
             self.journal_error = f"journal {path}: cannot be read or opened ({exc.strerror or exc}); bidding stops"
         if self.journal_error:
@@ -524,8 +562,17 @@ class Pacer:
     def _multiplier(self, t: float, h: int) -> float:
         """The budget multiplier at ``t`` (in hour ``h``): ``exp(L - KP * gap)`` within [M_MIN, M_MAX], where
         ``gap`` is spend minus the plan's (``_planned``) in average hours' budgets and ``L`` its integral over
-        time (rate ``KI`` per hour, within [L_MIN, L_MAX]), brought up to ``t`` here.  The one controller."""
+        time (rate ``KI`` per hour, within [L_MIN, L_MAX]), brought up to ``t`` here.  The one controller.
+
+        With plan option ``controller="dual-gradient"``, Balseiro & Gur's adaptive pacing instead: the dual
+        variable takes a gradient step per auction, ``mu += step x (spend - target spend)``, whose sum is
+        ``DUAL_STEP x gap`` (the plan's own dual is already in the bid factors, so ``mu`` is the correction
+        to it), and the multiplier is ``1 / (1 + mu)`` within [M_MIN, M_MAX]: no integral term."""
         gap = (self._spent - self._planned(t, h)) * self._gap_scale
+        if self._dual_gradient:  # Balseiro & Gur: mu += step x (spend - target) per auction, summed: step x gap
+            mu = DUAL_STEP * gap
+            m = 1.0 / (1.0 + mu) if mu > 1.0 / M_MAX - 1.0 else M_MAX
+            return M_MIN if m < M_MIN else m
         if t > self._t_int:
             L = self._L - KI * gap * (t - self._t_int) * (1 / 3600.0)
             self._L = L_MIN if L < L_MIN else L_MAX if L > L_MAX else L
@@ -558,7 +605,12 @@ class Pacer:
             if out and out[0][0] <= seen - self._timeout:
                 self._expire(seen)
             spent = self._spent + self._out_sum
-            b = bid * self._k[h] * self._multiplier(t, h)
+            if t < self._m_until:  # the controller steps every CONTROL_STEP (and on every record)
+                b = bid * self._factor
+            else:
+                self._factor = self._k[h] * self._multiplier(t, h)
+                self._m_until = t + CONTROL_STEP
+                b = bid * self._factor
             alloc = self._alloc[h]
             cap = self._bid_cap * alloc
             room = self._cum[h + 1] + HOUR_SLACK * alloc - spent
@@ -571,7 +623,7 @@ class Pacer:
                 b = cap
             if b < 0.005:  # below a cent: do not bid
                 return 0.0
-            out.append((seen, b, bid_id))
+            out.append((seen, b, bid_id, bid * self._reference[h]))
             self._out_sum += b
             return b
 
@@ -579,6 +631,7 @@ class Pacer:
         """Hour of ``t`` (rolling the day over if needed); caches that hour's bounds."""
         h = self._hour_of(t)
         self._h, self._h_start, self._h_end = h, self._starts[h], self._starts[h + 1]
+        self._m_until = -INF  # a new hour: its bid factor
         return h
 
     def _expire(self, now: float) -> None:
@@ -594,12 +647,14 @@ class Pacer:
             late.append(entry)
             self._late_sum += entry[1]
         limit = now - MAX_AUCTION_TIMEOUT
-        while late and late[0][0] <= limit:
-            self._late_sum -= late.popleft()[1]
+        while late and late[0][0] <= limit:  # never recorded: lost (the exchange sends no loss notices)
+            _, b, _, reference = late.popleft()
+            self._late_sum -= b
+            self._market.lost(b, reference)
         if not out or self._out_sum < 0:
-            self._out_sum = math.fsum(b for _, b, _ in out)
+            self._out_sum = math.fsum(entry[1] for entry in out)
         if not late or self._late_sum < 0:
-            self._late_sum = math.fsum(b for _, b, _ in late)
+            self._late_sum = math.fsum(entry[1] for entry in late)
 
     def _release(self, cost: float, bid_id=None) -> None:
         """Release the bid a record settles: the one placed with ``bid_id``; without an id, the smallest one
@@ -608,25 +663,29 @@ class Pacer:
         settled among the expired ones (``_expire``) came after its auction timeout: it is counted
         (``status()["late_wins"]``) and doubles the timeout (up to ``MAX_AUCTION_TIMEOUT``).  Without ids a
         record looks through the bids of the last 120 s; at thousands of bids a second, pass ids."""
-        found = None  # (pool, index, amount)
+        found = None  # (pool, index, amount, reference price)
         for pool in (self._out, self._late):
-            for i, (_, b, ident) in enumerate(pool):
+            for i, (_, b, ident, reference) in enumerate(pool):
                 if bid_id is not None:
                     if ident == bid_id:
-                        found = (pool, i, b)
+                        found = (pool, i, b, reference)
                         break
                 elif b >= cost and (found is None or b < found[2]):
-                    found = (pool, i, b)
+                    found = (pool, i, b, reference)
             if bid_id is not None and found is not None:
                 break
         if found is None:
             return
-        pool, i, b = found
+        pool, i, b, reference = found
         del pool[i]
+        if cost > 0:  # a second price: the market's price, below the bid
+            self._market.won(cost, reference)
+        else:
+            self._market.lost(b, reference)
         if pool is self._out:
-            self._out_sum = self._out_sum - b if pool and self._out_sum >= b else math.fsum(x for _, x, _ in pool)
+            self._out_sum = self._out_sum - b if pool and self._out_sum >= b else math.fsum(e[1] for e in pool)
             return
-        self._late_sum = self._late_sum - b if pool and self._late_sum >= b else math.fsum(x for _, x, _ in pool)
+        self._late_sum = self._late_sum - b if pool and self._late_sum >= b else math.fsum(e[1] for e in pool)
         if cost > 0:
             self._late_wins += 1
             self._timeout = min(2 * self._timeout, MAX_AUCTION_TIMEOUT)
@@ -659,7 +718,8 @@ class Pacer:
             out[~placed] = 0.0
             nz = out[out > 0]
             if nz.size:
-                self._out.extend((seen, b, None) for b in nz.tolist())
+                ref = self._reference[h]
+                self._out.extend((seen, b, None, raw * ref) for b, raw in zip(nz.tolist(), bids[out > 0].tolist()))
                 self._out_sum += float(nz.sum())
             return out
 
@@ -692,8 +752,11 @@ class Pacer:
             self._apply(t, cost, clicks, conversions)
             if self._journal is not None:
                 try:  # with the controller's state after it: a restart resumes the controller, not from 1
+                    market = (f', "market": {json.dumps(self._market.state())}'  # where _review learns from it
+                              if self._records % CHECK_EVERY == 0 or h != self._hour else "")
                     self._journal.write(f'{{"t": {t!r}, "cost": {cost!r}, "clicks": {clicks}, '
-                                        f'"conversions": {conversions}, "L": {self._L!r}, "ti": {self._t_int!r}}}\n')
+                                        f'"conversions": {conversions}, "L": {self._L!r}, "ti": {self._t_int!r}'
+                                        f'{market}}}\n')
                     if self.durable:
                         self._journal.flush()
                         os.fsync(self._journal.fileno())
@@ -752,6 +815,7 @@ class Pacer:
     def _apply(self, t: float, cost: float, clicks: int, conversions: int) -> None:
         h = min(max(bisect.bisect_right(self._starts, t) - 1, 0), 23)
         self._multiplier(max(t, self._starts[0]), h)  # integrate the gap up to now before spend jumps
+        self._m_until = -INF  # and the next bid steps the controller with the new spend
         self._spent += cost
         self._clicks[h] += clicks
         self._conversions[h] += conversions
@@ -813,21 +877,24 @@ class Pacer:
             "rate); pacing goes on on the posterior, learning from conversions waits for reports to return")
 
     def _maybe_replan(self, h: int) -> None:
-        """Re-plan hours after ``h`` if the weighted posterior says a different plan is materially better."""
+        """Re-plan hours after ``h`` if the weighted posterior says a different plan is materially better, or
+        the market learned since the plan was made has moved (``MARKET_MOVED``)."""
         open_hours = np.arange(24) > h
         left = self.budget - max(self._spent + self._out_sum, self._cum[h + 1])
         if left < 0.01 * self.budget:
             return
-        log_k, spend = self._threshold(open_hours, left)
+        market = self._market_now()
+        moved = (abs(math.log(market[0] / self._plan_market[0])) > MARKET_MOVED
+                 or abs(market[1] - self._plan_market[1]) > MARKET_MOVED / 2)
+        log_k, spend = self._threshold(open_hours, left, market)
         cvr, cpc, vol = self._today()
         old_k = np.where(open_hours, self._log_k, -np.inf)
-        _, new_conv = auction_response(log_k[None, :], vol, cpc, cvr, self.plan_options["sigma"],
-                                       self.plan_options["win_rate"])
-        _, old_conv = auction_response(old_k[None, :], vol, cpc, cvr, self.plan_options["sigma"],
-                                       self.plan_options["win_rate"])
+        _, new_conv = auction_response(log_k[None, :], vol, cpc, cvr, *market)
+        _, old_conv = auction_response(old_k[None, :], vol, cpc, cvr, *market)
         gain = new_conv.sum(1) - old_conv.sum(1)  # draws already resampled by the weights
         base = max(float(old_conv.sum(1).mean()), 1e-12)
-        if float(gain.mean()) >= REPLAN_GAIN * base and float(np.mean(gain > 0)) >= REPLAN_PROB:
+        if moved or (float(gain.mean()) >= REPLAN_GAIN * base and float(np.mean(gain > 0)) >= REPLAN_PROB):
+            self._plan_market = market  # a materially better plan, or the plan's market was not the one learned
             self._log_k = np.where(open_hours, log_k, self._log_k)
             self._k = [float(k) for k in np.exp(self._log_k)]
             self._alloc = [a if not o else float(s) for a, o, s in zip(self._alloc, open_hours, spend)]
@@ -885,6 +952,7 @@ class Pacer:
                 "bids_outstanding": len(self._out), "held_for_outstanding": round(self._out_sum, 6),
                 "held_for_expired": round(self._late_sum, 6),
                 "auction_timeout": self._timeout, "late_wins": self._late_wins,
+                "market": self._market.landscape(),
                 "flags": dict(self._flags), "warnings": self.warnings + self._plan_warnings,
             }
 

@@ -319,7 +319,8 @@ def plugin_posterior(history: pd.DataFrame, campaign: str, prior_clicks: float =
 
 
 POLICIES = ("oracle", "even", "legacy", "dual", "plugin", "bayes")
-# also available: "bayes-static", the same pacer with online learning off (the plan of the morning all day)
+# also available: "bayes-static", the same pacer with online learning off (the plan of the morning all day), and
+# "bayes-dg", the same pacer with Balseiro & Gur's dual-gradient update instead of its PI controller
 
 
 SCENARIOS = {  # name: {"world": make_world, "day": auction_day, "replay": replay keyword arguments}
@@ -366,8 +367,8 @@ def trace_day(world: World, history: pd.DataFrame, model_dir: str | None, campai
 
 def make_policy(policy: str, campaign: str, budget: float, day_start: float, history: pd.DataFrame,
                 cached: tuple[dict, dict] | None = None, pacer_kwargs: dict | None = None):
-    """A fresh policy for one campaign-day: ``even``, ``legacy``, ``dual``, ``plugin``, ``bayes`` or ``bayes-static``
-    (the last two need ``cached`` = (manifest, runtime arrays) of a fitted posterior)."""
+    """A fresh policy for one campaign-day: ``even``, ``legacy``, ``dual``, ``plugin``, ``bayes``, ``bayes-static``
+    or ``bayes-dg`` (the last three need ``cached`` = (manifest, runtime arrays) of a fitted posterior)."""
     from .runtime import CampaignPosterior, Pacer
 
     if policy == "even":
@@ -376,8 +377,8 @@ def make_policy(policy: str, campaign: str, budget: float, day_start: float, his
         return LegacyRules(budget, day_start, history[history["campaign"] == campaign])
     if policy == "dual":
         return DualPacing(budget, day_start, history[history["campaign"] == campaign])
-    if policy not in ("plugin", "bayes", "bayes-static"):
-        raise ValueError(f"unknown policy {policy!r} (one of {', '.join(POLICIES)}, bayes-static)")
+    if policy not in ("plugin", "bayes", "bayes-static", "bayes-dg"):
+        raise ValueError(f"unknown policy {policy!r} (one of {', '.join(POLICIES)}, bayes-static, bayes-dg)")
     if policy != "plugin" and cached is None:
         raise ValueError(f"policy {policy!r} needs a fitted posterior")
     post = (plugin_posterior(history, campaign) if policy == "plugin"
@@ -385,6 +386,8 @@ def make_policy(policy: str, campaign: str, budget: float, day_start: float, his
     kwargs = dict(pacer_kwargs or {})
     if policy == "bayes-static":
         kwargs["plan_options"] = {**kwargs.get("plan_options", {}), "learn": False}
+    if policy == "bayes-dg":
+        kwargs["plan_options"] = {**kwargs.get("plan_options", {}), "controller": "dual-gradient"}
     return Pacer(post, budget, "UTC", now=day_start, **kwargs)
 
 

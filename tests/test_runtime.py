@@ -218,3 +218,60 @@ def test_learning_can_be_switched_off():
         pacer.record(0.01, clicks=1, conversions=0 if i % 10 else 1, now=DAY + 10 * 3600 + i)
     s = pacer.status(DAY + 12 * 3600)
     assert s["today_rate_factor"] == [1.0] * 24 and s["replans"] == 0
+
+
+def flat_cost_posterior(draws: int = 50) -> CampaignPosterior:
+    """Every hour's cost per click the same: a bid's reference price is its raw bid."""
+    p = posterior(draws=draws)
+    return CampaignPosterior("flat", p.cvr, np.ones_like(p.cpc), p.volume)
+
+
+@pytest.mark.parametrize("report_losses", [True, False])
+def test_the_pacer_learns_a_market_other_than_its_priors(tmp_path, report_losses):
+    """A market whose prices spread wider (sd 1.0) than the prior's 0.6 and whose logged bid wins 55% of
+    auctions (prior 2/3): from its own auctions, losses reported or not, the pacer learns both, plans for
+    them, and a restart comes back with what it learned."""
+    from gaelp_bayes.market import _z_logged
+
+    sigma, win_rate = 1.0, 0.55
+    rng = np.random.default_rng(7)
+    pacer = Pacer(flat_cost_posterior(), 1e6, journal=tmp_path, now=DAY)
+    t = DAY + 6 * 3600
+    for i in range(6000):
+        t += 2.0
+        b = pacer.adjust_bid(1.0, now=t, bid_id=i)
+        price = float(np.exp(rng.normal(-_z_logged(sigma, win_rate), sigma)))
+        if b > price:
+            pacer.record(price, clicks=1, now=t + 0.1, bid_id=i)
+        elif b > 0 and report_losses:
+            pacer.record(0.0, now=t + 0.1, bid_id=i)
+    t += 200  # past every auction timeout: the unreported losses have expired
+    pacer.adjust_bid(1.0, now=t)
+    market = pacer.status(t)["market"]
+    assert market["auctions_won"] + market["auctions_lost"] >= 5990
+    pacer._learn(t)  # the learning step the next record would run
+    market = pacer.status(t)["market"]
+    assert abs(market["price_sigma"] - sigma) < 0.1 and abs(market["logged_win_rate"] - win_rate) < 0.04
+    assert market["prior"] == {"price_sigma": 0.6, "logged_win_rate": 2 / 3, "counted_as_auctions": 200.0}
+    planned_for = pacer._plan_market  # the plan follows (re-made whenever the market learned moved 5%)
+    assert abs(planned_for[0] / market["price_sigma"] - 1) < 0.06 and abs(planned_for[1] - win_rate) < 0.05
+    pacer.close()
+    again = Pacer(flat_cost_posterior(), 1e6, journal=tmp_path, now=t)  # from the journal's last snapshot
+    restored = again.status(t)["market"]  # (the records after which the pacer learns carry one): it lacks at
+    lag = market["auctions_won"] + market["auctions_lost"] - restored["auctions_won"] - restored["auctions_lost"]
+    assert 0 <= lag < 200  # most the auctions since (50 records, the bids expired in the last 120 s)
+    assert abs(restored["price_sigma"] - market["price_sigma"]) < 0.03
+    static = Pacer(flat_cost_posterior(), 1e6, now=DAY, plan_options={"learn": False})
+    assert static._market_now() == (0.6, 2 / 3)
+
+
+def test_the_dual_gradient_controller_is_an_option():
+    """Balseiro & Gur's update instead of the PI controller: behind the plan it bids up, ahead it bids down,
+    with no integral state; an unknown controller is an error."""
+    with pytest.raises(ValueError, match="controller"):
+        Pacer(posterior(), 100.0, now=DAY, plan_options={"controller": "pid"})
+    pacer = Pacer(posterior(), 100.0, now=DAY, plan_options={"controller": "dual-gradient"})
+    t = DAY + 9 * 3600
+    assert pacer.multiplier(t) > 1  # nothing spent by 09:00
+    pacer.record(pacer.status(t)["planned_spend_so_far"] + 10.0, now=t)  # 10 ahead of the plan
+    assert pacer.multiplier(t + 1) < 1 and pacer._L == 0.0
