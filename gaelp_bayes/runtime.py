@@ -42,6 +42,10 @@ always cover the ones still in flight.  A record dated before the last one
 for its timestamp.  Days roll forward only: a clock that goes back stays on
 today's ledger.
 
+The plan's auction response (``market.py``) uses the market as learned from the pacer's own auctions
+(``MarketBelief``: a won bid's price, a lost or expired bid's bound), starting from the plan options
+``sigma`` and ``win_rate`` as priors; ``status()["market"]`` shows it, the journal carries it.
+
 ``record`` learns from today's clicks and conversions without a refit, in two
 steps: it re-weights the cached draws by their likelihood (importance weights:
 which of the fitted worlds is today), and on top of the re-weighted posterior
