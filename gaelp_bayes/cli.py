@@ -178,6 +178,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if unknown:
         raise GaelpError(f"unknown scenario {unknown[0]!r} (one of {', '.join(sim.SCENARIOS)})")
     policies = tuple(args.policies.split(","))
+    sharded = sharding(args)
     world = sim.make_world(campaigns=args.campaigns, seed=args.seed, volume_scale=args.volume_scale)
     history = sim.log_auction_history(world, days=args.history_days, seed=args.seed + 1)
     out_dir = Path(args.out)
@@ -199,7 +200,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         cells = data.aggregate(data.load_windows(hist))
         print(f"posterior on {len(hist)} simulated windows: {model_dir} (fitted unless cached) ...",
               file=sys.stderr, flush=True)
-        fit_cached(cells, model_dir, reuse=True, progress=False, seed=args.seed)
+        fit_cached(cells, model_dir, reuse=True, progress=False, seed=args.seed, sharding=sharded)
         start = pd.to_datetime(history["timestamp"], utc=True).max().normalize() + pd.Timedelta(days=1)
         days = [str((start + pd.Timedelta(days=i)).date()) for i in range(args.days)]
         print(f"scenario {scenario}: pacing {len(days)} days x {args.campaigns} campaigns ...", file=sys.stderr)
@@ -379,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "narrow-prices, new-campaign")
     s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--out", default="reports/simulation")
+    sharding_options(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_simulate)
 

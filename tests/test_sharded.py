@@ -107,6 +107,8 @@ def test_sharding_options_are_checked_before_the_data_loads(capsys):
     assert cli.main(["fit", "w.csv", "--out", "m", "--workers", "2", "--scheduler", "tcp://h:8786"]) == 2
     assert cli.main(["fit", "missing.csv", "--out", "m", "--shard-size", "4", "--population-size", "1"]) == 2
     assert "--population-size: must be a whole number >= 2" in capsys.readouterr().err
+    assert cli.main(["simulate", "--population-size", "4", "--out", "never"]) == 2  # simulate fits as fit does
+    assert "--population-size needs --workers" in capsys.readouterr().err
     help_text = {a.dest: a.help for a in cli.build_parser()._subparsers._group_actions[0].choices["fit"]._actions}
     assert f"(default {config.SHARD_SIZE})" in help_text["shard_size"]
     assert f"(default {config.POPULATION_SIZE})" in help_text["population_size"]
