@@ -206,13 +206,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"scenario {scenario}: pacing {len(days)} days x {args.campaigns} campaigns ...", file=sys.stderr)
         res = sim.compare_policies(world_s, hist, str(model_dir), days, budget_share=args.budget_share,
                                    policies=policies, seed=args.seed + 7, day_kwargs=spec.get("day"),
-                                   replay_kwargs=spec.get("replay"))
+                                   replay_kwargs=spec.get("replay"), pacer_kwargs=spec.get("pacer"))
         res.insert(0, "scenario", scenario)
         results.append(res)
         table = sim.summarize(res)
         trace = sim.trace_day(world_s, hist, str(model_dir), 0, days[0], policies, seed=args.seed + 7,
                               budget_share=args.budget_share, day_kwargs=spec.get("day"),
-                              replay_kwargs=spec.get("replay"))
+                              replay_kwargs=spec.get("replay"), pacer_kwargs=spec.get("pacer"))
         figures = simulation_figures(trace, out_dir, scenario)
         lines += [f"## {scenario}", "", table.to_string(), "",
                   "Figures (first campaign, first test day): " + ", ".join(f"`{p.name}`" for p in figures), ""]
@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(Balseiro & Gur) instead of its PI controller")
     s.add_argument("--scenario", default="stationary",
                    help="comma-separated: stationary, shift, price-spike, outage, no-loss-notices, price-spread, "
-                   "narrow-prices, new-campaign")
+                   "narrow-prices, new-campaign, delayed-postbacks")
     s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--out", default="reports/simulation")
     sharding_options(s)

@@ -62,7 +62,11 @@ failed or stale cache; a journal it cannot read or write);
 reported for so long that even a quarter of the usual rate makes the silence
 improbable) is an alert, not a stop: ``status()["tracking_outage_since"]`` and
 ``flags``; pacing goes on on the posterior, and the clicks whose conversions
-went unreported are left out of learning until reports return.  Every record
+went unreported are left out of learning until reports return.  A conversion
+reported after its click (``record_conversion``) is credited to the click's hour;
+with plan option ``conversion_delay`` (a sample of delays) each hour's evidence is
+weighed by the share of its conversions that can have arrived by now, in learning
+and in the outage alert alike.  Every record
 is appended to a journal (one file per campaign and day, ``journal_file_name``)
 with the controller's state after it, and replayed on restart (spend, learning
 and the controller as they were); the journal is committed to disk in groups,
@@ -108,10 +112,13 @@ MARKET_MOVED = 0.05  # re-plan when the learned price spread moves by 5% (or the
 REFIT_ESS = 0.25  # refit due when the effective sample size falls below this share of the draws
 OUTAGE_P = 1e-3  # a silence this improbable (no conversion reported) is a tracking outage: an alert, ...
 OUTAGE_FLOOR = 0.25  # ... judged at a quarter of the usual rate, so a real drop in rates is learned, not alerted
+OUTAGE_LOG = -math.log(OUTAGE_P)
 OVERSPEND_STOP = 1.5  # spend beyond 1.5x the plan so far (+5% of budget) stops bidding
 CONTROL_STEP = 0.1  # seconds: adjust_bid steps the controller at most this often between records
 AUCTION_TIMEOUT = 0.5  # seconds a placed bid holds budget unless its outcome is recorded (plan option)
 MAX_AUCTION_TIMEOUT = 120.0  # a won bid recorded after its timeout doubles the timeout, up to this
+DELAY_BIN = 300.0  # seconds: today's clicks are counted in 5-minute bins, for the conversion delay
+DAY_BINS = 25 * 12  # the longest day (25 hours, daylight saving ending) in bins
 FLUSH_EVERY = 0.05  # seconds: the journal's group commit (flush + fsync of every record written since)
 EARLIEST, LATEST = 946_684_800.0, 7_258_118_400.0  # plausible instants: 2000-01-01 to 2200-01-01 UTC (epoch s)
 MAX_FILE_NAME = 120  # bytes of a journal file name; longer campaign names are cut and tagged with a hash
@@ -119,7 +126,7 @@ DUAL_STEP = 0.5  # the dual-gradient controller's step: dual variable per averag
 CONTROLLERS = ("pi", "dual-gradient")
 PLAN_OPTIONS = {"max_share": 0.2, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
                 "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, "learn": True,
-                "auction_timeout": AUCTION_TIMEOUT, "controller": "pi"}
+                "auction_timeout": AUCTION_TIMEOUT, "controller": "pi", "conversion_delay": None}
 INF = math.inf
 PACER_PARTS = ("conversion", "volume", "cost")  # the fitted parts whose gate the pacer needs passed
 TODAY_SD = 0.3  # prior sd of today's log conversion rate around the posterior's, per hour (an assumption)
@@ -271,15 +278,26 @@ def check_plan_options(options: dict) -> dict:
                              f"got {v!r}")
     if not isinstance(out["learn"], bool):
         raise ValueError(f"pacer option learn must be True or False, got {out['learn']!r}")
+    delay = out["conversion_delay"]
+    if delay is not None:
+        try:
+            sample = np.sort(np.asarray(delay, dtype=np.float64).ravel())
+        except (TypeError, ValueError):
+            sample = np.array([np.nan])
+        if not (0 < sample.size <= 1_000_000 and np.all(np.isfinite(sample)) and sample[0] >= 0):
+            raise ValueError("pacer option conversion_delay must be None or a sample of delays in seconds "
+                             "(finite numbers >= 0, at most 1,000,000)")
+        out["conversion_delay"] = sample
     if out["controller"] not in CONTROLLERS:
         raise ValueError(f"pacer option controller must be one of {', '.join(CONTROLLERS)}, "
                          f"got {out['controller']!r}")
     return out
 
 
-def _journal_record(line: bytes) -> tuple[tuple[float, float, int, int] | None, str,
+def _journal_record(line: bytes) -> tuple[tuple[float, float, int, int, float | None] | None, str,
                                           tuple[float, float] | None, list | None]:
-    """(t, cost, clicks, conversions) of one journal line, or None and why it is not a record; the
+    """(t, cost, clicks, conversions, click time of a postback or None) of one journal line, or None and why
+    it is not a record; the
     controller's state (L, its time) the line carries, if a valid one (lines written before records
     carried it, or edited, carry none: the controller then goes on from the replayed records); and the
     market belief's state (``MarketBelief.state``) if the line carries one (the records after which the pacer
@@ -310,8 +328,12 @@ def _journal_record(line: bytes) -> tuple[tuple[float, float, int, int] | None, 
     L, ti = e.get("L"), e.get("ti")
     valid = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (L, ti))
     state = (min(max(float(L), L_MIN), L_MAX), float(ti)) if valid else None
+    click_t = e.get("click_t")
+    if click_t is not None and not (isinstance(click_t, (int, float)) and not isinstance(click_t, bool)
+                                    and math.isfinite(click_t)):
+        return None, f"click_t must be a finite number, got {click_t!r}", None, None
     market = e.get("market") if isinstance(e.get("market"), list) else None
-    return (float(t), cost, clicks, conversions), "", state, market
+    return (float(t), cost, clicks, conversions, None if click_t is None else float(click_t)), "", state, market
 
 
 class Pacer:
@@ -418,8 +440,13 @@ class Pacer:
         self._spent = 0.0
         self._clicks = np.zeros(24)
         self._conversions = np.zeros(24)
-        self._silent_clicks = np.zeros(24)  # clicks per hour since the last reported conversion
-        self._silent_expected = 0.0  # the conversions the posterior expects of them
+        self._click_bins = np.zeros(DAY_BINS)  # today's clicks per 5-minute bin
+        mids = [self._starts[0] + DELAY_BIN * (b + 0.5) for b in range(DAY_BINS)]
+        self._bin_hour = np.array([self._hour_index(m) for m in mids])
+        self._bin_mid = np.array(mids)
+        self._silent_bins = np.zeros(DAY_BINS)  # clicks per bin since the last reported conversion
+        self._silent_expected = 0.0  # the conversions the posterior expects of them (all reported)
+        self._outage_recheck = (0.0, -math.inf)  # (expected, time) before which the delay need not be rechecked
         self._unreported = np.zeros(24)  # clicks during tracking outages: left out of learning
         self._outage: float | None = None  # when the current tracking outage was detected
         self._weights = None  # importance weights of the draws under today's outcomes (None: uniform)
@@ -754,22 +781,46 @@ class Pacer:
             t = max(t, self._last_t, self._starts[0])
             self._release(cost, bid_id)
             self._apply(t, cost, clicks, conversions)
-            if self._journal is not None:
-                try:  # with the controller's state after it: a restart resumes the controller, not from 1
-                    market = (f', "market": {json.dumps(self._market.state())}'  # where _review learns from it
-                              if self._records % CHECK_EVERY == 0 or h != self._hour else "")
-                    self._journal.write(f'{{"t": {t!r}, "cost": {cost!r}, "clicks": {clicks}, '
-                                        f'"conversions": {conversions}, "L": {self._L!r}, "ti": {self._t_int!r}'
-                                        f'{market}}}\n')
-                    if self.durable:
-                        self._journal.flush()
-                        os.fsync(self._journal.fileno())
-                    elif not self._dirty:
-                        self._dirty = True
-                        self._commit_soon()
-                except OSError as exc:  # counted in memory, but a restart would forget it: stop
-                    self._journal_failed(exc)
+            self._journal_line(t, h, f'"cost": {cost!r}, "clicks": {clicks}, "conversions": {conversions}')
             self._review(t, h)
+
+    def record_conversion(self, click_time, conversions: int = 1, now=None) -> None:
+        """Conversions reported after their click (a postback): learning credits the click's hour, where
+        the evidence of each hour is weighed by the share of its conversions that can have arrived by now
+        (plan option ``conversion_delay``: a sample of delays in seconds; without it, all have).  Touches
+        neither spend nor the bids outstanding.  A click before today teaches today nothing (ignored); a
+        click after ``now``, or a value that is not valid, is a ``ValueError``."""
+        click = check_instant(click_time, "click_time")
+        conversions = check_count("conversions", conversions)
+        with self._lock:
+            t = check_instant(now)
+            if click > t:
+                raise ValueError(f"click_time {click_time!r} is after the conversion's report ({now!r})")
+            h = self._hour_of(t)
+            if click < self._starts[0] or not conversions:
+                return
+            t = max(t, self._last_t, self._starts[0])
+            self._apply(t, 0.0, 0, conversions, click)
+            self._journal_line(t, h, f'"cost": 0.0, "clicks": 0, "conversions": {conversions}, "click_t": {click!r}')
+            self._review(t, h)
+
+    def _journal_line(self, t: float, h: int, fields: str) -> None:
+        """Append a record's line, with the controller's state after it (a restart resumes the controller,
+        not from 1) and, where ``_review`` is about to learn, the market belief."""
+        if self._journal is None:
+            return
+        try:
+            market = (f', "market": {json.dumps(self._market.state())}'
+                      if self._records % CHECK_EVERY == 0 or h != self._hour else "")
+            self._journal.write(f'{{"t": {t!r}, {fields}, "L": {self._L!r}, "ti": {self._t_int!r}{market}}}\n')
+            if self.durable:
+                self._journal.flush()
+                os.fsync(self._journal.fileno())
+            elif not self._dirty:
+                self._dirty = True
+                self._commit_soon()
+        except OSError as exc:  # counted in memory, but a restart would forget it: stop
+            self._journal_failed(exc)
 
     def _review(self, t: float, h: int) -> None:
         """After each record, live or replayed from the journal (so a restart learns and re-plans at the
@@ -816,39 +867,49 @@ class Pacer:
             except (OSError, ValueError):  # closed since (a new day's file): its close flushed it
                 pass
 
-    def _apply(self, t: float, cost: float, clicks: int, conversions: int) -> None:
-        h = min(max(bisect.bisect_right(self._starts, t) - 1, 0), 23)
+    def _apply(self, t: float, cost: float, clicks: int, conversions: int, click_t: float | None = None) -> None:
+        """Book one record (``click_t``: the conversions are a postback for a click at that time)."""
+        h = self._hour_index(t)
         self._multiplier(max(t, self._starts[0]), h)  # integrate the gap up to now before spend jumps
         self._m_until = -INF  # and the next bid steps the controller with the new spend
         self._spent += cost
+        b = min(max(int((t - self._starts[0]) / DELAY_BIN), 0), DAY_BINS - 1)
         self._clicks[h] += clicks
-        self._conversions[h] += conversions
+        self._click_bins[b] += clicks
+        self._conversions[h if click_t is None else self._hour_index(click_t)] += conversions
         if conversions:
-            self._silent_clicks[:] = 0.0
+            self._silent_bins[:] = 0.0
             self._silent_expected = 0.0
+            self._outage_recheck = (0.0, -math.inf)
             if self._outage is not None:  # reports are back: learning from conversions resumes
                 self._outage = None
                 self._flags.pop("tracking_outage", None)
         elif clicks:
-            self._silent_clicks[h] += clicks
+            self._silent_bins[b] += clicks
             self._silent_expected += self._mean_cvr[self._dow, h] * clicks
             if self._outage is not None:
                 self._unreported[h] += clicks
-            elif OUTAGE_FLOOR * self._silent_expected > -math.log(OUTAGE_P):
-                self._tracking_outage(t)
+            elif OUTAGE_FLOOR * self._silent_expected > OUTAGE_LOG and (
+                    self._silent_expected >= self._outage_recheck[0] or t >= self._outage_recheck[1]):
+                due = self._silent_due(t)  # with a conversion delay, fewer of them can have been reported yet
+                if OUTAGE_FLOOR * due > OUTAGE_LOG:
+                    self._tracking_outage(t, due)
+                else:  # look again after more clicks or time
+                    self._outage_recheck = (self._silent_expected + OUTAGE_LOG / OUTAGE_FLOOR - due, t + DELAY_BIN)
         self._last_t = t
         self._records += 1
 
     def _learn(self, t: float, replan: bool = True) -> None:
         """Learn today's rates from today's outcomes; flag refits and outages; re-plan the rest of the day
         (on hour changes: a plan is a few milliseconds, a record a few microseconds)."""
-        h = min(max(bisect.bisect_right(self._starts, t) - 1, 0), 23)
+        h = self._hour_index(t)
         self._hour = h
         d = self._dow
         if not self._clicks.any():
             return
         conv = self._conversions
-        clicks = self._clicks - self._unreported  # clicks whose conversions were reported
+        reported = np.where(self._clicks > 0, 1 - self._unreported / np.maximum(self._clicks, 1), 0.0)
+        clicks = self._exposure(t) * reported  # clicks whose conversions were reported (and can have been)
         fails = np.maximum(clicks - conv, 0.0)
         logw = self._log_cvr[:, d] @ conv + self._log_ncvr[:, d] @ fails
         w = np.exp(logw - logw.max())
@@ -865,20 +926,48 @@ class Pacer:
         if replan and h < 23 and not self._stop and self.plan_options["learn"]:
             self._maybe_replan(h)
 
-    def _tracking_outage(self, t: float) -> None:
+    def _hour_index(self, t: float) -> int:
+        """Hour of today that ``t`` falls in, clamped to today's hours (for booking, not for bidding)."""
+        return min(max(bisect.bisect_right(self._starts, t) - 1, 0), 23)
+
+    def _arrived(self, elapsed: np.ndarray) -> np.ndarray:
+        """Share of conversions reported within ``elapsed`` seconds of their click (the ``conversion_delay``
+        sample's distribution; all of them without one)."""
+        sample = self.plan_options["conversion_delay"]
+        if sample is None:
+            return np.ones_like(elapsed)
+        return np.searchsorted(sample, elapsed, side="right") / sample.size
+
+    def _exposure(self, t: float) -> np.ndarray:
+        """Today's clicks per hour weighted by the share of their conversions that can have been reported by
+        ``t``: what the reported conversions are evidence about."""
+        if self.plan_options["conversion_delay"] is None:
+            return self._clicks.copy()
+        arrived = self._arrived(np.maximum(t - self._bin_mid, 0.0))
+        return np.bincount(self._bin_hour, self._click_bins * arrived, minlength=24)
+
+    def _silent_due(self, t: float) -> float:
+        """The conversions the posterior expects to have been reported by ``t`` of the clicks since the last
+        reported one."""
+        if self.plan_options["conversion_delay"] is None:
+            return self._silent_expected
+        rates = self._mean_cvr[self._dow, self._bin_hour]
+        return float(np.sum(self._silent_bins * rates * self._arrived(np.maximum(t - self._bin_mid, 0.0))))
+
+    def _tracking_outage(self, t: float, due: float) -> None:
         """No conversion reported for so long that even a quarter of the usual rate makes the silence
         improbable (P < ``OUTAGE_P``): conversion reports have stopped arriving, not conversions.  An
         alert, not a stop: pacing goes on on the posterior; the silent clicks (those since the last
         conversion, and every click until reports return) are not evidence of a lower rate, so learning
         leaves them out.  A real drop in rates (to a half, say) still reports conversions: it is learned."""
-        silent, expected = self._silent_clicks.sum(), self._silent_expected
+        silent = self._silent_bins.sum()
         since = dt.datetime.fromtimestamp(t, self.tz).isoformat(timespec="seconds")
         self._outage = t
-        self._unreported += self._silent_clicks
+        self._unreported += np.bincount(self._bin_hour, self._silent_bins, minlength=24)
         self._flags["tracking_outage"] = (
             f"since {since}: no conversion reported over the last {silent:.0f} clicks, where the posterior "
-            f"expects {expected:.1f} (P = {math.exp(-OUTAGE_FLOOR * expected):.1e} even at a quarter of that "
-            "rate); pacing goes on on the posterior, learning from conversions waits for reports to return")
+            f"expects {due:.1f} reported by now (P = {math.exp(-OUTAGE_FLOOR * due):.1e} even at a quarter of "
+            "that rate); pacing goes on on the posterior, learning from conversions waits for reports to return")
 
     def _maybe_replan(self, h: int) -> None:
         """Re-plan hours after ``h`` if the weighted posterior says a different plan is materially better, or

@@ -18,6 +18,7 @@ conversion lognormal around 20-80.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -197,20 +198,30 @@ def oracle_conversions(day: AuctionDay, budget: float) -> float:
 
 
 def replay(day: AuctionDay, policy, raw: float, budget: float, outage_from: float | None = None,
-           report_losses: bool = True, trace: bool = False) -> dict:
+           report_losses: bool = True, conversion_delay: tuple[float, float, float] | None = None,
+           trace: bool = False) -> dict:
     """Run one day bid by bid: the policy bids, wins if above the price, pays the price, learns the outcome.
 
     ``outage_from`` (hour): from then on conversions still happen but are not reported to the policy.
     ``report_losses``: a lost bid is recorded with cost 0.0 (False: only won auctions are reported, as
     on exchanges without loss notices).
+    ``conversion_delay``: (share, fast mean, slow mean) in seconds: each conversion is reported that long
+    after its click (``delays``), through ``policy.record_conversion`` where the policy has it (the others
+    ignore conversions); those due after midnight never arrive that day.
     ``trace``: also return each opportunity's bid and the cumulative spend after it (``bids``, ``spend``).
     """
     spent = conv = expected = 0.0
     ran_out = None
     outage_t = day.start + 3600 * outage_from if outage_from is not None else float("inf")
     bids, spend = (np.empty(len(day.times)), np.empty(len(day.times))) if trace else (None, None)
+    postbacks: list[tuple[float, float]] = []  # (report time, click time), a heap
+    delay = delays(conversion_delay, len(day.times), seed=int(day.start)) if conversion_delay else None
+    late = conversion_delay is not None and hasattr(policy, "record_conversion")
     for i, (t, price, rate, converts) in enumerate(zip(day.times.tolist(), day.prices.tolist(), day.cvr.tolist(),
                                                        day.converts.tolist())):
+        while postbacks and postbacks[0][0] <= t:
+            due, click = heapq.heappop(postbacks)
+            policy.record_conversion(click, now=due)
         b = policy.adjust_bid(raw, now=t)
         if trace:
             bids[i] = b
@@ -218,7 +229,12 @@ def replay(day: AuctionDay, policy, raw: float, budget: float, outage_from: floa
             spent += price
             expected += rate
             conv += converts
-            policy.record(price, clicks=1, conversions=int(converts) if t < outage_t else 0, now=t)
+            reported = int(converts) if t < outage_t else 0
+            if late and reported:
+                if t + delay[i] < day.start + 86_400:
+                    heapq.heappush(postbacks, (t + delay[i], t))
+                reported = 0
+            policy.record(price, clicks=1, conversions=reported, now=t)
             if ran_out is None and spent >= 0.99 * budget:
                 ran_out = (t - day.start) / 3600
         elif b > 0 and report_losses:
@@ -228,6 +244,16 @@ def replay(day: AuctionDay, policy, raw: float, budget: float, outage_from: floa
     out = {"spent": spent, "expected_conversions": expected, "conversions": conv,
            "ran_out_hour": ran_out, "overspend": max(0.0, spent - budget)}
     return {**out, "bids": bids, "spend": spend} if trace else out
+
+
+DELAYED_POSTBACKS = (0.5, 180.0, 4 * 3600.0)  # half reported within minutes (mean 3 min), half after hours
+
+
+def delays(spec: tuple[float, float, float], n: int, seed: int) -> np.ndarray:
+    """``n`` conversion delays in seconds: a share ``spec[0]`` exponential with mean ``spec[1]``, the rest
+    with mean ``spec[2]``."""
+    rng = np.random.default_rng(seed)
+    return np.where(rng.uniform(size=n) < spec[0], rng.exponential(spec[1], n), rng.exponential(spec[2], n))
 
 
 class EvenPacing:
@@ -323,7 +349,7 @@ POLICIES = ("oracle", "even", "legacy", "dual", "plugin", "bayes")
 # "bayes-dg", the same pacer with Balseiro & Gur's dual-gradient update instead of its PI controller
 
 
-SCENARIOS = {  # name: {"world": make_world, "day": auction_day, "replay": replay keyword arguments}
+SCENARIOS = {  # name: {"world": make_world, "day": auction_day, "replay": replay, "pacer": Pacer keyword arguments}
     "stationary": {},
     "shift": {"day": {"cvr_shift": (12, 18, 0.4)}},  # the afternoon (12:00-18:00) converts at 0.4x the usual rate
     "price-spike": {"day": {"price_spike": (10, 14, 2.5)}},  # prices x2.5 from 10:00 to 14:00
@@ -332,6 +358,10 @@ SCENARIOS = {  # name: {"world": make_world, "day": auction_day, "replay": repla
     "price-spread": {"world": {"price_sigma": 1.0}},  # market prices spread wider than the pacer's prior (0.6)
     "narrow-prices": {"world": {"price_sigma": 0.35}},  # ... and narrower
     "new-campaign": {},  # the last campaign has only 2 days of history (see simulate)
+    # conversions reported late (half within minutes, half after hours); the pacers know the delay distribution
+    # from a sample (as a fit on event logs would give it)
+    "delayed-postbacks": {"replay": {"conversion_delay": DELAYED_POSTBACKS},
+                          "pacer": {"plan_options": {"conversion_delay": delays(DELAYED_POSTBACKS, 2000, 0)}}},
 }
 
 
@@ -343,7 +373,7 @@ def usual_budget(history: pd.DataFrame, campaign: str, share: float = 0.5) -> fl
 
 def trace_day(world: World, history: pd.DataFrame, model_dir: str | None, campaign: int, date: str,
               policies: tuple[str, ...], seed: int, budget_share: float = 0.5, day_kwargs: dict | None = None,
-              replay_kwargs: dict | None = None) -> dict:
+              replay_kwargs: dict | None = None, pacer_kwargs: dict | None = None) -> dict:
     """One campaign-day replayed by each policy with traces (for figures): opportunity times (hours), the
     budget, per policy the bids and cumulative spend, and the bayes pacer's planned spend per hour."""
     from . import cache
@@ -357,7 +387,7 @@ def trace_day(world: World, history: pd.DataFrame, model_dir: str | None, campai
     for policy in policies:
         if policy == "oracle":
             continue
-        pacer = make_policy(policy, name, budget, day.start, history, cached)
+        pacer = make_policy(policy, name, budget, day.start, history, cached, pacer_kwargs)
         if policy == "bayes":
             out["plan"] = pacer.status(day.start)["plan"]
         out["policies"][policy] = replay(day, pacer, raw_bid(world, campaign), budget, trace=True,

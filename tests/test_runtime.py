@@ -275,3 +275,40 @@ def test_the_dual_gradient_controller_is_an_option():
     assert pacer.multiplier(t) > 1  # nothing spent by 09:00
     pacer.record(pacer.status(t)["planned_spend_so_far"] + 10.0, now=t)  # 10 ahead of the plan
     assert pacer.multiplier(t + 1) < 1 and pacer._L == 0.0
+
+
+def test_a_late_postback_credits_its_clicks_hour_and_survives_a_restart(tmp_path):
+    pacer = Pacer(posterior(), 100.0, journal=tmp_path, now=DAY)
+    click = DAY + 9 * 3600 + 120
+    pacer.adjust_bid(1.0, now=click)
+    pacer.record(0.4, clicks=1, now=click + 0.1)
+    before = (pacer.status(click + 1)["spent"], pacer.status(click + 1)["bids_outstanding"])
+    pacer.record_conversion(click, now=DAY + 14 * 3600)  # five hours later
+    assert (pacer.status(DAY + 14 * 3600)["spent"], pacer.status(DAY + 14 * 3600)["bids_outstanding"]) == before
+    assert pacer._conversions[9] == 1 and pacer._conversions[14] == 0
+    with pytest.raises(ValueError, match="after the conversion"):
+        pacer.record_conversion(DAY + 15 * 3600, now=DAY + 14 * 3600)
+    pacer.record_conversion(DAY - 3600, now=DAY + 14 * 3600)  # yesterday's click: nothing to learn today
+    assert pacer._conversions.sum() == 1
+    pacer.close()
+    again = Pacer(posterior(), 100.0, journal=tmp_path, now=DAY + 14 * 3600)
+    assert again._conversions[9] == 1 and again.status(DAY + 14 * 3600)["spent"] == before[0]
+
+
+def test_slow_postbacks_are_not_a_tracking_outage_when_the_delay_is_known():
+    """Every conversion reported six hours after its click: a silent morning is what that delay predicts,
+    not an outage; a pacer that assumes immediate reports alerts; learning does not read it as a fall."""
+    delays = np.full(100, 6 * 3600.0)
+    slow = Pacer(posterior(), 1e4, now=DAY, plan_options={"conversion_delay": delays})
+    naive = Pacer(posterior(), 1e4, now=DAY)
+    t = DAY + 6 * 3600
+    for i in range(3000):  # a morning of clicks, none of whose conversions can have arrived yet
+        t += 4
+        for pacer in (slow, naive):
+            pacer.adjust_bid(1.0, now=t)
+            pacer.record(0.01, clicks=1, now=t + 0.1)
+    assert naive.status(t)["tracking_outage_since"] is not None
+    assert slow.status(t)["tracking_outage_since"] is None
+    assert min(slow.status(t)["today_rate_factor"]) > 0.9  # no evidence yet: the posterior's rates stand
+    with pytest.raises(ValueError, match="conversion_delay"):
+        Pacer(posterior(), 100.0, now=DAY, plan_options={"conversion_delay": [-1.0]})
