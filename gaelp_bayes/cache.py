@@ -52,8 +52,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write(out: str | Path, fit, cells, max_runtime_draws: int = 1000, overwrite: bool = False) -> Path:
-    """Write a fit to ``out`` atomically (temp dir beside it, then rename); returns the path.
+DELAY_QUANTILES = 201  # the conversion delay travels in the manifest as this many quantiles (0%, 0.5%, .. 100%)
+
+
+def write(out: str | Path, fit, cells, max_runtime_draws: int = 1000, overwrite: bool = False,
+          conversion_delay=None) -> Path:
+    """Write a fit to ``out`` atomically (temp dir beside it, then rename); returns the path.  With
+    ``conversion_delay`` (a sample of delays, seconds), its quantiles go into the manifest (the runtime's
+    ``conversion_delay`` by default).
 
     An existing ``out`` (a model cache, a file, a folder that is not empty) is replaced only with
     ``overwrite`` (``outputs.check_output``)."""
@@ -82,6 +88,9 @@ def write(out: str | Path, fit, cells, max_runtime_draws: int = 1000, overwrite:
             "parts": fit.settings.get("part_diagnostics", {}),
             "files": {name: _sha256(tmp / name) for name in (POSTERIOR, DIGESTS)},
         }
+        if conversion_delay is not None:
+            quantiles = np.quantile(np.asarray(conversion_delay, np.float64), np.linspace(0, 1, DELAY_QUANTILES))
+            manifest["conversion_delay"] = [round(float(q), 3) for q in quantiles]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=float))
         _replace_dir(tmp, out)
     except BaseException:

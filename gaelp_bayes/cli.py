@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cache
-from .errors import GaelpError, UsageError
+from .errors import GaelpError, InputError, UsageError
 from .outputs import atomic_file, check_output
 
 
@@ -66,12 +66,21 @@ def cmd_fit(args: argparse.Namespace) -> int:
     sharded = sharding(args)
     check_output(args.out, inputs=[args.windows], folder=True, overwrite=args.overwrite)
     windows = data.load_windows(args.windows, timezone=args.timezone)
-    cells = data.aggregate(windows, timezone=args.timezone)
+    delays = None
+    if "observed_until" in windows:  # censored: the delay sample beside the windows, or the one given
+        source = args.conversion_delay or data.delay_file(args.windows)
+        if not Path(source).exists():
+            raise InputError(f"{args.windows}: column 'observed_until': no delay sample at {source} "
+                             "(written by `gaelp-bayes windows --conversion-time`; or pass --conversion-delay FILE)")
+        delays = data.read_delays(source)
+    elif args.conversion_delay:
+        raise UsageError("--conversion-delay: the windows have no observed_until column (nothing censored)")
+    cells = data.aggregate(windows, timezone=args.timezone, delays=delays, name=args.windows)
     print(f"{args.windows}: {len(windows)} windows, {len(cells.campaigns)} campaigns, {len(cells.clicks)} cells",
           file=sys.stderr)
     fitted = fit_cached(cells, args.out, overwrite=args.overwrite, runtime_draws=args.runtime_draws,
                         sharding=sharded, **sampling(args), seed=args.seed, sampler=args.sampler,
-                        progress=not args.quiet).fit
+                        progress=not args.quiet, conversion_delay=delays).fit
     manifest = cache.read_manifest(args.out)
     _, arrays = cache.read_runtime(args.out, campaigns=summary_slots(len(manifest["campaigns"])), manifest=manifest)
     print_fit_summary(args.out, manifest, arrays)
@@ -106,10 +115,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_windows(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .data import read_table, windows_from_events
+    from .data import delay_file, read_table, windows_from_events
 
     check_output(args.out, inputs=args.raw, overwrite=args.overwrite)
-    frames = []
+    if args.conversion_time:
+        check_output(delay_file(args.out), inputs=args.raw, overwrite=args.overwrite)
+    elif args.as_of:
+        raise UsageError("--as-of needs --conversion-time (when each conversion was reported)")
+    frames, delays = [], []
     for path in args.raw:
         events = read_table(path)
         if args.group is None and len(args.raw) > 1:
@@ -118,15 +131,24 @@ def cmd_windows(args: argparse.Namespace) -> int:
         frames.append(windows_from_events(events, args.time, args.outcome,
                                           group=args.group or ("_campaign" if len(args.raw) > 1 else None),
                                           cost=args.cost, revenue=args.revenue, source_tz=args.source_tz, name=path,
-                                          gaps=gaps))
+                                          gaps=gaps, conversion_time=args.conversion_time, as_of=args.as_of,
+                                          delays=delays))
         for gap in gaps:
             print(f"warning: {gap}", file=sys.stderr)
     windows = pd.concat(frames, ignore_index=True)
-    windows = windows.groupby(["timestamp", "campaign"], as_index=False, sort=True).sum()
+    summed = {c: "min" if c == "observed_until" else "sum" for c in windows.columns if c not in ("timestamp", "campaign")}
+    windows = windows.groupby(["timestamp", "campaign"], as_index=False, sort=True).agg(summed)
+    if args.conversion_time and not delays:
+        raise InputError(f"{', '.join(args.raw)}: no conversion reported in the earlier half of the log: no delay "
+                         "sample to learn the conversion delay from")
     with atomic_file(args.out) as tmp:
         windows.to_csv(tmp, index=False)
+    if args.conversion_time:
+        with atomic_file(delay_file(args.out)) as tmp:
+            pd.DataFrame({"delay_seconds": delays}).to_csv(tmp, index=False)
     print(f"wrote {len(windows)} windows ({windows['campaign'].nunique()} campaigns, {windows['clicks'].sum()} "
-          f"trials, {windows['conversions'].sum()} conversions) to {args.out}")
+          f"trials, {windows['conversions'].sum()} conversions) to {args.out}"
+          + (f", and {len(delays)} conversion delays to {delay_file(args.out)}" if args.conversion_time else ""))
     return 0
 
 
@@ -328,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--timezone", default="UTC", help="account timezone for hours and days (IANA name)")
     f.add_argument("--sampler", choices=["auto", "pymc", "nutpie"], default="auto")
     f.add_argument("--runtime-draws", type=COUNT, default=1000, help="draws kept in the runtime file")
+    f.add_argument("--conversion-delay", help="delay sample file (column delay_seconds) for windows with "
+                   "observed_until (default: WINDOWS.delays.csv beside them)")
     sharding_options(f)
     f.add_argument("--quiet", action="store_true", help="no progress bars")
     f.set_defaults(func=cmd_fit)
@@ -351,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--cost", help="cost column (summed into spend)")
     w.add_argument("--revenue", help="revenue column")
     w.add_argument("--source-tz", default="UTC", help="timezone of times without an offset")
+    w.add_argument("--conversion-time", help="column of when each conversion was reported (blank for none): the "
+                   "windows get observed_until, and the delay sample is written beside them (OUT.delays.csv)")
+    w.add_argument("--as-of", help="read the log as exported at this ISO-8601 time (default: its latest time)")
     w.add_argument("--out", required=True, help="windows CSV to write")
     overwrite_option(w)
     w.set_defaults(func=cmd_windows)

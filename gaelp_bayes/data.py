@@ -51,6 +51,14 @@ class Cells:
     revenue: np.ndarray | None
     period: tuple[str, str]  # first and last window start, ISO-8601 UTC
     n_windows: int
+    # clicks weighted by the share of their conversions reported by the window's ``observed_until`` (float;
+    # None: every conversion reported): the trials the conversion rate is learned from
+    exposure: np.ndarray | None = None
+
+    @property
+    def trials(self) -> np.ndarray:
+        """What the reported conversions are out of: ``exposure`` where the data is censored, else clicks."""
+        return self.clicks if self.exposure is None else self.exposure
 
     @property
     def has_spend(self) -> bool:
@@ -66,7 +74,7 @@ class Cells:
         h.update("|".join(self.campaigns).encode())
         h.update(self.timezone.encode())
         for arr in (self.campaign, self.dow, self.hour, self.windows, self.clicks,
-                    self.conversions, self.spend, self.revenue):
+                    self.conversions, self.spend, self.revenue, self.exposure):
             if arr is not None:
                 h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
         return h.hexdigest()
@@ -167,6 +175,13 @@ def validate_windows(frame: pd.DataFrame, name: str, timezone: str = "UTC",
             raise InputError(f"{name}: {_rows(under)}, column 'impressions': must be >= clicks")
 
     out.insert(0, "timestamp", _parse_timestamps(frame["timestamp"], name, tz))
+    if "observed_until" in frame.columns:  # conversions reported by then (an export while they still arrive)
+        until = _event_times(frame["observed_until"], ZoneInfo("UTC"), name, "observed_until")
+        early = until < out["timestamp"]
+        if early.any():
+            raise InputError(f"{name}: {_rows(early)}, column 'observed_until': before the window's start "
+                             f"(e.g. {frame['observed_until'][early].iloc[0]!s})")
+        out["observed_until"] = until.astype("datetime64[ns, UTC]")
     if "campaign" in frame.columns:
         camp = frame["campaign"]
         blank = camp.isna() | (camp.astype(str).str.strip() == "")
@@ -205,6 +220,31 @@ def _parse_timestamps(raw: pd.Series, name: str, tz: ZoneInfo) -> pd.Series:
     return parsed.astype("datetime64[ns, UTC]")
 
 
+def _event_times(raw: pd.Series, tz: ZoneInfo, name: str, column: str, blank_ok: bool = False) -> pd.Series:
+    """ISO-8601 times (with an offset, or else in ``tz``) or datetimes -> UTC; an unparsable one is an
+    InputError naming the rows, a blank one too unless ``blank_ok`` (then NaT)."""
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        stamps = raw.dt.tz_localize(tz) if raw.dt.tz is None else raw
+        stamps = stamps.dt.tz_convert("UTC")
+        blank = stamps.isna() if blank_ok else pd.Series(False, index=raw.index)
+    else:
+        text = raw.astype(str).str.strip()
+        blank = (raw.isna() | text.str.lower().isin(["", "nan", "nat", "none", "null"])) if blank_ok else \
+            pd.Series(False, index=raw.index)
+        aware = text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True)
+        stamps = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
+        if aware.any():
+            stamps[aware] = pd.to_datetime(text[aware], format="ISO8601", errors="coerce", utc=True)
+        if (~aware).any():
+            naive = pd.to_datetime(text[~aware], format="ISO8601", errors="coerce")
+            stamps[~aware] = naive.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+    bad = stamps.isna() & ~blank
+    if bad.any():
+        raise InputError(f"{name}: {_rows(bad)}, column {column!r}: not an ISO-8601 time (e.g. {raw[bad].iloc[0]!r})")
+    _check_time_range(stamps, raw, name, column)
+    return stamps
+
+
 def _check_time_range(stamps: pd.Series, raw: pd.Series, name: str, column: str) -> None:
     """InputError for times outside ``TIME_RANGE`` (a year 2300, an epoch-zero default), naming the rows."""
     out = stamps.notna() & ((stamps < TIME_RANGE[0]) | (stamps >= TIME_RANGE[1]))
@@ -219,8 +259,48 @@ def local_dow_hour(timestamps: pd.Series, timezone: str) -> tuple[np.ndarray, np
     return np.asarray(local.dayofweek, dtype=np.int64), np.asarray(local.hour, dtype=np.int64)
 
 
-def aggregate(windows: pd.DataFrame, timezone: str = "UTC") -> Cells:
-    """Sum validated windows into campaign x day-of-week x hour cells (local time)."""
+DELAYS_SUFFIX = ".delays.csv"  # the delay sample beside a windows file: windows.csv -> windows.delays.csv
+
+
+def delay_file(windows_path: str | Path) -> Path:
+    """Where ``gaelp-bayes windows --conversion-time`` writes the delay sample for ``windows_path``."""
+    path = Path(windows_path)
+    return path.with_name(path.name.rsplit(".", 1)[0] + DELAYS_SUFFIX)
+
+
+def read_delays(path: str | Path) -> np.ndarray:
+    """A delay sample file (one column ``delay_seconds``, numbers >= 0), validated."""
+    frame = read_table(path)
+    if "delay_seconds" not in frame.columns:
+        raise InputError(f"{path}: missing required column 'delay_seconds' (have: {', '.join(map(str, frame.columns))})")
+    values = pd.to_numeric(frame["delay_seconds"], errors="coerce")
+    bad = values.isna() | ~np.isfinite(values.fillna(0)) | (values < 0)
+    if bad.any():
+        raise InputError(f"{path}: {_rows(bad)}, column 'delay_seconds': must be a number of seconds >= 0")
+    if len(values) == 0:
+        raise InputError(f"{path}: empty file: no delays")
+    return np.sort(values.to_numpy(np.float64))
+
+
+def reported_share(elapsed_hours_start: np.ndarray, delays: np.ndarray) -> np.ndarray:
+    """Share of a window's conversions reported by its ``observed_until``, given the hours from the window's
+    start to then and a sample of conversion delays (seconds): the delay distribution averaged over the
+    window's hour (clicks spread evenly over it)."""
+    sample = np.sort(np.asarray(delays, dtype=np.float64))
+    offsets = (np.arange(12) + 0.5) / 12  # twelve points through the hour
+    elapsed = 3600.0 * (elapsed_hours_start[:, None] - offsets[None, :])
+    return (np.searchsorted(sample, elapsed, side="right") / sample.size).mean(axis=1)
+
+
+def aggregate(windows: pd.DataFrame, timezone: str = "UTC", delays: np.ndarray | None = None,
+              name: str = "windows") -> Cells:
+    """Sum validated windows into campaign x day-of-week x hour cells (local time).  Windows with an
+    ``observed_until`` need ``delays`` (a sample of conversion delays in seconds): each window's clicks
+    count as trials in proportion to the share of their conversions reported by then (``exposure``)."""
+    censored = "observed_until" in windows and windows["observed_until"].notna().any()
+    if censored and delays is None:
+        raise InputError(f"{name}: column 'observed_until': censored windows need the conversion delay "
+                         f"distribution (a delay sample file: see `gaelp-bayes windows --conversion-time`)")
     dow, hour = local_dow_hour(windows["timestamp"], timezone)
     campaigns = tuple(sorted(windows["campaign"].unique()))
     code = {c: i for i, c in enumerate(campaigns)}
@@ -232,6 +312,10 @@ def aggregate(windows: pd.DataFrame, timezone: str = "UTC") -> Cells:
     money = [c for c in MONEY_COLUMNS if c in windows]
     for col in money:
         frame[col] = windows[col].to_numpy()
+    if censored:
+        elapsed = (windows["observed_until"] - windows["timestamp"]).dt.total_seconds().to_numpy() / 3600
+        share = np.where(windows["observed_until"].isna(), 1.0, reported_share(np.nan_to_num(elapsed), delays))
+        frame["exposure"] = windows["clicks"].to_numpy() * share
     cells = frame.groupby(["campaign", "dow", "hour"], sort=True).sum().reset_index()
     return Cells(
         campaigns=campaigns, timezone=timezone,
@@ -242,12 +326,15 @@ def aggregate(windows: pd.DataFrame, timezone: str = "UTC") -> Cells:
         revenue=cells["revenue"].to_numpy(np.float64) if "revenue" in money else None,
         period=(windows["timestamp"].min().isoformat(), windows["timestamp"].max().isoformat()),
         n_windows=len(windows),
+        exposure=cells["exposure"].to_numpy(np.float64) if censored else None,
     )
 
 
 def windows_from_events(events: pd.DataFrame, time: str, outcome: str, group: str | None = None,
                         cost: str | None = None, revenue: str | None = None, source_tz: str = "UTC",
-                        name: str = "<DataFrame>", gaps: list[str] | None = None) -> pd.DataFrame:
+                        name: str = "<DataFrame>", gaps: list[str] | None = None,
+                        conversion_time: str | None = None, as_of: str | None = None,
+                        delays: list[float] | None = None) -> pd.DataFrame:
     """Aggregate a raw event log (one row per trial, outcome 0/1) into hourly performance windows.
 
     clicks = rows, conversions = sum of the outcome, spend = sum of ``cost``, revenue = sum of
@@ -255,31 +342,22 @@ def windows_from_events(events: pd.DataFrame, time: str, outcome: str, group: st
     Hours with no events between a campaign's first and last event are kept as zero windows, except
     across a silence longer than ``MAX_FILLED_GAP`` (a pause, or a stray timestamp such as one event in
     1970): that is left out, and described in ``gaps`` (a list the caller passes, to warn with).
+
+    With ``conversion_time`` (the column of when each conversion was reported; blank where the outcome is
+    0), the log is read as exported at ``as_of`` (default: its latest time): clicks after it are not in
+    it, a conversion counts only if reported by then, every window gets ``observed_until`` = ``as_of``,
+    and the delays (seconds from click to report) of the conversions reported by then whose clicks came in
+    the earlier half of the log (a delay sample not cut short by the export) go into ``delays``.
     Returns the window schema (``timestamp`` as ISO-8601 UTC strings).
     """
     tz = check_timezone(source_tz)
-    for role, col in (("time", time), ("outcome", outcome), ("group", group), ("cost", cost), ("revenue", revenue)):
+    for role, col in (("time", time), ("outcome", outcome), ("group", group), ("cost", cost), ("revenue", revenue),
+                      ("conversion-time", conversion_time)):
         if col is not None and col not in events.columns:
             raise InputError(f"{name}: no column {col!r} for --{role} (have: {', '.join(map(str, events.columns))})")
     if len(events) == 0:
         raise InputError(f"{name}: empty file: no events")
-    raw = events[time]
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        stamps = raw.dt.tz_localize(tz) if raw.dt.tz is None else raw
-        stamps = stamps.dt.tz_convert("UTC")
-    else:
-        text = raw.astype(str).str.strip()
-        aware = text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True)
-        stamps = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
-        if aware.any():
-            stamps[aware] = pd.to_datetime(text[aware], format="ISO8601", errors="coerce", utc=True)
-        if (~aware).any():
-            naive = pd.to_datetime(text[~aware], format="ISO8601", errors="coerce")
-            stamps[~aware] = naive.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
-    bad = stamps.isna()
-    if bad.any():
-        raise InputError(f"{name}: {_rows(bad)}, column {time!r}: not an ISO-8601 time (e.g. {raw[bad].iloc[0]!r})")
-    _check_time_range(stamps, raw, name, time)
+    stamps = _event_times(events[time], tz, name, time)
     hours = stamps.dt.floor("h")
 
     out = pd.DataFrame({"timestamp": hours.to_numpy(),
@@ -291,6 +369,32 @@ def windows_from_events(events: pd.DataFrame, time: str, outcome: str, group: st
                          f"(e.g. {events[outcome][bad].iloc[0]!r})")
     out["clicks"] = 1
     out["conversions"] = y.astype("int64").to_numpy()
+    until = None
+    if conversion_time is not None:
+        reported = _event_times(events[conversion_time], tz, name, conversion_time, blank_ok=True)
+        missing = (y == 1) & reported.isna()
+        if missing.any():
+            raise InputError(f"{name}: {_rows(missing)}, column {conversion_time!r}: a conversion (outcome 1) "
+                             "without a conversion time")
+        before = reported.notna() & (reported < stamps)
+        if before.any():
+            raise InputError(f"{name}: {_rows(before)}, column {conversion_time!r}: conversion time before the "
+                             f"click (e.g. {events[conversion_time][before].iloc[0]!s})")
+        latest = max(stamps.max(), reported.max()) if reported.notna().any() else stamps.max()
+        if as_of is None:
+            until = latest
+        else:
+            until = pd.to_datetime(str(as_of), format="ISO8601", errors="coerce", utc=True)
+            if pd.isna(until) or until < stamps.min():
+                raise InputError(f"{name}: --as-of {as_of!r}: not an ISO-8601 time at or after the first event "
+                                 f"({stamps.min():%Y-%m-%dT%H:%M:%SZ})")
+        counted = (y == 1) & (reported <= until)
+        out["conversions"] = counted.astype("int64").to_numpy()
+        if delays is not None:
+            early = counted & (stamps <= stamps.min() + (until - stamps.min()) / 2)
+            delays.extend((reported[early] - stamps[early]).dt.total_seconds().tolist())
+        kept = (stamps <= until).to_numpy()
+        out, stamps, events = out[kept], stamps[kept], events[kept]
     for col, target in ((cost, "spend"), (revenue, "revenue")):
         if col is None:
             continue
@@ -320,6 +424,8 @@ def windows_from_events(events: pd.DataFrame, time: str, outcome: str, group: st
             frames.append(filled)
     windows = pd.concat(frames, ignore_index=True)
     windows["timestamp"] = windows["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if until is not None:
+        windows["observed_until"] = until.strftime("%Y-%m-%dT%H:%M:%SZ")
     for col in ("clicks", "conversions"):
         windows[col] = windows[col].astype("int64")
     return windows

@@ -23,7 +23,7 @@ class Cached:
 
 def fit_cached(cells: Cells, out: str | Path, *, reuse: bool = False, accept_failed: bool = False,
                overwrite: bool = False, runtime_draws: int = 1000, sharding: dict | None = None,
-               **fit_options) -> Cached:
+               conversion_delay=None, **fit_options) -> Cached:
     """Fit ``cells`` (``model.fit`` with ``fit_options``) and write the cache ``out`` atomically.
 
     With ``sharding`` (any of ``workers``, ``scheduler``, ``shard_size``, ``population_size``), a sharded
@@ -31,7 +31,8 @@ def fit_cached(cells: Cells, out: str | Path, *, reuse: bool = False, accept_fai
     with neither, in this process.  With ``reuse``, an intact cache at ``out`` of the same data by the same
     model version that passed its gate (any such cache, with ``accept_failed``) is kept instead, and
     another model cache there is replaced.  Anything else at ``out`` is replaced only with ``overwrite``
-    (``outputs.check_output``)."""
+    (``outputs.check_output``).  ``conversion_delay``: the delay sample the cells were censored with; its
+    quantiles travel in the cache (``cache.write``) for the runtime."""
     from . import model
 
     if reuse and cache.holds_fit_of(out, cells.fingerprint(), model.MODEL_VERSION, accept_failed):
@@ -39,12 +40,14 @@ def fit_cached(cells: Cells, out: str | Path, *, reuse: bool = False, accept_fai
     replace = overwrite or (reuse and is_model_cache(Path(out)))
     if sharding is None:
         fitted = model.fit(cells, **fit_options)
-        path = cache.write(out, fitted, cells, max_runtime_draws=runtime_draws, overwrite=replace)
+        path = cache.write(out, fitted, cells, max_runtime_draws=runtime_draws, overwrite=replace,
+                           conversion_delay=conversion_delay)
         return Cached(path, cache.read_manifest(path), fitted)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{Path(out).name}.shards.", dir=Path(out).parent) as spill:
         fitted = _fit_sharded(cells, dict(sharding), fit_options, Path(spill))
-        path = cache.write(out, fitted, cells, max_runtime_draws=runtime_draws, overwrite=replace)
+        path = cache.write(out, fitted, cells, max_runtime_draws=runtime_draws, overwrite=replace,
+                           conversion_delay=conversion_delay)
         fitted.close()  # its shards' posteriors were read from the spill folder: read the cache's from now on
     return Cached(path, cache.read_manifest(path), fitted)
 

@@ -388,7 +388,8 @@ class Pacer:
         """A pacer on a model cache.  An invalid or stale cache, one whose conversion, volume or cost part
         failed its diagnostics gate, or a journal that cannot be read completely, gives a stopped pacer
         (bids 0.0, ``status()`` says why) unless ``strict``, which raises instead, and then also for any
-        other failed part.  Unknown or out-of-range options are errors either way."""
+        other failed part.  Unknown or out-of-range options are errors either way.  A cache fitted on censored
+        windows carries its conversion delay, the default ``conversion_delay``."""
         check_plan_options(plan_options)
         path = Path(path)
         journal = journal or path.parent / f"{path.name}.journal"
@@ -413,6 +414,8 @@ class Pacer:
                 raise
             return cls._stopped(str(exc), daily_budget, timezone or "UTC", now, journal if campaign else None,
                                 campaign or "(none)")
+        if "conversion_delay" not in plan_options and manifest.get("conversion_delay") is not None:
+            plan_options["conversion_delay"] = manifest["conversion_delay"]  # the fit's, from event logs
         pacer = cls(posterior, daily_budget, zone, journal, now, plan_options, stop_reason=stop, warnings=warnings,
                     durable=durable)
         if strict and pacer.journal_error:

@@ -101,3 +101,54 @@ def test_fingerprint_tracks_the_data(tmp_path):
     a = data.aggregate(data.load_windows(write(tmp_path, GOOD)))
     b = data.aggregate(data.load_windows(write(tmp_path, GOOD.replace("12,0,6.0", "12,1,6.0"), "b.csv")))
     assert a.fingerprint() != b.fingerprint()
+
+
+EVENTS = """click_time,campaign,is_attributed,attributed_time
+2026-03-01T00:10:00Z,a,1,2026-03-01T00:12:00Z
+2026-03-01T00:20:00Z,a,1,2026-03-01T09:00:00Z
+2026-03-01T00:30:00Z,a,0,
+2026-03-01T10:05:00Z,a,1,2026-03-01T13:00:00Z
+2026-03-01T11:40:00Z,a,1,2026-03-01T11:41:00Z
+2026-03-01T13:30:00Z,a,0,
+"""
+
+
+def test_an_event_log_read_as_of_a_time_gives_censored_windows_and_a_delay_sample(tmp_path):
+    """Exported at 12:00: the 13:00 report and the 13:30 click are not in it yet; every window is observed
+    until 12:00; the delays of the earlier half's clicks (before 06:00) are the sample."""
+    delays: list[float] = []
+    events = pd.read_csv(write(tmp_path, EVENTS, "events.csv"))
+    windows = data.windows_from_events(events, "click_time", "is_attributed", group="campaign",
+                                       conversion_time="attributed_time", as_of="2026-03-01T12:00:00Z",
+                                       delays=delays)
+    assert windows["clicks"].sum() == 5 and windows["conversions"].sum() == 3  # 10:05's reported at 13:00
+    assert set(windows["observed_until"]) == {"2026-03-01T12:00:00Z"}
+    assert sorted(delays) == [120.0, 8 * 3600 + 40 * 60]
+    loaded = data.load_windows(windows)
+    cells = data.aggregate(loaded, delays=np.array(delays))
+    assert np.isclose(cells.exposure.sum(), cells.clicks.sum(), atol=2.5) and cells.exposure.sum() < cells.clicks.sum()
+    recent = cells.hour == 11  # an hour before the export: only the fast half of conversions can be in
+    assert 0.4 < cells.exposure[recent].sum() / cells.clicks[recent].sum() < 0.6
+    with pytest.raises(InputError, match="observed_until.*delay"):
+        data.aggregate(loaded)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("2026-03-01T00:12:00Z", "2026-03-01T00:05:00Z"), "row 1, column 'attributed_time': conversion time before the click"),
+    (("a,1,2026-03-01T09:00:00Z", "a,1,"), "row 2, column 'attributed_time': a conversion (outcome 1) without"),
+    (("2026-03-01T13:00:00Z", "13 o'clock"), "row 4, column 'attributed_time': not an ISO-8601 time"),
+])
+def test_bad_conversion_times_are_one_line(tmp_path, capsys, edit, message):
+    raw = write(tmp_path, EVENTS.replace(*edit), "events.csv")
+    out = tmp_path / "w.csv"
+    code = cli.main(["windows", str(raw), "--time", "click_time", "--outcome", "is_attributed", "--group",
+                     "campaign", "--conversion-time", "attributed_time", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not data.delay_file(out).exists()
+
+
+def test_observed_until_before_its_window_is_an_error(tmp_path):
+    text = "timestamp,clicks,conversions,observed_until\n2026-03-01T10:00:00Z,5,1,2026-03-01T09:00:00Z\n"
+    with pytest.raises(InputError, match="row 1, column 'observed_until': before the window's start"):
+        data.load_windows(write(tmp_path, text))

@@ -318,3 +318,32 @@ def test_the_retry_appends_new_chains_or_restarts_after_divergences(diverged):
     else:
         assert calls[1] == {"draws": draws, "tune": 10, "target_accept": 0.9}
         assert np.allclose(x[0], [1.01, 1.03, 2.01, 2.03])  # the first sampling's, then the new chains'
+
+
+def test_a_censored_export_fits_end_to_end_and_its_delay_reaches_the_pacer(tmp_path):
+    """windows --conversion-time writes censored windows and the delay sample beside them; fit picks the
+    sample up by itself; its quantiles travel in the cache, and the pacer waits for postbacks by them."""
+    rng = np.random.default_rng(3)
+    clicks = pd.Timestamp("2026-03-02", tz="UTC") + pd.to_timedelta(np.sort(rng.uniform(0, 6 * 86400, 3000)), "s")
+    converts = rng.uniform(size=clicks.size) < 0.05
+    delay = pd.to_timedelta(np.where(rng.uniform(size=clicks.size) < 0.5, rng.exponential(120, clicks.size),
+                                     rng.exponential(6 * 3600, clicks.size)), "s")
+    events = pd.DataFrame({"click_time": clicks.strftime("%Y-%m-%dT%H:%M:%SZ"), "is_attributed": converts.astype(int),
+                           "attributed_time": np.where(converts, (clicks + delay).strftime("%Y-%m-%dT%H:%M:%SZ"), ""),
+                           "cost": 0.5})
+    events.to_csv(tmp_path / "events.csv", index=False)
+    windows = tmp_path / "w.csv"
+    assert cli.main(["windows", str(tmp_path / "events.csv"), "--time", "click_time", "--outcome", "is_attributed",
+                     "--cost", "cost", "--conversion-time", "attributed_time", "--out", str(windows)]) == 0
+    assert "observed_until" in pd.read_csv(windows) and len(data.read_delays(data.delay_file(windows))) > 20
+    out = tmp_path / "m"
+    code = cli.main(["fit", str(windows), "--out", str(out), "--draws", "100", "--tune", "100", "--chains", "2",
+                     "--quiet"])
+    manifest = cache.read_manifest(out)
+    assert code in (0, 4) and len(manifest["conversion_delay"]) == cache.DELAY_QUANTILES
+    pacer = Pacer.load(out, 100.0, journal=tmp_path / "j", force=True)
+    assert pacer.plan_options["conversion_delay"].size == cache.DELAY_QUANTILES
+    (tmp_path / "elsewhere").mkdir()
+    moved = tmp_path / "elsewhere" / "w.csv"
+    windows.rename(moved)  # without its delay sample: one clear line, exit 2
+    assert cli.main(["fit", str(moved), "--out", str(tmp_path / "m2"), "--quiet"]) == 2

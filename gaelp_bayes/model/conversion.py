@@ -88,10 +88,11 @@ def build(cells: Cells, pooled_campaigns: bool, cfg: ModelConfig, population: Po
     import pytensor.tensor as pt
 
     harmonics = cfg.hour_harmonics
-    pooled = (cells.conversions.sum() + 0.5) / (cells.clicks.sum() + 1.0)
-    seen = cells.clicks > 0
+    trials = np.maximum(cells.trials, cells.conversions)  # a censored cell's exposure (can round below)
+    pooled = (cells.conversions.sum() + 0.5) / (trials.sum() + 1.0)
+    seen = trials > 0
     center = pm.Data("conversion_prior_center", logit(pooled))  # data, not a constant: see nuts.py
-    conversions, clicks = hour_sums(cells, seen, cells.conversions, cells.clicks)
+    conversions, clicks = hour_sums(cells, seen, cells.conversions, trials)
     cells_per_hour = np.maximum(hour_sums(cells, seen, np.ones(len(seen)))[0], 1)
     # cell effects add variance: an hour's information is about its cells' 1/(1/(n p (1-p)) + sd^2) summed
     cell_variance = cell_sd_guess(cells, seen, conversions, clicks) ** 2
@@ -127,7 +128,7 @@ def build(cells: Cells, pooled_campaigns: bool, cfg: ModelConfig, population: Po
         sigma_cell = pm.Gamma("sigma_cell", alpha=cfg.sigma_cell_shape, beta=cfg.sigma_cell_rate)
     grid = pt.dot(theta, curve_design(harmonics).T)[:, None, :] + day[None, :, None]  # [campaign, dow, hour]
     eta = grid.reshape((-1,))[pm.Data("cell_idx", flat_cell(cells)[seen])]
-    pm.Potential("conversion_loglik", beta_binomial_loglik(cells.conversions[seen], cells.clicks[seen], eta,
+    pm.Potential("conversion_loglik", beta_binomial_loglik(cells.conversions[seen], trials[seen], eta,
                                                            sigma_cell))
 
 
@@ -136,7 +137,7 @@ def cell_sd_guess(cells: Cells, seen: np.ndarray, conversions: np.ndarray, click
     beyond the binomial around their campaign-hour rate.  Only the whitening uses it (a guess that sets the
     sampler's speed, not the model)."""
     rate = ((conversions + 0.5) / (clicks + 1.0))[cells.campaign[seen], cells.hour[seen]]
-    k, n = cells.conversions[seen], cells.clicks[seen]
+    k, n = cells.conversions[seen], np.maximum(cells.trials, cells.conversions)[seen]
     binomial = n * rate * (1 - rate)
     excess = np.sum((k - n * rate) ** 2 - binomial) / max(np.sum(binomial**2), 1e-12)
     return float(np.clip(np.sqrt(max(excess, 0.0)), 0.02, 1.0))
@@ -210,6 +211,7 @@ def export(g, obs, n: int, rng: np.random.Generator, cfg: ModelConfig) -> dict[s
     # each cell's rate given its mean: Beta(a, b) (cell_beta), updated by the cell's own counts (conjugate)
     a, b = cell_beta(eta, g("sigma_cell")[:, None, None, None])
     cell = (obs["campaign"].values, obs["dow"].values, obs["hour"].values)
+    trials = obs["exposure"].values if "exposure" in obs else obs["clicks"].values  # censored: the exposure
     a[:, cell[0], cell[1], cell[2]] += obs["conversions"].values
-    b[:, cell[0], cell[1], cell[2]] += obs["clicks"].values - obs["conversions"].values
+    b[:, cell[0], cell[1], cell[2]] += np.maximum(trials - obs["conversions"].values, 0.0)
     return {"cvr": rng.beta(a, b)}

@@ -181,7 +181,7 @@ def cells_dataset(cells: Cells):
     import xarray as xr
 
     data = {name: ("cell", getattr(cells, name)) for name in
-            ("campaign", "dow", "hour", "windows", "clicks", "conversions", "spend", "revenue")
+            ("campaign", "dow", "hour", "windows", "clicks", "conversions", "spend", "revenue", "exposure")
             if getattr(cells, name) is not None}
     return xr.Dataset(data, coords={"campaign_name": list(cells.campaigns)},
                       attrs={"timezone": cells.timezone, "period_start": cells.period[0],

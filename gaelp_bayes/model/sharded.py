@@ -51,7 +51,8 @@ def subset(cells: Cells, campaigns: list[int]) -> Cells:
     pick = lambda v: None if v is None else v[keep]  # noqa: E731
     return replace(cells, campaigns=tuple(cells.campaigns[i] for i in campaigns), campaign=index[cells.campaign[keep]],
                    dow=cells.dow[keep], hour=cells.hour[keep], windows=cells.windows[keep], clicks=cells.clicks[keep],
-                   conversions=cells.conversions[keep], spend=pick(cells.spend), revenue=pick(cells.revenue))
+                   conversions=cells.conversions[keep], spend=pick(cells.spend), revenue=pick(cells.revenue),
+                   exposure=pick(cells.exposure))
 
 
 def plan(cells: Cells, population_size: int = POPULATION_SIZE, shard_size: int = SHARD_SIZE) -> list[list[int]]:
