@@ -11,6 +11,7 @@ baseline from the same run).
     gaelp-bayes bench robustness     # the battery of data shapes: gate pass rates, time, held-out coverage
     gaelp-bayes bench cache          # Pacer.load/allocate of one campaign out of 100 .. 10,000 (cold page cache)
     gaelp-bayes bench scale          # sharded fits on a Dask LocalCluster (1, 2 workers) beside the joint fit
+    gaelp-bayes bench delay          # history exported while conversions arrive: censored vs naive fit
     gaelp-bayes bench all            # everything (make bench; needs models/demo from make demo)
 
 (``python -m gaelp_bayes.bench ...`` is the same.)
@@ -195,6 +196,65 @@ def bench_calibration(campaigns: int, seed: int) -> None:
         f"| fit: gate / max R-hat / min bulk ESS / divergences / seconds | {'pass' if d.passed else 'FAIL'} / "
         f"{d.rhat_max:.3f} / {d.ess_bulk_min:.0f} / {d.divergences} / {fitted.seconds:.0f} | |"]
     _write("calibration", lines)
+
+
+DELAY_WORLDS = {  # name: (share fast, fast mean s, slow mean s) of the conversion delay
+    "fast (minutes)": (1.0, 600.0, 600.0),
+    "slow (hours to days)": (0.35, 3600.0, 1.5 * 86400),
+}
+
+
+def bench_delay(campaigns: int = 3, seed: int = 61) -> None:
+    """History exported while conversions are still arriving: the censored fit (``observed_until`` and a
+    delay sample) against the naive fit (reported counts taken as complete) on the same windows, per delay
+    world: fitted rates and the held-out week against the truth."""
+    import pandas as pd
+
+    from . import cache, data, sim
+    from .predict import predict
+
+    world = sim.make_world(campaigns=campaigns, seed=seed)
+    history = sim.log_history(world, days=63, seed=seed + 1)
+    stamps = pd.to_datetime(history["timestamp"], utc=True)
+    export = stamps.min() + pd.Timedelta(days=56)  # the history exported at the end of week 8
+    train, holdout = history[stamps < export].reset_index(drop=True), history[stamps >= export]
+    elapsed = (export - stamps[stamps < export]).dt.total_seconds().to_numpy() / 3600
+    lines = _header(f"Conversion delay: {campaigns} campaigns x 8 weeks exported while conversions arrive, "
+                    f"world seed {seed}") + [
+        "Each world's delay: a share of conversions exponential with a fast mean, the rest with a slow mean. "
+        "The training windows' conversions are those reported by the export (each reported with the true "
+        "probability for its window); week 9 is held out complete. *censored*: the windows carry "
+        "`observed_until` (the export) and the fit a delay sample of 2,000 (drawn from the world's delay: "
+        "what `windows --conversion-time` estimates from an event log); *naive*: the same reported counts "
+        "taken as complete. *rate / truth*: the posterior mean rate over the training cells, click-weighted, "
+        "over the true one; *held-out conv.*: predicted over actual conversions of week 9; *PIT 90%* and "
+        "*rate 90%* as in the calibration table.", "",
+        "| delay world | fit | reported by export | rate / truth | held-out conv. | PIT 90% | rate 90% | gate |",
+        "|---|---|---|---|---|---|---|---|"]
+    world_cvr = world.cvr[[world.campaigns.index(c) for c in sorted(world.campaigns)]]
+    for name, spec in DELAY_WORLDS.items():
+        truth_share = data.reported_share(elapsed, sim.delays(spec, 200_000, seed + 2))
+        reported = np.random.default_rng(seed + 3).binomial(train["conversions"].to_numpy(), truth_share)
+        windows = train.assign(conversions=reported)
+        sample = sim.delays(spec, 2000, seed + 4)
+        runs = {"naive": (data.load_windows(windows), None),
+                "censored": (data.load_windows(windows.assign(observed_until=export.isoformat())), sample)}
+        for fit_name, (loaded, delays) in runs.items():
+            cells = data.aggregate(loaded, delays=delays)
+            with tempfile.TemporaryDirectory() as tmp:
+                fitted = fit_cached(cells, Path(tmp) / "m", progress=False, seed=seed, conversion_delay=delays).fit
+                cal = _held_out(Path(tmp) / "m", holdout, world)
+                pred, _ = predict(str(Path(tmp) / "m"), holdout.reset_index(drop=True), force=True)
+                _, arrays = cache.read_runtime(Path(tmp) / "m")
+            post = arrays["cvr"][:, :campaigns].mean(axis=0)[cells.campaign, cells.dow, cells.hour]
+            true = world_cvr[cells.campaign, cells.dow, cells.hour]
+            ratio = float((post * cells.clicks).sum() / (true * cells.clicks).sum())
+            held = float(pred["pred_conversions_mean"].sum() / holdout["conversions"].sum())
+            lines.append(f"| {name} | {fit_name} | {reported.sum() / train['conversions'].sum():.1%} | {ratio:.3f} | "
+                         f"{held:.3f} | {cal['pit_coverage']:.3f} | {cal['rate_coverage']:.3f} | "
+                         f"{'pass' if fitted.diagnostics.passed else 'FAIL'} |")
+            print(lines[-1], flush=True)
+    _write("delay", lines)
 
 
 def _held_out(model_dir: Path, holdout, world) -> dict:
@@ -854,8 +914,8 @@ def bench_scenarios(seed: int = 41, days: int = 7, campaigns: int = 3) -> None:
     _write("scenarios", lines)
 
 
-INDEX_ORDER = ("robustness", "pacing", "scenarios", "calibration", "open_bandit", "allocation", "allocation_speed",
-               "runtime_speed", "events", "sparse", "fit_speed")
+INDEX_ORDER = ("robustness", "pacing", "scenarios", "delay", "calibration", "open_bandit", "allocation",
+               "allocation_speed", "runtime_speed", "events", "sparse", "fit_speed")
 
 
 def write_index() -> Path:
@@ -920,6 +980,8 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--days", type=int, default=7)
     ca = sub.add_parser("cache", help="Pacer.load and allocate of one campaign out of many (cold page cache)")
     ca.add_argument("--sizes", default="100,1000,10000", help="campaigns, comma-separated (10,000: 20 GB on disk)")
+    de = sub.add_parser("delay", help="history exported while conversions arrive: censored vs naive fit")
+    de.add_argument("--seed", type=int, default=61)
     sc2 = sub.add_parser("scale", help="sharded fits on a Dask LocalCluster, beside the joint fit")
     sc2.add_argument("--sizes", default="200", help="campaigns, comma-separated (2000 takes hours on 2 cores)")
     sc2.add_argument("--workers", default="1,2", help="LocalCluster sizes, comma-separated")
@@ -952,11 +1014,14 @@ def run(args: argparse.Namespace) -> None:
         bench_allocation(10, 500)
         bench_pacing(["rich", "sparse"])
         bench_scenarios()
+        bench_delay()
         bench_fit([1, 20, 200], ["auto"])
     elif args.what == "sparse":
         bench_sparse()
     elif args.what == "cache":
         bench_cache([int(v) for v in args.sizes.split(",")])
+    elif args.what == "delay":
+        bench_delay(seed=args.seed)
     elif args.what == "scale":
         bench_scale([int(v) for v in args.sizes.split(",")], [int(v) for v in args.workers.split(",")],
                     args.joint_up_to)
