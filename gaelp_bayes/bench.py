@@ -201,38 +201,40 @@ def bench_calibration(campaigns: int, seed: int) -> None:
 DELAY_WORLDS = {  # name: (share fast, fast mean s, slow mean s) of the conversion delay
     "fast (minutes)": (1.0, 600.0, 600.0),
     "slow (hours to days)": (0.35, 3600.0, 1.5 * 86400),
+    "very slow (days)": (0.2, 3600.0, 4 * 86400),
 }
 
 
-def bench_delay(campaigns: int = 3, seed: int = 61) -> None:
+def bench_delay(campaigns: int = 3, seed: int = 61, weeks: tuple[int, ...] = (8, 2)) -> None:
     """History exported while conversions are still arriving: the censored fit (``observed_until`` and a
     delay sample) against the naive fit (reported counts taken as complete) on the same windows, per delay
-    world: fitted rates and the held-out week against the truth."""
+    world and length of history: fitted rates and the held-out week against the truth."""
     import pandas as pd
 
     from . import cache, data, sim
     from .predict import predict
 
     world = sim.make_world(campaigns=campaigns, seed=seed)
-    history = sim.log_history(world, days=63, seed=seed + 1)
-    stamps = pd.to_datetime(history["timestamp"], utc=True)
-    export = stamps.min() + pd.Timedelta(days=56)  # the history exported at the end of week 8
-    train, holdout = history[stamps < export].reset_index(drop=True), history[stamps >= export]
-    elapsed = (export - stamps[stamps < export]).dt.total_seconds().to_numpy() / 3600
-    lines = _header(f"Conversion delay: {campaigns} campaigns x 8 weeks exported while conversions arrive, "
+    lines = _header(f"Conversion delay: {campaigns} campaigns, history exported while conversions arrive, "
                     f"world seed {seed}") + [
         "Each world's delay: a share of conversions exponential with a fast mean, the rest with a slow mean. "
-        "The training windows' conversions are those reported by the export (each reported with the true "
-        "probability for its window); week 9 is held out complete. *censored*: the windows carry "
+        "Each history (its weeks fitted, the next held out) is exported at its end: the training windows' "
+        "conversions are those reported by the export (each reported with the true "
+        "probability for its window); the week after is held out complete. *censored*: the windows carry "
         "`observed_until` (the export) and the fit a delay sample of 2,000 (drawn from the world's delay: "
         "what `windows --conversion-time` estimates from an event log); *naive*: the same reported counts "
         "taken as complete. *rate / truth*: the posterior mean rate over the training cells, click-weighted, "
-        "over the true one; *held-out conv.*: predicted over actual conversions of week 9; *PIT 90%* and "
+        "over the true one; *held-out conv.*: predicted over actual conversions of the held-out week; *PIT 90%* and "
         "*rate 90%* as in the calibration table.", "",
-        "| delay world | fit | reported by export | rate / truth | held-out conv. | PIT 90% | rate 90% | gate |",
-        "|---|---|---|---|---|---|---|---|"]
+        "| weeks | delay world | fit | reported by export | rate / truth | held-out conv. | PIT 90% | rate 90% | gate |",
+        "|---|---|---|---|---|---|---|---|---|"]
     world_cvr = world.cvr[[world.campaigns.index(c) for c in sorted(world.campaigns)]]
-    for name, spec in DELAY_WORLDS.items():
+    for n_weeks, (name, spec) in ((n, w) for n in weeks for w in DELAY_WORLDS.items()):
+        history = sim.log_history(world, days=7 * (n_weeks + 1), seed=seed + 1)
+        stamps = pd.to_datetime(history["timestamp"], utc=True)
+        export = stamps.min() + pd.Timedelta(weeks=n_weeks)  # exported at the end of the history's last week
+        train, holdout = history[stamps < export].reset_index(drop=True), history[stamps >= export]
+        elapsed = (export - stamps[stamps < export]).dt.total_seconds().to_numpy() / 3600
         truth_share = data.reported_share(elapsed, sim.delays(spec, 200_000, seed + 2))
         reported = np.random.default_rng(seed + 3).binomial(train["conversions"].to_numpy(), truth_share)
         windows = train.assign(conversions=reported)
@@ -250,8 +252,8 @@ def bench_delay(campaigns: int = 3, seed: int = 61) -> None:
             true = world_cvr[cells.campaign, cells.dow, cells.hour]
             ratio = float((post * cells.clicks).sum() / (true * cells.clicks).sum())
             held = float(pred["pred_conversions_mean"].sum() / holdout["conversions"].sum())
-            lines.append(f"| {name} | {fit_name} | {reported.sum() / train['conversions'].sum():.1%} | {ratio:.3f} | "
-                         f"{held:.3f} | {cal['pit_coverage']:.3f} | {cal['rate_coverage']:.3f} | "
+            lines.append(f"| {n_weeks} | {name} | {fit_name} | {reported.sum() / train['conversions'].sum():.1%} | "
+                         f"{ratio:.3f} | {held:.3f} | {cal['pit_coverage']:.3f} | {cal['rate_coverage']:.3f} | "
                          f"{'pass' if fitted.diagnostics.passed else 'FAIL'} |")
             print(lines[-1], flush=True)
     _write("delay", lines)
