@@ -910,10 +910,32 @@ def bench_scenarios(seed: int = 41, days: int = 7, campaigns: int = 3) -> None:
         raise SystemExit(f"simulate failed with exit code {code}")
     body = (out / "summary.md").read_text().splitlines()[1:]
     lines = _header(f"Scenarios: {campaigns} campaigns x {days} test days, world seed {seed}") + [
-        "Conversions as % of the hindsight oracle (`pct_lo`/`pct_hi`: 5-95% over campaign-days). `bayes-static` "
-        "is the same pacer with online learning off, the baseline for learning. Figures: reports/simulation/.",
-        *body]
+        "Conversions as % of the hindsight oracle (`pct_lo`/`pct_hi`: 5-95% over campaign-days). `dual` is a "
+        "plain dual-multiplier pacer on smoothed empirical hourly rates (no Bayes); `bayes-static` is the same "
+        "pacer as `bayes` with online learning off (the baseline for learning: of rates and of the market); "
+        "`bayes-dg` the same pacer with Balseiro & Gur's dual-gradient update instead of its PI controller. "
+        "Figures: reports/simulation/.", "", "## Summary: mean % of the oracle", "",
+        *scenario_summary(out / "results.csv"), "", "## Detail", *body]
     _write("scenarios", lines)
+
+
+def scenario_summary(results_csv: Path) -> list[str]:
+    """A Markdown table from ``simulate``'s results.csv: mean % of the oracle per scenario and policy, and
+    the largest overspend of any policy."""
+    import pandas as pd
+
+    results = pd.read_csv(results_csv)
+    results = results[results["policy"] != "oracle"]
+    table = results.pivot_table(index="scenario", columns="policy", values="pct_of_oracle", aggfunc="mean",
+                                sort=False)
+    policies = list(dict.fromkeys(results["policy"]))
+    overspend = results.groupby("scenario", sort=False)["overspend"].max()
+    lines = ["| scenario | " + " | ".join(policies) + " | max overspend |",
+             "|---|" + "---|" * (len(policies) + 1)]
+    for scenario, row in table.iterrows():
+        lines.append(f"| {scenario} | " + " | ".join(f"{row[p]:.1f}" for p in policies)
+                     + f" | {overspend[scenario]:.2f} |")
+    return lines
 
 
 INDEX_ORDER = ("robustness", "pacing", "scenarios", "delay", "calibration", "open_bandit", "allocation",
