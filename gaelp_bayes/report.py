@@ -120,8 +120,38 @@ def data_summary(ctx: Context) -> tuple[str, list[Figure]]:
     ax.grid(False)
     ax.set_title("Windows logged per day of week and hour (all campaigns)")
     fig.colorbar(im, ax=ax, label="windows")
-    return text, [Figure("data_coverage", "How much history each day-of-week x hour cell has; white cells are "
-                         "gaps the model fills by pooling.", _png(fig))]
+    figures = [Figure("data_coverage", "How much history each day-of-week x hour cell has; white cells are "
+                      "gaps the model fills by pooling.", _png(fig))]
+    if m.get("conversion_delay"):
+        words, figure = _conversion_delay(m["conversion_delay"])
+        text += words
+        figures.append(figure)
+    return text, figures
+
+
+def _conversion_delay(quantiles: list[float]) -> tuple[str, Figure]:
+    """The conversion delay the fit was censored with (its quantiles, from the manifest)."""
+    import matplotlib.pyplot as plt
+
+    q = np.asarray(quantiles, dtype=np.float64)
+    share = np.linspace(0, 1, q.size)
+    within = {label: float(np.searchsorted(q, seconds, side="right") / q.size)
+              for label, seconds in (("a minute", 60), ("an hour", 3600), ("a day", 86400))}
+    text = ("<p>Conversions arrive after their click: the windows were counted up to when the log was exported "
+            "(<code>observed_until</code>), and the fit counted each window's clicks by the share of conversions "
+            "reported by then. Reported within " + ", ".join(f"{k}: {v:.0%}" for k, v in within.items())
+            + ". The runtime pacer waits for postbacks by the same delay.</p>")
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    ax.step(np.maximum(q, 1.0), share, where="post", color=COLOR, lw=2)
+    ax.set_xscale("log")
+    for seconds in (60, 3600, 86400):
+        ax.axvline(seconds, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("time from click to report (seconds, log scale; dotted: a minute, an hour, a day)")
+    ax.set_ylabel("share reported")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Conversion delay (the delay sample the fit used)")
+    return text, Figure("conversion_delay", "Share of conversions reported within a given time of their click.",
+                        _png(fig))
 
 
 def hourly_rates(ctx: Context) -> tuple[str, list[Figure]]:

@@ -343,6 +343,10 @@ def test_a_censored_export_fits_end_to_end_and_its_delay_reaches_the_pacer(tmp_p
     assert code in (0, 4) and len(manifest["conversion_delay"]) == cache.DELAY_QUANTILES
     pacer = Pacer.load(out, 100.0, journal=tmp_path / "j", force=True)
     assert pacer.plan_options["conversion_delay"].size == cache.DELAY_QUANTILES
+    from gaelp_bayes.report import build_report
+
+    page = build_report(out, tmp_path / "r.html").read_text()
+    assert "conversion_delay" in page and "Reported within a minute" in page
     (tmp_path / "elsewhere").mkdir()
     moved = tmp_path / "elsewhere" / "w.csv"
     windows.rename(moved)  # without its delay sample: one clear line, exit 2
