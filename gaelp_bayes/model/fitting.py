@@ -167,8 +167,8 @@ class Fit:
 
         from ..cache import write_tree
 
-        write_tree(self.tree, path)
-        return replace(self, tree=xr.open_datatree(path, engine="h5netcdf"))
+        write_tree(self.tree, path)  # cache=False: what is read is not kept (xarray's default keeps it)
+        return replace(self, tree=xr.open_datatree(path, engine="h5netcdf", cache=False))
 
     def runtime_blocks(self, max_draws: int = 1000):
         """What ``cache.write_runtime`` writes: every slot (the campaigns, then a new campaign) at once."""
