@@ -571,9 +571,9 @@ class Pacer:
                 if market is not None:  # an invalid one is ignored: the market is learned again
                     self._market.restore(market)
                 self._review(self._last_t, self._hour_of(self._last_t))
-            self._journal = open(path, "a", encoding="utf-8")
+            self._journal = open(path, "ab")  # binary: its writes and the group commit's flushes are thread-safe
             if not lines and self._market.auctions:  # a new day's plan used what earlier days learned
-                self._journal.write(f'{{"market": {json.dumps(self._market.state())}}}\n')
+                self._journal.write(f'{{"market": {json.dumps(self._market.state())}}}\n'.encode())
         except OSError as exc:
             self.journal_error = f"journal {path}: cannot be read or opened ({exc.strerror or exc}); bidding stops"
         if self.journal_error:
@@ -815,7 +815,7 @@ class Pacer:
         try:
             market = (f', "market": {json.dumps(self._market.state())}'
                       if self._records % CHECK_EVERY == 0 or h != self._hour else "")
-            self._journal.write(f'{{"t": {t!r}, {fields}, "L": {self._L!r}, "ti": {self._t_int!r}{market}}}\n')
+            self._journal.write(f'{{"t": {t!r}, {fields}, "L": {self._L!r}, "ti": {self._t_int!r}{market}}}\n'.encode())
             if self.durable:
                 self._journal.flush()
                 os.fsync(self._journal.fileno())
@@ -847,28 +847,32 @@ class Pacer:
             self._flusher.start()
 
     def _commit_loop(self) -> None:
-        """Commit every ``FLUSH_EVERY`` seconds while records come; end when none came (or on close)."""
+        """Commit every ``FLUSH_EVERY`` seconds while records come; end when none came (or on close).  The
+        pacer's lock is taken only to end (so a record cannot be left without a commit): a thread recording
+        as fast as it can would otherwise keep the commits waiting for the lock."""
         while not self._closed.wait(FLUSH_EVERY):
-            with self._lock:
-                if not self._dirty:
-                    self._flusher = None
-                    return
+            if not self._dirty:
+                with self._lock:
+                    if not self._dirty:
+                        self._flusher = None
+                        return
             self._commit()
 
     def _commit(self) -> None:
-        with self._lock:
-            journal, self._dirty = self._journal, False
-            try:
-                if journal is not None:
-                    journal.flush()
-            except OSError as exc:
+        """Flush and fsync the journal's records written so far, without the pacer's lock (the binary file's
+        own lock orders its writes and flushes): bids and records go on meanwhile.  A record written while
+        this runs is in this commit or marks the next one dirty."""
+        journal, self._dirty = self._journal, False
+        if journal is None:
+            return
+        try:
+            journal.flush()
+            os.fsync(journal.fileno())
+        except ValueError:  # closed since (a new day's file, or close()): its close flushed it
+            pass
+        except OSError as exc:
+            with self._lock:
                 self._journal_failed(exc)
-                return
-        if journal is not None:  # fsync outside the lock: bids go on meanwhile
-            try:
-                os.fsync(journal.fileno())
-            except (OSError, ValueError):  # closed since (a new day's file): its close flushed it
-                pass
 
     def _apply(self, t: float, cost: float, clicks: int, conversions: int, click_t: float | None = None) -> None:
         """Book one record (``click_t``: the conversions are a postback for a click at that time)."""
