@@ -287,17 +287,21 @@ def _campaign_rates(model_dir: Path) -> np.ndarray:
     return cvr.reshape(cvr.shape[0], cvr.shape[1], -1).mean(axis=2)
 
 
-def bench_scale(sizes: list[int], workers: list[int], joint_up_to: int, seed: int = 31) -> None:
+def bench_scale(sizes: list[int], workers: list[int], joint_up_to: int, seed: int = 31,
+                same_base_rate: bool = False) -> None:
     """Sharded fits of campaigns x 8 weeks on a LocalCluster of each number of ``workers``, timed warm (a
     short fit of the same structure compiles first), with held-out coverage on a 9th week of simulated
     truth; up to ``joint_up_to`` campaigns, the joint fit of the same data beside (time, coverage, and
-    how far the sharded posterior means are from the joint ones)."""
+    how far the sharded posterior means are from the joint ones).  ``same_base_rate``: every campaign's base
+    conversion rate the same (a population whose campaign-level spread is zero)."""
     import pandas as pd
 
     from . import data, sim
 
     lines = _header("Sharded fits: campaigns x 8 weeks on a Dask LocalCluster") + [
-        "Each size: simulated truth (world seed 31), 8 weeks fitted, the 9th held out. A sharded fit "
+        f"Each size: simulated truth (world seed {seed}"
+        + (", every campaign's base conversion rate the same: no spread of campaign levels" if same_base_rate else "")
+        + "), 8 weeks fitted, the 9th held out. A sharded fit "
         "(population fit of 24 campaigns, shards of 24; default NUTS settings per fit) on a LocalCluster of "
         "the given number of worker processes, the machine's cores shared among them; the compiled samplers "
         "are warm (a 10-draw sharded fit of the first 48 campaigns, the same structures, ran first). "
@@ -313,7 +317,7 @@ def bench_scale(sizes: list[int], workers: list[int], joint_up_to: int, seed: in
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for n in sizes:
-        world = sim.make_world(campaigns=n, seed=seed)
+        world = sim.make_world(campaigns=n, seed=seed, **({"base_cvr": (0.03, 0.03)} if same_base_rate else {}))
         history = sim.log_history(world, days=63, seed=seed + 1)
         stamps = pd.to_datetime(history["timestamp"], utc=True)
         cut = stamps.min() + pd.Timedelta(days=56)
@@ -1019,6 +1023,9 @@ def main(argv: list[str] | None = None) -> int:
     sc2.add_argument("--sizes", default="200", help="campaigns, comma-separated (2000 takes hours on 2 cores)")
     sc2.add_argument("--workers", default="1,2", help="LocalCluster sizes, comma-separated")
     sc2.add_argument("--joint-up-to", type=int, default=200, help="fit the joint model beside up to this size")
+    sc2.add_argument("--seed", type=int, default=31, help="world seed")
+    sc2.add_argument("--same-base-rate", action="store_true",
+                     help="every campaign's base conversion rate the same (no spread of campaign levels)")
     sub.add_parser("index", help="only rebuild reports/benchmarks.md from the tables")
     sub.add_parser("all", help="every benchmark above with its defaults (about an hour on 2 cores)")
     args = p.parse_args(argv)
@@ -1057,7 +1064,7 @@ def run(args: argparse.Namespace) -> None:
         bench_delay(seed=args.seed)
     elif args.what == "scale":
         bench_scale([int(v) for v in args.sizes.split(",")], [int(v) for v in args.workers.split(",")],
-                    args.joint_up_to)
+                    args.joint_up_to, args.seed, args.same_base_rate)
     elif args.what == "robustness":
         from .battery import SHAPES
 
