@@ -376,7 +376,6 @@ class Pacer:
         # the market as learned from this pacer's own auctions; the plan options' spread and win rate are
         # its priors (kept across days: the market does not start over at midnight)
         self._market = MarketBelief(self.plan_options["sigma"], self.plan_options["win_rate"])
-        self._plan_market = self._market.prior  # the market the plan was made for
         self._start_day(check_instant(now))
 
     # ----- loading -----------------------------------------------------------------------------
@@ -504,7 +503,7 @@ class Pacer:
         return threshold_plan(cvr.mean(0), cpc.mean(0), vol.mean(0), budget, cap, open_hours, *market)
 
     def _plan(self, open_hours: np.ndarray, budget: float, first: bool = False) -> None:
-        self._plan_market = self._market_now()
+        self._plan_market = self._market_now()  # the market the plan was made for
         log_k, spend = self._threshold(open_hours, budget, self._plan_market)
         self._log_k = log_k
         self._alloc = [float(s) for s in spend]
@@ -556,7 +555,7 @@ class Pacer:
                     f.write(b"\n")
             for number, line in enumerate(lines, 1):
                 entry, why, state, market = _journal_record(line)
-                if number == 1 and why == "the day's market":  # learned on earlier days: today's plan used it
+                if number == 1 and entry is None and market is not None:  # the day's market: today's plan used it
                     if self._market.restore(market):
                         self._plan(np.ones(24, bool), self.budget, first=True)
                     continue
@@ -750,10 +749,11 @@ class Pacer:
                        self.budget - self._late_sum) - self._spent - self._out_sum
             placed = np.cumsum(out) <= room
             out[~placed] = 0.0
-            nz = out[out > 0]
+            held = out > 0
+            nz = out[held]
             if nz.size:
                 ref = self._reference[h]
-                self._out.extend((seen, b, None, raw * ref) for b, raw in zip(nz.tolist(), bids[out > 0].tolist()))
+                self._out.extend((seen, b, None, raw * ref) for b, raw in zip(nz.tolist(), bids[held].tolist()))
                 self._out_sum += float(nz.sum())
             return out
 
@@ -813,8 +813,7 @@ class Pacer:
         if self._journal is None:
             return
         try:
-            market = (f', "market": {json.dumps(self._market.state())}'
-                      if self._records % CHECK_EVERY == 0 or h != self._hour else "")
+            market = f', "market": {json.dumps(self._market.state())}' if self._learning_due(h) else ""
             self._journal.write(f'{{"t": {t!r}, {fields}, "L": {self._L!r}, "ti": {self._t_int!r}{market}}}\n'.encode())
             if self.durable:
                 self._journal.flush()
@@ -831,8 +830,13 @@ class Pacer:
         if self._spent > OVERSPEND_STOP * self._cum[h + 1] + 0.05 * self.budget:
             self._stop = self._stop or (f"spend {self._spent:.2f} is far beyond the plan "
                                         f"({self._cum[h + 1]:.2f} by the end of hour {h})")
-        if h != self._hour or self._records % CHECK_EVERY == 0:
+        if self._learning_due(h):
             self._learn(t, replan=h != self._hour)
+
+    def _learning_due(self, h: int) -> bool:
+        """Whether the record just booked (in hour ``h``) is one the pacer learns after: an hour change or
+        every ``CHECK_EVERY`` records (its journal line then carries the market belief)."""
+        return h != self._hour or self._records % CHECK_EVERY == 0
 
     def _journal_failed(self, exc: OSError) -> None:
         self.journal_error = f"journal write failed ({exc.strerror or exc}); bidding stops"
