@@ -76,7 +76,6 @@ def export(g, obs, n: int, rng: np.random.Generator, cfg: ModelConfig) -> dict[s
     seen = log_volume(g("vol_level").reshape(n, -1), coef, g("vol_dow"), cfg.hour_harmonics)
     spread = coef.std(axis=1, ddof=1) if coef.shape[1] > 1 else cfg.unseen_curve_sd
     new_coef = coef.mean(axis=1) + spread * rng.normal(size=coef[:, 0].shape)
-    dow = g("vol_dow")[:, :, None] if g("vol_dow") is not None else np.zeros((n, 7, 1))
-    new_vol = (unseen(g("vol_level"), cfg.unseen_level_sd, rng)[:, None, None]
-               + (new_coef @ fourier_basis(cfg.hour_harmonics).T)[:, None, :] + dow)
-    return {"volume": np.exp(np.concatenate([seen, new_vol[:, None]], axis=1))}
+    new_level = unseen(g("vol_level"), cfg.unseen_level_sd, rng)  # a new campaign, from the same formula
+    new = log_volume(new_level[:, None], new_coef[:, None, :], g("vol_dow"), cfg.hour_harmonics)
+    return {"volume": np.exp(np.concatenate([seen, new], axis=1))}
