@@ -24,6 +24,11 @@ def _say_progress(done: int, total: int, label: str, start: float, progress: boo
               file=sys.stderr, flush=True)
 
 
+def _whole(k: int, result):
+    """What a runner keeps of a task's result by default: all of it."""
+    return result
+
+
 class Runner:
     """Tasks run here, one after another."""
 
@@ -42,7 +47,7 @@ class Runner:
         """Each ``(function, *args)`` of ``tasks``, results in order; ``keep(k, result)``, when given, is
         what is kept of task ``k``'s result, called as it lands."""
         start, results = time.perf_counter(), []
-        keep = keep or (lambda k, result: result)
+        keep = keep or _whole
         for k, (function, *args) in enumerate(tasks):
             results.append(keep(k, function(*args)))
             _say_progress(k + 1, len(tasks), labels[k], start, progress)
@@ -90,7 +95,7 @@ class DaskRunner(Runner):
     def run(self, tasks: list[tuple], labels: list[str], progress: bool, keep=None) -> list:
         from distributed import as_completed
 
-        keep = keep or (lambda k, result: result)
+        keep = keep or _whole
         start, run_id = time.perf_counter(), uuid.uuid4().hex[:8]
         futures = [self.client.submit(function, *args, pure=False, key=f"gaelp-{run_id}-{label.replace(' ', '-')}")
                    for label, (function, *args) in zip(labels, tasks)]
