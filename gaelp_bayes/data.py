@@ -380,9 +380,8 @@ def windows_from_events(events: pd.DataFrame, time: str, outcome: str, group: st
         if before.any():
             raise InputError(f"{name}: {_rows(before)}, column {conversion_time!r}: conversion time before the "
                              f"click (e.g. {events[conversion_time][before].iloc[0]!s})")
-        latest = max(stamps.max(), reported.max()) if reported.notna().any() else stamps.max()
-        if as_of is None:
-            until = latest
+        if as_of is None:  # the latest time in the log
+            until = max(stamps.max(), reported.max()) if reported.notna().any() else stamps.max()
         else:
             until = pd.to_datetime(str(as_of), format="ISO8601", errors="coerce", utc=True)
             if pd.isna(until) or until < stamps.min():
