@@ -10,7 +10,7 @@ FIND_PYTHON := for p in $(PYTHON_CANDIDATES); do \
 	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
 	    command -v $$p; break; fi; done
 
-.PHONY: demo test bench venv browser clean
+.PHONY: demo test bench venv browser redis clean
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -37,10 +37,22 @@ browser:
 	    echo "warning: could not install chromium; the browser render test will skip"; \
 	  else echo "warning: chromium missing and not installable here (needs apt-get as root); the browser render test will skip"; fi; }
 
-test: $(STAMP) browser
+# redis-server for the fleet ledger's tests and benchmark: Debian's package, installed the same way; the tests
+# start their own server on a free port of 127.0.0.1 (nothing runs as a service), or skip and say why.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's redis-server for the fleet ledger tests"; \
+	    $$SUDO apt-get install -y -q redis-server >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q redis-server >/dev/null 2>&1; } || \
+	    echo "warning: could not install redis-server; the fleet ledger's Redis tests will skip"; \
+	  else echo "warning: redis-server missing and not installable here (needs apt-get as root); the fleet ledger's Redis tests will skip"; fi; }
+
+test: $(STAMP) browser redis
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) redis
 	$(PY) -m gaelp_bayes.bench all
 
 clean:

@@ -221,6 +221,16 @@ class MarketBelief:
                 "prior": {"price_sigma": self.prior[0], "logged_win_rate": self.prior[1],
                           "counted_as_auctions": self.prior_auctions}}
 
+    def statistics(self) -> np.ndarray:
+        """The learned statistics as one additive vector (wins' count, sum, sum of squares, then the losses'
+        histogram): the sum of two processes' vectors is what one process seeing both auctions would learn."""
+        return np.concatenate([np.asarray(self.wins, np.float64), self.losses])
+
+    def set_statistics(self, vector: np.ndarray) -> None:
+        """Take ``statistics()`` (e.g. a fleet's sum) as what was learned."""
+        self.wins = [int(round(vector[0])), float(vector[1]), float(vector[2])]
+        self.losses = np.maximum(np.asarray(vector[3:], np.float64), 0.0)
+
     def state(self) -> list:
         """The learned statistics, for the journal (``restore`` reads them back)."""
         return [*self.wins, *np.flatnonzero(self.losses).tolist(), *self.losses[self.losses > 0].tolist()]

@@ -74,6 +74,13 @@ every ``FLUSH_EVERY`` (50 ms), or on every record with ``durable=True``, so a
 crash loses at most the last 50 ms of records; a journal that cannot be read
 completely stops the pacer rather than forget spend (only a torn last line, a
 crash in mid-write, is dropped).
+
+A fleet (``ledger=URL``, see ``ledger.py``): every process pacing the campaign shares one campaign-day in
+a store.  The budget room of the hard guard is then this process's *lease* (``_ceiling``: the fleet's spend
+at the last sync plus the lease), and ``_sync`` reports spend, outcomes, market and journal lines and takes
+a new lease every ``SYNC_EVERY`` seconds or when the lease is short: the store is touched per lease, not
+per bid.  ``_spent``, the clicks and conversions are the fleet's, so the plan, the controller and learning
+follow the whole fleet's day.
 """
 
 from __future__ import annotations
@@ -120,6 +127,9 @@ MAX_AUCTION_TIMEOUT = 120.0  # a won bid recorded after its timeout doubles the 
 DELAY_BIN = 300.0  # seconds: today's clicks are counted in 5-minute bins, for the conversion delay
 DAY_BINS = 25 * 12  # the longest day (25 hours, daylight saving ending) in bins
 FLUSH_EVERY = 0.05  # seconds: the journal's group commit (flush + fsync of every record written since)
+SYNC_EVERY = 5.0  # seconds between a fleet process's syncs with its ledger (and whenever its lease runs short)
+LEASE_SECONDS = 60.0  # a lease covers the bids in flight and this long of the process's own recent spend
+STORE_RETRY = 1.0  # seconds between attempts to reach an unreachable ledger
 EARLIEST, LATEST = 946_684_800.0, 7_258_118_400.0  # plausible instants: 2000-01-01 to 2200-01-01 UTC (epoch s)
 MAX_FILE_NAME = 120  # bytes of a journal file name; longer campaign names are cut and tagged with a hash
 DUAL_STEP = 0.5  # the dual-gradient controller's step: dual variable per average hour's budget of gap
@@ -341,9 +351,12 @@ class Pacer:
 
     def __init__(self, posterior: CampaignPosterior, daily_budget: float, timezone: str = "UTC",
                  journal: str | Path | None = None, now=None, plan_options: dict | None = None,
-                 stop_reason: str | None = None, warnings: list[str] | None = None, durable: bool = False):
+                 stop_reason: str | None = None, warnings: list[str] | None = None, durable: bool = False,
+                 ledger: str | None = None):
         if not (isinstance(daily_budget, numbers.Real) and 0 < daily_budget < INF):
             raise ValueError(f"daily_budget must be a finite number > 0, got {daily_budget!r}")
+        if ledger is not None and journal is not None:
+            raise ValueError("a pacer with a ledger keeps its journal there: pass journal or ledger, not both")
         self.posterior = posterior
         self.budget = float(daily_budget)
         self.tz = ZoneInfo(timezone)
@@ -376,6 +389,13 @@ class Pacer:
         # the market as learned from this pacer's own auctions; the plan options' spread and win rate are
         # its priors (kept across days: the market does not start over at midnight)
         self._market = MarketBelief(self.plan_options["sigma"], self.plan_options["win_rate"])
+        self._ledger = None  # the fleet's shared ledger (``ledger.py``), if any
+        if ledger is not None:
+            from .ledger import Ledger  # only here: the runtime itself is numpy + stdlib
+
+            self._ledger = Ledger(ledger, posterior.name)
+        self._rate = None  # this process's recent spend per second (sizes its leases; None: the plan's rate)
+        self.date = None
         self._start_day(check_instant(now))
 
     # ----- loading -----------------------------------------------------------------------------
@@ -383,15 +403,18 @@ class Pacer:
     def load(cls, path: str | Path, daily_budget: float = 100.0, campaign: str | None = None,
              timezone: str | None = None, journal: str | Path | None = None, now=None, strict: bool = False,
              force: bool = False, max_cache_age_days: float = 30.0, durable: bool = False,
-             **plan_options) -> "Pacer":
+             ledger: str | None = None, **plan_options) -> "Pacer":
         """A pacer on a model cache.  An invalid or stale cache, one whose conversion, volume or cost part
         failed its diagnostics gate, or a journal that cannot be read completely, gives a stopped pacer
         (bids 0.0, ``status()`` says why) unless ``strict``, which raises instead, and then also for any
         other failed part.  Unknown or out-of-range options are errors either way.  A cache fitted on censored
-        windows carries its conversion delay, the default ``conversion_delay``."""
+        windows carries its conversion delay, the default ``conversion_delay``.  ``ledger``: a URL
+        (``redis://HOST:PORT/DB`` or ``sqlite:///path/ledger.db``) whose campaign-day this pacer shares with
+        every process pacing the same campaign (the journal then lives there too; see ``ledger.py``)."""
         check_plan_options(plan_options)
         path = Path(path)
-        journal = journal or path.parent / f"{path.name}.journal"
+        if ledger is None:
+            journal = journal or path.parent / f"{path.name}.journal"
         try:
             manifest, arrays = cache.read_runtime(path, campaigns=[campaign])
             arrays, notes = cache.usable_arrays(manifest, arrays, path, PACER_PARTS, force, strict)
@@ -412,11 +435,11 @@ class Pacer:
             if strict:
                 raise
             return cls._stopped(str(exc), daily_budget, timezone or "UTC", now, journal if campaign else None,
-                                campaign or "(none)")
+                                campaign or "(none)", ledger if campaign else None)
         if "conversion_delay" not in plan_options and manifest.get("conversion_delay") is not None:
             plan_options["conversion_delay"] = manifest["conversion_delay"]  # the fit's, from event logs
         pacer = cls(posterior, daily_budget, zone, journal, now, plan_options, stop_reason=stop, warnings=warnings,
-                    durable=durable)
+                    durable=durable, ledger=ledger)
         if strict and pacer.journal_error:
             pacer.close()
             raise GaelpError(pacer.journal_error)
@@ -424,15 +447,17 @@ class Pacer:
 
     @classmethod
     def _stopped(cls, reason: str, daily_budget: float, timezone: str, now, journal: str | Path | None = None,
-                 campaign: str = "(none)") -> "Pacer":
-        """A pacer that bids nothing and says why; outcomes recorded to it still reach the campaign's journal,
-        so a later pacer on a good cache knows the day's spend."""
+                 campaign: str = "(none)", ledger: str | None = None) -> "Pacer":
+        """A pacer that bids nothing and says why; outcomes recorded to it still reach the campaign's journal
+        (or ledger), so a later pacer on a good cache knows the day's spend."""
         flat = np.full((1, 7, 24), 0.01, np.float32)
         dummy = CampaignPosterior(campaign, flat, np.ones_like(flat), np.ones_like(flat))
-        return cls(dummy, daily_budget, timezone, journal, now, stop_reason=reason)
+        return cls(dummy, daily_budget, timezone, journal, now, stop_reason=reason, ledger=ledger)
 
     # ----- day state ---------------------------------------------------------------------------
     def _start_day(self, t: float) -> None:
+        if self._ledger is not None and self.date is not None:  # the day that ends: report it, return its lease
+            self._sync(t, closing=True)
         local = dt.datetime.fromtimestamp(t, self.tz)
         self.date = local.date()
         midnight = dt.datetime.combine(self.date, dt.time(0), self.tz)
@@ -467,6 +492,18 @@ class Pacer:
         self._h, self._h_start, self._h_end = -1, math.inf, -math.inf
         self._plan(np.ones(24, bool), self.budget, first=True)
         self._open_journal()
+        # the budget this process may commit (spend + bids held): all of it alone; with a ledger, the fleet's
+        # spend plus this process's lease, as of its last sync (``_sync``)
+        self._ceiling = self.budget if self._ledger is None else 0.0
+        self._sync_at = self._retry_at = INF  # next periodic sync; no lease top-up before (alone: never)
+        if self._ledger is not None:
+            self._d_spent, self._d_bins, self._d_conv = 0.0, np.zeros(DAY_BINS), np.zeros(24)  # since the last sync
+            self._pending: list[str] = []  # journal lines not yet in the ledger
+            self._synced_t = t
+            self._adopt_controller = True  # the fleet's controller state, for a process joining the day
+            # the market: what this process learned before today, plus the fleet's auctions of today
+            self._market_before = self._market_synced = self._market.statistics()
+            self._sync(t)
 
     def _today(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Today's draws of cvr, cpc and volume, [draw, 24]: resampled by the importance weights, and the
@@ -578,6 +615,73 @@ class Pacer:
         if self.journal_error:
             self._stop = self._stop or self.journal_error
 
+    # ----- fleet ---------------------------------------------------------------------------------
+    def _sync(self, t: float, need: float = 0.0, closing: bool = False) -> None:
+        """One atomic update of the campaign-day in the ledger: report the spend, clicks, conversions and
+        journal lines booked since the last sync, and the market statistics learned since; take the fleet's
+        spend, outcomes and market (every process learns from the whole fleet's day) and a lease of what this process wants: its bids in flight, ``need`` and
+        ``LEASE_SECONDS`` of its recent spend (``closing``: its bids in flight only, the rest returned).
+        Periodic every ``SYNC_EVERY`` seconds, and when the lease is short.  An unreachable store leaves the
+        lease as it was (spent down, then bids 0.0), flags why and is tried again after ``STORE_RETRY``."""
+        from .ledger import LedgerUnavailable, Sync
+
+        held = self._out_sum + self._late_sum
+        h = self._hour_index(t)
+        rate = self._alloc[h] / 3600.0 if self._rate is None else self._rate  # before any: the plan's own rate
+        request = Sync(self._ledger.holder, t, self.budget, self._d_spent,
+                       {int(b): float(self._d_bins[b]) for b in np.flatnonzero(self._d_bins)},
+                       {int(k): float(self._d_conv[k]) for k in np.flatnonzero(self._d_conv)},
+                       held if closing else held + need + LEASE_SECONDS * rate, (self._L, self._t_int),
+                       (self._market.statistics() - self._market_synced).tolist(), self._pending)
+        try:
+            fleet = self._ledger.sync(self.date.isoformat(), request)
+        except LedgerUnavailable as exc:
+            self._sync_at = self._retry_at = t + STORE_RETRY
+            if "ledger_unreachable" not in self._flags:
+                since = dt.datetime.fromtimestamp(t, self.tz).isoformat(timespec="seconds")
+                self._flags["ledger_unreachable"] = (
+                    f"since {since}: {exc}; bidding on what is left of this process's lease "
+                    f"({max(self._ceiling - self._spent - held, 0.0):.2f}), then 0.0 until the ledger answers")
+            return
+        except ValueError as exc:  # another budget for this campaign-day: this pacer must not spend it
+            self._stop = self._stop or f"ledger {self._ledger.url}: {exc}"
+            return
+        self._flags.pop("ledger_unreachable", None)
+        elapsed = t - self._synced_t
+        if elapsed > 0:  # the own spend rate, smoothed over about LEASE_SECONDS
+            w = min(elapsed / LEASE_SECONDS, 1.0)
+            self._rate = self._d_spent / elapsed if self._rate is None else (1 - w) * self._rate + w * self._d_spent / elapsed
+        self._synced_t = t
+        self._spent = fleet.spent
+        self._ceiling = fleet.spent + fleet.lease
+        self._click_bins = np.array(fleet.clicks)
+        self._clicks = np.bincount(self._bin_hour, self._click_bins, minlength=24)
+        self._conversions = np.array(fleet.conversions)
+        if self._adopt_controller and fleet.controller is not None:  # joining a day the fleet has paced
+            self._L, self._t_int = min(max(fleet.controller[0], L_MIN), L_MAX), fleet.controller[1]
+        self._adopt_controller = False
+        if fleet.market is not None:
+            self._market.set_statistics(self._market_before + np.asarray(fleet.market))
+        self._market_synced = self._market.statistics()
+        self._d_spent, self._d_bins[:], self._d_conv[:] = 0.0, 0.0, 0.0
+        self._pending = []
+        self._fleet = fleet
+        self._sync_at = t + SYNC_EVERY
+        # a lease short of what was asked (the budget is spent or leased): no top-up before the next sync
+        self._retry_at = self._sync_at if fleet.lease < request.want - 1e-9 else -INF
+        self._m_until = -INF
+
+    def _fleet_status(self) -> dict | None:
+        """The ledger's part of ``status()`` (None alone)."""
+        if self._ledger is None:
+            return None
+        fleet = getattr(self, "_fleet", None)
+        return {"url": self._ledger.url, "holder": self._ledger.holder,
+                "lease_left": round(max(self._ceiling - self._spent - self._out_sum - self._late_sum, 0.0), 6),
+                "holders": fleet.holders if fleet else None, "fleet_leased": fleet.leased if fleet else None,
+                "store_operations": self._ledger.operations, "fleet_syncs": fleet.syncs if fleet else None,
+                "unreachable": self._flags.get("ledger_unreachable")}
+
     # ----- hot path ------------------------------------------------------------------------------
     def _hour_of(self, t: float) -> int:
         """Hour of today for ``t``; a later day starts a new day, an earlier instant counts as today's first
@@ -644,12 +748,16 @@ class Pacer:
                 self._factor = self._k[h] * self._multiplier(t, h)
                 self._m_until = t + CONTROL_STEP
                 b = bid * self._factor
+            room = self._ceiling - spent - self._late_sum
+            if t >= self._sync_at or room < b and t >= self._retry_at:  # a fleet process's sync (alone: never):
+                self._sync(t, need=b)  # periodic, or its lease is short
+                spent = self._spent + self._out_sum
+                room = self._ceiling - spent - self._late_sum
             alloc = self._alloc[h]
             cap = self._bid_cap * alloc
-            room = self._cum[h + 1] + HOUR_SLACK * alloc - spent
             if room < cap:
                 cap = room
-            room = self.budget - spent - self._late_sum
+            room = self._cum[h + 1] + HOUR_SLACK * alloc - spent
             if room < cap:
                 cap = room
             if b > cap:
@@ -742,11 +850,15 @@ class Pacer:
                 return np.zeros_like(bids)
             if self._out and self._out[0][0] <= seen - self._timeout:
                 self._expire(seen)
+            if t >= self._sync_at:
+                self._sync(t)
             out = np.where(np.isfinite(bids) & (bids > 0), bids, 0.0) * (self._k[h] * self._multiplier(t, h))
             np.minimum(out, self._bid_cap * self._alloc[h], out=out)
             out[out < 0.005] = 0.0
+            if self._ceiling - self._late_sum - self._spent - self._out_sum < out.sum() and t >= self._retry_at:
+                self._sync(t, need=float(out.sum()))  # a fleet process whose lease is short: top it up
             room = min(self._cum[h + 1] + HOUR_SLACK * self._alloc[h],
-                       self.budget - self._late_sum) - self._spent - self._out_sum
+                       self._ceiling - self._late_sum) - self._spent - self._out_sum
             placed = np.cumsum(out) <= room
             out[~placed] = 0.0
             held = out > 0
@@ -786,6 +898,8 @@ class Pacer:
             self._apply(t, cost, clicks, conversions)
             self._journal_line(t, h, f'"cost": {cost!r}, "clicks": {clicks}, "conversions": {conversions}')
             self._review(t, h)
+            if t >= self._sync_at:
+                self._sync(t)
 
     def record_conversion(self, click_time, conversions: int = 1, now=None) -> None:
         """Conversions reported after their click (a postback): learning credits the click's hour, where
@@ -806,15 +920,22 @@ class Pacer:
             self._apply(t, 0.0, 0, conversions, click)
             self._journal_line(t, h, f'"cost": 0.0, "clicks": 0, "conversions": {conversions}, "click_t": {click!r}')
             self._review(t, h)
+            if t >= self._sync_at:
+                self._sync(t)
 
     def _journal_line(self, t: float, h: int, fields: str) -> None:
         """Append a record's line, with the controller's state after it (a restart resumes the controller,
-        not from 1) and, where ``_review`` is about to learn, the market belief."""
-        if self._journal is None:
+        not from 1) and, where ``_review`` is about to learn, the market belief.  With a ledger, the line
+        goes there with the next sync."""
+        if self._journal is None and self._ledger is None:
+            return
+        market = f', "market": {json.dumps(self._market.state())}' if self._learning_due(h) else ""
+        line = f'{{"t": {t!r}, {fields}, "L": {self._L!r}, "ti": {self._t_int!r}{market}}}'
+        if self._ledger is not None:
+            self._pending.append(line)
             return
         try:
-            market = f', "market": {json.dumps(self._market.state())}' if self._learning_due(h) else ""
-            self._journal.write(f'{{"t": {t!r}, {fields}, "L": {self._L!r}, "ti": {self._t_int!r}{market}}}\n'.encode())
+            self._journal.write(f"{line}\n".encode())
             if self.durable:
                 self._journal.flush()
                 os.fsync(self._journal.fileno())
@@ -885,9 +1006,14 @@ class Pacer:
         self._m_until = -INF  # and the next bid steps the controller with the new spend
         self._spent += cost
         b = min(max(int((t - self._starts[0]) / DELAY_BIN), 0), DAY_BINS - 1)
+        hc = h if click_t is None else self._hour_index(click_t)
         self._clicks[h] += clicks
         self._click_bins[b] += clicks
-        self._conversions[h if click_t is None else self._hour_index(click_t)] += conversions
+        self._conversions[hc] += conversions
+        if self._ledger is not None:  # for the ledger, with the next sync
+            self._d_spent += cost
+            self._d_bins[b] += clicks
+            self._d_conv[hc] += conversions
         if conversions:
             self._silent_bins[:] = 0.0
             self._silent_expected = 0.0
@@ -1014,7 +1140,7 @@ class Pacer:
             if self._stop:
                 return True, self._stop, 0.0
             planned = self._planned(t, h)
-            room = max(0.0, min(self._cum[h + 1], self.budget - self._late_sum) - self._spent - self._out_sum)
+            room = max(0.0, min(self._cum[h + 1], self._ceiling - self._late_sum) - self._spent - self._out_sum)
             cap = min(self._bid_cap * self._alloc[h], room)
             if self._spent > 1.2 * planned + 0.01 * self.budget:
                 return True, (f"spend {self._spent:.2f} is ahead of the plan's {planned:.2f} at this time; "
@@ -1056,14 +1182,18 @@ class Pacer:
                 "bids_outstanding": len(self._out), "held_for_outstanding": round(self._out_sum, 6),
                 "held_for_expired": round(self._late_sum, 6),
                 "auction_timeout": self._timeout, "late_wins": self._late_wins,
-                "market": self._market.landscape(),
+                "market": self._market.landscape(), "ledger": self._fleet_status(),
                 "flags": dict(self._flags), "warnings": self.warnings + self._plan_warnings,
             }
 
-    def close(self) -> None:
-        """Commit and close the journal (records are on disk when this returns)."""
+    def close(self, now=None) -> None:
+        """Commit and close the journal (records are on disk when this returns); with a ledger, report the
+        last records and return the lease but what the bids still in flight hold."""
         self._closed.set()
         with self._lock:
+            if self._ledger is not None and not self._ledger.closed:
+                self._sync(max(check_instant(now), self._starts[0]), closing=True)
+                self._ledger.close()
             if self._journal is not None:
                 try:
                     self._journal.flush()

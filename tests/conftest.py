@@ -69,3 +69,16 @@ def rewrite_runtime():
         return path
 
     return rewrite
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server on a free port of 127.0.0.1 for the session (Debian's package, which `make test`
+    installs where it can); the tests that need it skip, saying why, where it is not installed."""
+    from gaelp_bayes import fleet
+
+    if fleet.redis_server_path() is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; `make test` installs it "
+                    "where it runs as root or with password-less sudo)")
+    with fleet.RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server

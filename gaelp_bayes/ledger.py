@@ -1,0 +1,261 @@
+"""A fleet's shared ledger: one campaign-day's budget, leases, outcomes and journal in a store that every
+bidder process reaches.  Standard library only, plus the ``redis`` client for ``redis://`` URLs (imported
+when one is used), so the runtime can import this lazily and stay numpy + stdlib.
+
+    redis://HOST:PORT/DB          a Redis server (many machines)
+    sqlite:///relative/path.db    a SQLite file in WAL mode (one machine, no server; sqlite:////abs/path.db)
+
+A process never asks the store per bid.  It holds a **lease**: an amount of the budget it may commit to bids
+(placed and not yet settled, or spent) without asking anyone; it ``sync``\\ s when the lease runs short or
+every few seconds, reporting what it spent and learned since and asking for the lease it wants next.  One
+sync is one atomic update of the campaign-day's state (Redis: WATCH/MULTI/EXEC on one key, retried on a
+conflict; SQLite: one ``BEGIN IMMEDIATE`` transaction), computed by the one function ``apply_sync``, so
+both stores keep the same rule:
+
+    spent + sum(leases) <= budget      (a lease is granted only from what is neither spent nor leased)
+
+A lease is never taken back: a process that dies keeps it, so money it committed to bids before it could
+report them is still covered (the fleet loses at most that lease, never overspends); a process that stops
+returns the rest of its lease (``want`` = what its bids in flight hold).
+
+State (one JSON document under ``gaelp:{campaign}:{date}:state``): ``budget``, ``spent``, ``leases``
+{holder: [amount, last sync time]}, ``clicks`` per 5-minute bin of the day, ``conversions`` per hour (of
+the click), ``controller`` [L, its time] of the last sync, ``market``: the auctions' statistics (summed over
+the fleet: ``MarketBelief.statistics``), ``syncs``.  The records' journal lines are
+appended to the list ``gaelp:{campaign}:{date}:journal`` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DAY_BINS = 25 * 12  # 5-minute bins of the longest day, as the runtime counts clicks (runtime.DAY_BINS)
+CONNECT_TIMEOUT = 0.2  # seconds: a store that does not answer in time is unreachable for this sync
+SOCKET_TIMEOUT = 0.5
+MAX_RETRIES = 100  # optimistic-transaction conflicts before a sync gives up (then: unreachable)
+URL_FORMS = "redis://HOST:PORT/DB or sqlite:///path/to/ledger.db"
+
+
+class LedgerUnavailable(Exception):
+    """The store could not be reached (or kept conflicting): nothing was changed by this sync."""
+
+
+@dataclass
+class Sync:
+    """What one process reports and asks for: spend, clicks and conversions booked since its last sync,
+    journal lines, its controller state, and the lease it wants to hold afterwards (``want``; it must cover
+    the bids it has in flight)."""
+
+    holder: str
+    now: float
+    budget: float
+    spent: float = 0.0
+    clicks: dict[int, float] = field(default_factory=dict)  # 5-minute bin of the day -> clicks
+    conversions: dict[int, float] = field(default_factory=dict)  # hour of the click -> conversions
+    want: float = 0.0
+    controller: tuple[float, float] | None = None
+    market: list[float] | None = None  # the market statistics learned since (``MarketBelief.statistics``)
+    lines: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Fleet:
+    """The campaign-day after a sync: the whole fleet's spend and outcomes, and this holder's lease."""
+
+    budget: float
+    spent: float
+    lease: float
+    leased: float  # every holder's lease, this one's included
+    holders: int
+    clicks: list[float]
+    conversions: list[float]
+    controller: tuple[float, float] | None
+    market: list[float] | None  # the fleet's market statistics of the day
+    syncs: int
+
+
+def new_state(budget: float) -> dict:
+    return {"budget": budget, "spent": 0.0, "leases": {}, "clicks": [0.0] * DAY_BINS,
+            "conversions": [0.0] * 24, "controller": None, "market": None, "syncs": 0}
+
+
+def apply_sync(state: dict | None, sync: Sync) -> tuple[dict, Fleet]:
+    """The one ledger rule, applied inside the store's transaction: book the holder's spend and outcomes
+    against its lease, then grant the lease it wants from what is neither spent nor leased to others.
+    A budget other than the campaign-day's is a ``ValueError`` (nothing changes)."""
+    state = new_state(sync.budget) if state is None else state
+    if abs(state["budget"] - sync.budget) > 1e-9:
+        raise ValueError(f"the ledger holds a daily budget of {state['budget']:g} for this campaign-day; this "
+                         f"pacer was given {sync.budget:g} (every process of a fleet must pace the same budget)")
+    leases = state["leases"]
+    leases.pop(sync.holder, None)  # its lease is granted anew: the spend it reports came out of it
+    state["spent"] += sync.spent
+    others = math.fsum(amount for amount, _ in leases.values())
+    free = state["budget"] - state["spent"] - others
+    lease = max(min(sync.want, free), 0.0)
+    if lease > 0 or sync.want > 0:
+        leases[sync.holder] = [lease, sync.now]
+    for b, n in sync.clicks.items():
+        state["clicks"][b] += n
+    for h, n in sync.conversions.items():
+        state["conversions"][h] += n
+    if sync.controller is not None:
+        state["controller"] = list(sync.controller)
+    if sync.market is not None:
+        market = state["market"] or [0.0] * len(sync.market)
+        state["market"] = [a + b for a, b in zip(market, sync.market)]
+    state["syncs"] += 1
+    controller = tuple(state["controller"]) if state["controller"] else None
+    return state, Fleet(state["budget"], state["spent"], lease, others + lease, len(leases), state["clicks"],
+                        state["conversions"], controller, state["market"], state["syncs"])
+
+
+def holder_name() -> str:
+    """A name no other process shares: host, process id and a random tag (a restarted process is a new holder)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def keys(campaign: str, date: str) -> tuple[str, str]:
+    """The store keys (state, journal) of a campaign-day."""
+    return f"gaelp:{campaign}:{date}:state", f"gaelp:{campaign}:{date}:journal"
+
+
+class RedisStore:
+    """Ledger state in Redis: each sync is WATCH state / GET / MULTI SET + RPUSH journal / EXEC."""
+
+    def __init__(self, url: str):
+        import redis  # the client, only where a redis:// ledger is used
+
+        self._errors = redis.RedisError  # connection, timeout, authentication, a database out of range, ...
+        self._watch_error = redis.WatchError
+        self._client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT,
+                                            socket_timeout=SOCKET_TIMEOUT)
+
+    def update(self, campaign: str, date: str, sync: Sync) -> Fleet:
+        state_key, journal_key = keys(campaign, date)
+        try:
+            with self._client.pipeline() as pipe:
+                for _ in range(MAX_RETRIES):
+                    try:
+                        pipe.watch(state_key)
+                        raw = pipe.get(state_key)
+                        state, fleet = apply_sync(json.loads(raw) if raw else None, sync)
+                        pipe.multi()
+                        pipe.set(state_key, json.dumps(state))
+                        if sync.lines:
+                            pipe.rpush(journal_key, *sync.lines)
+                        pipe.execute()
+                        return fleet
+                    except self._watch_error:  # another holder synced in between: read again
+                        continue
+        except ValueError:
+            raise
+        except self._errors as exc:
+            raise LedgerUnavailable(f"redis: {exc}") from None
+        raise LedgerUnavailable(f"redis: {MAX_RETRIES} conflicting updates in a row")
+
+    def journal(self, campaign: str, date: str) -> list[str]:
+        return [line.decode() for line in self._client.lrange(keys(campaign, date)[1], 0, -1)]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class SqliteStore:
+    """Ledger state in a SQLite file (WAL, synchronous=FULL): each sync is one BEGIN IMMEDIATE transaction."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self._db = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("CREATE TABLE IF NOT EXISTS ledger (key TEXT PRIMARY KEY, state TEXT NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS journal (key TEXT NOT NULL, line TEXT NOT NULL)")
+            self._db = db
+        return self._db
+
+    def update(self, campaign: str, date: str, sync: Sync) -> Fleet:
+        state_key, journal_key = keys(campaign, date)
+        try:
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT state FROM ledger WHERE key = ?", (state_key,)).fetchone()
+                state, fleet = apply_sync(json.loads(row[0]) if row else None, sync)
+                db.execute("INSERT OR REPLACE INTO ledger (key, state) VALUES (?, ?)", (state_key, json.dumps(state)))
+                db.executemany("INSERT INTO journal (key, line) VALUES (?, ?)", [(journal_key, s) for s in sync.lines])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return fleet
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"sqlite {self.path}: {exc}") from None
+
+    def journal(self, campaign: str, date: str) -> list[str]:
+        rows = self._connect().execute("SELECT line FROM journal WHERE key = ? ORDER BY rowid",
+                                       (keys(campaign, date)[1],))
+        return [r[0] for r in rows]
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+def open_store(url: str) -> RedisStore | SqliteStore:
+    """The store a ledger URL names; anything else is a ``ValueError`` naming the forms."""
+    if not isinstance(url, str):
+        raise ValueError(f"ledger must be a URL ({URL_FORMS}), got {url!r}")
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss", "unix") and (parts.netloc or parts.path):
+        return RedisStore(url)
+    if parts.scheme == "sqlite" and url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        return SqliteStore(url[len("sqlite:///"):])
+    raise ValueError(f"ledger must be a URL ({URL_FORMS}), got {url!r}")
+
+
+class Ledger:
+    """One process's handle on a campaign's ledger: its holder name, the store, and the count of store
+    operations (for ``status()`` and benchmarks)."""
+
+    def __init__(self, url: str, campaign: str):
+        self.campaign = campaign
+        self.store = open_store(url)
+        parts = urlsplit(url)  # the URL without a password, for status and messages
+        self.url = url if parts.password is None else url.replace(f":{parts.password}@", ":***@", 1)
+        self.holder = holder_name()
+        self.operations = 0
+        self.seconds = 0.0  # time spent in syncs
+        self.closed = False
+
+    def sync(self, date: str, sync: Sync) -> Fleet:
+        """One atomic update (``apply_sync``) of the campaign-day; ``LedgerUnavailable`` when the store
+        cannot be reached, ``ValueError`` when the budget is not the campaign-day's."""
+        started = time.perf_counter()
+        try:
+            return self.store.update(self.campaign, date, sync)
+        finally:
+            self.operations += 1
+            self.seconds += time.perf_counter() - started
+
+    def journal(self, date: str) -> list[str]:
+        return self.store.journal(self.campaign, date)
+
+    def close(self) -> None:
+        self.store.close()
+        self.closed = True
