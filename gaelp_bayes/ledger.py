@@ -21,7 +21,8 @@ returns the rest of its lease (``want`` = what its bids in flight hold).
 State (one JSON document under ``gaelp:{campaign}:{date}:state``): ``budget``, ``spent``, ``leases``
 {holder: [amount, last sync time]}, ``clicks`` per 5-minute bin of the day, ``conversions`` per hour (of
 the click), ``controller`` [L, its time] of the last sync, ``market``: the auctions' statistics (summed over
-the fleet: ``MarketBelief.statistics``), ``syncs``.  The records' journal lines are
+the fleet: ``MarketBelief.statistics``), ``plan``: the newest re-plan of the day (every holder paces on it, so
+that their controllers track one curve), ``syncs``.  The records' journal lines are
 appended to the list ``gaelp:{campaign}:{date}:journal`` in the same transaction.
 """
 
@@ -64,6 +65,7 @@ class Sync:
     want: float = 0.0
     controller: tuple[float, float] | None = None
     market: list[float] | None = None  # the market statistics learned since (``MarketBelief.statistics``)
+    plan: dict | None = None  # a plan this process made (``version``, ``holder``, ...): the fleet's if newer
     lines: list[str] = field(default_factory=list)
 
 
@@ -80,12 +82,14 @@ class Fleet:
     conversions: list[float]
     controller: tuple[float, float] | None
     market: list[float] | None  # the fleet's market statistics of the day
+    plan: dict | None  # the fleet's plan (the newest any holder made), None while every holder paces the morning's
     syncs: int
 
 
 def new_state(budget: float) -> dict:
     return {"budget": budget, "spent": 0.0, "leases": {}, "clicks": [0.0] * DAY_BINS,
-            "conversions": [0.0] * 24, "controller": None, "market": None, "syncs": 0}
+            "conversions": [0.0] * 24, "controller": None, "market": None, "plan": None,
+            "syncs": 0}
 
 
 def apply_sync(state: dict | None, sync: Sync) -> tuple[dict, Fleet]:
@@ -113,10 +117,13 @@ def apply_sync(state: dict | None, sync: Sync) -> tuple[dict, Fleet]:
     if sync.market is not None:
         market = state["market"] or [0.0] * len(sync.market)
         state["market"] = [a + b for a, b in zip(market, sync.market)]
+    if sync.plan is not None and (state["plan"] is None or sync.plan["version"] > state["plan"]["version"]):
+        state["plan"] = sync.plan
     state["syncs"] += 1
     controller = tuple(state["controller"]) if state["controller"] else None
     return state, Fleet(state["budget"], state["spent"], lease, others + lease, len(leases), state["clicks"],
-                        state["conversions"], controller, state["market"], state["syncs"])
+                        state["conversions"], controller, state["market"], state["plan"],
+                        state["syncs"])
 
 
 def holder_name() -> str:

@@ -486,6 +486,8 @@ class Pacer:
         self._records = 0
         self._hour = -1
         self._replans = 0
+        self._plan_id: tuple[int, str | None] = (0, None)  # (version, holder) of the plan: 0 = the morning's
+        self._plan_news = False  # a re-plan this process made, for the fleet (with a ledger)
         self._stop = self._fixed_stop
         self._flags: dict[str, str] = {}
         self._gap_scale = 24.0 / self.budget
@@ -632,7 +634,8 @@ class Pacer:
                        {int(b): float(self._d_bins[b]) for b in np.flatnonzero(self._d_bins)},
                        {int(k): float(self._d_conv[k]) for k in np.flatnonzero(self._d_conv)},
                        held if closing else held + need + LEASE_SECONDS * rate, (self._L, self._t_int),
-                       (self._market.statistics() - self._market_synced).tolist(), self._pending)
+                       (self._market.statistics() - self._market_synced).tolist(),
+                       self._plan_state() if self._plan_news else None, self._pending)
         try:
             fleet = self._ledger.sync(self.date.isoformat(), request)
         except LedgerUnavailable as exc:
@@ -663,6 +666,9 @@ class Pacer:
         if fleet.market is not None:
             self._market.set_statistics(self._market_before + np.asarray(fleet.market))
         self._market_synced = self._market.statistics()
+        self._plan_news = False
+        if fleet.plan is not None and (fleet.plan["version"], fleet.plan["holder"]) != self._plan_id:
+            self._adopt_plan(fleet.plan)  # another holder's newer plan: the fleet paces on one curve
         self._d_spent, self._d_bins[:], self._d_conv[:] = 0.0, 0.0, 0.0
         self._pending = []
         self._fleet = fleet
@@ -670,6 +676,20 @@ class Pacer:
         # a lease short of what was asked (the budget is spent or leased): no top-up before the next sync
         self._retry_at = self._sync_at if fleet.lease < request.want - 1e-9 else -INF
         self._m_until = -INF
+
+    def _plan_state(self) -> dict:
+        """This process's plan, for the ledger."""
+        return {"version": self._plan_id[0], "holder": self._plan_id[1], "log_k": [float(k) for k in self._log_k],
+                "alloc": self._alloc, "market": list(self._plan_market)}
+
+    def _adopt_plan(self, plan: dict) -> None:
+        """Pace on the fleet's plan (``_plan_state`` of the holder that made it)."""
+        self._plan_id = (plan["version"], plan["holder"])
+        self._log_k = np.array(plan["log_k"], np.float64)
+        self._k = [float(k) for k in np.exp(self._log_k)]
+        self._alloc = [float(a) for a in plan["alloc"]]
+        self._plan_market = tuple(plan["market"])
+        self._refresh_curve()
 
     def _fleet_status(self) -> dict | None:
         """The ledger's part of ``status()`` (None alone)."""
@@ -1130,6 +1150,10 @@ class Pacer:
             self._alloc = [a if not o else float(s) for a, o, s in zip(self._alloc, open_hours, spend)]
             self._replans += 1
             self._refresh_curve()
+            if self._ledger is not None:  # the fleet paces on one plan: this one, from the next sync (at once)
+                self._plan_id = (self._plan_id[0] + 1, self._ledger.holder)
+                self._plan_news = True
+                self._sync_at = -INF
 
     # ----- reporting -----------------------------------------------------------------------------
     def prevent_exhaustion(self, now=None) -> tuple[bool, str, float]:

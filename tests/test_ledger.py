@@ -69,6 +69,9 @@ def test_pacers_on_one_sqlite_ledger_share_the_budget_and_the_day(tmp_path):
     assert sa["spent"] == pytest.approx(spent) == pytest.approx(sb["spent"])
     assert sa["clicks_today"] == sb["clicks_today"] > 0 and sa["conversions_today"] == sb["conversions_today"] > 0
     assert sa["ledger"]["url"] == url and sa["ledger"]["holder"] != sb["ledger"]["holder"]
+    # one plan for the fleet (whoever re-planned last), so both controllers track one curve and agree
+    assert sa["replans"] + sb["replans"] > 0 and sa["plan"] == sb["plan"]
+    assert sa["multiplier"] == pytest.approx(sb["multiplier"], rel=0.02)
     # a third process joining the day (a restart) knows the day's spend and learning from the ledger
     c = Pacer(posterior(), budget, now=t + SYNC_GAP, ledger=url)
     assert c.status(t + SYNC_GAP)["spent"] == pytest.approx(spent)
