@@ -622,7 +622,8 @@ class Pacer:
         """One atomic update of the campaign-day in the ledger: report the spend, clicks, conversions and
         journal lines booked since the last sync, and the market statistics learned since; take the fleet's
         spend, outcomes and market (every process learns from the whole fleet's day) and a lease of what this process wants: its bids in flight, ``need`` and
-        ``LEASE_SECONDS`` of its recent spend (``closing``: its bids in flight only, the rest returned).
+        ``LEASE_SECONDS`` of its recent spend (``closing``, or a stopped pacer: its bids in flight only, the
+        rest returned).
         Periodic every ``SYNC_EVERY`` seconds, and when the lease is short.  An unreachable store leaves the
         lease as it was (spent down, then bids 0.0), flags why and is tried again after ``STORE_RETRY``."""
         from .ledger import LedgerUnavailable, Sync
@@ -633,7 +634,7 @@ class Pacer:
         request = Sync(self._ledger.holder, t, self.budget, self._d_spent,
                        {int(b): float(self._d_bins[b]) for b in np.flatnonzero(self._d_bins)},
                        {int(k): float(self._d_conv[k]) for k in np.flatnonzero(self._d_conv)},
-                       held if closing else held + need + LEASE_SECONDS * rate, (self._L, self._t_int),
+                       held if closing or self._stop else held + need + LEASE_SECONDS * rate, (self._L, self._t_int),
                        (self._market.statistics() - self._market_synced).tolist(),
                        self._plan_state() if self._plan_news else None, self._pending)
         try:

@@ -89,6 +89,16 @@ def test_pacers_on_one_sqlite_ledger_share_the_budget_and_the_day(tmp_path):
 SYNC_GAP = 10.0  # seconds: more than runtime.SYNC_EVERY
 
 
+def test_batches_of_a_fleet_hold_no_more_than_the_budget(tmp_path):
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    pacers = [Pacer(posterior(), 50.0, now=DAY, ledger=url) for _ in range(3)]
+    t = DAY + 3600 * int(np.argmax(pacers[0].status(DAY)["plan"]))  # the hour the plan spends most in
+    placed = sum(p.adjust_bids(np.full(10_000, 100.0), now=t + i).sum() for i, p in enumerate(pacers))
+    assert 0 < placed <= 50.0 + 1e-9  # every bid held until its outcome: the batches share one budget
+    stopped = Pacer._stopped("a test", 50.0, "UTC", DAY, ledger=url)  # bids nothing, so leases nothing
+    assert stopped.status(t)["ledger"]["lease_left"] == 0.0
+
+
 def test_a_store_outage_spends_only_the_lease_then_bidding_resumes(tmp_path):
     if fleet.redis_server_path() is None:
         pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
