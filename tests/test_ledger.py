@@ -97,6 +97,8 @@ def test_batches_of_a_fleet_hold_no_more_than_the_budget(tmp_path):
     assert 0 < placed <= 50.0 + 1e-9  # every bid held until its outcome: the batches share one budget
     stopped = Pacer._stopped("a test", 50.0, "UTC", DAY, ledger=url)  # bids nothing, so leases nothing
     assert stopped.status(t)["ledger"]["lease_left"] == 0.0
+    other = Pacer(posterior(), 80.0, now=DAY, ledger=url)  # a process given another budget for the day
+    assert "daily budget of 50" in other.status(t)["emergency_stop"] and other.adjust_bid(1.0, now=t) == 0.0
 
 
 def test_a_store_outage_spends_only_the_lease_then_bidding_resumes(tmp_path):
