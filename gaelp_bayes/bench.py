@@ -960,7 +960,8 @@ def bench_fleet(seed: int = 93, campaigns: int = 3, outage_seconds: float = 30.0
                 run = fleet.run_fleet(day, raw, budget, model, name, **kwargs)
                 syncs = max([(s["ledger"] or {}).get("fleet_syncs") or 0 for s in run["statuses"]], default=0)
                 rows.append({"campaign": name, "run": label, "budget": budget, "spent": round(run["spent"], 2),
-                             "over_budget": round(run["overspend"], 2), "utilization_pct": round(100 * run["utilization"], 2),
+                             "over_budget": round(run["overspend"], 2),
+                             "utilization_pct": round(100 * run["utilization"], 2),
                              "conversions": round(run["expected_conversions"], 2), "bids": run["bids"],
                              "store_ops": syncs, "store_ops_per_1000_bids": round(1000 * syncs / run["bids"], 1),
                              "wall_s": round(time.perf_counter() - t0, 1)})

@@ -96,7 +96,7 @@ def apply_sync(state: dict | None, sync: Sync) -> tuple[dict, Fleet]:
     """The one ledger rule, applied inside the store's transaction: book the holder's spend and outcomes
     against its lease, then grant the lease it wants from what is neither spent nor leased to others.
     A budget other than the campaign-day's is a ``ValueError`` (nothing changes)."""
-    state = new_state(sync.budget) if state is None else state
+    state = new_state(sync.budget) if state is None else {**new_state(state["budget"]), **state}  # keys added since
     if abs(state["budget"] - sync.budget) > 1e-9:
         raise ValueError(f"the ledger holds a daily budget of {state['budget']:g} for this campaign-day; this "
                          f"pacer was given {sync.budget:g} (every process of a fleet must pace the same budget)")

@@ -390,6 +390,7 @@ class Pacer:
         # its priors (kept across days: the market does not start over at midnight)
         self._market = MarketBelief(self.plan_options["sigma"], self.plan_options["win_rate"])
         self._ledger = None  # the fleet's shared ledger (``ledger.py``), if any
+        self._fleet = None  # what its last sync said (``ledger.Fleet``)
         if ledger is not None:
             from .ledger import Ledger  # only here: the runtime itself is numpy + stdlib
 
@@ -620,12 +621,13 @@ class Pacer:
     # ----- fleet ---------------------------------------------------------------------------------
     def _sync(self, t: float, need: float = 0.0, closing: bool = False) -> None:
         """One atomic update of the campaign-day in the ledger: report the spend, clicks, conversions and
-        journal lines booked since the last sync, and the market statistics learned since; take the fleet's
-        spend, outcomes and market (every process learns from the whole fleet's day) and a lease of what this process wants: its bids in flight, ``need`` and
+        journal lines booked since the last sync, the market statistics learned since and a re-plan made
+        since; take the fleet's spend, outcomes, market and plan (every process learns from the whole fleet's
+        day and paces on one plan) and a lease of what this process wants: its bids in flight, ``need`` and
         ``LEASE_SECONDS`` of its recent spend (``closing``, or a stopped pacer: its bids in flight only, the
-        rest returned).
-        Periodic every ``SYNC_EVERY`` seconds, and when the lease is short.  An unreachable store leaves the
-        lease as it was (spent down, then bids 0.0), flags why and is tried again after ``STORE_RETRY``."""
+        rest returned).  Periodic every ``SYNC_EVERY`` seconds, and when the lease is short.  An unreachable
+        store leaves the lease as it was (spent down, then bids 0.0), flags why and is tried again after
+        ``STORE_RETRY``."""
         from .ledger import LedgerUnavailable, Sync
 
         held = self._out_sum + self._late_sum
@@ -634,7 +636,8 @@ class Pacer:
         request = Sync(self._ledger.holder, t, self.budget, self._d_spent,
                        {int(b): float(self._d_bins[b]) for b in np.flatnonzero(self._d_bins)},
                        {int(k): float(self._d_conv[k]) for k in np.flatnonzero(self._d_conv)},
-                       held if closing or self._stop else held + need + LEASE_SECONDS * rate, (self._L, self._t_int),
+                       held if closing or self._stop else held + need + LEASE_SECONDS * rate,
+                       (self._L, self._t_int),
                        (self._market.statistics() - self._market_synced).tolist(),
                        self._plan_state() if self._plan_news else None, self._pending)
         try:
@@ -653,8 +656,8 @@ class Pacer:
         self._flags.pop("ledger_unreachable", None)
         elapsed = t - self._synced_t
         if elapsed > 0:  # the own spend rate, smoothed over about LEASE_SECONDS
-            w = min(elapsed / LEASE_SECONDS, 1.0)
-            self._rate = self._d_spent / elapsed if self._rate is None else (1 - w) * self._rate + w * self._d_spent / elapsed
+            w = 1.0 if self._rate is None else min(elapsed / LEASE_SECONDS, 1.0)
+            self._rate = (1 - w) * (self._rate or 0.0) + w * self._d_spent / elapsed
         self._synced_t = t
         self._spent = fleet.spent
         self._ceiling = fleet.spent + fleet.lease
@@ -696,7 +699,7 @@ class Pacer:
         """The ledger's part of ``status()`` (None alone)."""
         if self._ledger is None:
             return None
-        fleet = getattr(self, "_fleet", None)
+        fleet = self._fleet
         return {"url": self._ledger.url, "holder": self._ledger.holder,
                 "lease_left": round(max(self._ceiling - self._spent - self._out_sum - self._late_sum, 0.0), 6),
                 "holders": fleet.holders if fleet else None, "fleet_leased": fleet.leased if fleet else None,
