@@ -254,8 +254,10 @@ def test_a_posterior_built_in_code_is_checked_too():
 
 # ----- options and status ----------------------------------------------------------------------------------
 def test_unknown_or_out_of_range_options_are_errors(tmp_path):
-    with pytest.raises(TypeError, match="ledger"):
-        Pacer.load(tmp_path / "none", 100.0, ledger="redis://x")
+    with pytest.raises(TypeError, match="unknown pacer option ledgr"):
+        Pacer.load(tmp_path / "none", 100.0, ledgr="redis://x")
+    with pytest.raises(ValueError, match="ledger must be a URL"):
+        Pacer(posterior(), 100.0, now=DAY, ledger="redis:")
     with pytest.raises(ValueError, match="max_share"):
         Pacer(posterior(), 100.0, now=DAY, plan_options={"max_share": NAN})
     with pytest.raises(ValueError, match="tolerance"):
