@@ -252,10 +252,14 @@ class Ledger:
 
     def sync(self, date: str, sync: Sync) -> Fleet:
         """One atomic update (``apply_sync``) of the campaign-day; ``LedgerUnavailable`` when the store
-        cannot be reached, ``ValueError`` when the budget is not the campaign-day's."""
+        cannot be reached, ``ValueError`` when the budget is not the campaign-day's or its state cannot be read
+        (nothing is changed either way)."""
         started = time.perf_counter()
         try:
             return self.store.update(self.campaign, date, sync)
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:  # a state no version of this wrote
+            raise ValueError(f"the campaign-day's state in the ledger cannot be read ({type(exc).__name__}: {exc}); "
+                             "repair or delete it") from None
         finally:
             self.operations += 1
             self.seconds += time.perf_counter() - started

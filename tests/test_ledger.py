@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import random
+import sqlite3
 
 import numpy as np
 import pytest
@@ -99,6 +100,10 @@ def test_batches_of_a_fleet_hold_no_more_than_the_budget(tmp_path):
     assert stopped.status(t)["ledger"]["lease_left"] == 0.0
     other = Pacer(posterior(), 80.0, now=DAY, ledger=url)  # a process given another budget for the day
     assert "daily budget of 50" in other.status(t)["emergency_stop"] and other.adjust_bid(1.0, now=t) == 0.0
+    with sqlite3.connect(tmp_path / "ledger.db") as db:  # a state no version wrote: stops, says why, no crash
+        db.execute("UPDATE ledger SET state = ?", ('{"budget": 50.0, "spent": 1.0, "leases": []}',))
+    broken = Pacer(posterior(), 50.0, now=DAY, ledger=url)
+    assert "cannot be read" in broken.status(t)["emergency_stop"] and broken.adjust_bid(1.0, now=t) == 0.0
 
 
 def test_a_store_outage_spends_only_the_lease_then_bidding_resumes(tmp_path):
