@@ -910,6 +910,7 @@ def bench_pacing(regimes: list[str], draws: int = 1000, bid_caps: tuple[float, .
     _write("pacing", lines)
 
 
+FROZEN_SECONDS = 20.0  # the frozen-store measurement's length
 FLEET_RUNS = {  # row: run_fleet keyword arguments ("ledger": which store; the outage needs the Redis server)
     "1 process alone (baseline)": {"processes": 1},
     "4 processes, no ledger (before)": {"processes": 4},
@@ -997,6 +998,24 @@ def bench_fleet(seed: int = 93, campaigns: int = 3, outage_seconds: float = 30.0
             hot.append((label, alone_us, mixed_us, ops, pacer._ledger.seconds / max(pacer._ledger.operations, 1) * 1e3
                         if pacer._ledger else None))
             pacer.close()
+        # a store that hangs (SIGSTOP: connections open, no answers, as behind a network partition)
+        pacer = Pacer.load(model, daily_budget=1e7, campaign=name, strict=True, ledger=server.url)
+        server.freeze()
+        frozen = {"calls": 0, "placed": 0, "worst": 0.0, "blocked": 0.0}
+        start = time.perf_counter()
+        while time.perf_counter() < start + FROZEN_SECONDS:
+            t0 = time.perf_counter()
+            frozen["placed"] += pacer.adjust_bid(1.0) > 0
+            took = time.perf_counter() - t0
+            frozen["calls"] += 1
+            frozen["worst"] = max(frozen["worst"], took)
+            frozen["blocked"] += took if took > 0.01 else 0.0
+        server.thaw()
+        thawed = time.perf_counter()
+        while pacer.status()["ledger"]["unreachable"] and time.perf_counter() < thawed + 30:
+            pacer.adjust_bid(1.0)
+        frozen["resumed"] = time.perf_counter() - thawed
+        pacer.close()
         round_trips = {}
         for label, url in (("Redis", server.url), ("SQLite", f"sqlite:///{tmp}/rtt.db")):
             ledger = Ledger(url, "rtt")
@@ -1036,7 +1055,14 @@ def bench_fleet(seed: int = 93, campaigns: int = 3, outage_seconds: float = 30.0
     for label, alone_us, mixed_us, ops, sync_ms in hot:
         lines.append(f"| {label} | {alone_us:.2f} us | {alone_us / base:.1f}x | {mixed_us:.2f} us | "
                      f"{1000 * ops / n:.3f} | {'' if sync_ms is None else f'{sync_ms:.2f} ms'} |")
-    lines += ["", "## Lease round trip (one sync: report, take a lease), 500 in a row", "",
+    lines += ["", f"## A store that hangs: Redis frozen (SIGSTOP) for {FROZEN_SECONDS:.0f} s while one process bids "
+              "as fast as it can", "",
+              f"{frozen['calls']:,} calls, {frozen['placed']:,} placed (on the lease held when it froze); the longest "
+              f"call took {1000 * frozen['worst']:.0f} ms; calls held back by a sync attempt (> 10 ms) took "
+              f"{100 * frozen['blocked'] / FROZEN_SECONDS:.1f}% of the time (attempts after 1, 2, 4, 8, 8, ... s, "
+              f"each up to ledger.SOCKET_TIMEOUT); after the thaw, bidding resumed {frozen['resumed']:.1f} s later "
+              "(the next attempt).",
+              "", "## Lease round trip (one sync: report, take a lease), 500 in a row", "",
               "| store | median | 99th percentile |", "|---|---|---|"]
     lines += [f"| {label} | {p50:.3f} ms | {p99:.3f} ms |" for label, (p50, p99) in round_trips.items()]
     _write("fleet", lines)

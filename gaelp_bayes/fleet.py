@@ -11,7 +11,9 @@ is a real ``redis-server`` (``RedisServer``), which can be stopped for a while m
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -75,6 +77,13 @@ class RedisServer:
             self._proc.terminate()  # SIGTERM: redis shuts down cleanly, its append-only file complete
             self._proc.wait(10)
         self._proc = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server hangs (connections open, no answers), as behind a network partition."""
+        os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self._proc.pid, signal.SIGCONT)
 
     def __enter__(self) -> "RedisServer":
         return self.start()

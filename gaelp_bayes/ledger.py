@@ -40,8 +40,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 DAY_BINS = 25 * 12  # 5-minute bins of the longest day, as the runtime counts clicks (runtime.DAY_BINS)
-CONNECT_TIMEOUT = 0.2  # seconds: a store that does not answer in time is unreachable for this sync
-SOCKET_TIMEOUT = 0.5
+# seconds: a store that does not answer in time is unreachable for this sync.  A sync runs inside the pacer's
+# lock, so a store that hangs (a network partition, a frozen server) holds bids back this long per attempt;
+# a store in the bidders' data centre answers in about a millisecond (reports/benchmarks/fleet.md)
+CONNECT_TIMEOUT = 0.05
+SOCKET_TIMEOUT = 0.1
 MAX_RETRIES = 100  # optimistic-transaction conflicts before a sync gives up (then: unreachable)
 URL_FORMS = "redis://HOST:PORT/DB or sqlite:///path/to/ledger.db"
 

@@ -129,7 +129,7 @@ DAY_BINS = 25 * 12  # the longest day (25 hours, daylight saving ending) in bins
 FLUSH_EVERY = 0.05  # seconds: the journal's group commit (flush + fsync of every record written since)
 SYNC_EVERY = 5.0  # seconds between a fleet process's syncs with its ledger (and whenever its lease runs short)
 LEASE_SECONDS = 60.0  # a lease covers the bids in flight and this long of the process's own recent spend
-STORE_RETRY = 1.0  # seconds between attempts to reach an unreachable ledger
+STORE_RETRY, MAX_STORE_RETRY = 1.0, 8.0  # seconds to the next attempt to reach an unreachable ledger, doubling
 EARLIEST, LATEST = 946_684_800.0, 7_258_118_400.0  # plausible instants: 2000-01-01 to 2200-01-01 UTC (epoch s)
 MAX_FILE_NAME = 120  # bytes of a journal file name; longer campaign names are cut and tagged with a hash
 DUAL_STEP = 0.5  # the dual-gradient controller's step: dual variable per average hour's budget of gap
@@ -396,6 +396,7 @@ class Pacer:
 
             self._ledger = Ledger(ledger, posterior.name)
         self._rate = None  # this process's recent spend per second (sizes its leases; None: the plan's rate)
+        self._store_retry = STORE_RETRY  # the wait before the next attempt while the ledger is unreachable
         self.date = None
         self._start_day(check_instant(now))
 
@@ -627,7 +628,8 @@ class Pacer:
         ``LEASE_SECONDS`` of its recent spend (``closing``, or a stopped pacer: its bids in flight only, the
         rest returned).  Periodic every ``SYNC_EVERY`` seconds, and when the lease is short.  An unreachable
         store leaves the lease as it was (spent down, then bids 0.0), flags why and is tried again after
-        ``STORE_RETRY``."""
+        ``STORE_RETRY`` seconds, doubling up to ``MAX_STORE_RETRY`` while it lasts (each attempt at a store
+        that hangs holds bids back up to ``ledger.SOCKET_TIMEOUT``)."""
         from .ledger import LedgerUnavailable, Sync
 
         held = self._out_sum + self._late_sum
@@ -642,8 +644,9 @@ class Pacer:
                        self._plan_state() if self._plan_news else None, self._pending)
         try:
             fleet = self._ledger.sync(self.date.isoformat(), request)
-        except LedgerUnavailable as exc:
-            self._sync_at = self._retry_at = t + STORE_RETRY
+        except LedgerUnavailable as exc:  # try again later, less often the longer it lasts
+            self._sync_at = self._retry_at = t + self._store_retry
+            self._store_retry = min(2 * self._store_retry, MAX_STORE_RETRY)
             if "ledger_unreachable" not in self._flags:
                 since = dt.datetime.fromtimestamp(t, self.tz).isoformat(timespec="seconds")
                 self._flags["ledger_unreachable"] = (
@@ -654,6 +657,7 @@ class Pacer:
             self._stop = self._stop or f"ledger {self._ledger.url}: {exc}"
             return
         self._flags.pop("ledger_unreachable", None)
+        self._store_retry = STORE_RETRY
         elapsed = t - self._synced_t
         if elapsed > 0:  # the own spend rate, smoothed over about LEASE_SECONDS
             w = 1.0 if self._rate is None else min(elapsed / LEASE_SECONDS, 1.0)

@@ -12,7 +12,7 @@ import pytest
 
 from gaelp_bayes import fleet, sim
 from gaelp_bayes.ledger import Ledger, LedgerUnavailable, Sync, apply_sync
-from gaelp_bayes.runtime import STORE_RETRY, Pacer
+from gaelp_bayes.runtime import MAX_STORE_RETRY, Pacer
 
 from test_runtime import DAY, posterior
 
@@ -130,7 +130,7 @@ def test_a_store_outage_spends_only_the_lease_then_bidding_resumes(tmp_path):
         assert bids[-1] == 0.0 and status["ledger"]["unreachable"].startswith("since ")
         assert "ledger_unreachable" in status["flags"]
         server.start()  # its data came back from its append-only file
-        t += STORE_RETRY
+        t += MAX_STORE_RETRY  # attempts grew rarer while it was away: at most this long
         assert pacer.adjust_bid(1.0, now=t) > 0  # bidding resumes
         status = pacer.status(t)
         assert status["ledger"]["unreachable"] is None and "ledger_unreachable" not in status["flags"]
