@@ -19,11 +19,11 @@ report them is still covered (the fleet loses at most that lease, never overspen
 returns the rest of its lease (``want`` = what its bids in flight hold).
 
 State (one JSON document under ``gaelp:{campaign}:{date}:state``): ``budget``, ``spent``, ``leases``
-{holder: [amount, last sync time]}, ``clicks`` per 5-minute bin of the day, ``conversions`` per hour (of
-the click), ``controller`` [L, its time] of the last sync, ``market``: the auctions' statistics (summed over
-the fleet: ``MarketBelief.statistics``), ``plan``: the newest re-plan of the day (every holder paces on it, so
-that their controllers track one curve), ``syncs``.  The records' journal lines are
-appended to the list ``gaelp:{campaign}:{date}:journal`` in the same transaction.
+{holder: [amount, last sync time]}, ``clicks`` per 5-minute bin of the day (to the last bin with a click),
+``conversions`` per hour (of the click), ``controller`` [L, its time] of the last sync, ``market``: the
+auctions' statistics (summed over the fleet: ``MarketBelief.statistics``), ``plan``: the newest re-plan of
+the day (every holder paces on it, so that their controllers track one curve), ``syncs``.  The records'
+journal lines are appended to the list ``gaelp:{campaign}:{date}:journal`` in the same transaction.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-DAY_BINS = 25 * 12  # 5-minute bins of the longest day, as the runtime counts clicks (runtime.DAY_BINS)
 # seconds: a store that does not answer in time is unreachable for this sync.  A sync runs inside the pacer's
 # lock, so a store that hangs (a network partition, a frozen server) holds bids back this long per attempt;
 # a store in the bidders' data centre answers in about a millisecond (reports/benchmarks/fleet.md)
@@ -90,7 +89,7 @@ class Fleet:
 
 
 def new_state(budget: float) -> dict:
-    return {"budget": budget, "spent": 0.0, "leases": {}, "clicks": [0.0] * DAY_BINS,
+    return {"budget": budget, "spent": 0.0, "leases": {}, "clicks": [],
             "conversions": [0.0] * 24, "controller": None, "market": None, "plan": None,
             "syncs": 0}
 
@@ -111,8 +110,10 @@ def apply_sync(state: dict | None, sync: Sync) -> tuple[dict, Fleet]:
     lease = max(min(sync.want, free), 0.0)
     if lease > 0 or sync.want > 0:
         leases[sync.holder] = [lease, sync.now]
+    clicks = state["clicks"]
     for b, n in sync.clicks.items():
-        state["clicks"][b] += n
+        clicks.extend([0.0] * (b + 1 - len(clicks)))  # as long as the latest bin with a click
+        clicks[b] += n
     for h, n in sync.conversions.items():
         state["conversions"][h] += n
     if sync.controller is not None:

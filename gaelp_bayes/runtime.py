@@ -665,7 +665,8 @@ class Pacer:
         self._synced_t = t
         self._spent = fleet.spent
         self._ceiling = fleet.spent + fleet.lease
-        self._click_bins = np.array(fleet.clicks)
+        self._click_bins = np.zeros(DAY_BINS)
+        self._click_bins[:len(fleet.clicks)] = fleet.clicks
         self._clicks = np.bincount(self._bin_hour, self._click_bins, minlength=24)
         self._conversions = np.array(fleet.conversions)
         if self._adopt_controller and fleet.controller is not None:  # joining a day the fleet has paced
