@@ -150,22 +150,13 @@ def run_fleet(day, raw: float, budget: float, model_dir: str | Path, campaign: s
     Without ``ledger`` each bidder paces the whole budget alone (with a journal of its own, in a
     temporary folder).
     Returns spend, expected conversions (true rates of the auctions won), bids and the bidders' statuses."""
-    with tempfile.TemporaryDirectory() as journals:
-        return _run(day, raw, budget, str(model_dir), campaign, processes, ledger, journals, kill, restart, outage,
-                    server, report_losses, plan_options or {})
-
-
-def _run(day, raw, budget, model_dir, campaign, processes, ledger, journals, kill, restart, outage, server,
-         report_losses, plan_options) -> dict:
     start = float(day.start)
-
-    def journal(i: int, generation: int) -> str | None:
-        return None if ledger is not None else str(Path(journals) / f"bidder{i}.{generation}")
+    journals = tempfile.TemporaryDirectory()  # without a ledger: each bidder's own journal
 
     def spawn(i: int, generation: int = 0, at: float = start) -> Bidder:
-        return _spawn(f"bidder{i}", model_dir, campaign, budget, at, ledger, journal(i, generation), plan_options)
+        journal = None if ledger is not None else str(Path(journals.name) / f"bidder{i}.{generation}")
+        return _spawn(f"bidder{i}", str(model_dir), campaign, budget, at, ledger, journal, plan_options or {})
 
-    bidders: list[Bidder | None] = [spawn(i) for i in range(processes)]
     events = []  # (hour, what, bidder)
     if kill:
         events.append((kill[1], "kill", kill[0]))
@@ -179,40 +170,48 @@ def _run(day, raw, budget, model_dir, campaign, processes, ledger, journals, kil
     resumed = start + 3600 * outage[1] if outage else float("inf")
     stopped_at = None
     statuses, turn = [], 0
-    for t, price, rate, converts in zip(day.times.tolist(), day.prices.tolist(), day.cvr.tolist(),
-                                        day.converts.tolist()):
-        while events and t >= start + 3600 * events[0][0]:
-            _, what, i = events.pop(0)
-            if what in ("kill", "restart"):
-                bidders[i].process.kill()
-                bidders[i].process.join()
-                bidders[i] = spawn(i, 1, t) if what == "restart" else None
-            elif what == "stop":
-                server.stop()
-                stopped_at = time.monotonic()
-            else:
-                time.sleep(max(0.0, outage[2] - (time.monotonic() - stopped_at)))
-                server.start()
-        live = [b for b in bidders if b is not None]
-        bidder = live[turn % len(live)]
-        turn += 1
-        bidder.conn.send(("bid", raw, t))
-        b = bidder.conn.recv()
-        bids += 1
-        placed += b > 0
-        placed_after_outage += b > 0 and t >= resumed
-        if b > price:
-            spent += price
-            expected += rate
-            conversions += converts
-            bidder.conn.send(("record", price, 1, int(converts), t))
-        elif b > 0 and report_losses:
-            bidder.conn.send(("record", 0.0, 0, 0, t))
-    for b in bidders:
-        if b is not None:
-            b.conn.send(("close", start + 86_399.0))
-            statuses.append(b.conn.recv())
-            b.process.join()
+    bidders: list[Bidder | None] = []
+    try:
+        bidders += [spawn(i) for i in range(processes)]
+        for t, price, rate, converts in zip(day.times.tolist(), day.prices.tolist(), day.cvr.tolist(),
+                                            day.converts.tolist()):
+            while events and t >= start + 3600 * events[0][0]:
+                _, what, i = events.pop(0)
+                if what in ("kill", "restart"):
+                    bidders[i].process.kill()
+                    bidders[i].process.join()
+                    bidders[i] = spawn(i, 1, t) if what == "restart" else None
+                elif what == "stop":
+                    server.stop()
+                    stopped_at = time.monotonic()
+                else:
+                    time.sleep(max(0.0, outage[2] - (time.monotonic() - stopped_at)))
+                    server.start()
+            live = [b for b in bidders if b is not None]
+            bidder = live[turn % len(live)]
+            turn += 1
+            bidder.conn.send(("bid", raw, t))
+            bid = bidder.conn.recv()
+            bids += 1
+            placed += bid > 0
+            placed_after_outage += bid > 0 and t >= resumed
+            if bid > price:
+                spent += price
+                expected += rate
+                conversions += converts
+                bidder.conn.send(("record", price, 1, int(converts), t))
+            elif bid > 0 and report_losses:
+                bidder.conn.send(("record", 0.0, 0, 0, t))
+        for bidder in bidders:
+            if bidder is not None:
+                bidder.conn.send(("close", start + 86_399.0))
+                statuses.append(bidder.conn.recv())
+                bidder.process.join()
+    finally:  # on an error too: no bidder outlives the run
+        for bidder in bidders:
+            if bidder is not None and bidder.process.is_alive():
+                bidder.process.kill()
+        journals.cleanup()
     return {"processes": processes, "ledger": ledger is not None, "spent": spent, "budget": budget,
             "utilization": spent / budget, "overspend": max(0.0, spent - budget), "expected_conversions": expected,
             "conversions": conversions, "bids": bids, "bids_placed": placed,
