@@ -1057,8 +1057,8 @@ def bench_fleet(seed: int = 93, campaigns: int = 3, outage_seconds: float = 30.0
                      f"{1000 * ops / n:.3f} | {'' if sync_ms is None else f'{sync_ms:.2f} ms'} |")
     lines += ["", f"## A store that hangs: Redis frozen (SIGSTOP) for {FROZEN_SECONDS:.0f} s while one process bids "
               "as fast as it can", "",
-              f"{frozen['calls']:,} calls, {frozen['placed']:,} placed (on the lease held when it froze); the longest "
-              f"call took {1000 * frozen['worst']:.0f} ms; calls held back by a sync attempt (> 10 ms) took "
+              f"{frozen['calls']:,} calls, {frozen['placed']:,} placed (what the lease held when it froze covered); "
+              f"the longest call took {1000 * frozen['worst']:.0f} ms; calls held back by a sync attempt (> 10 ms) took "
               f"{100 * frozen['blocked'] / FROZEN_SECONDS:.1f}% of the time (attempts after 1, 2, 4, 8, 8, ... s, "
               f"each up to ledger.SOCKET_TIMEOUT); after the thaw, bidding resumed {frozen['resumed']:.1f} s later "
               "(the next attempt).",
