@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 # a store in the bidders' data centre answers in about a millisecond (reports/benchmarks/fleet.md)
 CONNECT_TIMEOUT = 0.05
 SOCKET_TIMEOUT = 0.1
+SQLITE_LOCK_TIMEOUT = 0.25  # seconds a SQLite sync waits for another process's transaction (each takes ~0.4 ms)
 MAX_RETRIES = 100  # optimistic-transaction conflicts before a sync gives up (then: unreachable)
 URL_FORMS = "redis://HOST:PORT/DB or sqlite:///path/to/ledger.db"
 
@@ -168,8 +169,6 @@ class RedisStore:
                         return fleet
                     except self._watch_error:  # another holder synced in between: read again
                         continue
-        except ValueError:
-            raise
         except self._errors as exc:
             raise LedgerUnavailable(f"redis: {exc}") from None
         raise LedgerUnavailable(f"redis: {MAX_RETRIES} conflicting updates in a row")
@@ -191,7 +190,8 @@ class SqliteStore:
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(self.path, timeout=SQLITE_LOCK_TIMEOUT, isolation_level=None,
+                                 check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("CREATE TABLE IF NOT EXISTS ledger (key TEXT PRIMARY KEY, state TEXT NOT NULL)")
