@@ -57,8 +57,9 @@ class Cells:
 
     @property
     def trials(self) -> np.ndarray:
-        """What the reported conversions are out of: ``exposure`` where the data is censored, else clicks."""
-        return self.clicks if self.exposure is None else self.exposure
+        """What the reported conversions are out of: ``exposure`` where the data is censored (never below the
+        conversions: a censored cell's exposure can round below them), else clicks."""
+        return self.clicks if self.exposure is None else np.maximum(self.exposure, self.conversions)
 
     @property
     def has_spend(self) -> bool:

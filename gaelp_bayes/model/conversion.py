@@ -88,7 +88,7 @@ def build(cells: Cells, pooled_campaigns: bool, cfg: ModelConfig, population: Po
     import pytensor.tensor as pt
 
     harmonics = cfg.hour_harmonics
-    trials = np.maximum(cells.trials, cells.conversions)  # a censored cell's exposure (can round below)
+    trials = cells.trials
     pooled = (cells.conversions.sum() + 0.5) / (trials.sum() + 1.0)
     seen = trials > 0
     center = pm.Data("conversion_prior_center", logit(pooled))  # data, not a constant: see nuts.py
@@ -137,7 +137,7 @@ def cell_sd_guess(cells: Cells, seen: np.ndarray, conversions: np.ndarray, click
     beyond the binomial around their campaign-hour rate.  Only the whitening uses it (a guess that sets the
     sampler's speed, not the model)."""
     rate = ((conversions + 0.5) / (clicks + 1.0))[cells.campaign[seen], cells.hour[seen]]
-    k, n = cells.conversions[seen], np.maximum(cells.trials, cells.conversions)[seen]
+    k, n = cells.conversions[seen], cells.trials[seen]
     binomial = n * rate * (1 - rate)
     excess = np.sum((k - n * rate) ** 2 - binomial) / max(np.sum(binomial**2), 1e-12)
     return float(np.clip(np.sqrt(max(excess, 0.0)), 0.02, 1.0))
