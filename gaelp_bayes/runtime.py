@@ -651,7 +651,7 @@ class Pacer:
                 since = dt.datetime.fromtimestamp(t, self.tz).isoformat(timespec="seconds")
                 self._flags["ledger_unreachable"] = (
                     f"since {since}: {exc}; bidding on what is left of this process's lease "
-                    f"({max(self._ceiling - self._spent - held, 0.0):.2f}), then 0.0 until the ledger answers")
+                    f"({self._lease_left():.2f}), then 0.0 until the ledger answers")
             return
         except ValueError as exc:  # another budget for this campaign-day: this pacer must not spend it
             self._stop = self._stop or f"ledger {self._ledger.url}: {exc}"
@@ -667,7 +667,7 @@ class Pacer:
         self._ceiling = fleet.spent + fleet.lease
         self._click_bins = np.zeros(DAY_BINS)
         self._click_bins[:len(fleet.clicks)] = fleet.clicks
-        self._clicks = np.bincount(self._bin_hour, self._click_bins, minlength=24)
+        self._clicks = self._hourly(self._click_bins)
         self._conversions = np.array(fleet.conversions)
         if self._adopt_controller and fleet.controller is not None:  # joining a day the fleet has paced
             self._L, self._t_int = min(max(fleet.controller[0], L_MIN), L_MAX), fleet.controller[1]
@@ -700,13 +700,18 @@ class Pacer:
         self._plan_market = tuple(plan["market"])
         self._refresh_curve()
 
+    def _lease_left(self) -> float:
+        """What this process may still commit to bids (alone: the budget left after spend and bids held);
+        ``adjust_bid`` and ``adjust_bids`` compute it inline, unclamped."""
+        return max(self._ceiling - self._spent - self._out_sum - self._late_sum, 0.0)
+
     def _fleet_status(self) -> dict | None:
         """The ledger's part of ``status()`` (None alone)."""
         if self._ledger is None:
             return None
         fleet = self._fleet
         return {"url": self._ledger.url, "holder": self._ledger.holder,
-                "lease_left": round(max(self._ceiling - self._spent - self._out_sum - self._late_sum, 0.0), 6),
+                "lease_left": round(self._lease_left(), 6),
                 "holders": fleet.holders if fleet else None, "fleet_leased": fleet.leased if fleet else None,
                 "store_operations": self._ledger.operations, "fleet_syncs": fleet.syncs if fleet else None,
                 "unreachable": self._flags.get("ledger_unreachable")}
@@ -884,8 +889,9 @@ class Pacer:
             out = np.where(np.isfinite(bids) & (bids > 0), bids, 0.0) * (self._k[h] * self._multiplier(t, h))
             np.minimum(out, self._bid_cap * self._alloc[h], out=out)
             out[out < 0.005] = 0.0
-            if self._ceiling - self._late_sum - self._spent - self._out_sum < out.sum() and t >= self._retry_at:
-                self._sync(t, need=float(out.sum()))  # a fleet process whose lease is short: top it up
+            wanted = float(out.sum())
+            if self._ceiling - self._late_sum - self._spent - self._out_sum < wanted and t >= self._retry_at:
+                self._sync(t, need=wanted)  # a fleet process whose lease is short: top it up
             room = min(self._cum[h + 1] + HOUR_SLACK * self._alloc[h],
                        self._ceiling - self._late_sum) - self._spent - self._out_sum
             placed = np.cumsum(out) <= room
@@ -1096,6 +1102,10 @@ class Pacer:
         """Hour of today that ``t`` falls in, clamped to today's hours (for booking, not for bidding)."""
         return min(max(bisect.bisect_right(self._starts, t) - 1, 0), 23)
 
+    def _hourly(self, per_bin: np.ndarray) -> np.ndarray:
+        """Today's 5-minute bins summed into its 24 hours."""
+        return np.bincount(self._bin_hour, per_bin, minlength=24)
+
     def _arrived(self, elapsed: np.ndarray) -> np.ndarray:
         """Share of conversions reported within ``elapsed`` seconds of their click (the ``conversion_delay``
         sample's distribution; all of them without one)."""
@@ -1110,7 +1120,7 @@ class Pacer:
         if self.plan_options["conversion_delay"] is None:
             return self._clicks.copy()
         arrived = self._arrived(np.maximum(t - self._bin_mid, 0.0))
-        return np.bincount(self._bin_hour, self._click_bins * arrived, minlength=24)
+        return self._hourly(self._click_bins * arrived)
 
     def _silent_due(self, t: float) -> float:
         """The conversions the posterior expects to have been reported by ``t`` of the clicks since the last
@@ -1129,7 +1139,7 @@ class Pacer:
         silent = self._silent_bins.sum()
         since = dt.datetime.fromtimestamp(t, self.tz).isoformat(timespec="seconds")
         self._outage = t
-        self._unreported += np.bincount(self._bin_hour, self._silent_bins, minlength=24)
+        self._unreported += self._hourly(self._silent_bins)
         self._flags["tracking_outage"] = (
             f"since {since}: no conversion reported over the last {silent:.0f} clicks, where the posterior "
             f"expects {due:.1f} reported by now (P = {math.exp(-OUTAGE_FLOOR * due):.1e} even at a quarter of "
