@@ -29,6 +29,7 @@ DEFAULT_CAMPAIGN = "default"
 N_DOW, N_HOUR = 7, 24
 TIME_RANGE = (pd.Timestamp("1970-01-01", tz="UTC"), pd.Timestamp("2200-01-01", tz="UTC"))  # times outside: errors
 MAX_FILLED_GAP = pd.Timedelta(days=7)  # longer silences in an event log are left out, not filled with zero windows
+WEEK = pd.Timedelta(days=7)  # the drift's time step (``Cells.weekly_trials``)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ class Cells:
     # clicks weighted by the share of their conversions reported by the window's ``observed_until`` (float;
     # None: every conversion reported): the trials the conversion rate is learned from
     exposure: np.ndarray | None = None
+    # the trials (``trials``) and conversions of each cell split by the week they fell in, counted back
+    # from the data's end: [cell, week], column 0 the last 7 days (float; None: the data spans at most one
+    # week).  What the conversion part's drift is learned from
+    weekly_trials: np.ndarray | None = None
+    weekly_conversions: np.ndarray | None = None
 
     @property
     def trials(self) -> np.ndarray:
@@ -75,7 +81,8 @@ class Cells:
         h.update("|".join(self.campaigns).encode())
         h.update(self.timezone.encode())
         for arr in (self.campaign, self.dow, self.hour, self.windows, self.clicks,
-                    self.conversions, self.spend, self.revenue, self.exposure):
+                    self.conversions, self.spend, self.revenue, self.exposure, self.weekly_trials,
+                    self.weekly_conversions):
             if arr is not None:
                 h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
         return h.hexdigest()
@@ -318,6 +325,8 @@ def aggregate(windows: pd.DataFrame, timezone: str = "UTC", delays: np.ndarray |
         share = np.where(windows["observed_until"].isna(), 1.0, reported_share(np.nan_to_num(elapsed), delays))
         frame["exposure"] = windows["clicks"].to_numpy() * share
     cells = frame.groupby(["campaign", "dow", "hour"], sort=True).sum().reset_index()
+    weeks_back = ((windows["timestamp"].max() - windows["timestamp"]) // WEEK).to_numpy(np.int64)
+    by_week = frame.assign(week=weeks_back) if weeks_back.max() > 0 else None
     return Cells(
         campaigns=campaigns, timezone=timezone,
         campaign=cells["campaign"].to_numpy(np.int64), dow=cells["dow"].to_numpy(np.int64),
@@ -328,7 +337,16 @@ def aggregate(windows: pd.DataFrame, timezone: str = "UTC", delays: np.ndarray |
         period=(windows["timestamp"].min().isoformat(), windows["timestamp"].max().isoformat()),
         n_windows=len(windows),
         exposure=cells["exposure"].to_numpy(np.float64) if censored else None,
+        weekly_trials=None if by_week is None else _weekly(by_week, "exposure" if censored else "clicks"),
+        weekly_conversions=None if by_week is None else _weekly(by_week, "conversions"),
     )
+
+
+def _weekly(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """[cell, week]: ``column`` of each (campaign, dow, hour) cell per week counted back from the end, the
+    cells in ``aggregate``'s order."""
+    weekly = frame.groupby(["campaign", "dow", "hour", "week"], sort=True)[column].sum().unstack("week", fill_value=0)
+    return weekly.reindex(columns=range(int(frame["week"].max()) + 1), fill_value=0).to_numpy(np.float64)
 
 
 def windows_from_events(events: pd.DataFrame, time: str, outcome: str, group: str | None = None,

@@ -74,9 +74,22 @@ def make_world(campaigns: int = 3, seed: int = 0, base_cvr: tuple[float, float] 
     return World(campaigns=names, cvr=cvr, clicks=clicks, cpc=cpc, rpc=rpc, price_sigma=price_sigma)
 
 
+def drifting_cvr(world: World, days: int, per_week: float = 0.0, step: float = 0.0,
+                 step_day: int | None = None) -> np.ndarray:
+    """[campaign, day * 24]: each hour's true conversion rate over ``days`` days
+    (hourly, from the history's start) when the log-odds move by ``per_week`` a week and jump by ``step`` on
+    ``step_day`` (rates that drift: issue "time in the forecast")."""
+    hours = np.arange(days * 24)
+    dow, hour = (hours // 24) % 7, hours % 24
+    shift = per_week * hours / (7 * 24) + (0.0 if step_day is None else step * (hours >= step_day * 24))
+    log_odds = np.log(world.cvr / (1 - world.cvr))[:, dow, hour] + shift[None, :]
+    return 1.0 / (1.0 + np.exp(-log_odds))
+
+
 def log_history(world: World, days: int, start: str = "2026-01-05", seed: int = 1,
-                spend: bool = True, revenue: bool = True) -> pd.DataFrame:
-    """Hourly performance windows drawn from ``world`` for ``days`` days from ``start`` (UTC)."""
+                spend: bool = True, revenue: bool = True, cvr: np.ndarray | None = None) -> pd.DataFrame:
+    """Hourly performance windows drawn from ``world`` for ``days`` days from ``start`` (UTC, a Monday);
+    ``cvr`` [campaign, hour of the history]: the true conversion rates when they drift (``drifting_cvr``)."""
     rng = np.random.default_rng(seed)
     stamps = pd.date_range(start, periods=days * 24, freq="h", tz="UTC")
     dow = np.asarray(stamps.dayofweek)
@@ -85,7 +98,7 @@ def log_history(world: World, days: int, start: str = "2026-01-05", seed: int = 
     for c, name in enumerate(world.campaigns):
         mean = world.clicks[c, dow, hour]
         clicks = rng.negative_binomial(world.click_shape, world.click_shape / (world.click_shape + mean))
-        conversions = rng.binomial(clicks, world.cvr[c, dow, hour])
+        conversions = rng.binomial(clicks, world.cvr[c, dow, hour] if cvr is None else cvr[c])
         frame = {"timestamp": stamps.strftime("%Y-%m-%dT%H:%M:%SZ"), "campaign": name,
                  "impressions": clicks * 20 + rng.poisson(50, size=clicks.size),
                  "clicks": clicks, "conversions": conversions}
@@ -412,7 +425,7 @@ def make_policy(policy: str, campaign: str, budget: float, day_start: float, his
     if policy != "plugin" and cached is None:
         raise ValueError(f"policy {policy!r} needs a fitted posterior")
     post = (plugin_posterior(history, campaign) if policy == "plugin"
-            else CampaignPosterior.from_cache(cached[1], cached[0], campaign)[0])
+            else CampaignPosterior.from_cache(cached[1], cached[0], campaign, when=day_start)[0])
     kwargs = dict(pacer_kwargs or {})
     if policy == "bayes-static":
         kwargs["plan_options"] = {**kwargs.get("plan_options", {}), "learn": False}
