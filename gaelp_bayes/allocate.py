@@ -196,10 +196,14 @@ def bounds_in_cents(budget_cents: int, capacity: np.ndarray, min_per_hour: float
 
 
 def campaign_draws(arrays: dict, manifest: dict, campaign: str | None, dow: int,
-                   clicks_as_cost: bool = False) -> tuple[str, Draws, list[str]]:
-    """Slice the runtime cubes for one campaign and day of week; unseen campaigns use the population slot."""
+                   clicks_as_cost: bool = False, when: float | None = None) -> tuple[str, Draws, list[str]]:
+    """Slice the runtime cubes for one campaign and day of week; unseen campaigns use the population slot.
+    ``when`` (seconds since the epoch): conversion rates projected to then by the fit's drift
+    (``cache.drift_factor``); None: the rates of the data's last week."""
     campaign, c, warnings = cache.campaign_slot(manifest, campaign, AllocationError)
     cvr = arrays["cvr"][:, c, dow].astype(np.float64)
+    if when is not None:
+        cvr = np.minimum(cvr * cache.drift_factor(arrays, manifest, c, when), 1.0)
     volume = arrays["volume"][:, c, dow].astype(np.float64)
     if "cpc" in arrays:
         cpc = arrays["cpc"][:, c, dow].astype(np.float64)
@@ -359,7 +363,8 @@ def hour_cap(budget: float, max_share: float = 0.2, max_per_hour: float | None =
 def plan_day(manifest: dict, arrays: dict, budget: float | Decimal, day: dt.date, campaign: str | None = None,
              clicks_as_cost: bool = False, **options) -> Plan:
     """``allocate`` on runtime arrays already read (and checked) from a cache."""
-    name, draws, warnings = campaign_draws(arrays, manifest, campaign, day.weekday(), clicks_as_cost)
+    noon = dt.datetime.combine(day, dt.time(12), ZoneInfo(manifest["timezone"])).timestamp()
+    name, draws, warnings = campaign_draws(arrays, manifest, campaign, day.weekday(), clicks_as_cost, when=noon)
     res = allocate_draws(draws, budget, **options)
     runtime_plan = runtime_confidence = None
     if "cpc" in arrays:  # the auction-aware plan of the runtime pacer, for the same budget and hour caps

@@ -52,6 +52,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+WEEK_SECONDS = 7 * 86400.0  # the drift's time step
 DELAY_QUANTILES = 201  # the conversion delay travels in the manifest as this many quantiles (0%, 0.5%, .. 100%)
 
 
@@ -88,6 +89,9 @@ def write(out: str | Path, fit, cells, max_runtime_draws: int = 1000, overwrite:
             "parts": fit.settings.get("part_diagnostics", {}),
             "files": {name: _sha256(tmp / name) for name in (POSTERIOR, DIGESTS)},
         }
+        if "drift" in shapes:  # the middle of the data's last week: where the drift's forecasts start
+            end = dt.datetime.fromisoformat(cells.period[1]) + dt.timedelta(hours=1)
+            manifest["drift_anchor"] = (end - dt.timedelta(days=3.5)).isoformat()
         if conversion_delay is not None:
             quantiles = np.quantile(np.asarray(conversion_delay, np.float64), np.linspace(0, 1, DELAY_QUANTILES))
             manifest["conversion_delay"] = [round(float(q), 3) for q in quantiles]
@@ -317,6 +321,26 @@ def campaign_slot(manifest: dict, campaign: str | None,
         return campaign, names.index(campaign), []
     return campaign, len(names), [f"campaign {campaign!r} not in the model: using the population level "
                                   "(wider intervals)"]
+
+
+def drift_factor(arrays: dict, manifest: dict, slots, when, seed: int = 0) -> np.ndarray:
+    """[draw, row]: how much the conversion rate of campaign slot ``slots[row]`` at ``when[row]`` (seconds
+    since the epoch) is above the fitted rate (the data's last week): ``exp(trend h + sigma_walk sqrt(h) z)``,
+    ``h`` the weeks from that week's middle (``manifest["drift_anchor"]``; at least 0: rows inside the
+    fitted weeks get the last week's level), ``z`` standard normal per draw and slot (the walk: intervals
+    widen with the horizon).  Ones when the fit has no drift.  Numpy and the standard library only."""
+    slots, when = np.atleast_1d(np.asarray(slots, np.int64)), np.atleast_1d(np.asarray(when, np.float64))
+    if "drift" not in arrays:
+        return np.ones((arrays["cvr"].shape[0], len(slots)))
+    try:
+        anchor = dt.datetime.fromisoformat(manifest["drift_anchor"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        raise CacheError("the manifest has drift draws but no valid drift_anchor; refit") from None
+    weeks = np.maximum((when - anchor) / WEEK_SECONDS, 0.0)
+    drift = arrays["drift"]
+    z = np.random.default_rng(seed).standard_normal(drift.shape[:2])[:, slots]
+    trend, walk = drift[:, slots, 0].astype(np.float64), drift[:, slots, 1].astype(np.float64)
+    return np.exp(trend * weeks + walk * np.sqrt(weeks) * z)
 
 
 def read_posterior(path: str | Path, verify: bool = True, groups: tuple[str, ...] | None = None):

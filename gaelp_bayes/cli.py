@@ -53,6 +53,13 @@ def print_fit_summary(path: str, manifest: dict, arrays: dict) -> None:
           f"({diag['chains']} chains x {diag['draws']} draws, fit {manifest['fit_seconds']:.1f} s)")
     print("  by part: " + ", ".join(f"{part} {'passed' if d.get('passed') else 'FAILED'}"
                                     for part, d in cache.part_verdicts(manifest).items()))
+    if "drift" in arrays:  # trend per week (log rate) of each listed campaign, and the walk's sd
+        drift = arrays["drift"]
+        trends = [float(drift[:, i, 0].mean()) for i in listed[:-1]]
+        print(f"  drift of the conversion rate per week (trend, from {manifest['drift_anchor'][:10]}): "
+              + ", ".join(f"{names[i]} {np.expm1(v):+.1%}" for i, v in zip(listed, trends))
+              + (", ..." if len(names) > SUMMARY_CAMPAIGNS else "")
+              + f"; random walk sd {float(drift[:, 0, 1].mean()):.3f} per week")
     known = manifest["settings"].get("known_value_per_conversion")
     if known:
         print("  revenue per conversion is a known value, not sampled (every conversion of a campaign is worth "
@@ -60,7 +67,10 @@ def print_fit_summary(path: str, manifest: dict, arrays: dict) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from . import data
+    from .model import DEFAULT
     from .pipeline import fit_cached
 
     sharded = sharding(args)
@@ -80,7 +90,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
           file=sys.stderr)
     fitted = fit_cached(cells, args.out, overwrite=args.overwrite, runtime_draws=args.runtime_draws,
                         sharding=sharded, **sampling(args), seed=args.seed, sampler=args.sampler,
-                        progress=not args.quiet, conversion_delay=delays).fit
+                        progress=not args.quiet, conversion_delay=delays,
+                        **({"config": replace(DEFAULT, drift=False)} if args.no_drift else {})).fit
     manifest = cache.read_manifest(args.out)
     _, arrays = cache.read_runtime(args.out, campaigns=summary_slots(len(manifest["campaigns"])), manifest=manifest)
     print_fit_summary(args.out, manifest, arrays)
@@ -352,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--runtime-draws", type=COUNT, default=1000, help="draws kept in the runtime file")
     f.add_argument("--conversion-delay", help="delay sample file (column delay_seconds) for windows with "
                    "observed_until (default: WINDOWS.delays.csv beside them)")
+    f.add_argument("--no-drift", action="store_true", help="treat every week of the data alike (no trend or "
+                   "random walk of the conversion level over the weeks; the model before version 14)")
     sharding_options(f)
     f.add_argument("--quiet", action="store_true", help="no progress bars")
     f.set_defaults(func=cmd_fit)

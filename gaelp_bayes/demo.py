@@ -49,8 +49,8 @@ def paced_day(world: sim.World, campaign: str, budget: float, date: str, model_d
     cache.check_usable(manifest, model_dir, parts=PACER_PARTS)
     c = world.campaigns.index(campaign)
     day = sim.auction_day(world, c, date, seed=100 + 1000 * c)
-    pacer = Pacer(CampaignPosterior.from_cache(arrays, manifest, campaign)[0], budget, manifest["timezone"],
-                  now=day.start)  # no journal: a rerun of the demo starts the day afresh
+    posterior = CampaignPosterior.from_cache(arrays, manifest, campaign, when=day.start)[0]
+    pacer = Pacer(posterior, budget, manifest["timezone"], now=day.start)  # no journal: a rerun starts afresh
     evening = day.start + 18 * 3600
 
     def part(keep):

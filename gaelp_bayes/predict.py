@@ -25,6 +25,8 @@ def predict(model_dir: str, windows: str | pd.DataFrame, interval: float = 0.9, 
     when the predictions are calibrated (counts are discrete, so an inclusive
     central interval covers more than its nominal level on small counts; the
     PIT does not).
+    A fit with drift projects each row's rate to the row's time (``cache.drift_factor``: rows after the
+    fitted weeks get wider intervals the further ahead they are).
     A campaign the model has not seen is predicted from the population level
     (wider intervals) and named in the returned warnings.  Needs the conversion
     part of the fit to have passed its gate (every part with ``strict``).
@@ -43,6 +45,7 @@ def predict(model_dir: str, windows: str | pd.DataFrame, interval: float = 0.9, 
     cidx = rows["campaign"].map(known).fillna(len(known)).to_numpy(np.int64)
     dow, hour = local_dow_hour(rows["timestamp"], tz)
     clicks = rows["clicks"].to_numpy()
+    when = rows["timestamp"].map(pd.Timestamp.timestamp).to_numpy(np.float64)
     observed = rows["conversions"].to_numpy() if "conversions" in rows else None
     columns = {name: np.empty(len(rows)) for name in PREDICTED + (("pred_pit",) if observed is not None else ())}
     rng, pit_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
@@ -51,6 +54,7 @@ def predict(model_dir: str, windows: str | pd.DataFrame, interval: float = 0.9, 
     for start in range(0, len(rows), step):
         rows_here = slice(start, start + step)
         p = arrays["cvr"][:, cidx[rows_here], dow[rows_here], hour[rows_here]].astype(np.float64)  # [draw, row]
+        p = np.minimum(p * cache.drift_factor(arrays, manifest, cidx[rows_here], when[rows_here], seed), 1.0)
         conv = rng.binomial(clicks[None, rows_here], p)
         for name, values in (("pred_conversions_mean", clicks[rows_here] * p.mean(axis=0)),
                              ("pred_conversions_lo", np.quantile(conv, lo_q, axis=0)),

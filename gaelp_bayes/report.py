@@ -183,6 +183,62 @@ def hourly_rates(ctx: Context) -> tuple[str, list[Figure]]:
                     "observed rates (dots, sized by clicks).", _png(fig))])
 
 
+FORECAST_WEEKS = 4  # the level-over-time figure's forecast horizon
+
+
+def level_over_time(ctx: Context) -> tuple[str, list[Figure]]:
+    """The conversion level week by week (the drift: fitted weeks with their band, observed weekly rates)
+    and its forecast, whose band widens with the horizon."""
+    import matplotlib.pyplot as plt
+
+    if "drift" not in ctx.arrays:
+        return ("<p>This fit has no drift of the conversion level over time (data of one week or less, or "
+                "fitted with <code>--no-drift</code>): every week of the data counts alike and forecasts do "
+                "not move with the date.</p>", [])
+    cells, post = ctx.cells, ctx.tree["posterior"]
+    anchor = dt.datetime.fromisoformat(ctx.manifest["drift_anchor"])
+    shown = ctx.shown[:3]
+    fig, axes = plt.subplots(len(shown), 1, figsize=(8, 2.5 * len(shown)), squeeze=False)
+    for ax, c in zip(axes[:, 0], shown):
+        name = ctx.manifest["campaigns"][c]
+        sel = cells["campaign"].values == c
+        trials, conv = cells["weekly_trials"].values[sel], cells["weekly_conversions"].values[sel]
+        weeks = np.arange(trials.shape[1])
+        clicks = cells["clicks"].values[sel]
+        cvr = ctx.arrays["cvr"][:, c, cells["dow"].values[sel], cells["hour"].values[sel]].astype(np.float64)
+        last = (cvr * clicks).sum(axis=1) / max(clicks.sum(), 1)  # [draw]: the last week's click-weighted rate
+        past = [anchor - dt.timedelta(weeks=int(w)) for w in weeks]
+        if "level_offset" in post and name in post["campaign"].values:  # a sharded fit's shard campaigns: not here
+            offset = post["level_offset"].sel(campaign=name).isel(week=weeks).values.reshape(-1, len(weeks))
+            q = np.quantile(np.exp(offset), BAND_90, axis=0) * last.mean() * 100
+            ax.fill_between(past, q[0], q[1], color=COLOR, alpha=0.18)
+            ax.plot(past, np.exp(offset).mean(axis=0) * last.mean() * 100, color=COLOR, lw=2, label="fitted level")
+        rate = conv.sum(axis=0) / np.maximum(trials.sum(axis=0), 1e-9) * 100
+        ax.scatter(past, rate, color=DATA_COLOR, s=18, zorder=3, label="observed weekly rate")
+        ahead = np.arange(FORECAST_WEEKS + 1)
+        factor = cache.drift_factor(ctx.arrays, ctx.manifest, np.full(len(ahead), c),
+                                    anchor.timestamp() + ahead * cache.WEEK_SECONDS)
+        forecast = last[:, None] * factor * 100
+        future = [anchor + dt.timedelta(weeks=int(h)) for h in ahead]
+        q = np.quantile(forecast, BAND_90, axis=0)
+        ax.fill_between(future, q[0], q[1], color="#e07b00", alpha=0.2)
+        ax.plot(future, forecast.mean(axis=0), color="#e07b00", lw=2, ls="--", label="forecast (90% band)")
+        ax.set_title(f"{name}: conversion rate by week (click-weighted over its hours)")
+        ax.set_ylabel("conversions per click (%)")
+        ax.set_ylim(bottom=0)
+    axes[0, 0].legend(loc="lower left", fontsize=8, ncol=3)
+    trend = ctx.arrays["drift"][:, ctx.slot, 0].astype(np.float64)
+    lo, hi = np.expm1(np.quantile(trend, BAND_90))
+    return (f"<p>The conversion level moves over time: {html.escape(ctx.campaign)}'s trend is "
+            f"<b>{np.expm1(trend.mean()):+.1%} per week</b> (90% interval {lo:+.1%} to {hi:+.1%}), plus a random "
+            f"walk of sd {float(ctx.arrays['drift'][:, ctx.slot, 1].mean()):.3f} per week on the log scale. Rates "
+            "everywhere in this report and in the runtime cache are those of the data's last week; plans, "
+            "predictions and the pacer project them to their own date, with intervals that widen the further "
+            "ahead it is.</p>",
+            [Figure("conversion_level_over_time", "Conversion rate by week: observed (dots), fitted level "
+                    "(blue, 90% band) and forecast (orange, 90% band widening with the horizon).", _png(fig))])
+
+
 def heatmaps(ctx: Context) -> tuple[str, list[Figure]]:
     import matplotlib.pyplot as plt
 
@@ -379,6 +435,7 @@ def predictive_check(ctx: Context) -> tuple[str, list[Figure]]:
 
 
 SECTIONS = (("Data", data_summary), ("Conversion rate by hour", hourly_rates),
+            ("Conversion level over time", level_over_time),
             ("When and how sure", heatmaps), ("Cost and value by hour", costs),
             ("Allocation", allocation), ("Can the fit be trusted?", diagnostics),
             ("Posterior predictive check", predictive_check))

@@ -195,7 +195,10 @@ class CampaignPosterior:
                                  f"{int(bad.sum())} are not (e.g. {a[bad].flat[0]!r})")
 
     @classmethod
-    def from_cache(cls, arrays: dict, manifest: dict, campaign: str | None) -> tuple["CampaignPosterior", list[str]]:
+    def from_cache(cls, arrays: dict, manifest: dict, campaign: str | None,
+                   when: float | None = None) -> tuple["CampaignPosterior", list[str]]:
+        """One campaign's draws from a cache's runtime arrays; ``when`` (seconds since the epoch): conversion
+        rates projected to then by the fit's drift (``cache.drift_factor``); None: the data's last week."""
         campaign, c, warnings = cache.campaign_slot(manifest, campaign)
         if "cpc" not in arrays:
             raise GaelpError("the model was fitted without spend: the runtime needs cost per click")
@@ -206,8 +209,12 @@ class CampaignPosterior:
                 raise CacheError(f"runtime file: {key} has shape {arrays[key].shape}, expected {want} axes with "
                                  f"{slots} campaign slots; refit")
         rpc = arrays["rpc"][:, c, None, None] * np.ones((1, 7, 24), np.float32) if "rpc" in arrays else None
-        own = [np.array(arrays[key][:, c]) for key in ("cvr", "cpc", "volume")]  # copies: the pacer keeps no map
-        return cls(campaign, *own, rpc), warnings
+        cvr, cpc, volume = (np.array(arrays[key][:, c]) for key in ("cvr", "cpc", "volume"))  # copies: no map kept
+        posterior = cls(campaign, cvr, cpc, volume, rpc)  # checked as stored
+        if when is None:
+            return posterior, warnings
+        projected = np.minimum(cvr * cache.drift_factor(arrays, manifest, c, when)[:, :, None], 1.0)
+        return cls(campaign, projected.astype(np.float32), cpc, volume, rpc), warnings  # and as projected
 
 
 def _epoch(now) -> float:
@@ -420,7 +427,7 @@ class Pacer:
         try:
             manifest, arrays = cache.read_runtime(path, campaigns=[campaign])
             arrays, notes = cache.usable_arrays(manifest, arrays, path, PACER_PARTS, force, strict)
-            posterior, warnings = CampaignPosterior.from_cache(arrays, manifest, campaign)
+            posterior, warnings = CampaignPosterior.from_cache(arrays, manifest, campaign, when=_epoch(now))
             warnings += notes
             try:
                 age = (time.time() - dt.datetime.fromisoformat(manifest["created_at"]).timestamp()) / 86400

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytensor
 import pytest
@@ -25,9 +27,10 @@ def _points(part_model, n: int = 3):
     return [start] + [{k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in start.items()} for _ in range(n)]
 
 
-def _differences(part_model, potential: str, reference) -> tuple[np.ndarray, np.ndarray]:
-    """Potential and reference log density at each point, each minus its value at the first point."""
-    logp = part_model.compile_logp(vars=[part_model[potential]])
+def _differences(part_model, potential: str, reference, *more: str) -> tuple[np.ndarray, np.ndarray]:
+    """Potential (plus ``more`` potentials) and reference log density at each point, each minus its value
+    at the first point."""
+    logp = part_model.compile_logp(vars=[part_model[name] for name in (potential, *more)])
     got, want = [], []
     for point in _points(part_model):
         got.append(float(logp(point)))
@@ -86,19 +89,49 @@ def test_volume_potential_is_the_negative_binomial_likelihood(cells):
     np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-6)
 
 
+def _cell_beta(m, cells, point) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's Beta(a, b) at a point: its campaign-hour-weekday mean and the cell effects' scale."""
+    level, coef = _value(m, "campaign_level", point), _value(m, "hour_coef", point) + _value(m, "dev_coef", point)
+    eta = (level[:, None] + coef @ model.fourier_basis(model.DEFAULT.hour_harmonics).T)[cells.campaign, cells.hour]
+    eta = eta + _value(m, "dow_effect", point)[cells.dow]
+    return model.cell_beta(eta, _value(m, "sigma_cell", point))
+
+
 def test_conversion_potential_is_the_beta_binomial_likelihood(cells):
     """Cell effects integrated out: each cell's count is beta-binomial around the campaign-hour-weekday mean."""
-    m = model.build_model(cells, "conversion")
+    m = model.build_model(cells, "conversion", replace(DEFAULT, drift=False))
     seen = cells.clicks > 0
 
     def reference(point):
-        level, coef = _value(m, "campaign_level", point), _value(m, "hour_coef", point) + _value(m, "dev_coef", point)
-        eta = (level[:, None] + coef @ model.fourier_basis(model.DEFAULT.hour_harmonics).T)[cells.campaign, cells.hour]
-        eta = eta + _value(m, "dow_effect", point)[cells.dow]
-        a, b = model.cell_beta(eta, _value(m, "sigma_cell", point))
+        a, b = _cell_beta(m, cells, point)
         return stats.betabinom.logpmf(cells.conversions, cells.clicks, a, b)[seen].sum()
 
     got, want = _differences(m, "conversion_loglik", reference)
+    assert np.abs(want).max() > 1.0
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-5)
+
+
+def test_drift_potentials_are_each_week_poisson_with_a_shared_beta_cell_rate(cells):
+    """With drift, a cell's conversions in week w are binomial (about Poisson: rates well below 1) with its
+    trials times its rate times exp(offset[w]), the cell's rate Beta as without drift: the beta-binomial of
+    the totals at the weighted trials, times the multinomial split over the weeks (each written out here)."""
+    from scipy.special import betaln, gammaln
+
+    m = model.build_model(cells, "conversion")
+    seen = cells.clicks > 0
+    trials, conversions = cells.weekly_trials[seen], cells.weekly_conversions[seen]
+    k = cells.conversions[seen]
+
+    def reference(point):
+        a, b = (v[seen] for v in _cell_beta(m, cells, point))
+        offset = _value(m, "level_offset", point) + _value(m, "drift_now", point)[:, None]
+        weighted = trials * np.exp(offset[cells.campaign[seen]])
+        n = weighted.sum(axis=1)
+        totals = (gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) + betaln(k + a, n - k + b) - betaln(a, b))
+        split = (conversions * np.log(np.where(weighted > 0, weighted / n[:, None], 1.0))).sum()
+        return totals.sum() + split
+
+    got, want = _differences(m, "conversion_loglik", reference, "drift_loglik")
     assert np.abs(want).max() > 1.0
     np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-5)
 

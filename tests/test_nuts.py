@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pytensor.compile.mode import get_mode
+
 from gaelp_bayes import data, model, nuts, sim
 
 
@@ -30,14 +32,28 @@ def _call_logp(compiled, x: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 def _pytensor_logp(pymc_model, compiled):
-    """The log density and gradient at a flat point ``x``, by PyMC's own (uncached, Python) functions."""
-    names, slices, shapes = compiled.shape_info
-    logp, dlogp = (pymc_model.compile_logp(mode="FAST_COMPILE"), pymc_model.compile_dlogp(mode="FAST_COMPILE"))
+    """The log density at a flat point ``x`` by PyMC's own (uncached, Python) function, and its gradient by
+    central differences of it (PyTensor's Python gradient of the drift's sums would take Elemwise ops of
+    more than the 32 operands Python allows)."""
+    import pytensor
+    import pytensor.tensor as pt
 
-    def at(x: np.ndarray) -> tuple[float, np.ndarray]:
+    names, slices, shapes = compiled.shape_info
+    inputs = pymc_model.value_vars
+    total = pt.sum(pt.stack([pt.sum(term) for term in pymc_model.logp(sum=False)]))  # stacked: <= 32 operands
+    mode = get_mode("FAST_COMPILE").excluding("fusion", "add_mul_fusion", "canonicalize")  # no merged sums
+    function = pytensor.function(inputs, total, mode=mode)
+
+    def logp(x: np.ndarray) -> float:
         point = {name: x[where].reshape(shape) for name, where, shape in zip(names, slices, shapes)
                  if where.stop <= compiled.n_dim}
-        return float(logp(point)), dlogp(point)
+        return float(function(*(point[v.name] for v in inputs)))
+
+    def at(x: np.ndarray) -> tuple[float, np.ndarray]:
+        step = 1e-6 * np.maximum(1.0, np.abs(x))
+        grad = np.array([(logp(x + h) - logp(x - h)) / (2 * h[i]) for i, h in
+                         enumerate(np.diag(step))])
+        return logp(x), grad
 
     return at
 
@@ -53,13 +69,13 @@ def test_cached_callback_matches_pytensor(part):
         want_logp, want_grad = reference(x)
         got_logp, got_grad = _call_logp(compiled, x)
         np.testing.assert_allclose(got_logp, want_logp, rtol=1e-9)
-        np.testing.assert_allclose(got_grad, want_grad, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, atol=1e-4)
 
 
 def test_refit_on_new_data_loads_callbacks_through_the_index():
     first = nuts.compile_model(model.build_model(_cells(seed=6, days=14), "conversion"))
     # other data (other counts, another number of cells, another prior centre): same model structure
-    refit = model.build_model(_cells(seed=9, days=21), "conversion")
+    refit = model.build_model(_cells(seed=9, days=12), "conversion")
     second = nuts.compile_model(refit)
     assert second.from_index and second.logp_func is None
     assert second.compiled_logp_func.cache_hits == 1 and second.compiled_expand_func.cache_hits == 1
@@ -74,11 +90,14 @@ def test_structure_key_follows_the_structure_not_the_data():
         return nuts.structure_key(pymc_model, nuts._graphs(pymc_model))
 
     two = key(_cells(seed=6, days=14))
-    assert key(_cells(seed=9, days=21)) == two  # other counts, cells and prior centre
+    assert key(_cells(seed=9, days=12)) == two  # other counts, cells and prior centre
+    # weeks of drift, padded to a bucket as campaigns: a log that grew by a week is one structure
+    assert key(model.padded(_cells(seed=6, days=29))) == key(model.padded(_cells(seed=9, days=36)))
+    assert key(_cells(seed=6, days=21)) != two
     assert key(_cells(seed=6, days=14, campaigns=3)) != two  # another number of campaigns
     assert key(_cells(seed=6, days=14), "volume") != two
     # padded to the campaign bucket (what fit builds), 5 and 6 campaigns are one structure
-    assert key(model.padded(_cells(seed=6, days=14, campaigns=5))) == key(model.padded(_cells(seed=9, days=7, campaigns=6)))
+    assert key(model.padded(_cells(seed=6, days=14, campaigns=5))) == key(model.padded(_cells(seed=9, days=12, campaigns=6)))
 
 
 def test_a_stale_index_entry_falls_back_to_compiling(monkeypatch):

@@ -151,7 +151,7 @@ def test_report_run_beside_its_model_leaves_the_model_alone(fitted, tmp_path, mo
     monkeypatch.chdir(models)
     assert cli.main(["report", "demo", "--out", "demo.html", "--budget", "50", "--campaign", "campaign_01"]) == 0
     cache.read_manifest(models / "demo")  # intact: every checksum still matches
-    assert (models / "demo.html").is_file() and len(list((models / "demo_figures").glob("*.png"))) == 8
+    assert (models / "demo.html").is_file() and len(list((models / "demo_figures").glob("*.png"))) == 9  # test_report.FIGURES
 
 
 def test_report_refuses_a_figure_folder_that_is_not_its_own(fitted, tmp_path, capsys):

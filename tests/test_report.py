@@ -12,7 +12,8 @@ import pytest
 from gaelp_bayes import cache, cli
 from gaelp_bayes.report import figure_folder
 
-FIGURES = {"data_coverage", "hourly_conversion_rate", "heatmap_conversion_rate", "cost_by_hour", "allocation",
+FIGURES = {"data_coverage", "hourly_conversion_rate", "conversion_level_over_time",
+           "heatmap_conversion_rate", "cost_by_hour", "allocation",
            "pacing_curve", "rank_plot", "predictive_check"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-MODEL_VERSION = 13  # 13: log_volume no longer stored (recomputed at export)
+MODEL_VERSION = 14  # 14: drift of the conversion level over weeks; 13: log_volume recomputed at export
 
 # NUTS settings of each part's sampling (a fit can override each): nutpie adapts its step size and mass
 # matrix within a few hundred steps; 500 tuning steps at target_accept 0.9 passed the gate first time on
@@ -33,6 +33,12 @@ class ModelConfig:
     dow_sd: float = 0.5  # ZeroSumNormal scale of day-of-week effects
     sigma_cell_shape: float = 2.0  # Gamma(shape, rate) prior of the cell effects' log-odds scale:
     sigma_cell_rate: float = 10.0  # mean 0.2; zero-avoiding, so the cells' Beta never gets huge arguments
+    # drift of each campaign's conversion level over the weeks of the data (log scale, per week): a trend
+    # (campaigns' trends ~ N(trend_mean, sigma_trend)) plus a random walk (steps ~ N(0, sigma_walk))
+    drift: bool = True  # False: every week alike (the model before version 14)
+    drift_trend_sd: float = 0.1  # trend_mean ~ N(0, this)
+    drift_trend_spread_scale: float = 0.05  # HalfNormal scale of sigma_trend
+    drift_walk_scale: float = 0.05  # HalfNormal scale of sigma_walk
     # cost part: log cpc = level[c] + curve(h), each click's cost Gamma(cost_shape)
     cpc_level_sd: float = 1.0
     cpc_hour_sd: float = 0.3

@@ -10,6 +10,14 @@
   (``curves.conditionally_whitened``): no funnel as a scale goes to zero, no ridge when data pins a
   campaign, and no data-dependent switch between the two.  One campaign: fixed weak priors.
 - ``day``: zero-sum over the weekdays the data has; a weekday never seen is drawn from the prior.
+- Drift (``drift_offsets``; data over two weeks or more, ``config.drift``): ``level[c]`` is the campaign's
+  level averaged over the data's weeks; in week ``w`` (counted back from the last) the rate is
+  ``exp(offset[c, w])`` times the level's: a pooled trend per week plus a random walk.  The likelihood
+  weighs each cell's trials of week ``w`` by ``exp(offset[c, w])`` (for conversion rates well below 1, a
+  week's expected conversions are its trials times the rate), and adds how the conversions split over
+  the weeks (``weekly_split_loglik``).  The runtime's rates are the last week's (``drift_now``); a forecast
+  ``h`` weeks past that week's middle moves them by ``trend h`` with a walk of sd ``sigma_walk sqrt(h)``
+  (``cache.drift_factor``).
 - Cell effects (campaign x weekday x hour, persistent from week to week): each cell's rate is Beta with
   the cell mean and a log-odds spread ``sigma_cell`` (``cell_beta``), integrated out of the likelihood
   (beta-binomial on the cell's sums), so they cost no parameters and have no funnel when their true scale
@@ -27,8 +35,9 @@ from .common import curve_design, flat_cell, fourier_basis, hour_sums, logit
 from .config import ModelConfig
 from .curves import conditionally_whitened, curve_approximation, estimates_and_variances, population_mean
 
-DERIVED = ("hour_effect",)  # deterministic summaries the gate need not check twice
-KEY_PARAMETERS = ("mu", "sigma_campaign", "campaign_level", "sigma_hour", "sigma_cell", "sigma_dev")
+DERIVED = ("hour_effect", "level_offset", "drift_now")  # deterministic summaries the gate need not check twice
+KEY_PARAMETERS = ("mu", "sigma_campaign", "campaign_level", "sigma_hour", "sigma_cell", "sigma_dev", "trend_mean",
+                  "sigma_walk")
 
 
 # the population values a shard of campaigns is fitted under (``PopulationPrior``), with whether each is a
@@ -128,8 +137,122 @@ def build(cells: Cells, pooled_campaigns: bool, cfg: ModelConfig, population: Po
         sigma_cell = pm.Gamma("sigma_cell", alpha=cfg.sigma_cell_shape, beta=cfg.sigma_cell_rate)
     grid = pt.dot(theta, curve_design(harmonics).T)[:, None, :] + day[None, :, None]  # [campaign, dow, hour]
     eta = grid.reshape((-1,))[pm.Data("cell_idx", flat_cell(cells)[seen])]
-    pm.Potential("conversion_loglik", beta_binomial_loglik(cells.conversions[seen], trials[seen], eta,
-                                                           sigma_cell))
+    n, k = trials[seen], cells.conversions[seen]
+    if cfg.drift and cells.weekly_trials is not None:  # each week's trials at that week's level
+        offset = drift_offsets(cells, seen, population is not None or pooled_campaigns, cfg)
+        weekly = pm.Data("weekly_trials", cells.weekly_trials[seen])
+        n = (weekly * pt.exp(offset)[pm.Data("cell_campaign", cells.campaign[seen])]).sum(axis=1)
+        pm.Potential("drift_loglik", weekly_split_loglik(cells, seen, n, offset))
+    pm.Potential("conversion_loglik", beta_binomial_loglik(k, n, eta, sigma_cell))
+
+
+def weekly_split_loglik(cells: Cells, seen: np.ndarray, n, offset):
+    """How each cell's conversions split over the weeks, given their total: multinomial with probabilities
+    ``weekly_trials exp(offset) / n`` (``n`` the cells' weighted trials).  The cell's own rate cancels
+    (its conversions in each week are about Poisson with that rate times the week's weighted trials), so
+    the split is what tells the drift from the level, and the beta-binomial of the totals the rest.
+    Without constants: ``sum K[c, w] offset[c, w] - sum_cells k log n``, ``K`` the campaign-week sums."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    k = cells.conversions[seen]
+    some = np.flatnonzero(k > 0)
+    by_week = np.zeros((len(cells.campaigns), cells.weekly_conversions.shape[1]))
+    np.add.at(by_week, cells.campaign[seen], cells.weekly_conversions[seen])
+    return (pt.sum(pm.Data("campaign_week_conversions", by_week) * offset)
+            - pt.sum(pm.Data("drift_conversions", k[some].astype("float64"))
+                     * pt.log(n[pm.Data("drift_cells_with_conversions", some)])))
+
+
+def drift_offsets(cells: Cells, seen: np.ndarray, pooled_campaigns: bool, cfg: ModelConfig):
+    """[campaign, week]: the log of each campaign's rate in each week (counted back from the last) relative
+    to its level, the rate averaged over its weeks (weighted by their trials).  Relative to the last week
+    (``level_offset``) the weeks are ``-(trend[c] w + the walk's steps between)``: trends pooled
+    (``trend_mean``, ``sigma_trend``; one campaign: its trend is ``trend_mean``), steps ~ N(0, sigma_walk)
+    (``random_walk``).  Both are sampled whitened given their scales and the data's estimates (as
+    ``curves.conditionally_whitened``): no funnel when a scale is near zero (stationary data), no ridge when
+    a campaign's data pins its weeks.  Centring on the average keeps the level about independent of the
+    drift (what the data pins best is the average); ``drift_now`` [campaign] is the last week relative to
+    the level."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    campaigns, weeks = len(cells.campaigns), cells.weekly_trials.shape[1]
+    log_rate, information = weekly_rates(cells, seen)
+    trend_mean = pm.Normal("trend_mean", 0.0, cfg.drift_trend_sd)
+    if pooled_campaigns:
+        sigma_trend = pm.HalfNormal("sigma_trend", cfg.drift_trend_spread_scale)
+        estimate, precision = trend_approximation(log_rate, information)
+        data_precision = pm.Data("trend_information", precision)
+        precision = data_precision + 1.0 / sigma_trend**2
+        mean = (data_precision * pm.Data("trend_estimate", estimate) + trend_mean / sigma_trend**2) / precision
+        trend = mean + pm.Flat("trend_white", dims="campaign") / pt.sqrt(precision)
+        pm.Potential("trend_jacobian", -0.5 * pt.log(precision).sum())
+        pm.Potential("trend_prior", pm.logp(pm.Normal.dist(trend_mean, sigma_trend), trend).sum())
+    else:
+        trend = pt.ones(campaigns) * trend_mean
+    trend = pm.Deterministic("trend", trend, dims="campaign")
+    back = random_walk(-trend[:, None] * np.arange(1, weeks), log_rate, information, cfg)
+    from_last = pm.Deterministic("level_offset", pt.concatenate([pt.zeros((campaigns, 1)), back], axis=1),
+                                 dims=("campaign", "week"))
+    share = np.zeros((campaigns, weeks))
+    np.add.at(share, cells.campaign[seen], cells.weekly_trials[seen])
+    share = np.where(share.sum(axis=1, keepdims=True) > 0, share, 1.0)  # padding: any weights
+    share /= share.sum(axis=1, keepdims=True)
+    now = pm.Deterministic("drift_now", -(pm.Data("week_share", share) * from_last).sum(axis=1), dims="campaign")
+    return from_last + now[:, None]
+
+
+def random_walk(mean, log_rate: np.ndarray, information: np.ndarray, cfg: ModelConfig):
+    """[campaign, week - 1]: weeks 1.. (counted back) relative to the last, a random walk back from it
+    around ``mean`` (the trend): ``x = offsets - mean`` ~ N(0, sigma_walk^2 min(i, j)), whose precision is
+    ``R / sigma_walk^2`` with ``R`` tridiagonal.  With the data's approximation (each week's log rate
+    relative to the last, precision ``D``), ``x`` given the scale is about N(m, A^-1), ``A = D + R /
+    sigma^2``, ``m = A^-1 D (estimate - mean)``: sampled as ``m + chol(A)^-T u`` with ``u`` free
+    (``walk_white``), the prior and the map's Jacobian added as potentials."""
+    import pymc as pm
+    import pytensor.tensor as pt
+    from pytensor.tensor.slinalg import cholesky, solve_triangular
+
+    steps = log_rate.shape[1] - 1
+    sigma = pm.HalfNormal("sigma_walk", cfg.drift_walk_scale)
+    walk = 2.0 * np.eye(steps) - np.eye(steps, k=1) - np.eye(steps, k=-1)
+    walk[-1, -1] = 1.0  # the oldest week has no older neighbour
+    known = information[:, 1:] > 0
+    precision = np.where(known, 1.0 / (1.0 / np.where(known, information[:, 1:], 1.0)
+                                       + 1.0 / np.maximum(information[:, :1], 1e-12)), 0.0)
+    estimate = np.where(known, log_rate[:, 1:] - log_rate[:, :1], 0.0)
+    d = pm.Data("walk_information", precision)
+    a = d[:, :, None] * np.eye(steps) + walk / sigma**2  # [campaign, steps, steps]
+    lower = cholesky(a, lower=True)
+    half = solve_triangular(lower, (d * (pm.Data("walk_estimate", estimate) - mean))[:, :, None], lower=True)
+    white = pm.Flat("walk_white", shape=(log_rate.shape[0], steps))
+    x = solve_triangular(lower.mT, half + white[:, :, None], lower=False)[:, :, 0]  # m + L^-T u
+    pm.Potential("walk_jacobian", -pt.log(pt.diagonal(lower, axis1=1, axis2=2)).sum())
+    pm.Potential("walk_prior", -0.5 * (x * pt.tensordot(x, walk, axes=[[1], [0]])).sum() / sigma**2
+                 - x.size * pt.log(sigma))
+    return mean + x
+
+
+def weekly_rates(cells: Cells, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each campaign's log conversion rate per week [campaign, week] and its information (about the week's
+    conversions; 0 for a week without trials): what the drift's whitening approximates the data by (only
+    the sampler's speed depends on it)."""
+    campaigns, weeks = len(cells.campaigns), cells.weekly_trials.shape[1]
+    conversions, trials = np.zeros((campaigns, weeks)), np.zeros((campaigns, weeks))
+    np.add.at(conversions, cells.campaign[seen], cells.weekly_conversions[seen])
+    np.add.at(trials, cells.campaign[seen], cells.weekly_trials[seen])
+    return np.log((conversions + 0.5) / (trials + 1.0)), np.where(trials > 0, conversions + 0.5, 0.0)
+
+
+def trend_approximation(log_rate: np.ndarray, information: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each campaign's trend (log rate per week) as its weekly rates alone estimate it, and that estimate's
+    precision (weighted least squares): what the trends are whitened by.  A campaign without data: 0."""
+    time = -np.arange(log_rate.shape[1], dtype=np.float64)  # forward in time
+    total = np.maximum(information.sum(axis=1, keepdims=True), 1e-12)
+    centred = time - (information * time).sum(axis=1, keepdims=True) / total
+    precision = (information * centred**2).sum(axis=1)
+    return (information * centred * log_rate).sum(axis=1) / np.maximum(precision, 1e-12), precision
 
 
 def cell_sd_guess(cells: Cells, seen: np.ndarray, conversions: np.ndarray, clicks: np.ndarray) -> float:
@@ -175,8 +298,9 @@ def _log_rising(x, n):
     return pt.gammaln(x + n) - pt.gammaln(x)
 
 
-def beta_binomial_loglik(k: np.ndarray, n: np.ndarray, eta, sigma_cell):
-    """Log density, without its binomial coefficient, of ``k`` successes in ``n`` trials (data) when the
+def beta_binomial_loglik(k: np.ndarray, n, eta, sigma_cell):
+    """Log density, without its binomial coefficient, of ``k`` successes in ``n`` trials (data, or a tensor
+    of the parameters: then with the binomial coefficient's part that depends on them) when the
     cell's rate is Beta around ``sigmoid(eta)`` (``cell_beta``): the cell effects integrated out, exactly.
     Cells without a success skip the successes' term (zero): fewer log-gammas on sparse data."""
     import pymc as pm
@@ -185,10 +309,17 @@ def beta_binomial_loglik(k: np.ndarray, n: np.ndarray, eta, sigma_cell):
     a, b = cell_beta(eta, sigma_cell, pt)
     some = np.flatnonzero(k > 0)
     successes = pm.Data("conversions_nonzero", k[some].astype("float64"))
-    trials = pm.Data("clicks", n.astype("float64"))
-    failures = pm.Data("failures", (n - k).astype("float64"))
-    return (pt.sum(_log_rising(a[pm.Data("cells_with_conversions", some)], successes))
-            + pt.sum(_log_rising(b, failures) - _log_rising(a + b, trials)))
+    with_conversions = pm.Data("cells_with_conversions", some)
+    loglik = pt.sum(_log_rising(a[with_conversions], successes))
+    if isinstance(n, np.ndarray):
+        trials, failures = pm.Data("clicks", n.astype("float64")), pm.Data("failures", (n - k).astype("float64"))
+    else:  # trials that depend on parameters (drift; never below the conversions, as ``Cells.trials``): the
+        # binomial coefficient is no constant any more.  Data, not constants: see nuts.py
+        conversions = pm.Data("conversions", k.astype("float64"))
+        trials = pt.maximum(n, conversions)
+        failures = trials - conversions
+        loglik = loglik + pt.sum(_log_rising(failures[with_conversions] + 1.0, successes))
+    return loglik + pt.sum(_log_rising(b, failures) - _log_rising(a + b, trials))
 
 
 def export(g, obs, n: int, rng: np.random.Generator, cfg: ModelConfig) -> dict[str, np.ndarray]:
@@ -212,6 +343,26 @@ def export(g, obs, n: int, rng: np.random.Generator, cfg: ModelConfig) -> dict[s
     a, b = cell_beta(eta, g("sigma_cell")[:, None, None, None])
     cell = (obs["campaign"].values, obs["dow"].values, obs["hour"].values)
     trials = obs["exposure"].values if "exposure" in obs else obs["clicks"].values  # censored: the exposure
+    offset, now = g("level_offset"), g("drift_now")
+    if offset is not None:  # drift: each week's trials at its level (``drift_offsets``)
+        weekly = obs["weekly_trials"].values
+        trials = sum(weekly[None, :, w] * np.exp(offset[:, cell[0], w] + now[:, cell[0]])
+                     for w in range(weekly.shape[1]))
     a[:, cell[0], cell[1], cell[2]] += obs["conversions"].values
     b[:, cell[0], cell[1], cell[2]] += np.maximum(trials - obs["conversions"].values, 0.0)
-    return {"cvr": rng.beta(a, b)}
+    cvr = rng.beta(a, b)
+    if offset is None:
+        return {"cvr": cvr}
+    # the last week's rates; a new campaign's moved as the campaigns' were on average
+    now = np.concatenate([now, now.mean(axis=1, keepdims=True)], axis=1)
+    return {"cvr": np.minimum(cvr * np.exp(now)[:, :, None, None], 1.0), "drift": drift_export(g, n, rng)}
+
+
+def drift_export(g, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``drift`` [draw, campaign + 1, 2]: each campaign's trend and the walk's sd (log rate per week, what
+    ``cache.project`` moves a forecast by); a new campaign's trend drawn from the campaigns' population."""
+    trend = g("trend")
+    spread = g("sigma_trend")
+    new = g("trend_mean") + (0.0 if spread is None else spread * rng.normal(size=n))
+    trend = np.concatenate([trend, new[:, None]], axis=1)
+    return np.stack([trend, np.broadcast_to(g("sigma_walk")[:, None], trend.shape)], axis=2)

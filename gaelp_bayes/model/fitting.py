@@ -183,6 +183,9 @@ def cells_dataset(cells: Cells):
     data = {name: ("cell", getattr(cells, name)) for name in
             ("campaign", "dow", "hour", "windows", "clicks", "conversions", "spend", "revenue", "exposure")
             if getattr(cells, name) is not None}
+    if cells.weekly_trials is not None:
+        data["weekly_trials"] = (("cell", "week"), cells.weekly_trials)
+        data["weekly_conversions"] = (("cell", "week"), cells.weekly_conversions)
     return xr.Dataset(data, coords={"campaign_name": list(cells.campaigns)},
                       attrs={"timezone": cells.timezone, "period_start": cells.period[0],
                              "period_end": cells.period[1], "n_windows": cells.n_windows})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from ..data import Cells
 from . import conversion, cost, revenue, volume
 from .config import DEFAULT, ModelConfig
@@ -31,14 +33,20 @@ def padded(cells: Cells, at_least: int = 1) -> Cells:
     """``cells`` with campaigns without data appended up to ``campaign_bucket`` (of ``at_least`` campaigns
     if that is more: every shard of a sharded fit has one size).  A campaign without data is a draw from the
     population that no likelihood term touches: it integrates out exactly, so the other campaigns'
-    posterior is unchanged (``fitting`` drops its draws)."""
+    posterior is unchanged (``fitting`` drops its draws).  The weeks of the drift are padded the same way
+    (weeks before the data, without trials): a log that grew by a week refits on the same sampler."""
     size = campaign_bucket(max(len(cells.campaigns), at_least))
     names, i = list(cells.campaigns), 0
     while len(names) < size:
         i += 1
         if f"(padding {i})" not in names:
             names.append(f"(padding {i})")
-    return replace(cells, campaigns=tuple(names))
+    weekly = {}
+    if cells.weekly_trials is not None:  # weeks before the data, without trials, up to a bucket too
+        extra = campaign_bucket(cells.weekly_trials.shape[1]) - cells.weekly_trials.shape[1]
+        weekly = {name: np.pad(getattr(cells, name), ((0, 0), (0, extra)))
+                  for name in ("weekly_trials", "weekly_conversions")}
+    return replace(cells, campaigns=tuple(names), **weekly)
 
 
 def build_model(cells: Cells, part: str = "conversion", config: ModelConfig = DEFAULT,
@@ -52,6 +60,8 @@ def build_model(cells: Cells, part: str = "conversion", config: ModelConfig = DE
     coords = {"campaign": list(cells.campaigns), "dow": list(range(7)), "hour": list(range(24)),
               "fourier": list(range(2 * config.hour_harmonics)), "fourier_cpc": list(range(2 * config.cpc_harmonics)),
               "curve_coef": list(range(1 + 2 * config.hour_harmonics))}
+    if cells.weekly_trials is not None:
+        coords["week"] = list(range(cells.weekly_trials.shape[1]))
     with pm.Model(coords=coords) as model:
         if part == "conversion":
             conversion.build(cells, len(cells.campaigns) > 1, config, population)

@@ -52,7 +52,8 @@ def subset(cells: Cells, campaigns: list[int]) -> Cells:
     return replace(cells, campaigns=tuple(cells.campaigns[i] for i in campaigns), campaign=index[cells.campaign[keep]],
                    dow=cells.dow[keep], hour=cells.hour[keep], windows=cells.windows[keep], clicks=cells.clicks[keep],
                    conversions=cells.conversions[keep], spend=pick(cells.spend), revenue=pick(cells.revenue),
-                   exposure=pick(cells.exposure))
+                   exposure=pick(cells.exposure), weekly_trials=pick(cells.weekly_trials),
+                   weekly_conversions=pick(cells.weekly_conversions))
 
 
 def plan(cells: Cells, population_size: int = POPULATION_SIZE, shard_size: int = SHARD_SIZE) -> list[list[int]]:
