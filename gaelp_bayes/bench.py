@@ -12,6 +12,7 @@ baseline from the same run).
     gaelp-bayes bench cache          # Pacer.load/allocate of one campaign out of 100 .. 10,000 (cold page cache)
     gaelp-bayes bench scale          # sharded fits on a Dask LocalCluster (1, 2 workers) beside the joint fit
     gaelp-bayes bench delay          # history exported while conversions arrive: censored vs naive fit
+    gaelp-bayes bench drift          # rates that move over the weeks: the drift model vs every week alike
     gaelp-bayes bench all            # everything (make bench; needs models/demo from make demo)
 
 (``python -m gaelp_bayes.bench ...`` is the same.)
@@ -255,6 +256,85 @@ def bench_delay(campaigns: int = 3, seed: int = 61, weeks: tuple[int, ...] = (8,
                          f"{'pass' if fitted.diagnostics.passed else 'FAIL'} |")
             print(lines[-1], flush=True)
     _write("delay", lines)
+
+
+DRIFT_WORLDS = {  # name: (log-odds change per week, step in the log-odds, day of the step)
+    "none": (0.0, 0.0, None),
+    "slow fall": (-0.025, 0.0, None),
+    "fall": (-0.05, 0.0, None),
+    "rise": (0.04, 0.0, None),
+    "step down in week 6": (0.0, -0.3, 38),
+}
+
+
+def bench_drift(campaigns: int = 3, seeds: tuple[int, ...] = (71, 72), weeks: int = 7) -> None:
+    """Conversion rates that move over time: the model with drift against the one that treats every week
+    alike (``ModelConfig(drift=False)``, the model before version 14), fitted on the same ``weeks`` weeks,
+    forecasting the week after, in each drift world and world seed."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from . import data, sim
+    from .model import DEFAULT
+    from .predict import predict
+
+    models = {"drift": DEFAULT, "every week alike": replace(DEFAULT, drift=False)}
+    lines = _header(f"Drift: {campaigns} campaigns, {weeks} weeks fitted, the next week forecast, world seeds "
+                    f"{', '.join(map(str, seeds))}") + [
+        "Each world's true conversion rates move by a log-odds change per week (or a step), the same for every "
+        "campaign; traffic is stationary. Both models are fitted on the same windows (default settings) and "
+        "forecast the held-out week after them (`predict`, each window's rate projected to its time). "
+        "*rate 90%*: share of held-out windows whose true rate lies in the 90% interval of `pred_cvr`; "
+        "*pred / expected*: predicted conversions over the true expected ones (true rate x clicks: what a "
+        "forecast can know); *pred / actual*: over the conversions that happened; *PIT 90%*: randomized PIT "
+        "of the counts in [0.05, 0.95]; *gate*: passed on the first sampling, or after the one automatic retry "
+        "(`fit`'s); *fit s*: fit and cache write, warm compile cache.", "",
+        "| world | seed | model | rate 90% | pred / expected | pred / actual | PIT 90% | gate | fit s |",
+        "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
+    for seed in seeds:
+        world = sim.make_world(campaigns=campaigns, seed=seed)
+        for name, (per_week, step, step_day) in DRIFT_WORLDS.items():
+            days = 7 * (weeks + 1)
+            truth = sim.drifting_cvr(world, days, per_week, step, step_day)
+            history = sim.log_history(world, days=days, seed=seed + 1, cvr=truth)
+            hour_of = np.arange(len(history)) % (days * 24)  # log_history: each campaign's hours in order
+            true_rate = truth[history["campaign"].map(world.campaigns.index).to_numpy(), hour_of]
+            held = hour_of >= weeks * 7 * 24
+            holdout = history[held].reset_index(drop=True)
+            cells = data.aggregate(data.load_windows(history[~held].reset_index(drop=True)))
+            for model_name, config in models.items():
+                with tempfile.TemporaryDirectory() as tmp:
+                    if not rows:  # compile both models' samplers first: every fit below is warm
+                        for warm in models.values():
+                            fit_cached(cells, Path(tmp) / "warm", progress=False, draws=20, tune=20, config=warm,
+                                       overwrite=True)
+                    start = time.perf_counter()
+                    fitted = fit_cached(cells, Path(tmp) / "m", progress=False, seed=seed, config=config).fit
+                    seconds = time.perf_counter() - start
+                    pred, _ = predict(str(Path(tmp) / "m"), holdout, force=True)
+                rate = true_rate[held]
+                row = {"world": name, "seed": seed, "model": model_name,
+                       "rate": float(((pred["pred_cvr_lo"] <= rate) & (rate <= pred["pred_cvr_hi"])).mean()),
+                       "expected": float(pred["pred_conversions_mean"].sum() / (rate * holdout["clicks"]).sum()),
+                       "actual": float(pred["pred_conversions_mean"].sum() / holdout["conversions"].sum()),
+                       "pit": float(((pred["pred_pit"] >= 0.05) & (pred["pred_pit"] <= 0.95)).mean()),
+                       "gate": ("FAIL" if not fitted.diagnostics.passed else
+                                "pass after a retry" if fitted.settings["retried"] else "pass"),
+                       "seconds": seconds}
+                rows.append(row)
+                lines.append(f"| {name} | {seed} | {model_name} | {row['rate']:.3f} | {row['expected']:.3f} | "
+                             f"{row['actual']:.3f} | {row['pit']:.3f} | {row['gate']} | {seconds:.1f} |")
+                print(lines[-1], flush=True)
+    frame = pd.DataFrame(rows)
+    lines += ["", "Mean over the seeds:", "", "| world | model | rate 90% | pred / expected | worst pred / expected | "
+              "fit s |", "|---|---|---|---|---|---|"]
+    for (name, model_name), group in frame.groupby(["world", "model"], sort=False):
+        worst = group["expected"].iloc[int(np.argmax(np.abs(group["expected"] - 1)))]
+        lines.append(f"| {name} | {model_name} | {group['rate'].mean():.3f} | {group['expected'].mean():.3f} | "
+                     f"{worst:.3f} | {group['seconds'].mean():.1f} |")
+    _write("drift", lines)
 
 
 def _held_out(model_dir: Path, holdout, world) -> dict:
@@ -1107,7 +1187,7 @@ def scenario_summary(results_csv: Path) -> list[str]:
     return lines
 
 
-INDEX_ORDER = ("robustness", "pacing", "scenarios", "delay", "fleet", "calibration", "open_bandit", "allocation",
+INDEX_ORDER = ("robustness", "pacing", "scenarios", "delay", "drift", "fleet", "calibration", "open_bandit", "allocation",
                "allocation_speed", "runtime_speed", "events", "sparse", "fit_speed")
 
 
@@ -1175,6 +1255,8 @@ def main(argv: list[str] | None = None) -> int:
     ca.add_argument("--sizes", default="100,1000,10000", help="campaigns, comma-separated (10,000: 20 GB on disk)")
     de = sub.add_parser("delay", help="history exported while conversions arrive: censored vs naive fit")
     de.add_argument("--seed", type=int, default=61)
+    dr = sub.add_parser("drift", help="rates that move over the weeks: the drift model vs every week alike")
+    dr.add_argument("--seeds", default="71,72", help="world seeds, comma-separated")
     sc2 = sub.add_parser("scale", help="sharded fits on a Dask LocalCluster, beside the joint fit")
     sc2.add_argument("--sizes", default="200", help="campaigns, comma-separated (2000 takes hours on 2 cores)")
     sc2.add_argument("--workers", default="1,2", help="LocalCluster sizes, comma-separated")
@@ -1214,6 +1296,7 @@ def run(args: argparse.Namespace) -> None:
         bench_pacing(["rich", "sparse"])
         bench_scenarios()
         bench_delay()
+        bench_drift()
         bench_fleet()
         bench_fit([1, 20, 200], ["auto"])
     elif args.what == "sparse":
@@ -1224,6 +1307,8 @@ def run(args: argparse.Namespace) -> None:
         bench_cache([int(v) for v in args.sizes.split(",")])
     elif args.what == "delay":
         bench_delay(seed=args.seed)
+    elif args.what == "drift":
+        bench_drift(seeds=tuple(int(v) for v in args.seeds.split(",")))
     elif args.what == "scale":
         bench_scale([int(v) for v in args.sizes.split(",")], [int(v) for v in args.workers.split(",")],
                     args.joint_up_to, args.seed, args.same_base_rate)

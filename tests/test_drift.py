@@ -55,7 +55,7 @@ def test_a_falling_rate_is_learned_and_the_next_week_forecast_follows_it(falling
     assert (hi < 0).all() and (lo < PER_WEEK * 0.9).all() and (hi > PER_WEEK * 1.1).all()  # near -0.2, below 0
     pred, _ = predict(str(path), holdout)
     expected = (true_rate * holdout["clicks"]).sum()
-    assert abs(pred["pred_conversions_mean"].sum() / expected - 1) < 0.05
+    assert abs(pred["pred_conversions_mean"].sum() / expected - 1) < 0.1  # a small week: ~180 conversions
     inside = (pred["pred_cvr_lo"] <= true_rate) & (true_rate <= pred["pred_cvr_hi"])
     assert inside.mean() >= 0.85
 

@@ -37,8 +37,9 @@ class ModelConfig:
     # (campaigns' trends ~ N(trend_mean, sigma_trend)) plus a random walk (steps ~ N(0, sigma_walk))
     drift: bool = True  # False: every week alike (the model before version 14)
     drift_trend_sd: float = 0.1  # trend_mean ~ N(0, this)
-    drift_trend_spread_scale: float = 0.05  # HalfNormal scale of sigma_trend
-    drift_walk_scale: float = 0.05  # HalfNormal scale of sigma_walk
+    drift_trend_spread_shape: float = 2.0  # Gamma(shape, rate) prior of sigma_trend: mean 0.025 a week,
+    drift_trend_spread_rate: float = 80.0  # zero-avoiding (a funnel at zero spread with a few campaigns)
+    drift_walk_scale: float = 0.05  # HalfNormal scale of sigma_walk (zero: stationary data)
     # cost part: log cpc = level[c] + curve(h), each click's cost Gamma(cost_shape)
     cpc_level_sd: float = 1.0
     cpc_hour_sd: float = 0.3

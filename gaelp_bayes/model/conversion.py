@@ -168,7 +168,8 @@ def drift_offsets(cells: Cells, seen: np.ndarray, pooled_campaigns: bool, cfg: M
     """[campaign, week]: the log of each campaign's rate in each week (counted back from the last) relative
     to its level, the rate averaged over its weeks (weighted by their trials).  Relative to the last week
     (``level_offset``) the weeks are ``-(trend[c] w + the walk's steps between)``: trends pooled
-    (``trend_mean``, ``sigma_trend``; one campaign: its trend is ``trend_mean``), steps ~ N(0, sigma_walk)
+    (``trend_mean``, ``sigma_trend``, whose prior avoids zero as ``sigma_cell``'s: with a few campaigns a
+    spread at zero is a funnel; one campaign: its trend is ``trend_mean``), steps ~ N(0, sigma_walk)
     (``random_walk``).  Both are sampled whitened given their scales and the data's estimates (as
     ``curves.conditionally_whitened``): no funnel when a scale is near zero (stationary data), no ridge when
     a campaign's data pins its weeks.  Centring on the average keeps the level about independent of the
@@ -180,10 +181,15 @@ def drift_offsets(cells: Cells, seen: np.ndarray, pooled_campaigns: bool, cfg: M
     campaigns, weeks = len(cells.campaigns), cells.weekly_trials.shape[1]
     log_rate, information = weekly_rates(cells, seen)
     trend_mean = pm.Normal("trend_mean", 0.0, cfg.drift_trend_sd)
+    sigma_walk = pm.HalfNormal("sigma_walk", cfg.drift_walk_scale)
     if pooled_campaigns:
-        sigma_trend = pm.HalfNormal("sigma_trend", cfg.drift_trend_spread_scale)
+        sigma_trend = pm.Gamma("sigma_trend", alpha=cfg.drift_trend_spread_shape, beta=cfg.drift_trend_spread_rate)
         estimate, precision = trend_approximation(log_rate, information)
+        # the walk blurs what the weeks say of a trend: over n weeks, by a variance sigma_walk^2 / (n - 1)
+        spans = np.maximum((information > 0).sum(axis=1) - 1, 1)
+        blur = pm.Data("trend_walk_blur", np.where(precision > 0, 1.0 / spans, 0.0)) * sigma_walk**2
         data_precision = pm.Data("trend_information", precision)
+        data_precision = data_precision / (1.0 + data_precision * blur)
         precision = data_precision + 1.0 / sigma_trend**2
         mean = (data_precision * pm.Data("trend_estimate", estimate) + trend_mean / sigma_trend**2) / precision
         trend = mean + pm.Flat("trend_white", dims="campaign") / pt.sqrt(precision)
@@ -192,7 +198,7 @@ def drift_offsets(cells: Cells, seen: np.ndarray, pooled_campaigns: bool, cfg: M
     else:
         trend = pt.ones(campaigns) * trend_mean
     trend = pm.Deterministic("trend", trend, dims="campaign")
-    back = random_walk(-trend[:, None] * np.arange(1, weeks), log_rate, information, cfg)
+    back = random_walk(-trend[:, None] * np.arange(1, weeks), sigma_walk, log_rate, information)
     from_last = pm.Deterministic("level_offset", pt.concatenate([pt.zeros((campaigns, 1)), back], axis=1),
                                  dims=("campaign", "week"))
     share = np.zeros((campaigns, weeks))
@@ -203,10 +209,10 @@ def drift_offsets(cells: Cells, seen: np.ndarray, pooled_campaigns: bool, cfg: M
     return from_last + now[:, None]
 
 
-def random_walk(mean, log_rate: np.ndarray, information: np.ndarray, cfg: ModelConfig):
+def random_walk(mean, sigma, log_rate: np.ndarray, information: np.ndarray):
     """[campaign, week - 1]: weeks 1.. (counted back) relative to the last, a random walk back from it
-    around ``mean`` (the trend): ``x = offsets - mean`` ~ N(0, sigma_walk^2 min(i, j)), whose precision is
-    ``R / sigma_walk^2`` with ``R`` tridiagonal.  With the data's approximation (each week's log rate
+    around ``mean`` (the trend): ``x = offsets - mean`` ~ N(0, sigma^2 min(i, j)), whose precision is
+    ``R / sigma^2`` with ``R`` tridiagonal.  With the data's approximation (each week's log rate
     relative to the last, precision ``D``), ``x`` given the scale is about N(m, A^-1), ``A = D + R /
     sigma^2``, ``m = A^-1 D (estimate - mean)``: sampled as ``m + chol(A)^-T u`` with ``u`` free
     (``walk_white``), the prior and the map's Jacobian added as potentials."""
@@ -215,7 +221,6 @@ def random_walk(mean, log_rate: np.ndarray, information: np.ndarray, cfg: ModelC
     from pytensor.tensor.slinalg import cholesky, solve_triangular
 
     steps = log_rate.shape[1] - 1
-    sigma = pm.HalfNormal("sigma_walk", cfg.drift_walk_scale)
     walk = 2.0 * np.eye(steps) - np.eye(steps, k=1) - np.eye(steps, k=-1)
     walk[-1, -1] = 1.0  # the oldest week has no older neighbour
     known = information[:, 1:] > 0
@@ -360,7 +365,7 @@ def export(g, obs, n: int, rng: np.random.Generator, cfg: ModelConfig) -> dict[s
 
 def drift_export(g, n: int, rng: np.random.Generator) -> np.ndarray:
     """``drift`` [draw, campaign + 1, 2]: each campaign's trend and the walk's sd (log rate per week, what
-    ``cache.project`` moves a forecast by); a new campaign's trend drawn from the campaigns' population."""
+    ``cache.drift_factor`` moves a forecast by); a new campaign's trend drawn from the campaigns' population."""
     trend = g("trend")
     spread = g("sigma_trend")
     new = g("trend_mean") + (0.0 if spread is None else spread * rng.normal(size=n))
