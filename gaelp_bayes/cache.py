@@ -327,8 +327,9 @@ def drift_factor(arrays: dict, manifest: dict, slots, when, seed: int = 0) -> np
     """[draw, row]: how much the conversion rate of campaign slot ``slots[row]`` at ``when[row]`` (seconds
     since the epoch) is above the fitted rate (the data's last week): ``exp(trend h + sigma_walk sqrt(h) z)``,
     ``h`` the weeks from that week's middle (``manifest["drift_anchor"]``; at least 0: rows inside the
-    fitted weeks get the last week's level), ``z`` standard normal per draw and slot (the walk: intervals
-    widen with the horizon).  Ones when the fit has no drift.  Numpy and the standard library only."""
+    fitted weeks get the last week's level), ``z`` standard normal per draw and slot, drawn from ``seed``
+    and the slot alone (the same whoever reads it; the walk: intervals widen with the horizon).  Ones when
+    the fit has no drift.  Numpy and the standard library only."""
     slots, when = np.atleast_1d(np.asarray(slots, np.int64)), np.atleast_1d(np.asarray(when, np.float64))
     if "drift" not in arrays:
         return np.ones((arrays["cvr"].shape[0], len(slots)))
@@ -338,7 +339,9 @@ def drift_factor(arrays: dict, manifest: dict, slots, when, seed: int = 0) -> np
         raise CacheError("the manifest has drift draws but no valid drift_anchor; refit") from None
     weeks = np.maximum((when - anchor) / WEEK_SECONDS, 0.0)
     drift = arrays["drift"]
-    z = np.random.default_rng(seed).standard_normal(drift.shape[:2])[:, slots]
+    unique, where = np.unique(slots, return_inverse=True)
+    z = np.stack([np.random.default_rng([seed, int(s)]).standard_normal(drift.shape[0]) for s in unique], axis=1)
+    z = z[:, where]
     trend, walk = drift[:, slots, 0].astype(np.float64), drift[:, slots, 1].astype(np.float64)
     return np.exp(trend * weeks + walk * np.sqrt(weeks) * z)
 
