@@ -231,10 +231,10 @@ def level_over_time(ctx: Context) -> tuple[str, list[Figure]]:
     lo, hi = np.expm1(np.quantile(trend, BAND_90))
     return (f"<p>The conversion level moves over time: {html.escape(ctx.campaign)}'s trend is "
             f"<b>{np.expm1(trend.mean()):+.1%} per week</b> (90% interval {lo:+.1%} to {hi:+.1%}), plus a random "
-            f"walk of sd {float(ctx.arrays['drift'][:, ctx.slot, 1].mean()):.3f} per week on the log scale. Rates "
-            "everywhere in this report and in the runtime cache are those of the data's last week; plans, "
-            "predictions and the pacer project them to their own date, with intervals that widen the further "
-            "ahead it is.</p>",
+            f"walk of sd {float(ctx.arrays['drift'][:, ctx.slot, 1].mean()):.3f} per week on the log scale. The "
+            "hourly rates and heatmaps here, like the runtime cache, are those of the data's last week; the "
+            "allocation below, predictions and the pacer project them to their own date, with intervals that "
+            "widen the further ahead it is.</p>",
             [Figure("conversion_level_over_time", "Conversion rate by week: observed (dots), fitted level "
                     "(blue, 90% band) and forecast (orange, 90% band widening with the horizon).", _png(fig))])
 

@@ -76,9 +76,8 @@ def make_world(campaigns: int = 3, seed: int = 0, base_cvr: tuple[float, float] 
 
 def drifting_cvr(world: World, days: int, per_week: float = 0.0, step: float = 0.0,
                  step_day: int | None = None) -> np.ndarray:
-    """[campaign, day * 24]: each hour's true conversion rate over ``days`` days
-    (hourly, from the history's start) when the log-odds move by ``per_week`` a week and jump by ``step`` on
-    ``step_day`` (rates that drift: issue "time in the forecast")."""
+    """[campaign, day * 24]: each hour's true conversion rate over ``days`` days from the history's start (a
+    Monday) when the log-odds move by ``per_week`` a week and jump by ``step`` on ``step_day``."""
     hours = np.arange(days * 24)
     dow, hour = (hours // 24) % 7, hours % 24
     shift = per_week * hours / (7 * 24) + (0.0 if step_day is None else step * (hours >= step_day * 24))
