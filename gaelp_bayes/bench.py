@@ -267,7 +267,7 @@ DRIFT_WORLDS = {  # name: (log-odds change per week, step in the log-odds, day o
 }
 
 
-def bench_drift(campaigns: int = 3, seeds: tuple[int, ...] = (71, 72), weeks: int = 7) -> None:
+def bench_drift(campaigns: int = 3, seeds: tuple[int, ...] = (71, 72, 73), weeks: int = 7) -> None:
     """Conversion rates that move over time: the model with drift against the one that treats every week
     alike (``ModelConfig(drift=False)``, the model before version 14), fitted on the same ``weeks`` weeks,
     forecasting the week after, in each drift world and world seed."""
@@ -1256,7 +1256,7 @@ def main(argv: list[str] | None = None) -> int:
     de = sub.add_parser("delay", help="history exported while conversions arrive: censored vs naive fit")
     de.add_argument("--seed", type=int, default=61)
     dr = sub.add_parser("drift", help="rates that move over the weeks: the drift model vs every week alike")
-    dr.add_argument("--seeds", default="71,72", help="world seeds, comma-separated")
+    dr.add_argument("--seeds", default="71,72,73", help="world seeds, comma-separated")
     sc2 = sub.add_parser("scale", help="sharded fits on a Dask LocalCluster, beside the joint fit")
     sc2.add_argument("--sizes", default="200", help="campaigns, comma-separated (2000 takes hours on 2 cores)")
     sc2.add_argument("--workers", default="1,2", help="LocalCluster sizes, comma-separated")
