@@ -157,8 +157,7 @@ def weekly_split_loglik(cells: Cells, seen: np.ndarray, n, offset):
 
     k = cells.conversions[seen]
     some = np.flatnonzero(k > 0)
-    by_week = np.zeros((len(cells.campaigns), cells.weekly_conversions.shape[1]))
-    np.add.at(by_week, cells.campaign[seen], cells.weekly_conversions[seen])
+    by_week = campaign_weeks(cells, seen, cells.weekly_conversions)
     return (pt.sum(pm.Data("campaign_week_conversions", by_week) * offset)
             - pt.sum(pm.Data("drift_conversions", k[some].astype("float64"))
                      * pt.log(n[pm.Data("drift_cells_with_conversions", some)])))
@@ -201,8 +200,7 @@ def drift_offsets(cells: Cells, seen: np.ndarray, pooled_campaigns: bool, cfg: M
     back = random_walk(-trend[:, None] * np.arange(1, weeks), sigma_walk, log_rate, information)
     from_last = pm.Deterministic("level_offset", pt.concatenate([pt.zeros((campaigns, 1)), back], axis=1),
                                  dims=("campaign", "week"))
-    share = np.zeros((campaigns, weeks))
-    np.add.at(share, cells.campaign[seen], cells.weekly_trials[seen])
+    share = campaign_weeks(cells, seen, cells.weekly_trials)
     share = np.where(share.sum(axis=1, keepdims=True) > 0, share, 1.0)  # padding: any weights
     share /= share.sum(axis=1, keepdims=True)
     now = pm.Deterministic("drift_now", -(pm.Data("week_share", share) * from_last).sum(axis=1), dims="campaign")
@@ -239,14 +237,20 @@ def random_walk(mean, sigma, log_rate: np.ndarray, information: np.ndarray):
     return mean + x
 
 
+def campaign_weeks(cells: Cells, seen: np.ndarray, weekly: np.ndarray) -> np.ndarray:
+    """[campaign, week]: a per-cell weekly array (``Cells.weekly_trials`` or ``weekly_conversions``) summed
+    over each campaign's cells."""
+    out = np.zeros((len(cells.campaigns), weekly.shape[1]))
+    np.add.at(out, cells.campaign[seen], weekly[seen])
+    return out
+
+
 def weekly_rates(cells: Cells, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each campaign's log conversion rate per week [campaign, week] and its information (about the week's
     conversions; 0 for a week without trials): what the drift's whitening approximates the data by (only
     the sampler's speed depends on it)."""
-    campaigns, weeks = len(cells.campaigns), cells.weekly_trials.shape[1]
-    conversions, trials = np.zeros((campaigns, weeks)), np.zeros((campaigns, weeks))
-    np.add.at(conversions, cells.campaign[seen], cells.weekly_conversions[seen])
-    np.add.at(trials, cells.campaign[seen], cells.weekly_trials[seen])
+    conversions = campaign_weeks(cells, seen, cells.weekly_conversions)
+    trials = campaign_weeks(cells, seen, cells.weekly_trials)
     return np.log((conversions + 0.5) / (trials + 1.0)), np.where(trials > 0, conversions + 0.5, 0.0)
 
 
