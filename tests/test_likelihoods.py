@@ -166,6 +166,32 @@ def test_whitening_changes_of_variables_are_exact(cells, free, value, jacobian):
         np.testing.assert_allclose(logdet, want, rtol=1e-8)
 
 
+def test_the_walk_is_whitened_exactly_and_its_prior_is_a_random_walk():
+    """Six weeks (some campaigns' weeks without data): the walk's map from ``walk_white`` has the Jacobian the
+    model adds (autodiff), and its prior term is the random walk's Gaussian density, written out densely."""
+    world = sim.make_world(campaigns=3, seed=8)
+    six = data.aggregate(data.load_windows(sim.log_history(world, days=42, seed=9)))
+    six = replace(six, weekly_trials=six.weekly_trials.copy())
+    six.weekly_trials[six.campaign == 1, 2] = 0.0  # a week without data
+    m = model.build_model(six, "conversion")
+    white, sigma = m.rvs_to_values[m["walk_white"]], m["sigma_walk"]
+    walk = m["level_offset"][:, 1:] + m["trend"][:, None] * np.arange(1, six.weekly_trials.shape[1])
+    (walk, sigma, jacobian, prior) = m.replace_rvs_by_values([walk, sigma, m["walk_jacobian"], m["walk_prior"]])
+    fn = pytensor.function(m.value_vars, [pytensor.gradient.jacobian(walk.ravel(), white), walk, sigma, jacobian,
+                                          prior], on_unused_input="ignore")
+    steps = six.weekly_trials.shape[1] - 1
+    precision = 2.0 * np.eye(steps) - np.eye(steps, k=1) - np.eye(steps, k=-1)
+    precision[-1, -1] = 1.0
+    for point in _points(m):
+        full, x, s, got_jacobian, got_prior = fn(**point)
+        sign, logdet = np.linalg.slogdet(full.reshape(x.size, -1))
+        assert sign != 0
+        np.testing.assert_allclose(logdet, got_jacobian, rtol=1e-8)
+        want = sum(stats.multivariate_normal(np.zeros(steps), np.linalg.inv(precision) * s**2).logpdf(row) for row in x)
+        np.testing.assert_allclose(got_prior, want + x.size * 0.5 * np.log(2 * np.pi) - 0.5 * len(x) * np.log(
+            np.linalg.det(precision)), rtol=1e-8)
+
+
 def pt_concat_curves(m):
     """A campaign's 13 curve values as the model holds them: level, then hour coefficients."""
     import pytensor.tensor as pt
