@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -151,23 +152,47 @@ def test_without_nutpies_internals_the_public_uncached_path_samples(monkeypatch)
     assert abs(draws.mean() - 1.0) < 0.5 and 1.5 < draws.std() < 2.5
 
 
-def test_parts_compile_ahead_in_a_child_process_only_when_cold(monkeypatch):
-    """fit compiles the later parts' samplers in a plain child interpreter while it compiles the first;
-    with every part in the cache it starts no child."""
+def test_parts_compile_ahead_in_child_processes_only_when_cold(monkeypatch):
+    """fit compiles the cold parts' samplers in plain child interpreters (the first part in one, the rest in
+    another); with every part in the cache it starts no child."""
     from gaelp_bayes.model import fitting
 
     cells = model.padded(_cells(seed=6, days=14))
     models = {part: model.build_model(cells, part) for part in ("conversion", "cost")}
     for m in models.values():
         nuts.compile_model(m)  # both in the cache now
-    assert fitting._compile_ahead(cells, models, model.DEFAULT) is None
+    assert fitting._compile_ahead(cells, models, model.DEFAULT) == []
     monkeypatch.setattr(nuts, "is_cached", lambda m: False)
-    ahead = fitting._compile_ahead(cells, models, model.DEFAULT)
-    assert ahead is not None and ahead.parts == ["cost"]
-    sent = fitting._read_request(ahead._path)
+    aheads = fitting._compile_ahead(cells, models, model.DEFAULT)
+    assert [ahead.parts for ahead in aheads] == [["conversion"], ["cost"]]
+    sent = fitting._read_request(aheads[1]._path)
     assert sent[0].fingerprint() == cells.fingerprint() and sent[0].campaigns == cells.campaigns
     assert sent[1:] == (["cost"], model.DEFAULT, None)
-    assert ahead.wait()  # the child built the cost model from the cells it was sent and loaded or compiled it
+    assert all(ahead.wait() for ahead in aheads)  # each child built its models from the cells it was sent
+
+
+def test_draws_are_the_same_on_an_empty_compile_cache_as_on_a_warm_one(tmp_path):
+    """Two processes sample the same part as ``fit`` does, the first on an empty compile cache, the second on
+    what it left: the same draws, to the bit (a sampler compiled in the sampling process itself rounds
+    differently)."""
+    script = textwrap.dedent("""
+        import hashlib, sys
+        sys.path.insert(0, sys.argv[1])
+        from test_nuts import _cells
+        from gaelp_bayes import model, nuts
+        from gaelp_bayes.model import fitting
+        cells = model.padded(_cells(seed=6, days=14, campaigns=1))
+        part = model.build_model(cells, sys.argv[2])
+        for ahead in fitting._compile_ahead(cells, {sys.argv[2]: part}, model.DEFAULT):
+            ahead.wait()
+        tree = nuts.sample(part, draws=100, tune=100, chains=1, seed=3, target_accept=0.9, cores=1, progress=False)
+        post = tree["posterior"].to_dataset()
+        print(hashlib.sha256(b"".join(post[v].values.tobytes() for v in sorted(post.data_vars))).hexdigest())
+    """)
+    env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={tmp_path}"}
+    digests = [subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent), "volume"], env=env,
+                              capture_output=True, text=True, check=True).stdout.split()[-1] for _ in range(2)]
+    assert digests[0] == digests[1]
 
 
 def test_a_compile_child_ends_with_its_parent(tmp_path):

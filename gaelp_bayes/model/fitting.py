@@ -122,19 +122,23 @@ class _CompiledAhead:
 
 
 def _compile_ahead(cells: Cells, models: dict, config: ModelConfig,
-                   population: PopulationPrior | None = None) -> _CompiledAhead | None:
-    """When two or more parts' nutpie samplers are not in the compile cache, a child process compiles all
-    but the first while this one compiles the first and samples (compiling is single-threaded: one
-    campaign on an empty cache, conversion 49 s and the other three parts 33 s).  None where it would
-    not help: a warm cache, one core, or a nutpie whose compiled models cannot be cached."""
+                   population: PopulationPrior | None = None) -> list[_CompiledAhead]:
+    """Child processes compiling into the disk cache the nutpie samplers of the parts not in it yet: one for
+    the first such part and one for the rest (compiling is single-threaded: one campaign on an empty cache,
+    conversion 49 s and the other three parts 33 s; one core: one child for all).  This process then loads
+    every sampler from the cache and never compiles one itself: a sampler compiled in a process computes
+    the log density in that process with different rounding than the same sampler loaded from the cache
+    (gradients differed in the 12th digit), and NUTS trajectories amplify that until the draws differ
+    (on the battery's mixed sizes: 2 divergent transitions on an empty cache, none on a warm one).  So a
+    fit's draws do not depend on whether the cache was warm.  Empty for a warm cache or a nutpie whose
+    compiled models cannot be cached."""
     from .. import nuts
 
-    if not nuts.can_cache() or (os.cpu_count() or 1) < 2:
-        return None
+    if not nuts.can_cache():
+        return []
     cold = [part for part, model in models.items() if not nuts.is_cached(model)]
-    if len(cold) < 2:
-        return None
-    return _CompiledAhead(cells, cold[1:], config, population)
+    groups = [cold[:1], cold[1:]] if (os.cpu_count() or 1) >= 2 else [cold]
+    return [_CompiledAhead(cells, parts, config, population) for parts in groups if parts]
 
 
 SAMPLERS: dict[str, Callable] = {"nutpie": _nutpie, "pymc": _pymc}
@@ -249,8 +253,8 @@ def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS
     too slowly, a restart at ``config.retry_target_accept`` when it diverged; with
     ``config.retry_max_seconds`` set, a part whose first sampling took longer is not retried.  Each part's
     model is built for the campaign count rounded up to a bucket (``padded``: the padding's draws are
-    dropped), and on an empty compile cache the later parts compile in a child process while the first
-    compiles here (``_compile_ahead``).  With
+    dropped), and on an empty compile cache the samplers compile in two child processes, every one then
+    loaded from the cache here (``_compile_ahead``: the draws do not depend on the cache's state).  With
     ``population``, the conversion part's campaigns come from that population (a shard of
     ``sharded.fit_sharded``); ``cores``: at most this many chains at once (default: one per CPU); ``size``:
     build the model for at least this many campaigns (a shard's size).
@@ -270,7 +274,7 @@ def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS
     known_rpc = known_value_per_conversion(cells)
     models = {part: build_model(bucketed, part, config, population) for part in parts
               if not (part == "revenue" and known_rpc is not None)}
-    ahead = _compile_ahead(bucketed, models, config, population) if sampler == "nutpie" else None
+    aheads = _compile_ahead(bucketed, models, config, population) if sampler == "nutpie" else []
     for i, part in enumerate(parts):
         if part not in models:  # revenue with no noise to fit: the value is known, not sampled
             _say(progress, f"[{i + 1}/{len(parts)}] revenue per conversion is a known value (every conversion of "
@@ -280,8 +284,9 @@ def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS
             continue
         _say(progress, f"[{i + 1}/{len(parts)}] sampling the {part} model ({sampler}, {chains} chains x "
                        f"{tune} tune + {draws} draws)")
-        if ahead is not None and part in ahead.parts:
-            ahead.wait()  # its sampler is in the cache now
+        for ahead in aheads:
+            if part in ahead.parts:
+                ahead.wait()  # its sampler is in the cache now (or, if the child failed, compiles here)
         part_start = time.perf_counter()
         model = models[part]
         derived = PART_MODULES[part].DERIVED
