@@ -501,6 +501,8 @@ class Pacer:
         self._flags: dict[str, str] = {}
         self._gap_scale = 24.0 / self.budget
         self._h, self._h_start, self._h_end = -1, math.inf, -math.inf
+        self._quick_from, self._quick_until, self._quick_cap, self._quick_room = INF, -INF, 0.0, 0.0  # closed
+        self._quick_reference = 0.0
         self._plan(np.ones(24, bool), self.budget, first=True)
         self._open_journal()
         # the budget this process may commit (spend + bids held): all of it alone; with a ledger, the fleet's
@@ -769,45 +771,71 @@ class Pacer:
         if not 0.0 < bid < INF:  # NaN, infinities, zero and negatives
             return 0.0
         with self._lock:  # the clock is read inside the lock, so bids and records keep time order
-            t = seen = time.time() if now is None else now if now.__class__ is float else _epoch(now)
-            h = self._h
-            if not self._h_start <= t < self._h_end:  # also NaN: every comparison with it is False
-                if not EARLIEST <= t < LATEST:
-                    return 0.0
-                h = self._locate(t)
-                if t < self._h_start:  # a clock behind today: plan at today's start, age bids by the clock
-                    t = self._h_start
-            if self._stop:
+            t = time.time() if now is None else now if now.__class__ is float else _epoch(now)
+            if self._quick_from <= t < self._quick_until:  # the quick window (``_open_quick_window``)
+                b = bid * self._factor
+                if 0.005 <= b <= self._quick_cap and b <= self._quick_room:
+                    self._quick_room -= b
+                    self._out_sum += b
+                    self._out.append((t, b, bid_id, bid * self._quick_reference))
+                    return b
+            return self._adjust_bid(bid, t, bid_id)
+
+    def _adjust_bid(self, bid: float, t: float, bid_id) -> float:
+        """``adjust_bid`` in full: the hour, the controller's step, expiries, the fleet's sync and every cap."""
+        self._quick_until = -INF
+        seen = t
+        h = self._h
+        if not self._h_start <= t < self._h_end:  # also NaN: every comparison with it is False
+            if not EARLIEST <= t < LATEST:
                 return 0.0
-            out = self._out
-            if out and out[0][0] <= seen - self._timeout:
-                self._expire(seen)
+            h = self._locate(t)
+            if t < self._h_start:  # a clock behind today: plan at today's start, age bids by the clock
+                t = self._h_start
+        if self._stop:
+            return 0.0
+        out = self._out
+        if out and out[0][0] <= seen - self._timeout:
+            self._expire(seen)
+        spent = self._spent + self._out_sum
+        if t < self._m_until:  # the controller steps every CONTROL_STEP (and on every record)
+            b = bid * self._factor
+        else:
+            self._factor = self._k[h] * self._multiplier(t, h)
+            self._m_until = t + CONTROL_STEP
+            b = bid * self._factor
+        room = self._ceiling - spent - self._late_sum
+        if t >= self._sync_at or room < b and t >= self._retry_at:  # a fleet process's sync (alone: never):
+            self._sync(t, need=b)  # periodic, or its lease is short
             spent = self._spent + self._out_sum
-            if t < self._m_until:  # the controller steps every CONTROL_STEP (and on every record)
-                b = bid * self._factor
-            else:
-                self._factor = self._k[h] * self._multiplier(t, h)
-                self._m_until = t + CONTROL_STEP
-                b = bid * self._factor
             room = self._ceiling - spent - self._late_sum
-            if t >= self._sync_at or room < b and t >= self._retry_at:  # a fleet process's sync (alone: never):
-                self._sync(t, need=b)  # periodic, or its lease is short
-                spent = self._spent + self._out_sum
-                room = self._ceiling - spent - self._late_sum
-            alloc = self._alloc[h]
-            cap = self._bid_cap * alloc
-            if room < cap:
-                cap = room
-            room = self._cum[h + 1] + HOUR_SLACK * alloc - spent
-            if room < cap:
-                cap = room
-            if b > cap:
-                b = cap
-            if b < 0.005:  # below a cent: do not bid
-                return 0.0
-            out.append((seen, b, bid_id, bid * self._reference[h]))
-            self._out_sum += b
-            return b
+        alloc = self._alloc[h]
+        cap = self._bid_cap * alloc
+        if room < cap:
+            cap = room
+        hour_room = self._cum[h + 1] + HOUR_SLACK * alloc - spent
+        if hour_room < cap:
+            cap = hour_room
+        if b > cap:
+            b = cap
+        if b < 0.005:  # below a cent: do not bid
+            return 0.0
+        out.append((seen, b, bid_id, bid * self._reference[h]))
+        self._out_sum += b
+        self._open_quick_window(h, min(room, hour_room) - b)
+        return b
+
+    def _open_quick_window(self, h: int, room: float) -> None:
+        """Until the next thing that is due (the hour's end, the controller's step, the fleet's sync, the
+        oldest bid's expiry), a bid that needs no cap is placed by ``adjust_bid``'s first lines alone: the
+        same bid as in full, against ``room`` (what the caps leave after this bid, less a micro-unit against
+        rounding) spent down as bids are placed.  Any other call on the pacer closes the window
+        (``_quick_until = -INF``): a record, a sync or a stop changes what the caps leave."""
+        self._quick_from = self._h_start
+        self._quick_until = min(self._h_end, self._m_until, self._sync_at, self._out[0][0] + self._timeout)
+        self._quick_cap = self._bid_cap * self._alloc[h]
+        self._quick_room = room - 1e-6
+        self._quick_reference = self._reference[h]
 
     def _locate(self, t: float) -> int:
         """Hour of ``t`` (rolling the day over if needed); caches that hour's bounds."""
@@ -881,6 +909,7 @@ class Pacer:
         """
         bids = np.asarray(bids, dtype=np.float64)
         with self._lock:
+            self._quick_until = -INF  # the quick window closes (``_open_quick_window``)
             try:
                 seen = check_instant(now)
             except ValueError:
@@ -915,6 +944,7 @@ class Pacer:
         """The current budget multiplier (times the hour's relative value gives the bid factor); 0.0 when
         the pacer is stopped."""
         with self._lock:
+            self._quick_until = -INF  # the quick window closes (``_open_quick_window``)
             t = self._instant(now)
             m = self._multiplier(t, self._hour_of(t))
             return 0.0 if self._stop else m
@@ -933,6 +963,7 @@ class Pacer:
         cost = check_cost(cost)
         clicks, conversions = check_count("clicks", clicks), check_count("conversions", conversions)
         with self._lock:  # the clock is read inside the lock: records from many threads stay in order
+            self._quick_until = -INF  # the quick window closes (``_open_quick_window``)
             t = check_instant(now)
             h = self._hour_of(t)
             t = max(t, self._last_t, self._starts[0])
@@ -952,6 +983,7 @@ class Pacer:
         click = check_instant(click_time, "click_time")
         conversions = check_count("conversions", conversions)
         with self._lock:
+            self._quick_until = -INF  # the quick window closes (``_open_quick_window``)
             t = check_instant(now)
             if click > t:
                 raise ValueError(f"click_time {click_time!r} is after the conversion's report ({now!r})")
@@ -1004,6 +1036,7 @@ class Pacer:
     def _journal_failed(self, exc: OSError) -> None:
         self.journal_error = f"journal write failed ({exc.strerror or exc}); bidding stops"
         self._stop = self._stop or self.journal_error
+        self._quick_until = -INF
 
     def _commit_soon(self) -> None:
         """Group commit: the journal's records written in the next ``FLUSH_EVERY`` seconds go to disk
@@ -1185,6 +1218,7 @@ class Pacer:
     def prevent_exhaustion(self, now=None) -> tuple[bool, str, float]:
         """(at_risk, reason, recommended per-bid cap) for the current instant."""
         with self._lock:
+            self._quick_until = -INF  # the quick window closes (``_open_quick_window``)
             t = self._instant(now)
             h = self._hour_of(t)
             if self._stop:
@@ -1205,6 +1239,7 @@ class Pacer:
         """Utilization, multiplier, plan, confidence and risk flags.  A stopped pacer plans nothing, is
         confident of nothing and bids with factor 0.0; ``emergency_stop`` says why."""
         with self._lock:
+            self._quick_until = -INF  # the quick window closes (``_open_quick_window``)
             t = self._instant(now)
             h = self._hour_of(t)
             m = self._multiplier(t, h)
@@ -1241,6 +1276,7 @@ class Pacer:
         last records and return the lease but what the bids still in flight hold."""
         self._closed.set()
         with self._lock:
+            self._quick_until = -INF  # the quick window closes (``_open_quick_window``)
             if self._ledger is not None and not self._ledger.closed:
                 self._sync(max(check_instant(now), self._starts[0]), closing=True)
                 self._ledger.close()

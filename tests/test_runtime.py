@@ -58,6 +58,77 @@ def test_spend_never_exceeds_the_budget(seed, budget, price_scale, burst, jumps)
         assert spent <= budget + 1e-9, (day, spent, budget)
 
 
+class FullPathPacer(Pacer):
+    """A pacer whose every bid takes ``adjust_bid``'s full path: its quick window never opens."""
+
+    def _open_quick_window(self, h: int, room: float) -> None:
+        pass
+
+
+class CountingPacer(Pacer):
+    """A pacer that counts the bids its quick window could not place (``adjust_bid``'s full path)."""
+
+    full_path = 0
+
+    def _adjust_bid(self, bid: float, t: float, bid_id) -> float:
+        self.full_path += 1
+        return super()._adjust_bid(bid, t, bid_id)
+
+
+def same_bids_with_and_without_the_quick_window(seed: int, budget: float, timeout: float, bid_scale: float,
+                                                 events: list) -> tuple[int, int]:
+    """Play ``events`` (kind, clock step) from 00:00 on a pacer with its quick window and one without; assert
+    that they place the same bids and book the same spend; return how many bids the quick window placed and
+    how many were refused (0.0)."""
+    rng = np.random.default_rng(seed)
+    options = {"auction_timeout": timeout}
+    quick = CountingPacer(posterior(seed % 7), budget, now=DAY, plan_options=options)
+    full = FullPathPacer(posterior(seed % 7), budget, now=DAY, plan_options=options)
+    t, bids, refused, last = DAY + 1.0, 0, 0, 0.0
+    for i, (kind, step) in enumerate(events):
+        t += step
+        raw = float(rng.lognormal(0, 0.5)) * bid_scale
+        price = last * float(rng.uniform(0.2, 1.0))  # second price: at most the last bid placed
+        if kind in ("bid", "bid_id"):
+            placed = [p.adjust_bid(raw, now=t, bid_id=i if kind == "bid_id" else None) for p in (quick, full)]
+            assert placed[0] == placed[1], (i, placed)
+            bids, refused, last = bids + 1, refused + (placed[0] == 0.0), placed[0] or last
+        elif kind in ("won", "lost"):
+            for p in (quick, full):
+                p.record(price * (kind == "won"), clicks=int(kind == "won"), now=t)
+        elif kind == "settle":
+            for p in (quick, full):
+                p.record(price, clicks=1, now=t, bid_id=i - 1)
+        elif kind == "postback":
+            for p in (quick, full):
+                p.record_conversion(t - 1.0, now=t)
+        else:
+            assert quick.status(t)["spent"] == full.status(t)["spent"]
+    assert quick.status(t)["spent"] == full.status(t)["spent"] <= budget + 1e-9
+    return bids - quick.full_path, refused
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), budget=st.floats(1.0, 300.0), timeout=st.sampled_from([0.05, 0.5, 5.0]),
+       bid_scale=st.floats(0.01, 3.0), events=st.lists(st.tuples(st.sampled_from(["bid"] * 6 + ["bid_id", "won", "lost", "settle", "postback",
+                                                                "status"]),
+                                 st.sampled_from([0.0, 1e-4, 1e-3, 0.01, 0.2, 60.0, 3000.0])),
+                       min_size=1, max_size=400))
+def test_the_quick_window_places_exactly_the_bids_of_the_full_path(seed, budget, timeout, bid_scale, events):
+    """Bids, records (with and without a bid id), postbacks and reads in random order, with clock steps
+    from none to an hour: the same bids with the quick window as without, to the bit."""
+    same_bids_with_and_without_the_quick_window(seed, budget, timeout, bid_scale, events)
+
+
+def test_the_quick_window_places_most_bids_of_a_busy_hour_and_stops_at_the_room():
+    """A burst of bids at 00:00, a few records between: the hour's room binds, and most bids took the quick
+    path."""
+    rng = np.random.default_rng(7)
+    events = [("won" if rng.uniform() < 0.1 else "bid", float(rng.choice([0.0, 1e-4, 1e-3]))) for _ in range(3000)]
+    quick_bids, refused = same_bids_with_and_without_the_quick_window(7, 5000.0, 5.0, 0.03, events)
+    assert quick_bids > 500 and refused > 500
+
+
 def test_batch_bids_respect_the_room():
     pacer = Pacer(posterior(), 50.0, now=DAY)
     t = DAY + 15 * 3600
