@@ -169,12 +169,18 @@ def test_parts_compile_ahead_in_child_processes_only_when_cold(monkeypatch):
     assert sent[0].fingerprint() == cells.fingerprint() and sent[0].campaigns == cells.campaigns
     assert sent[1:] == (["cost"], model.DEFAULT, None)
     assert all(ahead.wait() for ahead in aheads)  # each child built its models from the cells it was sent
+    monkeypatch.undo()
+    fresh = {part: model.build_model(cells, part) for part in models}  # as fit builds them: loaded, not compiled
+    monkeypatch.setattr(nuts, "_compile", lambda m: pytest.fail("fit compiled a sampler in its own process"))
+    assert all(nuts.compile_model(m).from_index for m in fresh.values())
 
 
+@pytest.mark.slow  # 46 s: a compile on an empty cache, every run (``pytest -m slow``)
 def test_draws_are_the_same_on_an_empty_compile_cache_as_on_a_warm_one(tmp_path):
     """Two processes sample the same part as ``fit`` does, the first on an empty compile cache, the second on
     what it left: the same draws, to the bit (a sampler compiled in the sampling process itself rounds
-    differently)."""
+    differently: without the children, the volume part's draws differed).  The suite checks the mechanism
+    (``test_parts_compile_ahead_in_child_processes_only_when_cold``)."""
     script = textwrap.dedent("""
         import hashlib, sys
         sys.path.insert(0, sys.argv[1])
