@@ -826,13 +826,16 @@ class Pacer:
         return b
 
     def _open_quick_window(self, h: int, room: float) -> None:
-        """Until the next thing that is due (the hour's end, the controller's step, the fleet's sync, the
-        oldest bid's expiry), a bid that needs no cap is placed by ``adjust_bid``'s first lines alone: the
-        same bid as in full, against ``room`` (what the caps leave after this bid, less a micro-unit against
-        rounding) spent down as bids are placed.  Any other call on the pacer closes the window
-        (``_quick_until = -INF``): a record, a sync or a stop changes what the caps leave."""
+        """Until the next thing that is due (the hour's end, the controller's step, the fleet's sync), a bid
+        that needs no cap is placed by ``adjust_bid``'s first lines alone: the same bid as in full, against
+        ``room`` (what the caps leave after this bid, less a micro-unit against rounding) spent down as bids
+        are placed.  Any other call on the pacer closes the window (``_quick_until = -INF``): a record, a
+        sync or a stop changes what the caps leave.  Bids that expire meanwhile are expired by the next full
+        path (at most ``CONTROL_STEP`` later): until then they hold room, so the window places no bid the
+        full path would not (an expiry only frees room), and bids that expire one by one at the bid rate
+        do not close it on every bid."""
         self._quick_from = self._h_start
-        self._quick_until = min(self._h_end, self._m_until, self._sync_at, self._out[0][0] + self._timeout)
+        self._quick_until = min(self._h_end, self._m_until, self._sync_at)
         self._quick_cap = self._bid_cap * self._alloc[h]
         self._quick_room = room - 1e-6
         self._quick_reference = self._reference[h]
