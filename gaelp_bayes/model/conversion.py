@@ -215,7 +215,7 @@ def random_walk(mean, sigma, log_rate: np.ndarray, information: np.ndarray):
     sigma^2``, ``m = A^-1 D (estimate - mean)``: sampled as ``m + chol(A)^-T u`` with ``u`` free
     (``walk_white``), the prior and the map's Jacobian added as potentials.  ``A`` is tridiagonal, so
     its Cholesky factor is bidiagonal: factor and solves are written out as a recurrence over the weeks
-    (elementwise over campaigns), which compiles in a fraction of a batched dense factorisation's time."""
+    (elementwise over campaigns), with no batched linear-algebra ops to compile."""
     import pymc as pm
     import pytensor.tensor as pt
 

@@ -146,9 +146,12 @@ def fit_one(cells: Cells, options: dict, population: PopulationPrior | None = No
 
 def compile_shards(cells: Cells, options: dict) -> bool:
     """Compile into the disk cache the samplers of a shard shaped like ``cells`` (the population fit runs
-    meanwhile on another worker): a population prior's values are data, any will do.  Whether it compiled."""
+    meanwhile on another worker): a population prior's values are data, any will do.  In child processes
+    (``fitting._compile_ahead``), as a fit compiles: a worker that compiled a sampler itself would sample
+    the shards it fits later with other rounding than one that loads it.  Whether it compiled."""
     from .. import nuts
     from .conversion import population_dimension
+    from .fitting import _compile_ahead
     from .parts import build_model, model_parts, padded
     from .revenue import known_value_per_conversion
 
@@ -157,13 +160,13 @@ def compile_shards(cells: Cells, options: dict) -> bool:
     config = options.get("config", DEFAULT)
     size = population_dimension(config.hour_harmonics)
     placeholder = PopulationPrior(np.zeros(size), np.eye(size))
+    shaped = padded(cells, options.get("size", 1))
     try:
-        for part in model_parts(cells):
-            if not (part == "revenue" and known_value_per_conversion(cells) is not None):
-                nuts.compile_model(build_model(padded(cells, options.get("size", 1)), part, config, placeholder))
+        models = {part: build_model(shaped, part, config, placeholder) for part in model_parts(cells)
+                  if not (part == "revenue" and known_value_per_conversion(cells) is not None)}
+        return all([ahead.wait() for ahead in _compile_ahead(shaped, models, config, placeholder)])
     except Exception:  # only a head start: each shard's fit compiles what it needs itself
         return False
-    return True
 
 
 def fit_sharded(cells: Cells, *, population_size: int = POPULATION_SIZE, shard_size: int = SHARD_SIZE,
