@@ -299,8 +299,7 @@ def bench_drift(campaigns: int = 3, seeds: tuple[int, ...] = (71, 72, 73), weeks
             days = 7 * (weeks + 1)
             truth = sim.drifting_cvr(world, days, per_week, step, step_day)
             history = sim.log_history(world, days=days, seed=seed + 1, cvr=truth)
-            hour_of = np.arange(len(history)) % (days * 24)  # log_history: each campaign's hours in order
-            true_rate = truth[history["campaign"].map(world.campaigns.index).to_numpy(), hour_of]
+            hour_of, true_rate = sim.history_truth(world, history, truth)
             held = hour_of >= weeks * 7 * 24
             holdout = history[held].reset_index(drop=True)
             cells = data.aggregate(data.load_windows(history[~held].reset_index(drop=True)))

@@ -85,6 +85,13 @@ def drifting_cvr(world: World, days: int, per_week: float = 0.0, step: float = 0
     return 1.0 / (1.0 + np.exp(-log_odds))
 
 
+def history_truth(world: World, history: pd.DataFrame, cvr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of a ``log_history`` drawn with ``cvr`` [campaign, hour of the history]: its hour of the
+    history and its true conversion rate (the log holds each campaign's hours in order)."""
+    hours = np.arange(len(history)) % cvr.shape[1]
+    return hours, cvr[history["campaign"].map(world.campaigns.index).to_numpy(), hours]
+
+
 def log_history(world: World, days: int, start: str = "2026-01-05", seed: int = 1,
                 spend: bool = True, revenue: bool = True, cvr: np.ndarray | None = None) -> pd.DataFrame:
     """Hourly performance windows drawn from ``world`` for ``days`` days from ``start`` (UTC, a Monday);

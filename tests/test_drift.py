@@ -39,11 +39,10 @@ def falling(tmp_path_factory):
     days = 7 * (WEEKS + 1)
     truth = sim.drifting_cvr(world, days, per_week=PER_WEEK)
     history = sim.log_history(world, days=days, seed=14, cvr=truth)
-    hour_of = np.arange(len(history)) % (days * 24)
+    hour_of, true_rate = sim.history_truth(world, history, truth)
     held = hour_of >= 7 * WEEKS * 24
     history.loc[~held].to_csv(root / "train.csv", index=False)
     assert cli.main(["fit", str(root / "train.csv"), "--out", str(root / "m"), "--seed", "1", "--quiet"]) == 0
-    true_rate = truth[history["campaign"].map(world.campaigns.index).to_numpy(), hour_of]
     return root / "m", history[held].reset_index(drop=True), true_rate[held]
 
 
