@@ -501,7 +501,7 @@ class Pacer:
         self._flags: dict[str, str] = {}
         self._gap_scale = 24.0 / self.budget
         self._h, self._h_start, self._h_end = -1, math.inf, -math.inf
-        self._quick_from, self._quick_until, self._quick_cap, self._quick_room = INF, -INF, 0.0, 0.0  # closed
+        self._quick_until, self._quick_cap, self._quick_room = -INF, 0.0, 0.0  # closed
         self._quick_reference = 0.0
         self._plan(np.ones(24, bool), self.budget, first=True)
         self._open_journal()
@@ -772,7 +772,7 @@ class Pacer:
             return 0.0
         with self._lock:  # the clock is read inside the lock, so bids and records keep time order
             t = time.time() if now is None else now if now.__class__ is float else _epoch(now)
-            if self._quick_from <= t < self._quick_until:  # the quick window (``_open_quick_window``)
+            if self._h_start <= t < self._quick_until:  # the quick window (``_open_quick_window``)
                 b = bid * self._factor
                 if 0.005 <= b <= self._quick_cap and b <= self._quick_room:
                     self._quick_room -= b
@@ -834,7 +834,6 @@ class Pacer:
         path (at most ``CONTROL_STEP`` later): until then they hold room, so the window places no bid the
         full path would not (an expiry only frees room), and bids that expire one by one at the bid rate
         do not close it on every bid."""
-        self._quick_from = self._h_start
         self._quick_until = min(self._h_end, self._m_until, self._sync_at)
         self._quick_cap = self._bid_cap * self._alloc[h]
         self._quick_room = room - 1e-6
