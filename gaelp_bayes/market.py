@@ -182,6 +182,14 @@ class MarketBelief:
         if 1e-9 < ratio < 1e9:
             self.losses[bisect.bisect_left(LOSS_BOUNDS, math.log(ratio))] += 1
 
+    def lost_many(self, bids: np.ndarray, references: np.ndarray) -> None:
+        """``lost`` for many auctions at once (the same bins): the bids that expired without a notice."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where(references > 0, bids / references, 0.0)
+        ratios = ratios[(ratios > 1e-9) & (ratios < 1e9)]
+        bins = np.searchsorted(LOSS_EDGES, np.log(ratios), side="left")  # bisect_left, as ``lost``
+        self.losses += np.bincount(bins, minlength=self.losses.size)
+
     @property
     def auctions(self) -> int:
         return int(self.wins[0] + self.losses.sum())

@@ -128,7 +128,7 @@ DELAY_BIN = 300.0  # seconds: today's clicks are counted in 5-minute bins, for t
 DAY_BINS = 25 * 12  # the longest day (25 hours, daylight saving ending) in bins
 FLUSH_EVERY = 0.05  # seconds: the journal's group commit (flush + fsync of every record written since)
 SYNC_EVERY = 5.0  # seconds between a fleet process's syncs with its ledger (and whenever its lease runs short)
-LEASE_SECONDS = 60.0  # a lease covers the bids in flight and this long of the process's own recent spend
+LEASE_SECONDS = 60.0  # a lease covers the bids held and this long of what the process recently committed
 STORE_RETRY, MAX_STORE_RETRY = 1.0, 8.0  # seconds to the next attempt to reach an unreachable ledger, doubling
 EARLIEST, LATEST = 946_684_800.0, 7_258_118_400.0  # plausible instants: 2000-01-01 to 2200-01-01 UTC (epoch s)
 MAX_FILE_NAME = 120  # bytes of a journal file name; longer campaign names are cut and tagged with a hash
@@ -261,6 +261,20 @@ def check_count(name: str, value) -> int:
     return n
 
 
+def _placed_by(times: list[float], limit: float, start: int, end: int) -> int:
+    """The first position from ``start`` (before ``end``) whose time is after ``limit``: ``times`` is in
+    placement order, which is time order (a bisection) but for a clock gone back, where a later time stops
+    the count just as it would walking from ``start``."""
+    if start >= end or times[start] > limit:
+        return start
+    at = bisect.bisect_right(times, limit, start, end)
+    if max(times[start:at]) <= limit:  # what the bisection skipped is in order too
+        return at
+    while times[start] <= limit:
+        start += 1
+    return start
+
+
 def journal_file_name(campaign: str, date: dt.date) -> str:
     """The journal file of a campaign's day: the name with every character but ASCII letters, digits,
     '_' and '-' percent-encoded (so no name can leave the journal folder), cut to ``MAX_FILE_NAME`` bytes
@@ -383,13 +397,24 @@ class Pacer:
         self._dirty = False  # records written since the last group commit
         self._flusher: threading.Thread | None = None
         self._closed = threading.Event()
-        # Bids placed and not yet recorded, (time placed, amount, bid id, reference price) in placement
-        # order: each holds budget until its outcome is recorded or ``auction_timeout`` passes (``_expire``).
-        # They carry over midnight: a bid placed at 23:59:59.9 holds tomorrow's room.  The reference price
-        # (raw bid x the hour's relative cost) is what the market belief compares prices with.
-        self._out: deque[tuple[float, float, object, float]] = deque()
+        # Bids placed, in placement order, as three parallel lists of floats (time placed, amount, and the
+        # scale of the reference price, the raw bid x the hour's relative cost that the market belief compares
+        # prices with, per unit of the amount: the same float object for every bid of a quick window): floats
+        # append and slice at C speed where a tuple per bid would not.  Positions before ``_first_held`` are
+        # done (recorded or lost); ``_first_held`` to ``_first_out`` expired but still hold the budget
+        # (``_late_sum``); from ``_first_out`` on they are in flight (``_out_sum``) until their outcome is
+        # recorded or ``auction_timeout`` passes (``_expire``).  A recorded bid's amount becomes 0.0.  They
+        # carry over midnight: a bid placed at 23:59:59.9 holds tomorrow's room.
+        self._bid_t: list[float] = []
+        self._bid_b: list[float] = []
+        self._bid_scale: list[float] = []
+        self._push_t, self._push_b, self._push_scale = self._bid_t.append, self._bid_b.append, self._bid_scale.append
+        self._first_held = self._first_out = 0
+        self._bid_offset = 0  # bids dropped from the lists' front (``_expire``): a position plus this is a bid's number
+        self._bid_ids: dict = {}  # bid id -> the bid's number, for the bids placed with an id and still held
+        self._id_order: deque[tuple[int, object]] = deque()  # (number, id) in placement order, to forget them
+        self._sync_mark = 0  # with a ledger: the number of the first bid placed since the last sync
         self._out_sum = 0.0
-        self._late: deque[tuple[float, float, object, float]] = deque()  # expired, still holding the budget
         self._late_sum = 0.0
         self._timeout = float(self.plan_options["auction_timeout"])
         self._late_wins = 0
@@ -402,7 +427,7 @@ class Pacer:
             from .ledger import Ledger  # only here: the runtime itself is numpy + stdlib
 
             self._ledger = Ledger(ledger, posterior.name)
-        self._rate = None  # this process's recent spend per second (sizes its leases; None: the plan's rate)
+        self._rate = None  # what this process recently committed per second (sizes its leases; None: the plan's)
         self._store_retry = STORE_RETRY  # the wait before the next attempt while the ledger is unreachable
         self.date = None
         self._start_day(check_instant(now))
@@ -501,8 +526,8 @@ class Pacer:
         self._flags: dict[str, str] = {}
         self._gap_scale = 24.0 / self.budget
         self._h, self._h_start, self._h_end = -1, math.inf, -math.inf
-        self._quick_until, self._quick_cap, self._quick_room = -INF, 0.0, 0.0  # closed
-        self._quick_reference = 0.0
+        self._quick_until, self._quick_cap, self._quick_limit = -INF, 0.0, 0.0  # closed
+        self._quick_scale = 0.0
         self._plan(np.ones(24, bool), self.budget, first=True)
         self._open_journal()
         # the budget this process may commit (spend + bids held): all of it alone; with a ledger, the fleet's
@@ -633,9 +658,9 @@ class Pacer:
         """One atomic update of the campaign-day in the ledger: report the spend, clicks, conversions and
         journal lines booked since the last sync, the market statistics learned since and a re-plan made
         since; take the fleet's spend, outcomes, market and plan (every process learns from the whole fleet's
-        day and paces on one plan) and a lease of what this process wants: its bids in flight, ``need`` and
-        ``LEASE_SECONDS`` of its recent spend (``closing``, or a stopped pacer: its bids in flight only, the
-        rest returned).  Periodic every ``SYNC_EVERY`` seconds, and when the lease is short.  An unreachable
+        day and paces on one plan) and a lease of what this process wants: its bids held, ``need`` and
+        ``LEASE_SECONDS`` of what it recently committed (``closing``, or a stopped pacer: its bids held only,
+        the rest returned).  Periodic every ``SYNC_EVERY`` seconds, and when the lease is short.  An unreachable
         store leaves the lease as it was (spent down, then bids 0.0), flags why and is tried again after
         ``STORE_RETRY`` seconds, doubling up to ``MAX_STORE_RETRY`` while it lasts (each attempt at a store
         that hangs holds bids back up to ``ledger.SOCKET_TIMEOUT``)."""
@@ -668,10 +693,11 @@ class Pacer:
         self._flags.pop("ledger_unreachable", None)
         self._store_retry = STORE_RETRY
         elapsed = t - self._synced_t
-        if elapsed > 0:  # the own spend rate, smoothed over about LEASE_SECONDS
+        if elapsed > 0:  # the own commit rate, smoothed over about LEASE_SECONDS
             w = 1.0 if self._rate is None else min(elapsed / LEASE_SECONDS, 1.0)
-            self._rate = (1 - w) * (self._rate or 0.0) + w * self._d_spent / elapsed
+            self._rate = (1 - w) * (self._rate or 0.0) + w * self._committed_since_sync() / elapsed
         self._synced_t = t
+        self._sync_mark = self._bid_offset + len(self._bid_b)
         self._spent = fleet.spent
         self._ceiling = fleet.spent + fleet.lease
         self._click_bins = np.zeros(DAY_BINS)
@@ -694,6 +720,15 @@ class Pacer:
         # a lease short of what was asked (the budget is spent or leased): no top-up before the next sync
         self._retry_at = self._sync_at if fleet.lease < request.want - 1e-9 else -INF
         self._m_until = -INF
+
+    def _committed_since_sync(self) -> float:
+        """What this process committed since its last sync: the spend booked and the bids placed and still
+        held or lost (a settled bid's amount is 0.0; a won one's cost is in the spend).  Bids hold the lease
+        until they are settled or lost, up to ``MAX_AUCTION_TIMEOUT``: with no outcomes recorded at all (no
+        loss notices, no wins yet) spend alone would size a lease that the next bid outgrows, and every bid
+        would sync."""
+        start = max(self._sync_mark - self._bid_offset, 0)
+        return self._d_spent + math.fsum(self._bid_b[start:])
 
     def _plan_state(self) -> dict:
         """This process's plan, for the ledger."""
@@ -770,16 +805,23 @@ class Pacer:
         """
         if not 0.0 < bid < INF:  # NaN, infinities, zero and negatives
             return 0.0
-        with self._lock:  # the clock is read inside the lock, so bids and records keep time order
+        lock = self._lock
+        lock.acquire()  # not ``with``: its enter and exit calls cost about a fifth of a placed bid
+        try:  # the clock is read inside the lock, so bids and records keep time order
             t = time.time() if now is None else now if now.__class__ is float else _epoch(now)
             if self._h_start <= t < self._quick_until:  # the quick window (``_open_quick_window``)
                 b = bid * self._factor
-                if 0.005 <= b <= self._quick_cap and b <= self._quick_room:
-                    self._quick_room -= b
-                    self._out_sum += b
-                    self._out.append((t, b, bid_id, bid * self._quick_reference))
+                if 0.005 <= b <= self._quick_cap and (held := self._out_sum + b) <= self._quick_limit:
+                    self._out_sum = held
+                    self._push_t(t)
+                    self._push_b(b)
+                    self._push_scale(self._quick_scale)
+                    if bid_id is not None:
+                        self._remember(bid_id)
                     return b
             return self._adjust_bid(bid, t, bid_id)
+        finally:
+            lock.release()
 
     def _adjust_bid(self, bid: float, t: float, bid_id) -> float:
         """``adjust_bid`` in full: the hour, the controller's step, expiries, the fleet's sync and every cap."""
@@ -794,8 +836,7 @@ class Pacer:
                 t = self._h_start
         if self._stop:
             return 0.0
-        out = self._out
-        if out and out[0][0] <= seen - self._timeout:
+        if self._first_out < len(self._bid_t) and self._bid_t[self._first_out] <= seen - self._timeout:
             self._expire(seen)
         spent = self._spent + self._out_sum
         if t < self._m_until:  # the controller steps every CONTROL_STEP (and on every record)
@@ -820,24 +861,29 @@ class Pacer:
             b = cap
         if b < 0.005:  # below a cent: do not bid
             return 0.0
-        out.append((seen, b, bid_id, bid * self._reference[h]))
         self._out_sum += b
-        self._open_quick_window(h, min(room, hour_room) - b)
+        self._push_t(seen)
+        self._push_b(b)
+        scale = self._reference[h] / self._factor  # the quick window's, where no cap bound (the same bits)
+        self._push_scale(scale if b == bid * self._factor else bid * self._reference[h] / b)
+        if bid_id is not None:
+            self._remember(bid_id)
+        self._open_quick_window(h, self._out_sum + min(room, hour_room) - b)
         return b
 
-    def _open_quick_window(self, h: int, room: float) -> None:
+    def _open_quick_window(self, h: int, limit: float) -> None:
         """Until the next thing that is due (the hour's end, the controller's step, the fleet's sync), a bid
-        that needs no cap is placed by ``adjust_bid``'s first lines alone: the same bid as in full, against
-        ``room`` (what the caps leave after this bid, less a micro-unit against rounding) spent down as bids
-        are placed.  Any other call on the pacer closes the window (``_quick_until = -INF``): a record, a
+        that needs no cap is placed by ``adjust_bid``'s first lines alone: the same bid as in full, as long
+        as the bids in flight then hold at most ``limit`` (what the caps leave them, less a micro-unit
+        against rounding).  Any other call on the pacer closes the window (``_quick_until = -INF``): a record, a
         sync or a stop changes what the caps leave.  Bids that expire meanwhile are expired by the next full
         path (at most ``CONTROL_STEP`` later): until then they hold room, so the window places no bid the
         full path would not (an expiry only frees room), and bids that expire one by one at the bid rate
         do not close it on every bid."""
         self._quick_until = min(self._h_end, self._m_until, self._sync_at)
         self._quick_cap = self._bid_cap * self._alloc[h]
-        self._quick_room = room - 1e-6
-        self._quick_reference = self._reference[h]
+        self._quick_limit = limit - 1e-6
+        self._quick_scale = self._reference[h] / self._factor
 
     def _locate(self, t: float) -> int:
         """Hour of ``t`` (rolling the day over if needed); caches that hour's bounds."""
@@ -846,58 +892,97 @@ class Pacer:
         self._m_until = -INF  # a new hour: its bid factor
         return h
 
+    def _remember(self, bid_id) -> None:
+        """The bid just placed was placed with ``bid_id`` (a repeated id names the latest bid placed with it)."""
+        number = self._bid_offset + len(self._bid_t) - 1
+        self._bid_ids[bid_id] = number
+        self._id_order.append((number, bid_id))
+
     def _expire(self, now: float) -> None:
         """Bids placed ``auction_timeout`` or more before ``now`` stop holding the plan's room: their auctions
         are over, and a lost one may never be reported.  Until ``MAX_AUCTION_TIMEOUT`` has passed they still
-        hold the budget itself (``_late``), so a win reported late is still covered: money stays safe
+        hold the budget itself (``_late_sum``), so a win reported late is still covered: money stays safe
         whatever the timeout.  (Placement order is time order but for a clock gone back, whose bids then
         wait for the ones before them: the safe side.)"""
-        out, late, limit = self._out, self._late, now - self._timeout
-        while out and out[0][0] <= limit:
-            entry = out.popleft()
-            self._out_sum -= entry[1]
-            late.append(entry)
-            self._late_sum += entry[1]
-        limit = now - MAX_AUCTION_TIMEOUT
-        while late and late[0][0] <= limit:  # never recorded: lost (the exchange sends no loss notices)
-            _, b, _, reference = late.popleft()
-            self._late_sum -= b
-            self._market.lost(b, reference)
-        if not out or self._out_sum < 0:
-            self._out_sum = math.fsum(entry[1] for entry in out)
-        if not late or self._late_sum < 0:
-            self._late_sum = math.fsum(entry[1] for entry in late)
+        times, amounts = self._bid_t, self._bid_b
+        start = self._first_out
+        end = _placed_by(times, now - self._timeout, start, len(times))
+        if end > start:
+            moved = math.fsum(amounts[start:end])
+            self._out_sum -= moved
+            self._late_sum += moved
+            self._first_out = end
+        start = self._first_held
+        end = _placed_by(times, now - MAX_AUCTION_TIMEOUT, start, self._first_out)
+        if end > start:  # never recorded: lost (the exchange sends no loss notices)
+            lost = np.array(amounts[start:end])
+            self._late_sum -= math.fsum(lost)
+            self._market.lost_many(lost, lost * np.array(self._bid_scale[start:end]))  # recorded (0.0): nothing
+            self._first_held = end
+            self._forget_done()
+        if self._first_out == len(times) or self._out_sum < 0:
+            self._out_sum = math.fsum(amounts[self._first_out:])
+        if self._first_held == self._first_out or self._late_sum < 0:
+            self._late_sum = math.fsum(amounts[self._first_held:self._first_out])
+
+    def _outstanding(self) -> int:
+        """How many bids are in flight (placed, neither recorded nor expired)."""
+        in_flight = self._bid_b[self._first_out:]
+        return len(in_flight) - in_flight.count(0.0)
+
+    def _forget_done(self) -> None:
+        """Drop the ids of bids that are done, and the done bids themselves once they are most of the lists
+        (one move of the rest: amortized, a bid is moved about once)."""
+        first = self._bid_offset + self._first_held
+        order, ids = self._id_order, self._bid_ids
+        while order and order[0][0] < first:
+            number, bid_id = order.popleft()
+            if ids.get(bid_id) == number:
+                del ids[bid_id]
+        done = self._first_held
+        if done >= 4096 and 2 * done >= len(self._bid_t):
+            for values in (self._bid_t, self._bid_b, self._bid_scale):
+                del values[:done]  # in place: the bound ``_push_*`` appends stay valid
+            self._bid_offset += done
+            self._first_held, self._first_out = 0, self._first_out - done
 
     def _release(self, cost: float, bid_id=None) -> None:
         """Release the bid a record settles: the one placed with ``bid_id``; without an id, the smallest one
         >= ``cost``, outstanding or expired alike (whichever bid the record was for is at least that large,
-        so what stays held still covers every bid in flight, whatever order outcomes arrive in).  A won bid
-        settled among the expired ones (``_expire``) came after its auction timeout: it is counted
-        (``status()["late_wins"]``) and doubles the timeout (up to ``MAX_AUCTION_TIMEOUT``).  Without ids a
-        record looks through the bids of the last 120 s; at thousands of bids a second, pass ids."""
-        found = None  # (pool, index, amount, reference price)
-        for pool in (self._out, self._late):
-            for i, (_, b, ident, reference) in enumerate(pool):
-                if bid_id is not None:
-                    if ident == bid_id:
-                        found = (pool, i, b, reference)
-                        break
-                elif b >= cost and (found is None or b < found[2]):
-                    found = (pool, i, b, reference)
-            if bid_id is not None and found is not None:
-                break
-        if found is None:
-            return
-        pool, i, b, reference = found
-        del pool[i]
+        so what stays held still covers every bid in flight, whatever order outcomes arrive in; on a tie, one
+        still in flight).  A won bid settled among the expired ones (``_expire``) came after its auction
+        timeout: it is counted (``status()["late_wins"]``) and doubles the timeout (up to
+        ``MAX_AUCTION_TIMEOUT``).  Without ids a record looks through the bids of the last 120 s; at
+        thousands of bids a second, pass ids."""
+        amounts, first = self._bid_b, self._first_held
+        if bid_id is not None:
+            number = self._bid_ids.pop(bid_id, None)
+            at = -1 if number is None else number - self._bid_offset
+            if at < first or not amounts[at]:  # unknown, done, or already settled without its id
+                return
+        else:
+            b = min((b for b in amounts[first:] if b >= cost and b > 0.0), default=None)
+            if b is None:
+                return
+            try:
+                at = amounts.index(b, self._first_out)
+            except ValueError:
+                at = amounts.index(b, first)
+        b = amounts[at]
+        reference = b * self._bid_scale[at]
+        amounts[at] = 0.0
         if cost > 0:  # a second price: the market's price, below the bid
             self._market.won(cost, reference)
         else:
             self._market.lost(b, reference)
-        if pool is self._out:
-            self._out_sum = self._out_sum - b if pool and self._out_sum >= b else math.fsum(e[1] for e in pool)
+        if at >= self._first_out:
+            in_flight = self._first_out < len(amounts)
+            self._out_sum = (self._out_sum - b if in_flight and self._out_sum >= b
+                             else math.fsum(amounts[self._first_out:]))
             return
-        self._late_sum = self._late_sum - b if pool and self._late_sum >= b else math.fsum(e[1] for e in pool)
+        late = first < self._first_out
+        self._late_sum = (self._late_sum - b if late and self._late_sum >= b
+                          else math.fsum(amounts[first:self._first_out]))
         if cost > 0:
             self._late_wins += 1
             self._timeout = min(2 * self._timeout, MAX_AUCTION_TIMEOUT)
@@ -920,7 +1005,7 @@ class Pacer:
             t = max(seen, self._starts[0])
             if self._stop:
                 return np.zeros_like(bids)
-            if self._out and self._out[0][0] <= seen - self._timeout:
+            if self._first_out < len(self._bid_t) and self._bid_t[self._first_out] <= seen - self._timeout:
                 self._expire(seen)
             if t >= self._sync_at:
                 self._sync(t)
@@ -937,8 +1022,9 @@ class Pacer:
             held = out > 0
             nz = out[held]
             if nz.size:
-                ref = self._reference[h]
-                self._out.extend((seen, b, None, raw * ref) for b, raw in zip(nz.tolist(), bids[held].tolist()))
+                self._bid_t.extend([seen] * nz.size)
+                self._bid_b.extend(nz.tolist())
+                self._bid_scale.extend((bids[held] * self._reference[h] / nz).tolist())
                 self._out_sum += float(nz.sum())
             return out
 
@@ -1266,7 +1352,7 @@ class Pacer:
                 "bid_cap": cap, "emergency_stop": self._stop, "bidding": not stopped,
                 "tracking_outage_since": None if self._outage is None else
                 dt.datetime.fromtimestamp(self._outage, self.tz).isoformat(timespec="seconds"),
-                "bids_outstanding": len(self._out), "held_for_outstanding": round(self._out_sum, 6),
+                "bids_outstanding": self._outstanding(), "held_for_outstanding": round(self._out_sum, 6),
                 "held_for_expired": round(self._late_sum, 6),
                 "auction_timeout": self._timeout, "late_wins": self._late_wins,
                 "market": self._market.landscape(), "ledger": self._fleet_status(),

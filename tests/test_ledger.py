@@ -12,7 +12,7 @@ import pytest
 
 from gaelp_bayes import fleet, sim
 from gaelp_bayes.ledger import Ledger, LedgerUnavailable, Sync, apply_sync
-from gaelp_bayes.runtime import MAX_STORE_RETRY, Pacer
+from gaelp_bayes.runtime import MAX_STORE_RETRY, SYNC_EVERY, Pacer
 
 from test_runtime import DAY, posterior
 
@@ -88,6 +88,24 @@ def test_pacers_on_one_sqlite_ledger_share_the_budget_and_the_day(tmp_path):
 
 
 SYNC_GAP = 10.0  # seconds: more than runtime.SYNC_EVERY
+
+
+def test_unreported_losses_do_not_make_every_bid_sync(tmp_path):
+    """A lease was sized from spend alone: with no outcome recorded (no loss notices, no win yet) the bids held
+    until their expiry outgrew it at the next bid, and every bid synced with the store.  Leases now cover what
+    the process commits: after a ramp (top-ups that about double the lease, 16 of them here) it syncs every
+    SYNC_EVERY seconds of its clock."""
+    pacer = Pacer(posterior(), 1e6, now=DAY, ledger=f"sqlite:///{tmp_path}/ledger.db")
+    t0, rate = DAY + 14 * 3600, 200
+
+    def bids(start: int, seconds: int) -> int:
+        return sum(pacer.adjust_bid(1e-3, now=t0 + start + i / rate) > 0 for i in range(seconds * rate))
+
+    assert bids(0, 30) == 30 * rate
+    ramp = pacer._ledger.operations
+    assert ramp <= 30 and bids(30, 170) == 170 * rate  # past MAX_AUCTION_TIMEOUT: expired bids are lost too
+    assert pacer._ledger.operations - ramp <= 1 + 170 / SYNC_EVERY
+    pacer.close(t0 + 200)
 
 
 def test_batches_of_a_fleet_hold_no_more_than_the_budget(tmp_path):

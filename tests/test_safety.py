@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -25,7 +26,8 @@ import pytest
 from gaelp_bayes import cache
 from gaelp_bayes.compat import DynamicBudgetOptimizer, PerformanceWindow
 from gaelp_bayes.errors import GaelpError
-from gaelp_bayes.runtime import CampaignPosterior, Pacer, journal_file_name
+from gaelp_bayes.market import MarketBelief
+from gaelp_bayes.runtime import MAX_AUCTION_TIMEOUT, CampaignPosterior, Pacer, _placed_by, journal_file_name
 
 from test_runtime import DAY, posterior, run_in_threads
 
@@ -381,6 +383,56 @@ def test_each_bid_expires_on_its_own_after_the_auction_timeout():
     pacer.record(0.01, clicks=1, now=t + 3.0)  # ... this one just placed settles at 0.01
     pacer.record(0.01, clicks=1, now=t + 3.1)  # and no bid in flight could have cost this: late
     assert pacer.status(t + 3.1)["late_wins"] == 2 and pacer.status(t + 3.1)["auction_timeout"] == 2.0
+
+
+def test_a_busy_day_of_unrecorded_bids_holds_what_each_bid_would_alone():
+    """The bids held are three lists of floats with moving boundaries (``Pacer._expire``): hours of 20 bids a
+    second, none recorded but a few wins by id, hold exactly what walking every bid's own expiries holds, teach the
+    market a loss per unrecorded bid, and drop the done ones from memory (a bid id still settles its bid)."""
+    pacer = Pacer(posterior(), 1e6, now=DAY, plan_options={"bid_cap_share": 1.0})
+    t0 = DAY + 14 * 3600
+    placed, settled = [], set()
+    for i in range(20 * 600):  # 10 minutes of the clock
+        t = t0 + i * 0.05
+        b = pacer.adjust_bid(1e-3, now=t, bid_id=i if i % 1000 == 7 else None)
+        placed.append((t, b))
+        if i % 2000 == 9:  # a win reported for a bid placed 0.1 s earlier, by its id
+            pacer.record(0.5 * placed[i - 2][1], now=t, bid_id=i - 2)
+            settled.add(i - 2)
+    t = t0 + 20 * 600 * 0.05
+    pacer._expire(t)  # what the next full path does (at most CONTROL_STEP later)
+    in_flight = [b for i, (s, b) in enumerate(placed) if s > t - pacer._timeout and i not in settled]
+    held = [b for i, (s, b) in enumerate(placed) if t - MAX_AUCTION_TIMEOUT < s <= t - pacer._timeout
+            and i not in settled]
+    assert pacer._out_sum == pytest.approx(math.fsum(in_flight), rel=1e-9)
+    assert pacer._late_sum == pytest.approx(math.fsum(held), rel=1e-9)
+    lost = sum(1 for i, (s, b) in enumerate(placed) if b > 0 and s <= t - MAX_AUCTION_TIMEOUT and i not in settled)
+    assert pacer.status(t)["market"]["auctions_lost"] == lost and pacer.status(t)["late_wins"] == 0
+    assert pacer.status(t)["market"]["auctions_won"] == len(settled) and min(b for _, b in placed) > 0
+    assert pacer._bid_offset > 0 and len(pacer._bid_t) < len(placed) - pacer._bid_offset + 1
+    assert set(pacer._bid_ids) == {i for i in range(len(placed)) if i % 1000 == 7 and i not in settled
+                                   and placed[i][0] > t - MAX_AUCTION_TIMEOUT}
+
+
+def test_expiry_counts_bids_placed_by_a_clock_gone_back_as_a_walk_does():
+    """Placement order is time order but for a clock gone back; the bisection must not skip over a later
+    time (``_placed_by``): it gives the first position whose time is past the limit, as walking would."""
+    for times in ([1.0, 2.0, 3.0], [10.0, 20.0, 5.0, 6.0, 7.0], [1.0, 9.0, 2.0, 3.0, 4.0, 5.0, 6.0], [5.0]):
+        for limit in (0.0, 1.0, 4.5, 8.0, 30.0):
+            walk = 0
+            while walk < len(times) and times[walk] <= limit:
+                walk += 1
+            assert _placed_by(times, limit, 0, len(times)) == walk
+
+
+def test_market_losses_in_bulk_bin_as_one_at_a_time():
+    one, bulk = MarketBelief(), MarketBelief()
+    bids = np.array([0.0, 1e-12, 0.01, 0.3, 1.0, 2.5, 1e3, 7.0])
+    references = np.array([1.0, 1.0, 0.02, 0.3, 0.0, 1.0, 1e-9, 1.0])
+    for b, r in zip(bids, references):
+        one.lost(float(b), float(r))
+    bulk.lost_many(bids, references)
+    assert np.array_equal(one.losses, bulk.losses) and one.losses.sum() == 4
 
 
 def test_the_controller_resumes_after_a_restart_to_the_record(tmp_path):
