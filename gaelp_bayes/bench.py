@@ -558,9 +558,15 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
     if campaign is None:
         campaign = json.loads((Path(model_dir) / "manifest.json").read_text())["campaigns"][0]
 
-    def load(**kwargs) -> Pacer:  # strict: a stopped pacer would time its early return
+    class FullPathPacer(Pacer):
+        """Every bid takes adjust_bid's full path: the quick window never opens."""
+
+        def _open_quick_window(self, h: int, limit: float) -> None:
+            pass
+
+    def load(kind: type = Pacer, **kwargs) -> Pacer:  # strict: a stopped pacer would time its early return
         kwargs.setdefault("journal", tempfile.mkdtemp())
-        return Pacer.load(model_dir, daily_budget=1e9, campaign=campaign, force=True, strict=True, **kwargs)
+        return kind.load(model_dir, daily_budget=1e9, campaign=campaign, force=True, strict=True, **kwargs)
 
     pacer = load()
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -590,10 +596,11 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
     # a raw bid of 2e-5 on a budget of 1e9 asks for about 0.014, which no cap binds: the common case (the
     # plan is capped by the market's volume: the bids in flight, 0.5 s of them, hold about 70 of the hour's
     # room of a few hundred).  A raw bid of 1.0 asks for about 700: the per-bid cap (10% of the hour's
-    # allocation) clamps it, and once the bids held fill the hour's room nearly all are refused: the full path.
+    # allocation) clamps it, and once the bids held fill the hour's room nearly all are refused.
     # Each its own pacer: the records timed below must not meet the 1,000,000s of bids they hold
     per_bid = placed(load())
     capped = placed(load(), 1.0)
+    full_path = placed(load(FullPathPacer))
     ledgers = []  # (store, us per placed bid, store operations per 1,000 bids)
     with tempfile.TemporaryDirectory() as tmp:
         stores = [("SQLite", f"sqlite:///{tmp}/ledger.db", None)]
@@ -626,8 +633,10 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
         "| measure | value | baseline in the same run |", "|---|---|---|",
         f"| adjust_bid per call, bid placed as asked | {per_bid:.2f} us | no-op Python call {base:.2f} us "
         f"(ratio {per_bid / base:.1f}x) |",
-        f"| adjust_bid per call, bids beyond the caps (capped, mostly refused: its full path) | {capped:.2f} us | "
-        f"ratio {capped / base:.1f}x |"] + [
+        f"| adjust_bid per call, bids beyond the caps (capped, then mostly refused) | {capped:.2f} us | "
+        f"ratio {capped / base:.1f}x |",
+        f"| adjust_bid per call, bid placed as asked by the full path (quick window kept shut) | {full_path:.2f} us "
+        f"| ratio {full_path / base:.1f}x |"] + [
         f"| adjust_bid per call, bid placed as asked, {label} ledger | {us:.2f} us | ratio {us / base:.1f}x; "
         f"{ops:.3f} store operations per 1,000 bids |" for label, us, ops in ledgers] + [
         f"| record per call (journal on, no learning check) | {per_record:.2f} us | |",
@@ -1094,12 +1103,22 @@ def bench_fleet(seed: int = 93, campaigns: int = 3, outage_seconds: float = 30.0
         # the hot path: one process bidding as fast as it can on the wall clock (adjust_bid alone; then with a
         # third of the bids won and recorded)
         def per_bid(pacer, bids: int, wins: bool) -> float:
+            """us per call; a raw bid that asks for about 1/100,000 of the hour's plan (at least 0.01): placed
+            as asked, as most bids are, not capped (the full path: ``bench runtime`` times it).  With ``wins``,
+            every bid carries an id and a third are recorded by it: without ids a record looks through every bid
+            held (up to 120 s of them), which at this rate costs milliseconds."""
+            s = pacer.status()
+            raw = max(0.01, 1e-5 * s["plan"][s["hour"]]) / s["bid_factor"]
             start = time.perf_counter()
             for i in range(bids):
-                b = pacer.adjust_bid(1.0)
-                if wins and i % 3 == 0 and b > 0:
-                    pacer.record(0.5 * b, clicks=1)
+                if not wins:
+                    pacer.adjust_bid(raw)
+                elif pacer.adjust_bid(raw, bid_id=i) > 0 and i % 3 == 0:
+                    pacer.record(0.5 * raw * s["bid_factor"], clicks=1, bid_id=i)
             return (time.perf_counter() - start) / bids * 1e6
+
+        def placed(pacer) -> int:  # bids placed so far
+            return pacer._bid_offset + len(pacer._bid_t)
 
         def noop(bid, now=None):
             return bid
@@ -1115,12 +1134,14 @@ def bench_fleet(seed: int = 93, campaigns: int = 3, outage_seconds: float = 30.0
                               ("SQLite ledger", {"ledger": f"sqlite:///{tmp}/hot.db"})):
             pacer = Pacer.load(model, daily_budget=1e7, campaign=name, strict=True, **kwargs)
             per_bid(pacer, 10_000, True)  # warm
+            before = placed(pacer)
             alone_us = min(per_bid(pacer, n, False) for _ in range(3))
+            share = (placed(pacer) - before) / (3 * n)
             ops = pacer._ledger.operations if pacer._ledger else 0
             mixed_us = per_bid(pacer, n, True)
             ops = (pacer._ledger.operations - ops) if pacer._ledger else 0
-            hot.append((label, alone_us, mixed_us, ops, pacer._ledger.seconds / max(pacer._ledger.operations, 1) * 1e3
-                        if pacer._ledger else None))
+            hot.append((label, alone_us, share, mixed_us, ops,
+                        pacer._ledger.seconds / max(pacer._ledger.operations, 1) * 1e3 if pacer._ledger else None))
             pacer.close()
         # a store that hangs (SIGSTOP: connections open, no answers, as behind a network partition)
         pacer = Pacer.load(model, daily_budget=1e7, campaign=name, strict=True, ledger=server.url)
@@ -1171,13 +1192,15 @@ def bench_fleet(seed: int = 93, campaigns: int = 3, outage_seconds: float = 30.0
         "measures a process bidding as fast as it can. The Redis outage: the server stopped (SIGTERM) at 13:00 of "
         f"the stream and started again at 13:30, at least {outage_seconds:.0f} s of wall time later.", "",
         "## Per run, summed over campaigns", "", _markdown(summary), "", "## Per campaign", "", _markdown(table), "",
-        "## Hot path: one process bidding as fast as it can (wall clock), a third of the bids won and recorded", "",
+        "## Hot path: one process bidding as fast as it can (wall clock); then with bid ids, a third of the bids "
+        "won and recorded by id", "",
         f"No-op Python call in the same run: {base:.3f} us. `adjust_bid` reads the wall clock here (`now=None`), "
         "so its periodic syncs are counted in its time.", "",
-        "| pacer | adjust_bid per call | ratio to the no-op | adjust_bid + record (a third won), per bid | "
-        "store operations per 1,000 bids (with records) | mean sync |", "|---|---|---|---|---|---|"]
-    for label, alone_us, mixed_us, ops, sync_ms in hot:
-        lines.append(f"| {label} | {alone_us:.2f} us | {alone_us / base:.1f}x | {mixed_us:.2f} us | "
+        "| pacer | adjust_bid per call | ratio to the no-op | bids placed | adjust_bid + record (a third won, by id), "
+        "per bid | store operations per 1,000 bids (with records) | mean sync |", "|---|---|---|---|---|---|---|"]
+    for label, alone_us, share, mixed_us, ops, sync_ms in hot:
+        lines.append(f"| {label} | {alone_us:.2f} us | {alone_us / base:.1f}x | {100 * share:.1f}% | "
+                     f"{mixed_us:.2f} us | "
                      f"{1000 * ops / n:.3f} | {'' if sync_ms is None else f'{sync_ms:.2f} ms'} |")
     lines += ["", f"## A store that hangs: Redis frozen (SIGSTOP) for {FROZEN_SECONDS:.0f} s while one process bids "
               "as fast as it can", "",

@@ -265,10 +265,18 @@ def _placed_by(times: list[float], limit: float, start: int, end: int) -> int:
     """The first position from ``start`` (before ``end``) whose time is after ``limit``: ``times`` is in
     placement order, which is time order (a bisection) but for a clock gone back, where a later time stops
     the count just as it would walking from ``start``."""
-    if start >= end or times[start] > limit:
+    if start == end or times[start] > limit:
+        return start
+    start += 1  # most calls move a bid or a few (the full path expires at every bid): walk first
+    if start == end or times[start] > limit:
+        return start
+    walk = min(end, start + 8)
+    while start < walk and times[start] <= limit:
+        start += 1
+    if start < walk or start == end:
         return start
     at = bisect.bisect_right(times, limit, start, end)
-    if max(times[start:at]) <= limit:  # what the bisection skipped is in order too
+    if at == start or max(times[start:at]) <= limit:  # what the bisection skipped is in order too
         return at
     while times[start] <= limit:
         start += 1
@@ -527,6 +535,7 @@ class Pacer:
         self._gap_scale = 24.0 / self.budget
         self._h, self._h_start, self._h_end = -1, math.inf, -math.inf
         self._quick_until, self._quick_cap, self._quick_limit = -INF, 0.0, 0.0  # closed
+        self._quick_refusing = -INF
         self._quick_scale = 0.0
         self._plan(np.ones(24, bool), self.budget, first=True)
         self._open_journal()
@@ -819,6 +828,9 @@ class Pacer:
                     if bid_id is not None:
                         self._remember(bid_id)
                     return b
+                if t < self._quick_refusing and (b < 0.005 or self._quick_limit - self._out_sum < 0.005 - 2e-6) \
+                        and not self._bid_t[self._first_out] <= t - self._timeout:
+                    return 0.0  # below a cent, or the room left is: refused, as in full (no expiry is due)
             return self._adjust_bid(bid, t, bid_id)
         finally:
             lock.release()
@@ -875,14 +887,17 @@ class Pacer:
         """Until the next thing that is due (the hour's end, the controller's step, the fleet's sync), a bid
         that needs no cap is placed by ``adjust_bid``'s first lines alone: the same bid as in full, as long
         as the bids in flight then hold at most ``limit`` (what the caps leave them, less a micro-unit
-        against rounding).  Any other call on the pacer closes the window (``_quick_until = -INF``): a record, a
-        sync or a stop changes what the caps leave.  Bids that expire meanwhile are expired by the next full
+        against rounding); and until a fleet process's lease could be topped up (alone: the whole window), a
+        bid below a cent, or one that less than a cent of room is left for, is refused there when no bid is
+        due to expire (an expiry could free room).  Any other call on the pacer closes the window
+        (``_quick_until = -INF``): a record, a sync or a stop changes what the caps leave.  Bids that expire meanwhile are expired by the next full
         path (at most ``CONTROL_STEP`` later): until then they hold room, so the window places no bid the
         full path would not (an expiry only frees room), and bids that expire one by one at the bid rate
         do not close it on every bid."""
         self._quick_until = min(self._h_end, self._m_until, self._sync_at)
         self._quick_cap = self._bid_cap * self._alloc[h]
         self._quick_limit = limit - 1e-6
+        self._quick_refusing = min(self._quick_until, self._retry_at)
         self._quick_scale = self._reference[h] / self._factor
 
     def _locate(self, t: float) -> int:
@@ -907,19 +922,27 @@ class Pacer:
         times, amounts = self._bid_t, self._bid_b
         start = self._first_out
         end = _placed_by(times, now - self._timeout, start, len(times))
-        if end > start:
-            moved = math.fsum(amounts[start:end])
+        if end > start:  # at one bid per call (the full path at every bid) each step below counts
+            moved = amounts[start] if end == start + 1 else math.fsum(amounts[start:end])
             self._out_sum -= moved
             self._late_sum += moved
             self._first_out = end
         start = self._first_held
-        end = _placed_by(times, now - MAX_AUCTION_TIMEOUT, start, self._first_out)
-        if end > start:  # never recorded: lost (the exchange sends no loss notices)
-            lost = np.array(amounts[start:end])
+        if start < self._first_out and times[start] <= now - MAX_AUCTION_TIMEOUT:
+            end = _placed_by(times, now - MAX_AUCTION_TIMEOUT, start, self._first_out)
+            # never recorded: lost (the exchange sends no loss notices)
+            lost, scales = amounts[start:end], self._bid_scale[start:end]
             self._late_sum -= math.fsum(lost)
-            self._market.lost_many(lost, lost * np.array(self._bid_scale[start:end]))  # recorded (0.0): nothing
+            if end - start > 64:  # recorded ones (0.0) teach nothing
+                lost = np.array(lost)
+                self._market.lost_many(lost, lost * np.array(scales))
+            else:  # a few (the full path expires at every bid): numpy's per-call cost would dominate
+                for b, scale in zip(lost, scales):
+                    if b:
+                        self._market.lost(b, b * scale)
             self._first_held = end
-            self._forget_done()
+            if self._id_order or 2 * end >= len(times) >= 8192:
+                self._forget_done()
         if self._first_out == len(times) or self._out_sum < 0:
             self._out_sum = math.fsum(amounts[self._first_out:])
         if self._first_held == self._first_out or self._late_sum < 0:
@@ -976,13 +999,9 @@ class Pacer:
         else:
             self._market.lost(b, reference)
         if at >= self._first_out:
-            in_flight = self._first_out < len(amounts)
-            self._out_sum = (self._out_sum - b if in_flight and self._out_sum >= b
-                             else math.fsum(amounts[self._first_out:]))
+            self._out_sum = self._out_sum - b if self._out_sum >= b else math.fsum(amounts[self._first_out:])
             return
-        late = first < self._first_out
-        self._late_sum = (self._late_sum - b if late and self._late_sum >= b
-                          else math.fsum(amounts[first:self._first_out]))
+        self._late_sum = self._late_sum - b if self._late_sum >= b else math.fsum(amounts[first:self._first_out])
         if cost > 0:
             self._late_wins += 1
             self._timeout = min(2 * self._timeout, MAX_AUCTION_TIMEOUT)
@@ -1024,7 +1043,8 @@ class Pacer:
             if nz.size:
                 self._bid_t.extend([seen] * nz.size)
                 self._bid_b.extend(nz.tolist())
-                self._bid_scale.extend((bids[held] * self._reference[h] / nz).tolist())
+                with np.errstate(over="ignore"):  # an absurd raw bid: an infinite reference teaches nothing
+                    self._bid_scale.extend((bids[held] * self._reference[h] / nz).tolist())
                 self._out_sum += float(nz.sum())
             return out
 

@@ -66,7 +66,7 @@ class FullPathPacer(Pacer):
 
 
 class CountingPacer(Pacer):
-    """A pacer that counts the bids its quick window could not place (``adjust_bid``'s full path)."""
+    """A pacer that counts the bids its quick window could not place or refuse (``adjust_bid``'s full path)."""
 
     full_path = 0
 
@@ -78,8 +78,8 @@ class CountingPacer(Pacer):
 def same_bids_with_and_without_the_quick_window(seed: int, budget: float, timeout: float, bid_scale: float,
                                                  events: list) -> tuple[int, int]:
     """Play ``events`` (kind, clock step) from 00:00 on a pacer with its quick window and one without; assert
-    that they place the same bids and book the same spend; return how many bids the quick window placed and
-    how many were refused (0.0)."""
+    that they place the same bids and book the same spend; return how many bids the quick window placed or
+    refused (without the full path) and how many were refused (0.0) in all."""
     rng = np.random.default_rng(seed)
     options = {"auction_timeout": timeout}
     quick = CountingPacer(posterior(seed % 7), budget, now=DAY, plan_options=options)
@@ -121,12 +121,12 @@ def test_the_quick_window_places_exactly_the_bids_of_the_full_path(seed, budget,
 
 
 def test_the_quick_window_places_most_bids_of_a_busy_hour_and_stops_at_the_room():
-    """A burst of bids at 00:00, a few records between: the hour's room binds, and most bids took the quick
-    path."""
+    """A burst of bids at 00:00, a few records between (each closes the window): the hour's room binds, and
+    most bids, placed or refused, took the quick path (1,781 of 2,704 when refusals all took the full path)."""
     rng = np.random.default_rng(7)
     events = [("won" if rng.uniform() < 0.1 else "bid", float(rng.choice([0.0, 1e-4, 1e-3]))) for _ in range(3000)]
     quick_bids, refused = same_bids_with_and_without_the_quick_window(7, 5000.0, 5.0, 0.03, events)
-    assert quick_bids > 500 and refused > 500
+    assert quick_bids > 2200 and refused > 500
 
 
 def test_batch_bids_respect_the_room():
