@@ -50,7 +50,7 @@ redis:
 	  else echo "warning: redis-server missing and not installable here (needs apt-get as root); the fleet ledger's Redis tests will skip"; fi; }
 
 test: $(STAMP) browser redis
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q
 
 bench: $(STAMP) redis
 	$(PY) -m gaelp_bayes.bench all

@@ -4,16 +4,11 @@ The world has 3 campaigns and 6 weeks of history; the fit sees the first 5
 weeks, the last week is held out for calibration checks.  It uses the default
 settings (4 chains x 500 tune + 1000 draws) and must pass its gate in every
 part: a fit that stops passing fails the session here, not quietly elsewhere.
-Under pytest-xdist (``make test`` runs 2 workers) the workers share it: the
-first to get here fits, the other waits for it and reads the same files.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,37 +31,20 @@ class Fitted:
     manifest: dict
 
 
-@contextmanager
-def shared_by_workers(tmp_path_factory, name: str):
-    """A folder ``name`` that every xdist worker of this run sees, held under an exclusive lock (alone: a
-    folder of this session)."""
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # the run's folder, above each worker's own
-    with open(base / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield base / name
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 @pytest.fixture(scope="session")
 def fitted(tmp_path_factory) -> Fitted:
+    root = tmp_path_factory.mktemp("fitted")
     world = sim.make_world(campaigns=3, seed=11)
     history = sim.log_history(world, days=FIT_DAYS + HOLDOUT_DAYS, seed=12)
     stamps = pd.to_datetime(history["timestamp"], utc=True)
     cut = stamps.min() + pd.Timedelta(days=FIT_DAYS)
     train, holdout = history[stamps < cut], history[stamps >= cut]
-    with shared_by_workers(tmp_path_factory, "fitted") as root:
-        train_csv, holdout_csv = root / "train.csv", root / "holdout.csv"
-        path = root / "models" / "sim"
-        if not (path / "manifest.json").exists():
-            root.mkdir(exist_ok=True)
-            train.to_csv(train_csv, index=False)
-            holdout.to_csv(holdout_csv, index=False)
-            code = cli.main(["fit", str(train_csv), "--out", str(path), "--seed", "3", "--quiet"])
-            assert code == 0, "the shared fit failed its diagnostics gate (or crashed): see the output above"
+    train_csv, holdout_csv = root / "train.csv", root / "holdout.csv"
+    train.to_csv(train_csv, index=False)
+    holdout.to_csv(holdout_csv, index=False)
+    path = root / "models" / "sim"
+    code = cli.main(["fit", str(train_csv), "--out", str(path), "--seed", "3", "--quiet"])
+    assert code == 0, "the shared fit failed its diagnostics gate (or crashed): see the output above"
     manifest = json.loads((path / "manifest.json").read_text())
     return Fitted(path, train_csv, holdout_csv, world, train.reset_index(drop=True),
                   holdout.reset_index(drop=True), manifest)
