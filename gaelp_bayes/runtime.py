@@ -124,6 +124,8 @@ OVERSPEND_STOP = 1.5  # spend beyond 1.5x the plan so far (+5% of budget) stops 
 CONTROL_STEP = 0.1  # seconds: adjust_bid steps the controller at most this often between records
 AUCTION_TIMEOUT = 0.5  # seconds a placed bid holds budget unless its outcome is recorded (plan option)
 MAX_AUCTION_TIMEOUT = 120.0  # a won bid recorded after its timeout doubles the timeout, up to this
+EXPIRY_BATCH = 0.01  # seconds: bids expire once the oldest in flight is this far past its timeout, a batch at a
+# time (at thousands of bids a second, one at every bid would cost more than the bid); they hold room meanwhile
 DELAY_BIN = 300.0  # seconds: today's clicks are counted in 5-minute bins, for the conversion delay
 DAY_BINS = 25 * 12  # the longest day (25 hours, daylight saving ending) in bins
 FLUSH_EVERY = 0.05  # seconds: the journal's group commit (flush + fsync of every record written since)
@@ -829,7 +831,7 @@ class Pacer:
                         self._remember(bid_id)
                     return b
                 if t < self._quick_refusing and (b < 0.005 or self._quick_limit - self._out_sum < 0.005 - 2e-6) \
-                        and not self._bid_t[self._first_out] <= t - self._timeout:
+                        and not self._bid_t[self._first_out] <= t - self._timeout - EXPIRY_BATCH:
                     return 0.0  # below a cent, or the room left is: refused, as in full (no expiry is due)
             return self._adjust_bid(bid, t, bid_id)
         finally:
@@ -848,7 +850,7 @@ class Pacer:
                 t = self._h_start
         if self._stop:
             return 0.0
-        if self._first_out < len(self._bid_t) and self._bid_t[self._first_out] <= seen - self._timeout:
+        if self._first_out < len(self._bid_t) and self._bid_t[self._first_out] <= seen - self._timeout - EXPIRY_BATCH:
             self._expire(seen)
         spent = self._spent + self._out_sum
         if t < self._m_until:  # the controller steps every CONTROL_STEP (and on every record)
@@ -1024,7 +1026,7 @@ class Pacer:
             t = max(seen, self._starts[0])
             if self._stop:
                 return np.zeros_like(bids)
-            if self._first_out < len(self._bid_t) and self._bid_t[self._first_out] <= seen - self._timeout:
+            if self._first_out < len(self._bid_t) and self._bid_t[self._first_out] <= seen - self._timeout - EXPIRY_BATCH:
                 self._expire(seen)
             if t >= self._sync_at:
                 self._sync(t)
