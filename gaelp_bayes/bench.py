@@ -585,10 +585,11 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
             fn(raw, start + i * 1e-4)
         return (time.perf_counter() - begin) / calls * 1e6
 
+    warm = round((MAX_AUCTION_TIMEOUT + 10) * 1e4)  # calls before the timed runs
+
     def placed(bidding: Pacer, raw: float = 2e-5) -> float:
         """Best of 3 runs of 20 s of the stream, after MAX_AUCTION_TIMEOUT + 10 s of it: in the steady state,
         where every bid also pays its share of both expiries."""
-        warm = round((MAX_AUCTION_TIMEOUT + 10) * 1e4)
         stream(bidding.adjust_bid, now, warm, raw)
         return min(stream(bidding.adjust_bid, now + (warm + i * n) * 1e-4, n, raw) for i in range(3))
 
@@ -611,8 +612,7 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
             bidding = load(ledger=url, journal=None)
             operations = bidding._ledger.operations
             us = placed(bidding)
-            ledgers.append((label, us, 1000 * (bidding._ledger.operations - operations) / (
-                round((MAX_AUCTION_TIMEOUT + 10) * 1e4) + 3 * n)))
+            ledgers.append((label, us, 1000 * (bidding._ledger.operations - operations) / (warm + 3 * n)))
             bidding.close(now + 1000)
             if server is not None:
                 server.stop()

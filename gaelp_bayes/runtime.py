@@ -831,7 +831,7 @@ class Pacer:
                         self._remember(bid_id)
                     return b
                 if t < self._quick_refusing and (b < 0.005 or self._quick_limit - self._out_sum < 0.005 - 2e-6) \
-                        and not self._bid_t[self._first_out] <= t - self._timeout - EXPIRY_BATCH:
+                        and not self._expiry_due(t):
                     return 0.0  # below a cent, or the room left is: refused, as in full (no expiry is due)
             return self._adjust_bid(bid, t, bid_id)
         finally:
@@ -850,7 +850,7 @@ class Pacer:
                 t = self._h_start
         if self._stop:
             return 0.0
-        if self._first_out < len(self._bid_t) and self._bid_t[self._first_out] <= seen - self._timeout - EXPIRY_BATCH:
+        if self._expiry_due(seen):
             self._expire(seen)
         spent = self._spent + self._out_sum
         if t < self._m_until:  # the controller steps every CONTROL_STEP (and on every record)
@@ -892,10 +892,10 @@ class Pacer:
         against rounding); and until a fleet process's lease could be topped up (alone: the whole window), a
         bid below a cent, or one that less than a cent of room is left for, is refused there when no bid is
         due to expire (an expiry could free room).  Any other call on the pacer closes the window
-        (``_quick_until = -INF``): a record, a sync or a stop changes what the caps leave.  Bids that expire meanwhile are expired by the next full
-        path (at most ``CONTROL_STEP`` later): until then they hold room, so the window places no bid the
-        full path would not (an expiry only frees room), and bids that expire one by one at the bid rate
-        do not close it on every bid."""
+        (``_quick_until = -INF``): a record, a sync or a stop changes what the caps leave.  Bids that expire
+        meanwhile are expired by the next full path (at most ``CONTROL_STEP`` later): until then they hold
+        room, so the window places no bid the full path would not (an expiry only frees room), and bids that
+        expire one by one at the bid rate do not close it on every bid."""
         self._quick_until = min(self._h_end, self._m_until, self._sync_at)
         self._quick_cap = self._bid_cap * self._alloc[h]
         self._quick_limit = limit - 1e-6
@@ -914,6 +914,10 @@ class Pacer:
         number = self._bid_offset + len(self._bid_t) - 1
         self._bid_ids[bid_id] = number
         self._id_order.append((number, bid_id))
+
+    def _expiry_due(self, now: float) -> bool:
+        """Whether the oldest bid in flight is ``EXPIRY_BATCH`` past its auction timeout (``_expire``'s turn)."""
+        return self._first_out < len(self._bid_t) and self._bid_t[self._first_out] <= now - self._timeout - EXPIRY_BATCH
 
     def _expire(self, now: float) -> None:
         """Bids placed ``auction_timeout`` or more before ``now`` stop holding the plan's room: their auctions
@@ -1026,7 +1030,7 @@ class Pacer:
             t = max(seen, self._starts[0])
             if self._stop:
                 return np.zeros_like(bids)
-            if self._first_out < len(self._bid_t) and self._bid_t[self._first_out] <= seen - self._timeout - EXPIRY_BATCH:
+            if self._expiry_due(seen):
                 self._expire(seen)
             if t >= self._sync_at:
                 self._sync(t)
