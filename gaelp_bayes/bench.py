@@ -327,12 +327,16 @@ def bench_drift(campaigns: int = 3, seeds: tuple[int, ...] = (71, 72, 73), weeks
                              f"{row['actual']:.3f} | {row['pit']:.3f} | {row['gate']} | {seconds:.1f} |")
                 print(lines[-1], flush=True)
     frame = pd.DataFrame(rows)
-    lines += ["", "Mean over the seeds:", "", "| world | model | rate 90% | pred / expected | worst pred / expected | "
-              "fit s |", "|---|---|---|---|---|---|"]
+    lines += ["", "Mean over the seeds (*se*: the standard error of that mean over the world seeds: each world's "
+              "training data is one random draw, so one seed's forecast carries a few % of its noise, and the mean "
+              "over seeds is what estimates a systematic bias):", "",
+              "| world | model | rate 90% | pred / expected | se | worst pred / expected | fit s |",
+              "|---|---|---|---|---|---|---|"]
     for (name, model_name), group in frame.groupby(["world", "model"], sort=False):
         worst = group["expected"].iloc[int(np.argmax(np.abs(group["expected"] - 1)))]
+        se = group["expected"].std(ddof=1) / np.sqrt(len(group)) if len(group) > 1 else float("nan")
         lines.append(f"| {name} | {model_name} | {group['rate'].mean():.3f} | {group['expected'].mean():.3f} | "
-                     f"{worst:.3f} | {group['seconds'].mean():.1f} |")
+                     f"{se:.3f} | {worst:.3f} | {group['seconds'].mean():.1f} |")
     _write("drift", lines)
 
 
