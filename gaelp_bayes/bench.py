@@ -206,55 +206,76 @@ DELAY_WORLDS = {  # name: (share fast, fast mean s, slow mean s) of the conversi
 }
 
 
-def bench_delay(campaigns: int = 3, seed: int = 61, weeks: tuple[int, ...] = (8, 2)) -> None:
+def bench_delay(campaigns: int = 3, seeds: tuple[int, ...] = (61, 62, 63), weeks: tuple[int, ...] = (8, 2)) -> None:
     """History exported while conversions are still arriving: the censored fit (``observed_until`` and a
     delay sample) against the naive fit (reported counts taken as complete) on the same windows, per delay
-    world and length of history: fitted rates and the held-out week against the truth."""
+    world, length of history and world seed: fitted rates and the held-out week against the truth, beside
+    what the complete data itself shows (its conversions over the true rates' expectation: the noise of
+    that world's draw, which no fit can see past), and the mean over the seeds."""
     import pandas as pd
 
     from . import cache, data, sim
 
-    world = sim.make_world(campaigns=campaigns, seed=seed)
     lines = _header(f"Conversion delay: {campaigns} campaigns, history exported while conversions arrive, "
-                    f"world seed {seed}") + [
+                    f"world seeds {', '.join(map(str, seeds))}") + [
         "Each world's delay: a share of conversions exponential with a fast mean, the rest with a slow mean. "
         "Each history (its weeks fitted, the next held out) is exported at its end: the training windows' "
         "conversions are those reported by the export (each reported with the true "
         "probability for its window); the week after is held out complete. *censored*: the windows carry "
         "`observed_until` (the export) and the fit a delay sample of 2,000 (drawn from the world's delay: "
         "what `windows --conversion-time` estimates from an event log); *naive*: the same reported counts "
-        "taken as complete. *rate / truth*: the posterior mean rate over the training cells, click-weighted, "
+        "taken as complete. *complete / truth*: the training cells' conversions (all of them, reported or "
+        "not) over their true expectation (true rate x clicks): where an unbiased fit of that world's data "
+        "lands; *rate / truth*: the posterior mean rate over the training cells, click-weighted, "
         "over the true one; *held-out conv.*: predicted over actual conversions of the held-out week; *PIT 90%* and "
         "*rate 90%* as in the calibration table.", "",
-        "| weeks | delay world | fit | reported by export | rate / truth | held-out conv. | PIT 90% | rate 90% | gate |",
-        "|---|---|---|---|---|---|---|---|---|"]
-    world_cvr = world.cvr[[world.campaigns.index(c) for c in sorted(world.campaigns)]]
-    for n_weeks, (name, spec) in ((n, w) for n in weeks for w in DELAY_WORLDS.items()):
-        history = sim.log_history(world, days=7 * (n_weeks + 1), seed=seed + 1)
-        stamps = pd.to_datetime(history["timestamp"], utc=True)
-        export = stamps.min() + pd.Timedelta(weeks=n_weeks)  # exported at the end of the history's last week
-        train, holdout = history[stamps < export].reset_index(drop=True), history[stamps >= export]
-        elapsed = (export - stamps[stamps < export]).dt.total_seconds().to_numpy() / 3600
-        truth_share = data.reported_share(elapsed, sim.delays(spec, 200_000, seed + 2))
-        reported = np.random.default_rng(seed + 3).binomial(train["conversions"].to_numpy(), truth_share)
-        windows = train.assign(conversions=reported)
-        sample = sim.delays(spec, 2000, seed + 4)
-        runs = {"naive": (data.load_windows(windows), None),
-                "censored": (data.load_windows(windows.assign(observed_until=export.isoformat())), sample)}
-        for fit_name, (loaded, delays) in runs.items():
-            cells = data.aggregate(loaded, delays=delays)
-            with tempfile.TemporaryDirectory() as tmp:
-                fitted = fit_cached(cells, Path(tmp) / "m", progress=False, seed=seed, conversion_delay=delays).fit
-                cal = _held_out(Path(tmp) / "m", holdout, world)
-                _, arrays = cache.read_runtime(Path(tmp) / "m")
-            post = arrays["cvr"][:, :campaigns].mean(axis=0)[cells.campaign, cells.dow, cells.hour]
-            true = world_cvr[cells.campaign, cells.dow, cells.hour]
-            ratio = float((post * cells.clicks).sum() / (true * cells.clicks).sum())
-            held = cal["predicted_conversions"] / float(holdout["conversions"].sum())
-            lines.append(f"| {n_weeks} | {name} | {fit_name} | {reported.sum() / train['conversions'].sum():.1%} | "
-                         f"{ratio:.3f} | {held:.3f} | {cal['pit_coverage']:.3f} | {cal['rate_coverage']:.3f} | "
-                         f"{'pass' if fitted.diagnostics.passed else 'FAIL'} |")
-            print(lines[-1], flush=True)
+        "| weeks | delay world | seed | fit | reported by export | complete / truth | rate / truth | held-out conv. | "
+        "PIT 90% | rate 90% | gate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = []
+    for seed in seeds:
+        world = sim.make_world(campaigns=campaigns, seed=seed)
+        world_cvr = world.cvr[[world.campaigns.index(c) for c in sorted(world.campaigns)]]
+        for n_weeks, (name, spec) in ((n, w) for n in weeks for w in DELAY_WORLDS.items()):
+            history = sim.log_history(world, days=7 * (n_weeks + 1), seed=seed + 1)
+            stamps = pd.to_datetime(history["timestamp"], utc=True)
+            export = stamps.min() + pd.Timedelta(weeks=n_weeks)  # exported at the end of the history's last week
+            train, holdout = history[stamps < export].reset_index(drop=True), history[stamps >= export]
+            elapsed = (export - stamps[stamps < export]).dt.total_seconds().to_numpy() / 3600
+            truth_share = data.reported_share(elapsed, sim.delays(spec, 200_000, seed + 2))
+            reported = np.random.default_rng(seed + 3).binomial(train["conversions"].to_numpy(), truth_share)
+            windows = train.assign(conversions=reported)
+            sample = sim.delays(spec, 2000, seed + 4)
+            complete = data.aggregate(data.load_windows(train))
+            expected = (world_cvr[complete.campaign, complete.dow, complete.hour] * complete.clicks).sum()
+            runs = {"naive": (data.load_windows(windows), None),
+                    "censored": (data.load_windows(windows.assign(observed_until=export.isoformat())), sample)}
+            for fit_name, (loaded, delays) in runs.items():
+                cells = data.aggregate(loaded, delays=delays)
+                with tempfile.TemporaryDirectory() as tmp:
+                    fitted = fit_cached(cells, Path(tmp) / "m", progress=False, seed=seed, conversion_delay=delays).fit
+                    cal = _held_out(Path(tmp) / "m", holdout, world)
+                    _, arrays = cache.read_runtime(Path(tmp) / "m")
+                post = arrays["cvr"][:, :campaigns].mean(axis=0)[cells.campaign, cells.dow, cells.hour]
+                true = world_cvr[cells.campaign, cells.dow, cells.hour]
+                row = {"weeks": n_weeks, "world": name, "fit": fit_name,
+                       "complete": float(complete.conversions.sum() / expected),
+                       "rate": float((post * cells.clicks).sum() / (true * cells.clicks).sum()),
+                       "held": cal["predicted_conversions"] / float(holdout["conversions"].sum())}
+                rows.append(row)
+                lines.append(f"| {n_weeks} | {name} | {seed} | {fit_name} | "
+                             f"{reported.sum() / train['conversions'].sum():.1%} | {row['complete']:.3f} | "
+                             f"{row['rate']:.3f} | {row['held']:.3f} | {cal['pit_coverage']:.3f} | "
+                             f"{cal['rate_coverage']:.3f} | {'pass' if fitted.diagnostics.passed else 'FAIL'} |")
+                print(lines[-1], flush=True)
+    frame = pd.DataFrame(rows)
+    lines += ["", "Mean over the seeds (*se*: the standard error of the mean rate / truth over the seeds):", "",
+              "| weeks | delay world | fit | complete / truth | rate / truth | se | held-out conv. |",
+              "|---|---|---|---|---|---|---|"]
+    for (n_weeks, name, fit_name), group in frame.groupby(["weeks", "world", "fit"], sort=False):
+        se = group["rate"].std(ddof=1) / np.sqrt(len(group)) if len(group) > 1 else float("nan")
+        lines.append(f"| {n_weeks} | {name} | {fit_name} | {group['complete'].mean():.3f} | "
+                     f"{group['rate'].mean():.3f} | {se:.3f} | {group['held'].mean():.3f} |")
     _write("delay", lines)
 
 
@@ -1325,7 +1346,7 @@ def main(argv: list[str] | None = None) -> int:
     ca = sub.add_parser("cache", help="Pacer.load and allocate of one campaign out of many (cold page cache)")
     ca.add_argument("--sizes", default="100,1000,10000", help="campaigns, comma-separated (10,000: 20 GB on disk)")
     de = sub.add_parser("delay", help="history exported while conversions arrive: censored vs naive fit")
-    de.add_argument("--seed", type=int, default=61)
+    de.add_argument("--seeds", default="61,62,63", help="world seeds, comma-separated")
     dr = sub.add_parser("drift", help="rates that move over the weeks: the drift model vs every week alike")
     dr.add_argument("--seeds", default="71,72,73", help="world seeds, comma-separated")
     sc2 = sub.add_parser("scale", help="sharded fits on a Dask LocalCluster, beside the joint fit")
@@ -1377,7 +1398,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.what == "cache":
         bench_cache([int(v) for v in args.sizes.split(",")])
     elif args.what == "delay":
-        bench_delay(seed=args.seed)
+        bench_delay(seeds=tuple(int(v) for v in args.seeds.split(",")))
     elif args.what == "drift":
         bench_drift(seeds=tuple(int(v) for v in args.seeds.split(",")))
     elif args.what == "scale":
