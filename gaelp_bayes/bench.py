@@ -472,6 +472,92 @@ def bench_scale(sizes: list[int], workers: list[int], joint_up_to: int, seed: in
         _write("scale", lines + [""] + notes)
 
 
+ALLOWED_CORE_S = 2 * 600 / 2000  # core-seconds per campaign that 2,000 campaigns in 10 minutes on 2 cores allow
+
+
+def _shard_floor(rows: list[dict]) -> str:
+    """The cheapest sampling that passed the gate, and the cheapest of all, against ``ALLOWED_CORE_S``."""
+    passed = [r["core-s per campaign"] for r in rows if r["gate"] == "pass"]
+    cheapest = min(r["core-s per campaign"] for r in rows)
+    text = (f"The cheapest sampling here that passed the gate cost {min(passed):.2f} core-seconds per campaign "
+            f"({min(passed) / ALLOWED_CORE_S:.1f}x that)" if passed else "No sampling here passed the gate")
+    return text + (f"; the cheapest of all (failing) {cheapest:.2f} ({cheapest / ALLOWED_CORE_S:.1f}x), before "
+                   "the population fit and the other parts.")
+
+
+def bench_shard_cost(seed: int = 31) -> None:
+    """What one shard of a sharded fit costs, and why: the conversion part of a shard of ``SHARD_SIZE``
+    campaigns x 8 weeks under its population prior (the part that takes nearly all of a shard's time),
+    sampled on one core at several numbers of draws and one lower ``target_accept``: seconds, leapfrog steps
+    per iteration, the gate's figures; and the log density's gradient timed alone, with and without the
+    drift terms.  From these, the core-seconds per campaign against what ``bench scale``'s targets allow."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from . import data, nuts, sim
+    from .model import DEFAULT, config, fitting, sharded
+    from .model.conversion import PopulationPrior
+    from .model.gate import diagnose
+    from .model.parts import build_model, padded
+
+    world = sim.make_world(campaigns=2 * config.SHARD_SIZE, seed=seed)
+    history = sim.log_history(world, days=56, seed=seed + 1)
+    cells = data.aggregate(data.load_windows(history))
+    population, first = sharded.plan(cells, config.POPULATION_SIZE, config.SHARD_SIZE)[:2]
+    start = time.perf_counter()
+    fitted = fitting.fit(sharded.subset(cells, population), progress=False, seed=seed)
+    population_s = time.perf_counter() - start
+    prior = PopulationPrior.from_posterior(fitted.tree["posterior"].to_dataset())
+    shard = padded(sharded.subset(cells, first), config.SHARD_SIZE)
+    gradients = {}
+    for label, cfg in (("with drift (the default)", DEFAULT), ("without drift", replace(DEFAULT, drift=False))):
+        built = build_model(shard, "conversion", cfg, prior)
+        logp = built.logp_dlogp_function(ravel_inputs=True, mode="NUMBA")
+        logp.set_extra_values({})  # the model has no extra (non-sampled) variables
+        point = np.concatenate([np.ravel(v) for v in built.initial_point().values()])
+        for _ in range(20):
+            logp(point)
+        begin = time.perf_counter()
+        for _ in range(1000):
+            logp(point)
+        gradients[label] = (time.perf_counter() - begin)  # ms per call: seconds per 1,000 calls
+    model = build_model(shard, "conversion", DEFAULT, prior)
+    nuts.compile_model(model)
+    rows = []
+    for draws, target_accept, chain_seed in ((250, 0.9, 1), (500, 0.9, 1), (500, 0.9, 2), (1000, 0.9, 1),
+                                             (1000, 0.7, 1)):
+        begin = time.perf_counter()
+        tree = nuts.sample(model, draws=draws, tune=config.TUNE, chains=config.CHAINS, seed=seed + chain_seed,
+                           target_accept=target_accept, cores=1, progress=False)
+        seconds = time.perf_counter() - begin
+        d = diagnose(fitting.real_campaigns(tree, shard), (), DEFAULT.gate)
+        steps = float(tree["sample_stats"].to_dataset()["n_steps"].mean())
+        iterations = config.CHAINS * (config.TUNE + draws)
+        rows.append({"draws per chain": draws, "target_accept": target_accept, "seed": chain_seed,
+                     "seconds (1 core)": round(seconds, 1), "leapfrog steps per iteration": round(steps, 1),
+                     "ms per gradient (from the sampling)": round(1e3 * seconds / (iterations * steps), 2),
+                     "max R-hat": round(d.rhat_max, 4), "min bulk ESS": round(d.ess_bulk_min),
+                     "min tail ESS": round(d.ess_tail_min), "divergences": d.divergences,
+                     "gate": "pass" if d.passed else "FAIL",
+                     "core-s per campaign": round(seconds / config.SHARD_SIZE, 2)})
+        print(rows[-1], flush=True)
+    lines = _header(f"What a shard costs: {config.SHARD_SIZE} campaigns x 8 weeks, conversion part, one core "
+                    f"(world seed {seed})") + [
+        f"The first shard of a sharded fit of {2 * config.SHARD_SIZE} simulated campaigns (`bench scale`'s world), "
+        f"under the population prior of its population fit ({population_s:.0f} s on every core), "
+        f"{config.CHAINS} chains x {config.TUNE} tuning steps + the draws shown, nutpie on one core (as a "
+        "LocalCluster worker of one core runs it). The volume, cost and revenue parts of a shard take about "
+        "9 s more together.", "",
+        "Log density and gradient of this shard's model, timed alone (numba, 1,000 calls): " +
+        "; ".join(f"{label} {ms:.3f} ms" for label, ms in gradients.items()) + ".", "",
+        _markdown(pd.DataFrame(rows).set_index("draws per chain")), "",
+        "Targets of `bench scale` on this 2-core machine: 2,000 campaigns in 10 minutes and 200 in 60 s each "
+        f"allow at most {ALLOWED_CORE_S:.1f} core-seconds per campaign, the population fit, writing the cache and "
+        "the cluster included. " + _shard_floor(rows)]
+    _write("shard_cost", lines)
+
+
 _READ_ONE = """
 import json, os, sys, tempfile, time
 from pathlib import Path
@@ -1353,6 +1439,7 @@ def main(argv: list[str] | None = None) -> int:
     de.add_argument("--seeds", default="61,62,63", help="world seeds, comma-separated")
     dr = sub.add_parser("drift", help="rates that move over the weeks: the drift model vs every week alike")
     dr.add_argument("--seeds", default="71,72,73", help="world seeds, comma-separated")
+    sub.add_parser("shard-cost", help="what one shard of a sharded fit costs: draws, leapfrog steps, gradient")
     sc2 = sub.add_parser("scale", help="sharded fits on a Dask LocalCluster, beside the joint fit")
     sc2.add_argument("--sizes", default="200", help="campaigns, comma-separated (2000 takes hours on 2 cores)")
     sc2.add_argument("--workers", default="1,2", help="LocalCluster sizes, comma-separated")
@@ -1405,6 +1492,8 @@ def run(args: argparse.Namespace) -> None:
         bench_delay(seeds=tuple(int(v) for v in args.seeds.split(",")))
     elif args.what == "drift":
         bench_drift(seeds=tuple(int(v) for v in args.seeds.split(",")))
+    elif args.what == "shard-cost":
+        bench_shard_cost()
     elif args.what == "scale":
         bench_scale([int(v) for v in args.sizes.split(",")], [int(v) for v in args.workers.split(",")],
                     args.joint_up_to, args.seed, args.same_base_rate)
