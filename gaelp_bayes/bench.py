@@ -510,9 +510,9 @@ def bench_shard_cost(seed: int = 31) -> None:
     population_s = time.perf_counter() - start
     prior = PopulationPrior.from_posterior(fitted.tree["posterior"].to_dataset())
     shard = padded(sharded.subset(cells, first), config.SHARD_SIZE)
-    gradients = {}
+    gradients, models = {}, {}
     for label, cfg in (("with drift (the default)", DEFAULT), ("without drift", replace(DEFAULT, drift=False))):
-        built = build_model(shard, "conversion", cfg, prior)
+        built = models[label] = build_model(shard, "conversion", cfg, prior)
         logp = built.logp_dlogp_function(ravel_inputs=True, mode="NUMBA")
         logp.set_extra_values({})  # the model has no extra (non-sampled) variables
         point = np.concatenate([np.ravel(v) for v in built.initial_point().values()])
@@ -522,7 +522,7 @@ def bench_shard_cost(seed: int = 31) -> None:
         for _ in range(1000):
             logp(point)
         gradients[label] = (time.perf_counter() - begin)  # ms per call: seconds per 1,000 calls
-    model = build_model(shard, "conversion", DEFAULT, prior)
+    model = models["with drift (the default)"]
     nuts.compile_model(model)
     rows = []
     for draws, target_accept, chain_seed in ((250, 0.9, 1), (500, 0.9, 1), (500, 0.9, 2), (1000, 0.9, 1),
@@ -547,8 +547,8 @@ def bench_shard_cost(seed: int = 31) -> None:
         f"The first shard of a sharded fit of {2 * config.SHARD_SIZE} simulated campaigns (`bench scale`'s world), "
         f"under the population prior of its population fit ({population_s:.0f} s on every core), "
         f"{config.CHAINS} chains x {config.TUNE} tuning steps + the draws shown, nutpie on one core (as a "
-        "LocalCluster worker of one core runs it). The volume, cost and revenue parts of a shard take about "
-        "9 s more together.", "",
+        "LocalCluster worker of one core runs it); a shard's other parts (volume, cost, revenue) are not timed "
+        "here.", "",
         "Log density and gradient of this shard's model, timed alone (numba, 1,000 calls): " +
         "; ".join(f"{label} {ms:.3f} ms" for label, ms in gradients.items()) + ".", "",
         _markdown(pd.DataFrame(rows).set_index("draws per chain")), "",
