@@ -672,7 +672,7 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
     class FullPathPacer(Pacer):
         """Every bid takes adjust_bid's full path: the quick window never opens."""
 
-        def _open_quick_window(self, h: int, limit: float) -> None:
+        def _open_quick_window(self, h: int, limit: float, scale: float) -> None:
             pass
 
     def load(kind: type = Pacer, **kwargs) -> Pacer:  # strict: a stopped pacer would time its early return

@@ -882,10 +882,10 @@ class Pacer:
         self._push_scale(scale if b == bid * self._factor else bid * self._reference[h] / b)
         if bid_id is not None:
             self._remember(bid_id)
-        self._open_quick_window(h, self._out_sum + min(room, hour_room) - b)
+        self._open_quick_window(h, self._out_sum + min(room, hour_room) - b, scale)
         return b
 
-    def _open_quick_window(self, h: int, limit: float) -> None:
+    def _open_quick_window(self, h: int, limit: float, scale: float) -> None:
         """Until the next thing that is due (the hour's end, the controller's step, the fleet's sync), a bid
         that needs no cap is placed by ``adjust_bid``'s first lines alone: the same bid as in full, as long
         as the bids in flight then hold at most ``limit`` (what the caps leave them, less a micro-unit
@@ -900,7 +900,7 @@ class Pacer:
         self._quick_cap = self._bid_cap * self._alloc[h]
         self._quick_limit = limit - 1e-6
         self._quick_refusing = min(self._quick_until, self._retry_at)
-        self._quick_scale = self._reference[h] / self._factor
+        self._quick_scale = scale  # the reference price per unit of a bid placed as asked
 
     def _locate(self, t: float) -> int:
         """Hour of ``t`` (rolling the day over if needed); caches that hour's bounds."""

@@ -61,7 +61,7 @@ def test_spend_never_exceeds_the_budget(seed, budget, price_scale, burst, jumps)
 class FullPathPacer(Pacer):
     """A pacer whose every bid takes ``adjust_bid``'s full path: its quick window never opens."""
 
-    def _open_quick_window(self, h: int, room: float) -> None:
+    def _open_quick_window(self, h: int, limit: float, scale: float) -> None:
         pass
 
 
