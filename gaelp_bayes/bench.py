@@ -206,6 +206,11 @@ DELAY_WORLDS = {  # name: (share fast, fast mean s, slow mean s) of the conversi
 }
 
 
+def _standard_error(values) -> float:
+    """The standard error of the mean of ``values`` (a pandas Series over world seeds); NaN for one value."""
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
 def bench_delay(campaigns: int = 3, seeds: tuple[int, ...] = (61, 62, 63), weeks: tuple[int, ...] = (8, 2)) -> None:
     """History exported while conversions are still arriving: the censored fit (``observed_until`` and a
     delay sample) against the naive fit (reported counts taken as complete) on the same windows, per delay
@@ -273,9 +278,9 @@ def bench_delay(campaigns: int = 3, seeds: tuple[int, ...] = (61, 62, 63), weeks
               "| weeks | delay world | fit | complete / truth | rate / truth | se | held-out conv. |",
               "|---|---|---|---|---|---|---|"]
     for (n_weeks, name, fit_name), group in frame.groupby(["weeks", "world", "fit"], sort=False):
-        se = group["rate"].std(ddof=1) / np.sqrt(len(group)) if len(group) > 1 else float("nan")
         lines.append(f"| {n_weeks} | {name} | {fit_name} | {group['complete'].mean():.3f} | "
-                     f"{group['rate'].mean():.3f} | {se:.3f} | {group['held'].mean():.3f} |")
+                     f"{group['rate'].mean():.3f} | {_standard_error(group['rate']):.3f} | "
+                     f"{group['held'].mean():.3f} |")
     _write("delay", lines)
 
 
@@ -355,9 +360,8 @@ def bench_drift(campaigns: int = 3, seeds: tuple[int, ...] = (71, 72, 73), weeks
               "|---|---|---|---|---|---|---|"]
     for (name, model_name), group in frame.groupby(["world", "model"], sort=False):
         worst = group["expected"].iloc[int(np.argmax(np.abs(group["expected"] - 1)))]
-        se = group["expected"].std(ddof=1) / np.sqrt(len(group)) if len(group) > 1 else float("nan")
         lines.append(f"| {name} | {model_name} | {group['rate'].mean():.3f} | {group['expected'].mean():.3f} | "
-                     f"{se:.3f} | {worst:.3f} | {group['seconds'].mean():.1f} |")
+                     f"{_standard_error(group['expected']):.3f} | {worst:.3f} | {group['seconds'].mean():.1f} |")
     _write("drift", lines)
 
 
@@ -663,7 +667,7 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
     imports = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
                for _ in range(3)]
     from . import fleet
-    from .runtime import CHECK_EVERY, FLUSH_EVERY, MAX_AUCTION_TIMEOUT, Pacer
+    from .runtime import AUCTION_TIMEOUT, CHECK_EVERY, FLUSH_EVERY, MAX_AUCTION_TIMEOUT, SYNC_EVERY, Pacer
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if campaign is None:
@@ -770,9 +774,9 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
               "", "The adjust_bid rows: a stream of 10,000 opportunities a second on the clock (`now` advancing "
               "0.1 ms a call), none recorded, timed after the first "
               f"{MAX_AUCTION_TIMEOUT + 10:.0f} s of it: every timed bid also pays its share of both expiries (out "
-              "of flight after the 0.5 s auction timeout; after MAX_AUCTION_TIMEOUT, a loss taught to the market "
-              "belief). The no-op call runs in the same loop. With a ledger, the pacer syncs its lease every "
-              "5 s of its clock (runtime.SYNC_EVERY), in the time measured."]
+              f"of flight after the {AUCTION_TIMEOUT:g} s auction timeout; after MAX_AUCTION_TIMEOUT, a loss taught "
+              "to the market belief). The no-op call runs in the same loop. With a ledger, the pacer syncs its "
+              f"lease every {SYNC_EVERY:g} s of its clock (runtime.SYNC_EVERY), in the time measured."]
     _write("runtime_speed", lines)
 
 
