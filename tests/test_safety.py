@@ -417,8 +417,11 @@ def test_a_busy_day_of_unrecorded_bids_holds_what_each_bid_would_alone():
 def test_expiry_counts_bids_placed_by_a_clock_gone_back_as_a_walk_does():
     """Placement order is time order but for a clock gone back; the bisection must not skip over a later
     time (``_placed_by``): it gives the first position whose time is past the limit, as walking would."""
-    for times in ([1.0, 2.0, 3.0], [10.0, 20.0, 5.0, 6.0, 7.0], [1.0, 9.0, 2.0, 3.0, 4.0, 5.0, 6.0], [5.0]):
-        for limit in (0.0, 1.0, 4.5, 8.0, 30.0):
+    ordered = [float(i) for i in range(40)]  # past the first steps' walk: the bisection, and its check
+    back = ordered[:20] + [3.0] + ordered[20:]  # the clock back by 17 s after 20 bids
+    for times in ([1.0, 2.0, 3.0], [10.0, 20.0, 5.0, 6.0, 7.0], [1.0, 9.0, 2.0, 3.0, 4.0, 5.0, 6.0], [5.0],
+                  ordered, back, back[::-1]):
+        for limit in (0.0, 1.0, 4.5, 8.0, 15.5, 25.0, 30.0, 50.0):
             walk = 0
             while walk < len(times) and times[walk] <= limit:
                 walk += 1
