@@ -140,6 +140,7 @@ PLAN_OPTIONS = {"max_share": 0.2, "max_per_hour": None, "tolerance": 0.95, "sigm
                 "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, "learn": True,
                 "auction_timeout": AUCTION_TIMEOUT, "controller": "pi", "conversion_delay": None}
 INF = math.inf
+_clock = time.time  # the wall clock, bound once: adjust_bid reads it per bid
 PACER_PARTS = ("conversion", "volume", "cost")  # the fitted parts whose gate the pacer needs passed
 TODAY_SD = 0.3  # prior sd of today's log conversion rate around the posterior's, per hour (an assumption)
 TODAY_CORR = 0.8  # prior correlation of that deviation between neighbouring hours (AR(1) over the day)
@@ -407,9 +408,7 @@ class Pacer:
         self._dirty = False  # records written since the last group commit
         self._flusher: threading.Thread | None = None
         self._closed = threading.Event()
-        # Bids placed, in placement order, as three parallel lists of floats (time placed, amount, and the
-        # scale of the reference price, the raw bid x the hour's relative cost that the market belief compares
-        # prices with, per unit of the amount: the same float object for every bid of a quick window): floats
+        # Bids placed, in placement order, as two parallel lists of floats (time placed, amount): floats
         # append and slice at C speed where a tuple per bid would not.  Positions before ``_first_held`` are
         # done (recorded or lost); ``_first_held`` to ``_first_out`` expired but still hold the budget
         # (``_late_sum``); from ``_first_out`` on they are in flight (``_out_sum``) until their outcome is
@@ -417,10 +416,14 @@ class Pacer:
         # carry over midnight: a bid placed at 23:59:59.9 holds tomorrow's room.
         self._bid_t: list[float] = []
         self._bid_b: list[float] = []
-        self._bid_scale: list[float] = []
-        self._push_t, self._push_b, self._push_scale = self._bid_t.append, self._bid_b.append, self._bid_scale.append
+        self._push_t, self._push_b = self._bid_t.append, self._bid_b.append
         self._first_held = self._first_out = 0
         self._bid_offset = 0  # bids dropped from the lists' front (``_expire``): a position plus this is a bid's number
+        # The scale of each bid's reference price (the raw bid x the hour's relative cost, which the market
+        # belief compares prices with, per unit of the amount), in runs: from bid number ``_scale_from[i]`` on,
+        # ``_scales[i]``.  A quick window's bids share one run, so its bids push nothing (``_set_scale``).
+        self._scale_from: list[int] = [0]
+        self._scales: list[float] = [1.0]
         self._bid_ids: dict = {}  # bid id -> the bid's number, for the bids placed with an id and still held
         self._id_order: deque[tuple[int, object]] = deque()  # (number, id) in placement order, to forget them
         self._sync_mark = 0  # with a ledger: the number of the first bid placed since the last sync
@@ -538,7 +541,6 @@ class Pacer:
         self._h, self._h_start, self._h_end = -1, math.inf, -math.inf
         self._quick_until, self._quick_cap, self._quick_limit = -INF, 0.0, 0.0  # closed
         self._quick_refusing = -INF
-        self._quick_scale = 0.0
         self._plan(np.ones(24, bool), self.budget, first=True)
         self._open_journal()
         # the budget this process may commit (spend + bids held): all of it alone; with a ledger, the fleet's
@@ -814,19 +816,16 @@ class Pacer:
         pass: an exchange that reports only won auctions needs no loss notices.  A ``bid`` that is not a
         finite number > 0, or a ``now`` that is not a plausible instant, places nothing.
         """
-        if not 0.0 < bid < INF:  # NaN, infinities, zero and negatives
-            return 0.0
         lock = self._lock
         lock.acquire()  # not ``with``: its enter and exit calls cost about a fifth of a placed bid
         try:  # the clock is read inside the lock, so bids and records keep time order
-            t = time.time() if now is None else now if now.__class__ is float else _epoch(now)
+            t = _clock() if now is None else now if now.__class__ is float else _epoch(now)
             if self._h_start <= t < self._quick_until:  # the quick window (``_open_quick_window``)
-                b = bid * self._factor
+                b = bid * self._factor  # NaN, infinities, zero and negatives fail every test below
                 if 0.005 <= b <= self._quick_cap and (held := self._out_sum + b) <= self._quick_limit:
                     self._out_sum = held
                     self._push_t(t)
                     self._push_b(b)
-                    self._push_scale(self._quick_scale)
                     if bid_id is not None:
                         self._remember(bid_id)
                     return b
@@ -839,6 +838,8 @@ class Pacer:
 
     def _adjust_bid(self, bid: float, t: float, bid_id) -> float:
         """``adjust_bid`` in full: the hour, the controller's step, expiries, the fleet's sync and every cap."""
+        if not 0.0 < bid < INF:  # NaN, infinities, zero and negatives
+            return 0.0
         self._quick_until = -INF
         seen = t
         h = self._h
@@ -876,10 +877,10 @@ class Pacer:
         if b < 0.005:  # below a cent: do not bid
             return 0.0
         self._out_sum += b
+        scale = self._reference[h] / self._factor  # the quick window's, where no cap bound (the same bits)
+        self._set_scale(scale if b == bid * self._factor else bid * self._reference[h] / b)
         self._push_t(seen)
         self._push_b(b)
-        scale = self._reference[h] / self._factor  # the quick window's, where no cap bound (the same bits)
-        self._push_scale(scale if b == bid * self._factor else bid * self._reference[h] / b)
         if bid_id is not None:
             self._remember(bid_id)
         self._open_quick_window(h, self._out_sum + min(room, hour_room) - b, scale)
@@ -900,7 +901,29 @@ class Pacer:
         self._quick_cap = self._bid_cap * self._alloc[h]
         self._quick_limit = limit - 1e-6
         self._quick_refusing = min(self._quick_until, self._retry_at)
-        self._quick_scale = scale  # the reference price per unit of a bid placed as asked
+        self._set_scale(scale)  # the reference price per unit of a bid placed as asked: the window's bids'
+
+    def _set_scale(self, scale: float) -> None:
+        """The bids placed from now on have reference-price scale ``scale`` (a new run, where it differs)."""
+        number = self._bid_offset + len(self._bid_t)
+        if self._scale_from[-1] == number:  # no bid placed in the last run: replace it
+            self._scales[-1] = scale
+            if len(self._scales) > 1 and self._scales[-2] == scale:
+                del self._scale_from[-1], self._scales[-1]
+        elif self._scales[-1] != scale:
+            self._scale_from.append(number)
+            self._scales.append(scale)
+
+    def _scales_of(self, start: int, end: int) -> list[float]:
+        """The reference-price scales of the bids at positions ``start`` to ``end`` (exclusive)."""
+        offset, starts, scales = self._bid_offset, self._scale_from, self._scales
+        run = bisect.bisect_right(starts, start + offset) - 1
+        out: list[float] = []
+        while start < end:
+            upto = end if run + 1 == len(starts) else min(end, starts[run + 1] - offset)
+            out += [scales[run]] * (upto - start)
+            start, run = upto, run + 1
+        return out
 
     def _locate(self, t: float) -> int:
         """Hour of ``t`` (rolling the day over if needed); caches that hour's bounds."""
@@ -937,7 +960,7 @@ class Pacer:
         if start < self._first_out and times[start] <= now - MAX_AUCTION_TIMEOUT:
             end = _placed_by(times, now - MAX_AUCTION_TIMEOUT, start, self._first_out)
             # never recorded: lost (the exchange sends no loss notices)
-            lost, scales = amounts[start:end], self._bid_scale[start:end]
+            lost, scales = amounts[start:end], self._scales_of(start, end)
             self._late_sum -= math.fsum(lost)
             if end - start > 64:  # recorded ones (0.0) teach nothing
                 lost = np.array(lost)
@@ -970,9 +993,11 @@ class Pacer:
                 del ids[bid_id]
         done = self._first_held
         if done >= 4096 and 2 * done >= len(self._bid_t):
-            for values in (self._bid_t, self._bid_b, self._bid_scale):
+            for values in (self._bid_t, self._bid_b):
                 del values[:done]  # in place: the bound ``_push_*`` appends stay valid
             self._bid_offset += done
+            runs = bisect.bisect_right(self._scale_from, self._bid_offset) - 1  # the runs wholly done
+            del self._scale_from[:runs], self._scales[:runs]
             self._first_held, self._first_out = 0, self._first_out - done
 
     def _release(self, cost: float, bid_id=None) -> None:
@@ -998,7 +1023,7 @@ class Pacer:
             except ValueError:
                 at = amounts.index(b, first)
         b = amounts[at]
-        reference = b * self._bid_scale[at]
+        reference = b * self._scales_of(at, at + 1)[0]
         amounts[at] = 0.0
         if cost > 0:  # a second price: the market's price, below the bid
             self._market.won(cost, reference)
@@ -1047,10 +1072,15 @@ class Pacer:
             held = out > 0
             nz = out[held]
             if nz.size:
+                with np.errstate(over="ignore"):  # an absurd raw bid: an infinite reference teaches nothing
+                    scales = bids[held] * self._reference[h] / nz
+                first = self._bid_offset + len(self._bid_t)
+                if self._scale_from[-1] == first:  # a run with no bid yet: replaced
+                    del self._scale_from[-1], self._scales[-1]
+                self._scale_from.extend(range(first, first + nz.size))  # a run per bid (capped ones differ)
+                self._scales.extend(scales.tolist())
                 self._bid_t.extend([seen] * nz.size)
                 self._bid_b.extend(nz.tolist())
-                with np.errstate(over="ignore"):  # an absurd raw bid: an infinite reference teaches nothing
-                    self._bid_scale.extend((bids[held] * self._reference[h] / nz).tolist())
                 self._out_sum += float(nz.sum())
             return out
 

@@ -102,16 +102,21 @@ def same_bids_with_and_without_the_quick_window(seed: int, budget: float, timeou
         elif kind == "postback":
             for p in (quick, full):
                 p.record_conversion(t - 1.0, now=t)
+        elif kind == "batch":
+            batch = [p.adjust_bids(np.array([raw, 0.5 * raw, 4 * raw]), now=t) for p in (quick, full)]
+            assert (batch[0] == batch[1]).all(), (i, batch)
         else:
             assert quick.status(t)["spent"] == full.status(t)["spent"]
+            assert quick._market.state() == full._market.state()  # the same reference prices learned from
     assert quick.status(t)["spent"] == full.status(t)["spent"] <= budget + 1e-9
+    assert quick._market.state() == full._market.state()
     return bids - quick.full_path, refused
 
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10_000), budget=st.floats(1.0, 300.0), timeout=st.sampled_from([0.05, 0.5, 5.0]),
        bid_scale=st.floats(0.01, 3.0), events=st.lists(st.tuples(st.sampled_from(["bid"] * 6 + ["bid_id", "won", "lost", "settle", "postback",
-                                                                "status"]),
+                                                                "batch", "status"]),
                                  st.sampled_from([0.0, 1e-4, 1e-3, 0.01, 0.2, 60.0, 3000.0])),
                        min_size=1, max_size=400))
 def test_the_quick_window_places_exactly_the_bids_of_the_full_path(seed, budget, timeout, bid_scale, events):

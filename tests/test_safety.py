@@ -29,7 +29,7 @@ from gaelp_bayes.errors import GaelpError
 from gaelp_bayes.market import MarketBelief
 from gaelp_bayes.runtime import MAX_AUCTION_TIMEOUT, CampaignPosterior, Pacer, _placed_by, journal_file_name
 
-from test_runtime import DAY, posterior, run_in_threads
+from test_runtime import DAY, FullPathPacer, posterior, run_in_threads
 
 NAN, INF = float("nan"), float("inf")
 
@@ -386,21 +386,27 @@ def test_each_bid_expires_on_its_own_after_the_auction_timeout():
 
 
 def test_a_busy_day_of_unrecorded_bids_holds_what_each_bid_would_alone():
-    """The bids held are three lists of floats with moving boundaries (``Pacer._expire``): hours of 20 bids a
+    """The bids held are two lists of floats with moving boundaries (``Pacer._expire``): hours of 20 bids a
     second, none recorded but a few wins by id, hold exactly what walking every bid's own expiries holds, teach the
-    market a loss per unrecorded bid, and drop the done ones from memory (a bid id still settles its bid)."""
+    market a loss per unrecorded bid (at the reference price the full path gives it), and drop the done ones
+    from memory (a bid id still settles its bid)."""
     pacer = Pacer(posterior(), 1e6, now=DAY, plan_options={"bid_cap_share": 1.0})
+    full = FullPathPacer(posterior(), 1e6, now=DAY, plan_options={"bid_cap_share": 1.0})
     t0 = DAY + 14 * 3600
     placed, settled = [], set()
     for i in range(20 * 600):  # 10 minutes of the clock
         t = t0 + i * 0.05
         b = pacer.adjust_bid(1e-3, now=t, bid_id=i if i % 1000 == 7 else None)
+        assert full.adjust_bid(1e-3, now=t, bid_id=i if i % 1000 == 7 else None) == b
         placed.append((t, b))
         if i % 2000 == 9:  # a win reported for a bid placed 0.1 s earlier, by its id
-            pacer.record(0.5 * placed[i - 2][1], now=t, bid_id=i - 2)
+            for p in (pacer, full):
+                p.record(0.5 * placed[i - 2][1], now=t, bid_id=i - 2)
             settled.add(i - 2)
     t = t0 + 20 * 600 * 0.05
-    pacer._expire(t)  # what the next full path does (at most CONTROL_STEP later)
+    for p in (pacer, full):
+        p._expire(t)  # what the next full path does (at most CONTROL_STEP later)
+    assert pacer._market.state() == full._market.state()
     in_flight = [b for i, (s, b) in enumerate(placed) if s > t - pacer._timeout and i not in settled]
     held = [b for i, (s, b) in enumerate(placed) if t - MAX_AUCTION_TIMEOUT < s <= t - pacer._timeout
             and i not in settled]
