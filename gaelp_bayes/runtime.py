@@ -378,6 +378,66 @@ def _journal_record(line: bytes) -> tuple[tuple[float, float, int, int, float | 
     return (float(t), cost, clicks, conversions, None if click_t is None else float(click_t)), "", state, market
 
 
+class PacerLock:
+    """A pacer's lock: held, its token is missing from a deque.  ``adjust_bid`` takes it with one
+    ``deque.pop`` and gives it back with one ``append`` (each atomic: deques are documented thread-safe),
+    about 20 ns a bid where ``threading.Lock``'s acquire and release take about 70 ns on Python 3.12 (its
+    acquire parses its arguments).  A thread that finds the token taken waits on a condition until it is
+    given back (``take_waiting``, ``give``).  ``with`` takes it re-entrantly: the thread that holds it
+    through ``with``, or marked as its ``owner``, may enter again."""
+
+    def __init__(self) -> None:
+        token: deque = deque([None])
+        self.take, self.put = token.pop, token.append  # take raises IndexError when the token is held
+        self.waiting = 0  # threads waiting for the token: whoever gives it back wakes one
+        self._turn = threading.Condition(threading.Lock())
+        self.owner: int | None = None  # the thread holding it, where re-entry is possible
+        self.depth = 0
+
+    def take_waiting(self) -> None:
+        """Take the token, waiting until the thread holding it gives it back."""
+        with self._turn:
+            self.waiting += 1
+            try:
+                while True:
+                    try:
+                        self.take()
+                        return
+                    except IndexError:  # given back and taken again meanwhile: wait for the next turn
+                        self._turn.wait()
+            finally:
+                self.waiting -= 1
+
+    def wake(self) -> None:
+        """Wake a thread waiting for the token (just given back)."""
+        with self._turn:
+            self._turn.notify()
+
+    def give(self) -> None:
+        """Give the token back (``adjust_bid`` does the same inline)."""
+        self.put(None)
+        if self.waiting:
+            self.wake()
+
+    def __enter__(self) -> PacerLock:
+        me = threading.get_ident()
+        if self.owner == me:
+            self.depth += 1
+            return self
+        try:
+            self.take()
+        except IndexError:
+            self.take_waiting()
+        self.owner, self.depth = me, 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.depth -= 1
+        if not self.depth:
+            self.owner = None
+            self.give()
+
+
 class Pacer:
     """Per-bid pacing on cached posterior draws (see the module doc)."""
 
@@ -400,7 +460,7 @@ class Pacer:
         self.warnings = list(warnings or [])
         self._fixed_stop = stop_reason
         self.journal_error: str | None = None  # why the day's journal could not be read or written, if so
-        self._lock = threading.RLock()
+        self._lock = PacerLock()
         self._mean_cvr = posterior.cvr.astype(np.float64).mean(axis=0)  # [7, 24]
         self._log_cvr = np.log(np.clip(posterior.cvr.astype(np.float64), 1e-12, 1.0))
         self._log_ncvr = np.log1p(-np.clip(posterior.cvr.astype(np.float64), 0.0, 1 - 1e-12))
@@ -817,7 +877,10 @@ class Pacer:
         finite number > 0, or a ``now`` that is not a plausible instant, places nothing.
         """
         lock = self._lock
-        lock.acquire()  # not ``with``: its enter and exit calls cost about a fifth of a placed bid
+        try:  # not ``with``: its enter and exit calls cost more than half a placed bid
+            lock.take()
+        except IndexError:  # another thread holds it
+            lock.take_waiting()
         try:  # the clock is read inside the lock, so bids and records keep time order
             t = _clock() if now is None else now if now.__class__ is float else _epoch(now)
             if self._h_start <= t < self._quick_until:  # the quick window (``_open_quick_window``)
@@ -832,9 +895,15 @@ class Pacer:
                 if t < self._quick_refusing and (b < 0.005 or self._quick_limit - self._out_sum < 0.005 - 2e-6) \
                         and not self._expiry_due(t):
                     return 0.0  # below a cent, or the room left is: refused, as in full (no expiry is due)
-            return self._adjust_bid(bid, t, bid_id)
+            lock.owner, lock.depth = threading.get_ident(), 1  # the full path may take the lock again
+            try:
+                return self._adjust_bid(bid, t, bid_id)
+            finally:
+                lock.owner, lock.depth = None, 0
         finally:
-            lock.release()
+            lock.put(None)  # ``PacerLock.give``, inline
+            if lock.waiting:
+                lock.wake()
 
     def _adjust_bid(self, bid: float, t: float, bid_id) -> float:
         """``adjust_bid`` in full: the hour, the controller's step, expiries, the fleet's sync and every cap."""

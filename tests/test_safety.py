@@ -27,7 +27,8 @@ from gaelp_bayes import cache
 from gaelp_bayes.compat import DynamicBudgetOptimizer, PerformanceWindow
 from gaelp_bayes.errors import GaelpError
 from gaelp_bayes.market import MarketBelief
-from gaelp_bayes.runtime import MAX_AUCTION_TIMEOUT, CampaignPosterior, Pacer, _placed_by, journal_file_name
+from gaelp_bayes.runtime import (MAX_AUCTION_TIMEOUT, CampaignPosterior, Pacer, PacerLock, _placed_by,
+                                 journal_file_name)
 
 from test_runtime import DAY, FullPathPacer, posterior, run_in_threads
 
@@ -102,6 +103,52 @@ def test_threads_on_the_wall_clock_lose_no_record():
     today = sum(c for d, c in costs if d == pacer.date)
     assert today <= 100.0 + 1e-9
     assert pacer.status()["spent"] == pytest.approx(today)
+
+
+def test_the_pacer_lock_excludes_wakes_its_waiters_and_reenters():
+    """``PacerLock``: 8 threads, half taking it as ``adjust_bid`` does (the token, or a wait for it) and half
+    with nested ``with``, each yielding the interpreter between reading and writing a shared count: no
+    increment is lost (without the lock most are), and no thread is left waiting for a token given back."""
+    lock, count, switch = PacerLock(), [0], sys.getswitchinterval()
+
+    def as_adjust_bid(seed):
+        for _ in range(1500):
+            try:
+                lock.take()
+            except IndexError:
+                lock.take_waiting()
+            try:
+                seen = count[0]
+                time.sleep(0)  # another thread runs here: it must find the lock held
+                count[0] = seen + 1
+            finally:
+                lock.give()
+
+    def with_with(seed):
+        for _ in range(1500):
+            with lock:
+                with lock:  # re-entry (``status`` calls ``prevent_exhaustion``)
+                    seen = count[0]
+                    time.sleep(0)
+                    count[0] = seen + 1
+
+    threads = [threading.Thread(target=as_adjust_bid if i % 2 else with_with, args=(i,), daemon=True)
+               for i in range(8)]
+    sys.setswitchinterval(1e-5)
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    finally:
+        sys.setswitchinterval(switch)
+    assert not any(thread.is_alive() for thread in threads), "a thread waits for a token given back"
+    assert count[0] == 8 * 1500
+    assert lock.waiting == 0 and lock.owner is None and lock.depth == 0
+    lock.take()  # the token is back, once
+    with pytest.raises(IndexError):
+        lock.take()
 
 
 def test_a_record_earlier_than_the_last_is_booked_not_lost():
