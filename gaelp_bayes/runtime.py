@@ -947,7 +947,9 @@ class Pacer:
             return 0.0
         self._out_sum += b
         scale = self._reference[h] / self._factor  # the quick window's, where no cap bound (the same bits)
-        self._set_scale(scale if b == bid * self._factor else bid * self._reference[h] / b)
+        bid_scale = scale if b == bid * self._factor else bid * self._reference[h] / b
+        if bid_scale != self._scales[-1]:  # (else ``_set_scale`` changes nothing)
+            self._set_scale(bid_scale)
         self._push_t(seen)
         self._push_b(b)
         if bid_id is not None:
@@ -970,7 +972,8 @@ class Pacer:
         self._quick_cap = self._bid_cap * self._alloc[h]
         self._quick_limit = limit - 1e-6
         self._quick_refusing = min(self._quick_until, self._retry_at)
-        self._set_scale(scale)  # the reference price per unit of a bid placed as asked: the window's bids'
+        if scale != self._scales[-1]:  # the reference price per unit of a bid placed as asked: the window's bids'
+            self._set_scale(scale)
 
     def _set_scale(self, scale: float) -> None:
         """The bids placed from now on have reference-price scale ``scale`` (a new run, where it differs)."""
