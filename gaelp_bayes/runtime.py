@@ -1131,7 +1131,9 @@ class Pacer:
                 self._expire(seen)
             if t >= self._sync_at:
                 self._sync(t)
-            out = np.where(np.isfinite(bids) & (bids > 0), bids, 0.0) * (self._k[h] * self._multiplier(t, h))
+            factor = self._k[h] * self._multiplier(t, h)
+            with np.errstate(over="ignore"):  # an absurd raw bid: infinite, then capped
+                out = np.where(np.isfinite(bids) & (bids > 0), bids, 0.0) * factor
             np.minimum(out, self._bid_cap * self._alloc[h], out=out)
             out[out < 0.005] = 0.0
             wanted = float(out.sum())
@@ -1144,13 +1146,19 @@ class Pacer:
             held = out > 0
             nz = out[held]
             if nz.size:
+                raw, scale = bids[held], self._reference[h] / factor  # a bid placed as asked: ``_adjust_bid``'s
                 with np.errstate(over="ignore"):  # an absurd raw bid: an infinite reference teaches nothing
-                    scales = bids[held] * self._reference[h] / nz
-                first = self._bid_offset + len(self._bid_t)
-                if self._scale_from[-1] == first:  # a run with no bid yet: replaced
-                    del self._scale_from[-1], self._scales[-1]
-                self._scale_from.extend(range(first, first + nz.size))  # a run per bid (capped ones differ)
-                self._scales.extend(scales.tolist())
+                    asked = raw * factor
+                    scales = None if np.array_equal(nz, asked) else np.where(nz == asked, scale,
+                                                                             raw * self._reference[h] / nz)
+                if scales is None:  # no cap bound: one run
+                    self._set_scale(scale)
+                else:  # a run per bid
+                    first = self._bid_offset + len(self._bid_t)
+                    if self._scale_from[-1] == first:  # a run with no bid yet: replaced
+                        del self._scale_from[-1], self._scales[-1]
+                    self._scale_from.extend(range(first, first + nz.size))
+                    self._scales.extend(scales.tolist())
                 self._bid_t.extend([seen] * nz.size)
                 self._bid_b.extend(nz.tolist())
                 self._out_sum += float(nz.sum())
