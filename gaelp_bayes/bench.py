@@ -739,11 +739,24 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
         pacer.record(0.5, clicks=1, conversions=int(i % 20 == 0), now=now + 1000 + i)
     learn_ms = _median_ms(lambda: pacer._learn(now + 2000, replan=False), 20)
     replan_ms = _median_ms(lambda: pacer._maybe_replan(14), 10)
-    batch = np.full(1_000_000, 1.0)
+    def batches(size: int, every: float, raw: float = 2e-5) -> tuple[float, float]:
+        """Bids a second through ``adjust_bids``, batches of ``size`` every ``every`` s of the clock after 20 s
+        of them, and the share placed: at raw 2e-5 each bid asks for about 0.014, placed as asked."""
+        bidding, batch = load(), np.full(size, raw)
+        for i in range(round(20 / every)):
+            bidding.adjust_bids(batch, now=now + i * every)
+        start, placed = time.perf_counter(), 0
+        for i in range(round(20 / every), round(40 / every)):
+            placed += int(np.count_nonzero(bidding.adjust_bids(batch, now=now + i * every)))
+        seconds = time.perf_counter() - start
+        return round(20 / every) * size / seconds, placed / (round(20 / every) * size)
+
+    placed_batches = [(size, every, *batches(size, every)) for size, every in ((1_000, 0.1), (10_000, 1.0))]
+    batch = np.full(1_000_000, 1e-6)  # below a cent each: all refused
     start = time.perf_counter()
     for _ in range(5):
-        pacer.adjust_bids(batch * 1e-6, now=now)  # tiny bids: the guard never binds, all are placed
-    batch_rate = 5 * batch.size / (time.perf_counter() - start)
+        pacer.adjust_bids(batch, now=now)
+    refused_rate = 5 * batch.size / (time.perf_counter() - start)
     lines = _header("Runtime pacer speed") + [
         "| measure | value | baseline in the same run |", "|---|---|---|",
         f"| adjust_bid per call, bid placed as asked | {per_bid:.2f} us | no-op Python call {base:.2f} us "
@@ -758,7 +771,10 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
         f"| learning check (importance weights + today's deviation), every {CHECK_EVERY} records | "
         f"{learn_ms:.2f} ms | amortized {1000 * learn_ms / CHECK_EVERY:.1f} us per record |",
         f"| re-plan of the rest of the day (on hour changes) | {replan_ms:.1f} ms | once an hour |",
-        f"| adjust_bids batch throughput | {batch_rate / 1e6:.1f} M bids/s | |",
+        *(f"| adjust_bids batch throughput, batches of {size:,} every {every:g} s of the clock | "
+          f"{rate / 1e6:.1f} M bids/s | {100 * share:.1f}% placed (as asked) |" for size, every, rate, share in placed_batches),
+        f"| adjust_bids batch throughput, a batch of {batch.size:,} bids below a cent (all refused) | "
+        f"{refused_rate / 1e6:.1f} M bids/s | |",
         f"| import gaelp_bayes.runtime (fresh process, incl. numpy) | {min(imports) * 1000:.0f} ms | |",
         f"| resident memory added by a loaded pacer | {(rss1 - rss0) / 1024:.1f} MB (peak RSS delta) | "
         f"{pacer.posterior.cvr.shape[0]} draws |"]
