@@ -209,8 +209,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     scenarios = args.scenario.split(",")
     unknown = [s for s in scenarios if s not in sim.SCENARIOS]
     if unknown:
-        raise GaelpError(f"unknown scenario {unknown[0]!r} (one of {', '.join(sim.SCENARIOS)})")
+        raise UsageError(f"--scenario: unknown scenario {unknown[0]!r} (one of {', '.join(sim.SCENARIOS)})")
     policies = tuple(args.policies.split(","))
+    unknown = [p for p in policies if p not in sim.POLICIES + sim.MORE_POLICIES]
+    if unknown:
+        raise UsageError(f"--policies: unknown policy {unknown[0]!r} (one of "
+                         f"{', '.join(sim.POLICIES + sim.MORE_POLICIES)})")
     sharded = sharding(args)
     world = sim.make_world(campaigns=args.campaigns, seed=args.seed, volume_scale=args.volume_scale)
     history = sim.log_auction_history(world, days=args.history_days, seed=args.seed + 1)
@@ -414,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--policies", default="oracle,even,legacy,dual,plugin,bayes,bayes-static,bayes-dg",
                    help="dual: a plain dual-multiplier pacer on empirical rates; bayes-static: the bayes pacer "
                    "with online learning off; bayes-dg: the bayes pacer with a dual-gradient controller "
-                   "(Balseiro & Gur) instead of its PI controller")
+                   "(Balseiro & Gur) instead of its PI controller; truth, truth-uncapped: the bayes pacer given "
+                   "the world's true rates, costs and volumes (learning off), under its caps and without them")
     s.add_argument("--scenario", default="stationary",
                    help="comma-separated: stationary, shift, price-spike, outage, no-loss-notices, price-spread, "
                    "narrow-prices, new-campaign, delayed-postbacks")

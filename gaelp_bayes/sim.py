@@ -365,7 +365,13 @@ def plugin_posterior(history: pd.DataFrame, campaign: str, prior_clicks: float =
 
 POLICIES = ("oracle", "even", "legacy", "dual", "plugin", "bayes")
 # also available: "bayes-static", the same pacer with online learning off (the plan of the morning all day), and
-# "bayes-dg", the same pacer with Balseiro & Gur's dual-gradient update instead of its PI controller
+# "bayes-dg", the same pacer with Balseiro & Gur's dual-gradient update instead of its PI controller; and the
+# ceilings of TRUTH_POLICIES
+TRUTH_POLICIES = {  # the pacer given the world's true rates, costs and volumes (one exact draw, learning off)
+    "truth": {"learn": False},  # under the default caps: what a perfect posterior gives this pacer
+    "truth-uncapped": {"learn": False, "max_share": 1.0, "bid_cap_share": 1.0},  # and without its caps
+}
+MORE_POLICIES = ("bayes-static", "bayes-dg", *TRUTH_POLICIES)
 
 
 SCENARIOS = {  # name: {"world": make_world, "day": auction_day, "replay": replay, "pacer": Pacer keyword arguments}
@@ -406,7 +412,7 @@ def trace_day(world: World, history: pd.DataFrame, model_dir: str | None, campai
     for policy in policies:
         if policy == "oracle":
             continue
-        pacer = make_policy(policy, name, budget, day.start, history, cached, pacer_kwargs)
+        pacer = make_policy(policy, name, budget, day.start, history, cached, pacer_kwargs, world)
         if policy == "bayes":
             out["plan"] = pacer.status(day.start)["plan"]
         out["policies"][policy] = replay(day, pacer, raw_bid(world, campaign), budget, trace=True,
@@ -415,10 +421,22 @@ def trace_day(world: World, history: pd.DataFrame, model_dir: str | None, campai
 
 
 def make_policy(policy: str, campaign: str, budget: float, day_start: float, history: pd.DataFrame,
-                cached: tuple[dict, dict] | None = None, pacer_kwargs: dict | None = None):
+                cached: tuple[dict, dict] | None = None, pacer_kwargs: dict | None = None,
+                world: World | None = None):
     """A fresh policy for one campaign-day: ``even``, ``legacy``, ``dual``, ``plugin``, ``bayes``, ``bayes-static``
-    or ``bayes-dg`` (the last three need ``cached`` = (manifest, runtime arrays) of a fitted posterior)."""
+    or ``bayes-dg`` (the last three need ``cached`` = (manifest, runtime arrays) of a fitted posterior), or a
+    ceiling for the pacer, ``truth`` or ``truth-uncapped`` (``TRUTH_POLICIES``; they need the ``world``)."""
     from .runtime import CampaignPosterior, Pacer
+
+    if policy in TRUTH_POLICIES:
+        if world is None:
+            raise ValueError(f"policy {policy!r} needs the world's truth")
+        c = world.campaigns.index(campaign)
+        post = CampaignPosterior(campaign, *(np.asarray(a[c], np.float32)[None] for a in (world.cvr, world.cpc,
+                                                                                        world.clicks)))
+        kwargs = dict(pacer_kwargs or {})
+        kwargs["plan_options"] = {**kwargs.get("plan_options", {}), **TRUTH_POLICIES[policy]}
+        return Pacer(post, budget, "UTC", now=day_start, **kwargs)
 
     if policy == "even":
         return EvenPacing(budget, day_start)
@@ -427,7 +445,7 @@ def make_policy(policy: str, campaign: str, budget: float, day_start: float, his
     if policy == "dual":
         return DualPacing(budget, day_start, history[history["campaign"] == campaign])
     if policy not in ("plugin", "bayes", "bayes-static", "bayes-dg"):
-        raise ValueError(f"unknown policy {policy!r} (one of {', '.join(POLICIES)}, bayes-static, bayes-dg)")
+        raise ValueError(f"unknown policy {policy!r} (one of {', '.join(POLICIES + MORE_POLICIES)})")
     if policy != "plugin" and cached is None:
         raise ValueError(f"policy {policy!r} needs a fitted posterior")
     post = (plugin_posterior(history, campaign) if policy == "plugin"
@@ -466,7 +484,7 @@ def compare_policies(world: World, history: pd.DataFrame, model_dir: str | None,
                     res = {"spent": budget, "expected_conversions": oracle, "conversions": float("nan"),
                            "ran_out_hour": None, "overspend": 0.0}
                 else:
-                    pacer = make_policy(policy, name, budget, day.start, history, cached, pacer_kwargs)
+                    pacer = make_policy(policy, name, budget, day.start, history, cached, pacer_kwargs, world)
                     res = replay(day, pacer, raw, budget, **(replay_kwargs or {}))
                 ran_dry = res["ran_out_hour"] is not None and res["ran_out_hour"] < oracle_finish - 1.0
                 rows.append({"campaign": name, "date": date, "policy": policy, "budget": budget,

@@ -31,3 +31,22 @@ def test_auction_day_is_reproducible_and_scenarios_apply():
     spiked = sim.auction_day(world, 0, "2026-03-02", seed=5, price_spike=(10, 12, 3.0))
     in_spike = (a.hours >= 10) & (a.hours < 12)
     assert np.allclose(spiked.prices[in_spike], 3.0 * a.prices[in_spike])
+
+
+def test_the_truth_policies_pace_on_the_worlds_truth_and_unknown_policies_are_errors(capsys):
+    """``truth`` and ``truth-uncapped``: the pacer given the world's true rates, costs and volumes (the ceiling
+    of a posterior for it), under its caps and without them; a policy nobody knows is an error before any fit."""
+    from gaelp_bayes import cli
+
+    world = sim.make_world(campaigns=2, seed=4)
+    history = sim.log_auction_history(world, days=3, seed=5)
+    res = sim.compare_policies(world, history, None, ["2026-03-02"], policies=("oracle", "truth", "truth-uncapped"))
+    assert (res["spent"] <= res["budget"] + 1e-9).all() and (res["overspend"] == 0).all()
+    assert (res["expected_conversions"] <= res["oracle"] * (1 + 1e-9)).all()
+    day = sim.auction_day(world, 1, "2026-03-02", seed=1)
+    pacer = sim.make_policy("truth-uncapped", world.campaigns[1], 100.0, day.start, history, world=world)
+    assert np.array_equal(pacer.posterior.cvr[0], world.cvr[1].astype(np.float32))
+    assert pacer.plan_options["max_share"] == pacer.plan_options["bid_cap_share"] == 1.0
+    assert not pacer.plan_options["learn"]
+    assert cli.main(["simulate", "--policies", "bayes,nope"]) == 2
+    assert "unknown policy 'nope'" in capsys.readouterr().err
