@@ -395,7 +395,10 @@ class PacerLock:
         self.depth = 0
 
     def take_waiting(self) -> None:
-        """Take the token, waiting until the thread holding it gives it back."""
+        """Take the token, waiting until the thread holding it gives it back (an error, not a deadlock, for
+        the thread that holds it through ``with``)."""
+        if self.owner == threading.get_ident():
+            raise RuntimeError("the pacer's lock is held by this thread already (adjust_bid inside a pacer call)")
         with self._turn:
             self.waiting += 1
             try:

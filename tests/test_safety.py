@@ -149,6 +149,9 @@ def test_the_pacer_lock_excludes_wakes_its_waiters_and_reenters():
     lock.take()  # the token is back, once
     with pytest.raises(IndexError):
         lock.take()
+    lock.give()
+    with lock, pytest.raises(RuntimeError, match="held by this thread"):  # adjust_bid's way in, from within
+        lock.take_waiting()
 
 
 def test_a_record_earlier_than_the_last_is_booked_not_lost():
