@@ -371,7 +371,10 @@ TRUTH_POLICIES = {  # the pacer given the world's true rates, costs and volumes 
     "truth": {"learn": False},  # under the default caps: what a perfect posterior gives this pacer
     "truth-uncapped": {"learn": False, "max_share": 1.0, "bid_cap_share": 1.0},  # and without its caps
 }
-MORE_POLICIES = ("bayes-static", "bayes-dg", *TRUTH_POLICIES)
+PACER_POLICIES = {  # the policies that are the runtime pacer: their plan options over the caller's
+    "plugin": {}, "bayes": {}, "bayes-static": {"learn": False}, "bayes-dg": {"controller": "dual-gradient"},
+    **TRUTH_POLICIES}
+MORE_POLICIES = tuple(p for p in PACER_POLICIES if p not in POLICIES)
 
 
 SCENARIOS = {  # name: {"world": make_world, "day": auction_day, "replay": replay, "pacer": Pacer keyword arguments}
@@ -428,33 +431,28 @@ def make_policy(policy: str, campaign: str, budget: float, day_start: float, his
     ceiling for the pacer, ``truth`` or ``truth-uncapped`` (``TRUTH_POLICIES``; they need the ``world``)."""
     from .runtime import CampaignPosterior, Pacer
 
-    if policy in TRUTH_POLICIES:
-        if world is None:
-            raise ValueError(f"policy {policy!r} needs the world's truth")
-        c = world.campaigns.index(campaign)
-        post = CampaignPosterior(campaign, *(np.asarray(a[c], np.float32)[None] for a in (world.cvr, world.cpc,
-                                                                                        world.clicks)))
-        kwargs = dict(pacer_kwargs or {})
-        kwargs["plan_options"] = {**kwargs.get("plan_options", {}), **TRUTH_POLICIES[policy]}
-        return Pacer(post, budget, "UTC", now=day_start, **kwargs)
-
     if policy == "even":
         return EvenPacing(budget, day_start)
     if policy == "legacy":
         return LegacyRules(budget, day_start, history[history["campaign"] == campaign])
     if policy == "dual":
         return DualPacing(budget, day_start, history[history["campaign"] == campaign])
-    if policy not in ("plugin", "bayes", "bayes-static", "bayes-dg"):
+    if policy not in PACER_POLICIES:
         raise ValueError(f"unknown policy {policy!r} (one of {', '.join(POLICIES + MORE_POLICIES)})")
-    if policy != "plugin" and cached is None:
+    if policy in TRUTH_POLICIES:
+        if world is None:
+            raise ValueError(f"policy {policy!r} needs the world's truth")
+        c = world.campaigns.index(campaign)
+        post = CampaignPosterior(campaign, *(np.asarray(a[c], np.float32)[None] for a in (world.cvr, world.cpc,
+                                                                                        world.clicks)))
+    elif policy == "plugin":
+        post = plugin_posterior(history, campaign)
+    elif cached is None:
         raise ValueError(f"policy {policy!r} needs a fitted posterior")
-    post = (plugin_posterior(history, campaign) if policy == "plugin"
-            else CampaignPosterior.from_cache(cached[1], cached[0], campaign, when=day_start)[0])
+    else:
+        post = CampaignPosterior.from_cache(cached[1], cached[0], campaign, when=day_start)[0]
     kwargs = dict(pacer_kwargs or {})
-    if policy == "bayes-static":
-        kwargs["plan_options"] = {**kwargs.get("plan_options", {}), "learn": False}
-    if policy == "bayes-dg":
-        kwargs["plan_options"] = {**kwargs.get("plan_options", {}), "controller": "dual-gradient"}
+    kwargs["plan_options"] = {**kwargs.get("plan_options", {}), **PACER_POLICIES[policy]}
     return Pacer(post, budget, "UTC", now=day_start, **kwargs)
 
 
