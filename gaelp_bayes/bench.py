@@ -742,14 +742,14 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
     def batches(size: int, every: float, raw: float = 2e-5) -> tuple[float, float]:
         """Bids a second through ``adjust_bids``, batches of ``size`` every ``every`` s of the clock after 20 s
         of them, and the share placed: at raw 2e-5 each bid asks for about 0.014, placed as asked."""
-        bidding, batch = load(), np.full(size, raw)
-        for i in range(round(20 / every)):
+        bidding, batch, count = load(), np.full(size, raw), round(20 / every)
+        for i in range(count):
             bidding.adjust_bids(batch, now=now + i * every)
         start, placed = time.perf_counter(), 0
-        for i in range(round(20 / every), round(40 / every)):
+        for i in range(count, 2 * count):
             placed += int(np.count_nonzero(bidding.adjust_bids(batch, now=now + i * every)))
         seconds = time.perf_counter() - start
-        return round(20 / every) * size / seconds, placed / (round(20 / every) * size)
+        return count * size / seconds, placed / (count * size)
 
     placed_batches = [(size, every, *batches(size, every)) for size, every in ((1_000, 0.1), (10_000, 1.0))]
     batch = np.full(1_000_000, 1e-6)  # below a cent each: all refused
