@@ -133,6 +133,16 @@ def _win_rate_at_raw(world: World) -> float:
     return 0.5 * (1 + erf(log(RAW_BID_OVER_MEDIAN) / (world.price_sigma * sqrt(2))))
 
 
+def cost_per_click_at_raw(world: World) -> np.ndarray:
+    """The mean price of a click won at the logged raw bid, [campaign, day, hour]: what a history's spend per
+    click measures (``world.cpc`` is the median market price; the won ones are the cheaper part of it)."""
+    from math import erf, exp, log, sqrt
+
+    s, z = world.price_sigma, log(RAW_BID_OVER_MEDIAN)
+    below = 0.5 * (1 + erf((z - s * s) / (s * sqrt(2))))  # E[price; price < raw] / (median x e^(s^2/2))
+    return world.cpc * exp(s * s / 2) * below / _win_rate_at_raw(world)
+
+
 def raw_bid(world: World, campaign: int) -> float:
     """The fixed raw bid the orchestrator logged history at (the campaign's mean price x 1.3)."""
     return float(world.cpc[campaign].mean() * RAW_BID_OVER_MEDIAN)
@@ -443,8 +453,8 @@ def make_policy(policy: str, campaign: str, budget: float, day_start: float, his
         if world is None:
             raise ValueError(f"policy {policy!r} needs the world's truth")
         c = world.campaigns.index(campaign)
-        post = CampaignPosterior(campaign, *(np.asarray(a[c], np.float32)[None] for a in (world.cvr, world.cpc,
-                                                                                        world.clicks)))
+        post = CampaignPosterior(campaign, *(np.asarray(a[c], np.float32)[None]
+                                             for a in (world.cvr, cost_per_click_at_raw(world), world.clicks)))
     elif policy == "plugin":
         post = plugin_posterior(history, campaign)
     elif cached is None:
