@@ -176,11 +176,11 @@ class MarketBelief:
         w[1] += x
         w[2] += x * x
 
-    def lost(self, bid: float, reference: float) -> None:
-        """An auction lost at ``bid``: the price was above it."""
+    def lost(self, bid: float, reference: float, count: int = 1) -> None:
+        """An auction lost at ``bid`` (``count`` of them): the price was above it."""
         ratio = bid / reference if reference > 0 else 0.0
         if 1e-9 < ratio < 1e9:
-            self.losses[bisect.bisect_left(LOSS_BOUNDS, math.log(ratio))] += 1
+            self.losses[bisect.bisect_left(LOSS_BOUNDS, math.log(ratio))] += count
 
     def lost_many(self, bids: np.ndarray, references: np.ndarray) -> None:
         """``lost`` for many auctions at once (the same bins): the bids that expired without a notice."""

@@ -487,6 +487,10 @@ class Pacer:
         # ``_scales[i]``.  A quick window's bids share one run, so its bids push nothing (``_set_scale``).
         self._scale_from: list[int] = [0]
         self._scales: list[float] = [1.0]
+        # A batch (``adjust_bids``) is one entry in the lists, its amount the sum of the batch's bids; the bids
+        # themselves are an array here, by the entry's number (with their scale: one, or one per bid), until
+        # the entry is done.  Its settled bids are 0.0 there too.
+        self._batches: dict[int, tuple[np.ndarray, float | np.ndarray]] = {}
         self._bid_ids: dict = {}  # bid id -> the bid's number, for the bids placed with an id and still held
         self._id_order: deque[tuple[int, object]] = deque()  # (number, id) in placement order, to forget them
         self._sync_mark = 0  # with a ledger: the number of the first bid placed since the last sync
@@ -1037,6 +1041,8 @@ class Pacer:
             # never recorded: lost (the exchange sends no loss notices)
             lost, scales = amounts[start:end], self._scales_of(start, end)
             self._late_sum -= math.fsum(lost)
+            if self._batches:
+                self._batches_lost(start, end, lost)
             if end - start > 64:  # recorded ones (0.0) teach nothing
                 lost = np.array(lost)
                 self._market.lost_many(lost, lost * np.array(scales))
@@ -1052,10 +1058,34 @@ class Pacer:
         if self._first_held == self._first_out or self._late_sum < 0:
             self._late_sum = math.fsum(amounts[self._first_held:self._first_out])
 
+    def _batches_lost(self, start: int, end: int, lost: list[float]) -> None:
+        """The batches among the done bids at positions ``start`` to ``end`` (``lost``, their amounts): learn
+        from their bids never recorded, drop them, and leave their entries in ``lost`` as 0.0 (not a bid)."""
+        offset, batches = self._bid_offset, self._batches
+        done = []
+        for number in batches:  # in placement order: every batch before ``start`` is gone already
+            if number - offset >= end:
+                break
+            done.append(number)
+        for number in done:
+            amounts, scale = batches.pop(number)
+            if scale.__class__ is float:  # one scale: every bid of the batch in one bin (settled ones: 0.0)
+                self._market.lost(1.0, scale, int(np.count_nonzero(amounts)))
+            else:
+                with np.errstate(invalid="ignore"):  # a settled bid (0.0) of an absurd raw bid (inf scale): NaN
+                    self._market.lost_many(amounts, amounts * scale)  # settled ones teach nothing
+            lost[number - offset - start] = 0.0
+
     def _outstanding(self) -> int:
         """How many bids are in flight (placed, neither recorded nor expired)."""
         in_flight = self._bid_b[self._first_out:]
-        return len(in_flight) - in_flight.count(0.0)
+        count = len(in_flight) - in_flight.count(0.0)
+        if self._batches:
+            first = self._bid_offset + self._first_out
+            for number, (amounts, _) in self._batches.items():
+                if number >= first and self._bid_b[number - self._bid_offset]:
+                    count += int(np.count_nonzero(amounts)) - 1  # the entry counted above is its bids
+        return count
 
     def _forget_done(self) -> None:
         """Drop the ids of bids that are done, and the done bids themselves once they are most of the lists
@@ -1084,22 +1114,26 @@ class Pacer:
         ``MAX_AUCTION_TIMEOUT``).  Without ids a record looks through the bids of the last 120 s; at
         thousands of bids a second, pass ids."""
         amounts, first = self._bid_b, self._first_held
-        if bid_id is not None:
+        batch = None
+        if bid_id is not None:  # (an id names a bid of ``adjust_bid``, never one of a batch)
             number = self._bid_ids.pop(bid_id, None)
             at = -1 if number is None else number - self._bid_offset
             if at < first or not amounts[at]:  # unknown, done, or already settled without its id
                 return
         else:
-            b = min((b for b in amounts[first:] if b >= cost and b > 0.0), default=None)
-            if b is None:
+            at, batch = self._smallest_held(cost)
+            if at < 0:
                 return
-            try:
-                at = amounts.index(b, self._first_out)
-            except ValueError:
-                at = amounts.index(b, first)
-        b = amounts[at]
-        reference = b * self._scales_of(at, at + 1)[0]
-        amounts[at] = 0.0
+        if batch is None:
+            b = amounts[at]
+            reference = b * self._scales_of(at, at + 1)[0]
+            amounts[at] = 0.0
+        else:  # a bid of a batch: the batch's entry holds what its other bids still hold
+            bids, scale, i = batch
+            b = float(bids[i])
+            reference = b * float(scale if scale.__class__ is float else scale[i])
+            bids[i] = 0.0
+            amounts[at] = float(bids.sum())
         if cost > 0:  # a second price: the market's price, below the bid
             self._market.won(cost, reference)
         else:
@@ -1112,12 +1146,38 @@ class Pacer:
             self._late_wins += 1
             self._timeout = min(2 * self._timeout, MAX_AUCTION_TIMEOUT)
 
+    def _smallest_held(self, cost: float) -> tuple[int, tuple[np.ndarray, float | np.ndarray, int] | None]:
+        """The smallest bid held that is >= ``cost`` (and > 0), for ``_release``: its position in the lists
+        (-1: none) and, for a bid of a batch, (the batch's bids, their scale, its index there).  On a tie the
+        first one still in flight, else the first one."""
+        amounts, first, offset = self._bid_b, self._first_held, self._bid_offset
+        held = amounts[first:]
+        for number in self._batches:  # a batch's entry is not a bid (every batch here is held)
+            held[number - offset - first] = 0.0
+        b = min((b for b in held if b >= cost and b > 0.0), default=None)
+        best: tuple = (INF, True, -1)  # (bid, expired, position)
+        if b is not None:
+            try:
+                best = (b, False, first + held.index(b, self._first_out - first))
+            except ValueError:
+                best = (b, True, first + held.index(b))
+        found = None
+        for number, (bids, scale) in self._batches.items():
+            candidates = bids[bids >= cost] if cost > 0 else bids[bids > 0]
+            if candidates.size:
+                at = number - offset
+                key = (float(candidates.min()), at < self._first_out, at)
+                if key < best:
+                    best, found = key, (bids, scale, int(np.argmax(bids == key[0])))
+        return best[2], found
+
     def adjust_bids(self, bids: np.ndarray, now=None) -> np.ndarray:
         """Vectorised ``adjust_bid`` for a batch of opportunities arriving at the same instant.
 
         The hard guard holds for the batch as a whole: bids are placed in order
         until the budget room is used (later ones get 0.0).  Bids that are not finite numbers > 0, or a
-        ``now`` that is not a plausible instant, place nothing.
+        ``now`` that is not a plausible instant, place nothing.  The batch's placed bids are held as one
+        array (``_batches``), at a few numpy passes per bid; a record without an id can settle any of them.
         """
         bids = np.asarray(bids, dtype=np.float64)
         with self._lock:
@@ -1135,36 +1195,40 @@ class Pacer:
             if t >= self._sync_at:
                 self._sync(t)
             factor = self._k[h] * self._multiplier(t, h)
-            with np.errstate(over="ignore"):  # an absurd raw bid: infinite, then capped
-                out = np.where(np.isfinite(bids) & (bids > 0), bids, 0.0) * factor
-            np.minimum(out, self._bid_cap * self._alloc[h], out=out)
-            out[out < 0.005] = 0.0
+            cap = self._bid_cap * self._alloc[h]
+            with np.errstate(over="ignore", invalid="ignore"):  # an absurd raw bid: infinite, then capped
+                asked = bids * factor
+            capped = None
+            if asked.size and asked.min() >= 0.005 and asked.max() <= cap:  # (False with a NaN)
+                out = asked  # every bid as asked: the common case, at four passes over the batch
+            else:
+                out = np.minimum(asked, cap)  # NaN stays NaN
+                ok = out >= 0.005  # False for NaN, zero, negatives and bids below a cent
+                ok &= bids < INF  # an infinite raw bid places nothing (a finite one that overflows is capped)
+                out = np.where(ok, out, 0.0)
+                capped = (asked > cap) & ok
             wanted = float(out.sum())
             if self._ceiling - self._late_sum - self._spent - self._out_sum < wanted and t >= self._retry_at:
                 self._sync(t, need=wanted)  # a fleet process whose lease is short: top it up
             room = min(self._cum[h + 1] + HOUR_SLACK * self._alloc[h],
                        self._ceiling - self._late_sum) - self._spent - self._out_sum
-            placed = np.cumsum(out) <= room
-            out[~placed] = 0.0
-            held = out > 0
-            nz = out[held]
-            if nz.size:
-                raw, scale = bids[held], self._reference[h] / factor  # a bid placed as asked: ``_adjust_bid``'s
-                with np.errstate(over="ignore"):  # an absurd raw bid: an infinite reference teaches nothing
-                    asked = raw * factor
-                    scales = None if np.array_equal(nz, asked) else np.where(nz == asked, scale,
-                                                                             raw * self._reference[h] / nz)
-                if scales is None:  # no cap bound: one run
-                    self._set_scale(scale)
-                else:  # a run per bid
-                    first = self._bid_offset + len(self._bid_t)
-                    if self._scale_from[-1] == first:  # a run with no bid yet: replaced
-                        del self._scale_from[-1], self._scales[-1]
-                    self._scale_from.extend(range(first, first + nz.size))
-                    self._scales.extend(scales.tolist())
-                self._bid_t.extend([seen] * nz.size)
-                self._bid_b.extend(nz.tolist())
-                self._out_sum += float(nz.sum())
+            n = out.size
+            if wanted > room:  # the bids placed: the first n, whose sum fits the room
+                total = out.cumsum()
+                n = int(total.searchsorted(room, "right"))
+                out[n:] = 0.0
+                wanted = float(total[n - 1]) if n else 0.0
+            if wanted > 0:
+                placed = out[:n].copy()  # held apart from the caller's array, which may change it
+                scale = self._reference[h] / factor  # a bid placed as asked: ``_adjust_bid``'s scale
+                if capped is not None and capped[:n].any():  # where the cap bound: the raw bid's reference
+                    with np.errstate(over="ignore"):  # price per unit of the bid placed
+                        scale = np.where(capped[:n], bids[:n] * self._reference[h] / np.where(capped[:n], placed, 1.0),
+                                         scale)
+                self._batches[self._bid_offset + len(self._bid_t)] = (placed, scale)
+                self._push_t(seen)
+                self._push_b(wanted)  # one entry in the lists, holding the batch's sum
+                self._out_sum += wanted
             return out
 
     def multiplier(self, now=None) -> float:

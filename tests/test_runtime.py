@@ -142,6 +142,38 @@ def test_batch_bids_respect_the_room():
     assert (bids <= pacer.status(t)["plan"][15] * 0.1 + 1e-9).all()
 
 
+def test_a_batch_holds_each_of_its_bids_until_settled_or_lost():
+    """A batch is held bid by bid: a record without an id settles the smallest bid that can have cost what
+    it reports, a batch's or a single one's alike; the rest expire after the auction timeout and, after
+    ``MAX_AUCTION_TIMEOUT``, teach the market a loss each."""
+    pacer = Pacer(posterior(), 500.0, now=DAY, plan_options={"bid_cap_share": 1.0})
+    t = DAY + 15 * 3600
+    batch = pacer.adjust_bids(np.array([0.01, 0.02, 0.0, 0.03, 0.04]), now=t)
+    single = pacer.adjust_bid(0.025, now=t)
+    placed = sorted(batch[batch > 0].tolist() + [single])
+    assert len(set(placed)) == 5 and placed[0] > 0.005 and placed[2] == single  # placed as asked
+    status = pacer.status(t)
+    assert status["bids_outstanding"] == 5 and status["held_for_outstanding"] == pytest.approx(sum(placed), abs=1e-6)
+    pacer.record(0.0001, now=t)  # the smallest bid: the batch's first
+    pacer.record(placed[1] - 1e-9, clicks=1, now=t)  # the batch's second, not the larger single one
+    left = placed[2:]
+    status = pacer.status(t)
+    assert status["bids_outstanding"] == 3 and status["held_for_outstanding"] == pytest.approx(sum(left), abs=1e-6)
+    assert status["spent"] == pytest.approx(0.0001 + placed[1] - 1e-9, abs=1e-6)
+    pacer.record(placed[2] + 1e-9, clicks=1, now=t)  # more than the single bid: settles a larger batch bid
+    assert pacer.status(t)["held_for_outstanding"] == pytest.approx(placed[2] + placed[4], abs=1e-6)
+    pacer.record(10 * placed[-1], now=t)  # more than any bid held: settles nothing (booked all the same)
+    assert pacer.status(t)["bids_outstanding"] == 2
+    assert pacer.adjust_bid(1e-6, now=t + 1.0) == 0.0  # below a cent; past the auction timeout, bids expire:
+    status = pacer.status(t + 1.0)  # held for a late win, no longer in flight
+    assert status["bids_outstanding"] == 0 and status["held_for_expired"] == pytest.approx(placed[2] + placed[4], abs=1e-6)
+    auctions = pacer._market.auctions
+    later = pacer.adjust_bid(0.01, now=t + 121.0)
+    pacer.adjust_bid(1e-6, now=t + 122.0)  # its expiry lets the two go: a loss each, the single and the batch's
+    assert pacer._market.auctions == auctions + 2
+    assert pacer.status(t + 122.0)["held_for_expired"] == round(later, 6) and not pacer._batches
+
+
 def test_bad_records_are_rejected_clearly():
     pacer = Pacer(posterior(), 100.0, now=DAY)
     with pytest.raises(ValueError, match="cost must be a finite number >= 0"):
