@@ -415,10 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--history-days", type=COUNT, default=35)
     s.add_argument("--budget-share", type=POSITIVE, default=0.5, help="budget = this x usual daily spend")
     s.add_argument("--volume-scale", type=POSITIVE, default=10.0, help="traffic multiplier of the world")
-    s.add_argument("--policies", default="oracle,even,legacy,dual,plugin,bayes,bayes-static,bayes-dg",
+    s.add_argument("--policies", default="oracle,even,legacy,dual,plugin,bayes,bayes-static,bayes-pi,bayes-dg",
                    help="dual: a plain dual-multiplier pacer on empirical rates; bayes-static: the bayes pacer "
-                   "with online learning off; bayes-dg: the bayes pacer with a dual-gradient controller "
-                   "(Balseiro & Gur) instead of its PI controller; truth, truth-uncapped: the bayes pacer given "
+                   "with online learning off; bayes-pi, bayes-dg: the bayes pacer with a PI controller on the "
+                   "plan's curve, or a dual-gradient one (Balseiro & Gur), instead of its re-solving controller; "
+                   "truth, truth-uncapped: the bayes pacer given "
                    "the world's true rates, costs and volumes (learning off), under its caps and without them")
     s.add_argument("--scenario", default="stationary",
                    help="comma-separated: stationary, shift, price-spike, outage, no-loss-notices, price-spread, "

@@ -10,16 +10,26 @@ How a bid is shaped (Balseiro & Gur's adaptive pacing, driven by the posterior):
 - value: ``raw_bid * r[h]``, where ``r[h]`` is the hour's posterior mean conversion
   rate (today's day of week, re-weighted by today's outcomes) relative to the
   plan's spend-weighted average: bids are proportional to the opportunity's value.
-- budget multiplier ``m = exp(L - KP * gap)``: ``gap`` is actual spend minus the
+- budget multiplier ``m`` (the dual variable), ``M_MIN <= m <= M_MAX``, by the
+  plan option ``controller``:
+  ``"resolve"`` (default): every ``RESOLVE_EVERY`` (60 s) the multiplier under
+  which the rest of the day is expected to spend exactly the budget not yet
+  spent (each hour at most its cap), on today's posterior means and the market
+  as learned; the plan's curve is then re-drawn through the spend so far and
+  that multiplier's expected spend (``_resolve``), so a day richer or poorer
+  than expected spreads the difference over what is left of it;
+  ``"pi"``: ``m = exp(L - KP * gap)``, ``gap`` being actual spend minus the
   plan's expected cumulative spend at this instant (in units of an average
-  hour's budget); ``L`` integrates the gap over time (the dual variable), so the
-  multiplier settles wherever spend tracks the plan.  ``M_MIN <= m <= M_MAX``.
+  hour's budget) and ``L`` its integral over time, so the multiplier settles
+  wherever spend tracks the morning's curve;
+  ``"dual-gradient"``: Balseiro & Gur's update on the same gap (``_multiplier``).
   The controller steps on every record and, between records, at most every
   ``CONTROL_STEP`` (0.1 s) of bids: at thousands of bids a second it does not
   redo the same sum for each.
 - caps: a single bid <= 10% of the current hour's allocation; spend through
-  the end of this hour <= the plan's cumulative amount by then (no running
-  ahead, unspent money carries forward); and the hard guard: a bid never
+  the end of this hour <= the curve's cumulative amount by then, plus 25% of
+  the hour's allocation (no running ahead, unspent money carries forward;
+  each hour at most ``max_share`` of the day, default 0.5); and the hard guard: a bid never
   exceeds budget left minus the bids still outstanding.  A placed bid is
   outstanding until its outcome is recorded (``bid_id`` settles a given bid)
   or ``auction_timeout`` seconds pass (plan option, default ``AUCTION_TIMEOUT``
@@ -135,10 +145,12 @@ STORE_RETRY, MAX_STORE_RETRY = 1.0, 8.0  # seconds to the next attempt to reach 
 EARLIEST, LATEST = 946_684_800.0, 7_258_118_400.0  # plausible instants: 2000-01-01 to 2200-01-01 UTC (epoch s)
 MAX_FILE_NAME = 120  # bytes of a journal file name; longer campaign names are cut and tagged with a hash
 DUAL_STEP = 0.5  # the dual-gradient controller's step: dual variable per average hour's budget of gap
-CONTROLLERS = ("pi", "dual-gradient")
-PLAN_OPTIONS = {"max_share": 0.2, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
+RESOLVE_EVERY = 60.0  # seconds between the re-solving controller's solves (and at every new plan)
+RESOLVE_GRID = np.linspace(math.log(M_MIN), math.log(M_MAX), 129)  # the log multipliers it solves among
+CONTROLLERS = ("pi", "dual-gradient", "resolve")
+PLAN_OPTIONS = {"max_share": 0.5, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
                 "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, "learn": True,
-                "auction_timeout": AUCTION_TIMEOUT, "controller": "pi", "conversion_delay": None}
+                "auction_timeout": AUCTION_TIMEOUT, "controller": "resolve", "conversion_delay": None}
 INF = math.inf
 _clock = time.time  # the wall clock, bound once: adjust_bid reads it per bid
 PACER_PARTS = ("conversion", "volume", "cost")  # the fitted parts whose gate the pacer needs passed
@@ -460,6 +472,7 @@ class Pacer:
         self.plan_options = check_plan_options(plan_options or {})
         self._bid_cap = float(self.plan_options["bid_cap_share"])
         self._dual_gradient = self.plan_options["controller"] == "dual-gradient"
+        self._resolving = self.plan_options["controller"] == "resolve"
         self.warnings = list(warnings or [])
         self._fixed_stop = stop_reason
         self.journal_error: str | None = None  # why the day's journal could not be read or written, if so
@@ -591,6 +604,7 @@ class Pacer:
         self._unreported = np.zeros(24)  # clicks during tracking outages: left out of learning
         self._outage: float | None = None  # when the current tracking outage was detected
         self._weights = None  # importance weights of the draws under today's outcomes (None: uniform)
+        self._beliefs = None  # today's posterior means of cvr, cpc and volume, [24] each (``_resolve``; None: due)
         self._today_x = np.zeros(24)  # learned log-rate deviation of today, per hour
         self._today_cov = None  # its Laplace covariance (None: nothing learned yet)
         self._ess = float(self.posterior.cvr.shape[0])
@@ -655,7 +669,8 @@ class Pacer:
         ``market``: price spread and logged win rate)."""
         cvr, cpc, vol = self._today()
         cap = hour_cap(self.budget, self.plan_options["max_share"], self.plan_options.get("max_per_hour"))
-        return threshold_plan(cvr.mean(0), cpc.mean(0), vol.mean(0), budget, cap, open_hours, *market)
+        self._means = (cvr.mean(0), cpc.mean(0), vol.mean(0))  # the latest beliefs, for ``_resolve``
+        return threshold_plan(*self._means, budget, cap, open_hours, *market)
 
     def _plan(self, open_hours: np.ndarray, budget: float, first: bool = False) -> None:
         self._plan_market = self._market_now()  # the market the plan was made for
@@ -677,11 +692,14 @@ class Pacer:
         self._refresh_curve()
 
     def _refresh_curve(self) -> None:
-        """Cumulative planned spend from the allocation."""
-        self._m_until = -INF  # a new plan: the next bid steps the controller
+        """Cumulative planned spend from the allocation of a new plan."""
+        self._m_until = self._resolve_at = -INF  # a new plan: the next bid steps the controller
         self._cum = [0.0]
         for a in self._alloc:
             self._cum.append(self._cum[-1] + a)
+        # the plan as made, which ``_resolve`` does not move (``_alloc`` and ``_cum`` are the curve paced on):
+        # what re-plans start from and the overspend stop compares with, alike live and replayed on restart
+        self._plan_alloc, self._plan_cum = self._alloc[:], self._cum[:]
 
     # ----- journal -------------------------------------------------------------------------------
     def _open_journal(self) -> None:
@@ -813,7 +831,7 @@ class Pacer:
     def _plan_state(self) -> dict:
         """This process's plan, for the ledger."""
         return {"version": self._plan_id[0], "holder": self._plan_id[1], "log_k": [float(k) for k in self._log_k],
-                "alloc": self._alloc, "market": list(self._plan_market)}
+                "alloc": self._plan_alloc, "market": list(self._plan_market)}
 
     def _adopt_plan(self, plan: dict) -> None:
         """Pace on the fleet's plan (``_plan_state`` of the holder that made it)."""
@@ -863,6 +881,10 @@ class Pacer:
         variable takes a gradient step per auction, ``mu += step x (spend - target spend)``, whose sum is
         ``DUAL_STEP x gap`` (the plan's own dual is already in the bid factors, so ``mu`` is the correction
         to it), and the multiplier is ``1 / (1 + mu)`` within [M_MIN, M_MAX]: no integral term."""
+        if self._resolving:
+            if t >= self._resolve_at:
+                self._resolve(t, h)
+            return self._m
         gap = (self._spent - self._planned(t, h)) * self._gap_scale
         if self._dual_gradient:  # Balseiro & Gur: mu += step x (spend - target) per auction, summed: step x gap
             mu = DUAL_STEP * gap
@@ -874,6 +896,49 @@ class Pacer:
             self._t_int = t
         m = math.exp(self._L - KP * gap)
         return M_MIN if m < M_MIN else M_MAX if m > M_MAX else m
+
+    def _resolve(self, t: float, h: int) -> None:
+        """The re-solving controller (plan option ``controller="resolve"``): the multiplier ``m`` of every
+        hour's bid factor under which the rest of the day (the rest of this hour and the hours after it, each
+        at most its cap) is expected to spend exactly the budget not yet committed, on the latest beliefs
+        and the plan's market; the plan's curve from here on is what ``m`` is expected to spend, so the
+        hour's room follows it.  Solved every ``RESOLVE_EVERY`` seconds and at every new plan, on a grid of
+        multipliers (``RESOLVE_GRID``, interpolated): a day richer or poorer than expected spreads its
+        difference over all that is left of it instead of being steered back to the morning's curve."""
+        committed = self._spent  # (not the bids held, which are no cost yet: a restart, which has none, solves alike)
+        start, end = self._starts[h], self._starts[h + 1]
+        rest = min(max((end - t) / (end - start), 0.0), 1.0)
+        weight = np.where(_HOURS > h, 1.0, 0.0)
+        weight[h] = rest
+        if self._beliefs is None:  # the posterior means of today (as learned so far)
+            self._beliefs = tuple(a.mean(0) for a in self._today())
+        cvr, cpc, vol = self._beliefs
+        cap = hour_cap(self.budget, self.plan_options["max_share"], self.plan_options.get("max_per_hour"))
+        spend, _ = auction_response(np.asarray(self._log_k)[None, :] + RESOLVE_GRID[:, None], vol, cpc, cvr,
+                                    *self._plan_market)
+        spend = np.minimum(spend, cap)  # [grid, 24]
+        totals = spend @ weight  # non-decreasing along the grid
+        i = int(totals.searchsorted(self.budget - committed))
+        if i == 0 or i == len(totals):  # beyond the grid: its end
+            i = min(i, len(totals) - 1)
+            share, lo = 1.0, i
+        else:
+            lo = i - 1
+            share = (self.budget - committed - totals[lo]) / max(totals[i] - totals[lo], 1e-300)
+        curve = spend[lo] + share * (spend[i] - spend[lo])
+        self._m = math.exp(RESOLVE_GRID[lo] + share * (RESOLVE_GRID[i] - RESOLVE_GRID[lo]))
+        self._alloc[h:] = [float(a) for a in curve[h:]]
+        # the curve ends at the budget: through now at the solution (the later hours keep what they are
+        # expected to take), and where no multiplier spends all that is left, this hour may take the rest
+        self._cum[24] = self.budget
+        for j in range(23, h - 1, -1):
+            self._cum[j] = self._cum[j + 1] - self._alloc[j]
+        before = self._cum[h]
+        past = math.fsum(self._alloc[:h])  # the earlier hours: the spend so far, in the plan's shape
+        self._alloc[:h] = [a * before / past if before > 0 and past > 0 else 0.0 for a in self._alloc[:h]]
+        for j in range(h - 1):
+            self._cum[j + 1] = self._cum[j] + self._alloc[j]
+        self._resolve_at = t + RESOLVE_EVERY
 
     def adjust_bid(self, bid: float, now=None, bid_id=None) -> float:
         """The bid to place for an opportunity whose raw bid is ``bid``; 0.0 means do not bid.
@@ -1313,9 +1378,9 @@ class Pacer:
     def _review(self, t: float, h: int) -> None:
         """After each record, live or replayed from the journal (so a restart learns and re-plans at the
         same records): the overspend stop; learning on hour changes and every ``CHECK_EVERY`` records."""
-        if self._spent > OVERSPEND_STOP * self._cum[h + 1] + 0.05 * self.budget:
+        if self._spent > OVERSPEND_STOP * self._plan_cum[h + 1] + 0.05 * self.budget:
             self._stop = self._stop or (f"spend {self._spent:.2f} is far beyond the plan "
-                                        f"({self._cum[h + 1]:.2f} by the end of hour {h})")
+                                        f"({self._plan_cum[h + 1]:.2f} by the end of hour {h})")
         if self._learning_due(h):
             self._learn(t, replan=h != self._hour)
 
@@ -1368,7 +1433,8 @@ class Pacer:
     def _apply(self, t: float, cost: float, clicks: int, conversions: int, click_t: float | None = None) -> None:
         """Book one record (``click_t``: the conversions are a postback for a click at that time)."""
         h = self._hour_index(t)
-        self._multiplier(max(t, self._starts[0]), h)  # integrate the gap up to now before spend jumps
+        if not self._resolving:  # (the re-solving controller has no state to bring up to now)
+            self._multiplier(max(t, self._starts[0]), h)  # integrate the gap up to now before spend jumps
         self._m_until = -INF  # and the next bid steps the controller with the new spend
         self._spent += cost
         b = min(max(int((t - self._starts[0]) / DELAY_BIN), 0), DAY_BINS - 1)
@@ -1423,6 +1489,7 @@ class Pacer:
             self._weights = w
             expected = clicks * (w @ self.posterior.cvr[:, d].astype(np.float64))
             self._today_x, self._today_cov = today_deviation(expected, conv)
+            self._beliefs = None
         if n > 1 and self._ess < REFIT_ESS * n:
             self._flags["refit_due"] = (f"importance weights' effective sample size {self._ess:.0f} of {n}: "
                                         "today differs from the fitted posterior; refit soon")
@@ -1480,7 +1547,7 @@ class Pacer:
         """Re-plan hours after ``h`` if the weighted posterior says a different plan is materially better, or
         the market learned since the plan was made has moved (``MARKET_MOVED``)."""
         open_hours = np.arange(24) > h
-        left = self.budget - max(self._spent + self._out_sum, self._cum[h + 1])
+        left = self.budget - max(self._spent + self._out_sum, self._plan_cum[h + 1])
         if left < 0.01 * self.budget:
             return
         market = self._market_now()
@@ -1497,7 +1564,7 @@ class Pacer:
             self._plan_market = market  # a materially better plan, or the plan's market was not the one learned
             self._log_k = np.where(open_hours, log_k, self._log_k)
             self._k = [float(k) for k in np.exp(self._log_k)]
-            self._alloc = [a if not o else float(s) for a, o, s in zip(self._alloc, open_hours, spend)]
+            self._alloc = [a if not o else float(s) for a, o, s in zip(self._plan_alloc, open_hours, spend)]
             self._replans += 1
             self._refresh_curve()
             if self._ledger is not None:  # the fleet paces on one plan: this one, from the next sync (at once)

@@ -374,15 +374,16 @@ def plugin_posterior(history: pd.DataFrame, campaign: str, prior_clicks: float =
 
 
 POLICIES = ("oracle", "even", "legacy", "dual", "plugin", "bayes")
-# also available: "bayes-static", the same pacer with online learning off (the plan of the morning all day), and
-# "bayes-dg", the same pacer with Balseiro & Gur's dual-gradient update instead of its PI controller; and the
-# ceilings of TRUTH_POLICIES
+# also available: "bayes-static", the same pacer with online learning off (the plan of the morning all day);
+# "bayes-pi" and "bayes-dg", the same pacer with a PI controller on the plan's curve, or Balseiro & Gur's
+# dual-gradient update, instead of its re-solving controller; and the ceilings of TRUTH_POLICIES
 TRUTH_POLICIES = {  # the pacer given the world's true rates, costs and volumes (one exact draw, learning off)
     "truth": {"learn": False},  # under the default caps: what a perfect posterior gives this pacer
     "truth-uncapped": {"learn": False, "max_share": 1.0, "bid_cap_share": 1.0},  # and without its caps
 }
 PACER_POLICIES = {  # the policies that are the runtime pacer: their plan options over the caller's
-    "plugin": {}, "bayes": {}, "bayes-static": {"learn": False}, "bayes-dg": {"controller": "dual-gradient"},
+    "plugin": {}, "bayes": {}, "bayes-static": {"learn": False}, "bayes-pi": {"controller": "pi"},
+    "bayes-dg": {"controller": "dual-gradient"},
     **TRUTH_POLICIES}
 MORE_POLICIES = tuple(p for p in PACER_POLICIES if p not in POLICIES)
 
@@ -436,8 +437,8 @@ def trace_day(world: World, history: pd.DataFrame, model_dir: str | None, campai
 def make_policy(policy: str, campaign: str, budget: float, day_start: float, history: pd.DataFrame,
                 cached: tuple[dict, dict] | None = None, pacer_kwargs: dict | None = None,
                 world: World | None = None):
-    """A fresh policy for one campaign-day: ``even``, ``legacy``, ``dual``, ``plugin``, ``bayes``, ``bayes-static``
-    or ``bayes-dg`` (the last three need ``cached`` = (manifest, runtime arrays) of a fitted posterior), or a
+    """A fresh policy for one campaign-day: ``even``, ``legacy``, ``dual``, ``plugin``, ``bayes``, ``bayes-static``,
+    ``bayes-pi`` or ``bayes-dg`` (the bayes ones need ``cached`` = (manifest, runtime arrays) of a fitted posterior), or a
     ceiling for the pacer, ``truth`` or ``truth-uncapped`` (``TRUTH_POLICIES``; they need the ``world``)."""
     from .runtime import CampaignPosterior, Pacer
 

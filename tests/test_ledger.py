@@ -12,7 +12,7 @@ import pytest
 
 from gaelp_bayes import fleet, sim
 from gaelp_bayes.ledger import Ledger, LedgerUnavailable, Sync, apply_sync
-from gaelp_bayes.runtime import MAX_STORE_RETRY, SYNC_EVERY, Pacer
+from gaelp_bayes.runtime import MAX_STORE_RETRY, RESOLVE_EVERY, SYNC_EVERY, Pacer
 
 from test_runtime import DAY, posterior
 
@@ -70,9 +70,12 @@ def test_pacers_on_one_sqlite_ledger_share_the_budget_and_the_day(tmp_path):
     assert sa["spent"] == pytest.approx(spent) == pytest.approx(sb["spent"])
     assert sa["clicks_today"] == sb["clicks_today"] > 0 and sa["conversions_today"] == sb["conversions_today"] > 0
     assert sa["ledger"]["url"] == url and sa["ledger"]["holder"] != sb["ledger"]["holder"]
-    # one plan for the fleet (whoever re-planned last), so both controllers track one curve and agree
-    assert sa["replans"] + sb["replans"] > 0 and sa["plan"] == sb["plan"]
+    # one plan for the fleet (whoever re-planned last), so both controllers, solving on the fleet's spend a
+    # minute later, agree
+    assert sa["replans"] + sb["replans"] > 0 and a._plan_alloc == b._plan_alloc
+    sa, sb = a.status(t + SYNC_GAP + RESOLVE_EVERY), b.status(t + SYNC_GAP + RESOLVE_EVERY)
     assert sa["multiplier"] == pytest.approx(sb["multiplier"], rel=0.02)
+    assert sa["plan"] == pytest.approx(sb["plan"], abs=0.05)
     # a third process joining the day (a restart) knows the day's spend and learning from the ledger
     c = Pacer(posterior(), budget, now=t + SYNC_GAP, ledger=url)
     assert c.status(t + SYNC_GAP)["spent"] == pytest.approx(spent)
@@ -217,7 +220,7 @@ def test_a_fleet_of_four_processes_paces_one_budget(redis_server, fitted):
                              kill=(1, 12.0), restart=(2, 16.0))
     outage = fleet.run_fleet(day, raw, budget, fitted.path, name, processes=4, ledger=redis_server.url[:-1] + "2",
                              outage=(13.0, 13.5, 1.0), server=redis_server)
-    assert apart["spent"] > 2 * budget  # the failure this fixes: each process believed the budget its own
+    assert apart["spent"] > 1.3 * budget  # the failure this fixes: each process believed the budget its own
     for run in (alone, shared, outage):
         assert run["spent"] <= budget + 0.005  # to the cent
     assert shared["utilization"] >= 0.98

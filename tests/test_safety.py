@@ -494,18 +494,28 @@ def test_market_losses_in_bulk_bin_as_one_at_a_time():
     assert np.array_equal(one.losses, bulk.losses) and one.losses.sum() == 4
 
 
-def test_the_controller_resumes_after_a_restart_to_the_record(tmp_path):
-    """The multiplier's integral state used to restart from 1 after a reload: it comes back from the journal."""
-    pacer = Pacer(posterior(), 100.0, journal=tmp_path, now=DAY)
+@pytest.mark.parametrize("controller", ["pi", "resolve"])
+def test_the_controller_resumes_after_a_restart_to_the_record(tmp_path, controller):
+    """The PI multiplier's integral state used to restart from 1 after a reload: it comes back from the
+    journal.  The re-solving controller has no state of its own: solved at the same instant, the reloaded
+    pacer's multiplier and plan of the hours left are the ones it would have had."""
+    options = {"controller": controller}
+    pacer = Pacer(posterior(), 100.0, journal=tmp_path, now=DAY, plan_options=options)
     t = DAY + 9 * 3600
     for i in range(300):  # spending ahead of the plan for a while winds the integral term down
         pacer.adjust_bid(1.0, now=t + 10 * i)
         pacer.record(0.3, clicks=1, now=t + 10 * i + 1)
-    before = (pacer.multiplier(t + 3001), pacer._L, pacer._t_int, pacer.status(t + 3001)["spent"])
+    later = t + 3001 + 60  # (the re-solving controller solves every minute: both solve at this instant)
+    status = pacer.status(later)
+    before = (pacer.multiplier(later), pacer._L, pacer._t_int, status["spent"], status["plan"][10:])
     pacer.close()
-    again = Pacer(posterior(), 100.0, journal=tmp_path, now=t + 3001)
-    assert -3.0 < before[1] < -0.1  # the state is neither the fresh one nor a clamp
-    assert (again.multiplier(t + 3001), again._L, again._t_int, again.status(t + 3001)["spent"]) == before
+    again = Pacer(posterior(), 100.0, journal=tmp_path, now=t + 3001, plan_options=options)
+    if controller == "pi":
+        assert -3.0 < before[1] < -0.1  # the state is neither the fresh one nor a clamp
+    else:
+        assert before[0] != 1.0 and before[1] == 0.0
+    status = again.status(later)
+    assert (again.multiplier(later), again._L, again._t_int, status["spent"], status["plan"][10:]) == before
 
 
 def test_the_journal_is_committed_within_the_group_window(tmp_path):
@@ -523,7 +533,7 @@ import numpy as np
 sys.path.insert(0, sys.argv[2])
 from test_runtime import DAY, posterior
 from gaelp_bayes.runtime import Pacer
-pacer = Pacer(posterior(), 100.0, journal=sys.argv[1], now=DAY)
+pacer = Pacer(posterior(), 100.0, journal=sys.argv[1], now=DAY, plan_options={"controller": "pi"})
 rng = np.random.default_rng(1)
 t = DAY + 8 * 3600
 for i in range(3000):  # a morning of bids and outcomes, conversions included (learning and re-plans)
@@ -546,7 +556,7 @@ def test_a_pacer_killed_mid_day_resumes_to_the_record(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
     before = json.loads(run.stdout)
-    again = Pacer(posterior(), 100.0, journal=tmp_path, now=before["t"])
+    again = Pacer(posterior(), 100.0, journal=tmp_path, now=before["t"], plan_options={"controller": "pi"})
     assert before["spent"] > 2 and before["x"] != [1.0] * 24 and before["L"] != 0.0  # not a fresh pacer's
     assert (again._L, again._t_int) == (before["L"], before["ti"])
     s = again.status(before["t"])
