@@ -669,8 +669,7 @@ class Pacer:
         ``market``: price spread and logged win rate)."""
         cvr, cpc, vol = self._today()
         cap = hour_cap(self.budget, self.plan_options["max_share"], self.plan_options.get("max_per_hour"))
-        self._means = (cvr.mean(0), cpc.mean(0), vol.mean(0))  # the latest beliefs, for ``_resolve``
-        return threshold_plan(*self._means, budget, cap, open_hours, *market)
+        return threshold_plan(cvr.mean(0), cpc.mean(0), vol.mean(0), budget, cap, open_hours, *market)
 
     def _plan(self, open_hours: np.ndarray, budget: float, first: bool = False) -> None:
         self._plan_market = self._market_now()  # the market the plan was made for
@@ -900,12 +899,12 @@ class Pacer:
     def _resolve(self, t: float, h: int) -> None:
         """The re-solving controller (plan option ``controller="resolve"``): the multiplier ``m`` of every
         hour's bid factor under which the rest of the day (the rest of this hour and the hours after it, each
-        at most its cap) is expected to spend exactly the budget not yet committed, on the latest beliefs
+        at most its cap) is expected to spend exactly the budget not yet spent, on the latest beliefs
         and the plan's market; the plan's curve from here on is what ``m`` is expected to spend, so the
         hour's room follows it.  Solved every ``RESOLVE_EVERY`` seconds and at every new plan, on a grid of
         multipliers (``RESOLVE_GRID``, interpolated): a day richer or poorer than expected spreads its
         difference over all that is left of it instead of being steered back to the morning's curve."""
-        committed = self._spent  # (not the bids held, which are no cost yet: a restart, which has none, solves alike)
+        spent = self._spent  # (not the bids held, which are no cost yet: a restart, which has none, solves alike)
         start, end = self._starts[h], self._starts[h + 1]
         rest = min(max((end - t) / (end - start), 0.0), 1.0)
         weight = np.where(_HOURS > h, 1.0, 0.0)
@@ -918,13 +917,13 @@ class Pacer:
                                     *self._plan_market)
         spend = np.minimum(spend, cap)  # [grid, 24]
         totals = spend @ weight  # non-decreasing along the grid
-        i = int(totals.searchsorted(self.budget - committed))
+        i = int(totals.searchsorted(self.budget - spent))
         if i == 0 or i == len(totals):  # beyond the grid: its end
             i = min(i, len(totals) - 1)
             share, lo = 1.0, i
         else:
             lo = i - 1
-            share = (self.budget - committed - totals[lo]) / max(totals[i] - totals[lo], 1e-300)
+            share = (self.budget - spent - totals[lo]) / max(totals[i] - totals[lo], 1e-300)
         curve = spend[lo] + share * (spend[i] - spend[lo])
         self._m = math.exp(RESOLVE_GRID[lo] + share * (RESOLVE_GRID[i] - RESOLVE_GRID[lo]))
         self._alloc[h:] = [float(a) for a in curve[h:]]
@@ -1287,9 +1286,9 @@ class Pacer:
                 placed = out[:n].copy()  # held apart from the caller's array, which may change it
                 scale = self._reference[h] / factor  # a bid placed as asked: ``_adjust_bid``'s scale
                 if capped is not None and capped[:n].any():  # where the cap bound: the raw bid's reference
-                    with np.errstate(over="ignore"):  # price per unit of the bid placed
-                        scale = np.where(capped[:n], bids[:n] * self._reference[h] / np.where(capped[:n], placed, 1.0),
-                                         scale)
+                    bound = capped[:n]  # price per unit of the bid placed
+                    with np.errstate(over="ignore"):
+                        scale = np.where(bound, bids[:n] * self._reference[h] / np.where(bound, placed, 1.0), scale)
                 self._batches[self._bid_offset + len(self._bid_t)] = (placed, scale)
                 self._push_t(seen)
                 self._push_b(wanted)  # one entry in the lists, holding the batch's sum

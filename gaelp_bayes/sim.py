@@ -438,8 +438,9 @@ def make_policy(policy: str, campaign: str, budget: float, day_start: float, his
                 cached: tuple[dict, dict] | None = None, pacer_kwargs: dict | None = None,
                 world: World | None = None):
     """A fresh policy for one campaign-day: ``even``, ``legacy``, ``dual``, ``plugin``, ``bayes``, ``bayes-static``,
-    ``bayes-pi`` or ``bayes-dg`` (the bayes ones need ``cached`` = (manifest, runtime arrays) of a fitted posterior), or a
-    ceiling for the pacer, ``truth`` or ``truth-uncapped`` (``TRUTH_POLICIES``; they need the ``world``)."""
+    ``bayes-pi`` or ``bayes-dg`` (the bayes ones need ``cached`` = (manifest, runtime arrays) of a fitted
+    posterior), or a ceiling for the pacer, ``truth`` or ``truth-uncapped`` (``TRUTH_POLICIES``; they need the
+    ``world``)."""
     from .runtime import CampaignPosterior, Pacer
 
     if policy == "even":

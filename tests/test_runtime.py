@@ -153,12 +153,14 @@ def test_a_batch_holds_each_of_its_bids_until_settled_or_lost():
     placed = sorted(batch[batch > 0].tolist() + [single])
     assert len(set(placed)) == 5 and placed[0] > 0.005 and placed[2] == single  # placed as asked
     status = pacer.status(t)
-    assert status["bids_outstanding"] == 5 and status["held_for_outstanding"] == pytest.approx(sum(placed), abs=1e-6)
+    assert status["bids_outstanding"] == 5
+    assert status["held_for_outstanding"] == pytest.approx(sum(placed), abs=1e-6)
     pacer.record(0.0001, now=t)  # the smallest bid: the batch's first
     pacer.record(placed[1] - 1e-9, clicks=1, now=t)  # the batch's second, not the larger single one
     left = placed[2:]
     status = pacer.status(t)
-    assert status["bids_outstanding"] == 3 and status["held_for_outstanding"] == pytest.approx(sum(left), abs=1e-6)
+    assert status["bids_outstanding"] == 3
+    assert status["held_for_outstanding"] == pytest.approx(sum(left), abs=1e-6)
     assert status["spent"] == pytest.approx(0.0001 + placed[1] - 1e-9, abs=1e-6)
     pacer.record(placed[2] + 1e-9, clicks=1, now=t)  # more than the single bid: settles a larger batch bid
     assert pacer.status(t)["held_for_outstanding"] == pytest.approx(placed[2] + placed[4], abs=1e-6)
@@ -166,7 +168,8 @@ def test_a_batch_holds_each_of_its_bids_until_settled_or_lost():
     assert pacer.status(t)["bids_outstanding"] == 2
     assert pacer.adjust_bid(1e-6, now=t + 1.0) == 0.0  # below a cent; past the auction timeout, bids expire:
     status = pacer.status(t + 1.0)  # held for a late win, no longer in flight
-    assert status["bids_outstanding"] == 0 and status["held_for_expired"] == pytest.approx(placed[2] + placed[4], abs=1e-6)
+    assert status["bids_outstanding"] == 0
+    assert status["held_for_expired"] == pytest.approx(placed[2] + placed[4], abs=1e-6)
     auctions = pacer._market.auctions
     later = pacer.adjust_bid(0.01, now=t + 121.0)
     pacer.adjust_bid(1e-6, now=t + 122.0)  # its expiry lets the two go: a loss each, the single and the batch's
