@@ -133,14 +133,18 @@ def _win_rate_at_raw(world: World) -> float:
     return 0.5 * (1 + erf(log(RAW_BID_OVER_MEDIAN) / (world.price_sigma * sqrt(2))))
 
 
-def cost_per_click_at_raw(world: World) -> np.ndarray:
-    """The mean price of a click won at the logged raw bid, [campaign, day, hour]: what a history's spend per
-    click measures (``world.cpc`` is the median market price; the won ones are the cheaper part of it)."""
-    from math import erf, exp, log, sqrt
+def at_raw_bid(world: World, campaign: int) -> tuple[np.ndarray, np.ndarray]:
+    """What a history logged at the campaign's raw bid measures, [day, hour] each: the expected clicks (the
+    auctions won at that bid) and their mean price.  ``world.clicks`` are the clicks a bid of 1.3x each hour's
+    own median price would win and ``world.cpc`` that median; the raw bid is one for the day, so each hour wins
+    its own share of auctions, and the won ones are the cheaper part of the prices."""
+    from .market import normal_cdf
 
-    s, z = world.price_sigma, log(RAW_BID_OVER_MEDIAN)
-    below = 0.5 * (1 + erf((z - s * s) / (s * sqrt(2))))  # E[price; price < raw] / (median x e^(s^2/2))
-    return world.cpc * exp(s * s / 2) * below / _win_rate_at_raw(world)
+    s = world.price_sigma
+    z = np.log(raw_bid(world, campaign) / world.cpc[campaign])  # log(raw bid / the hour's median price)
+    won = normal_cdf(z / s)  # the hour's win rate at the raw bid
+    clicks = world.clicks[campaign] / _win_rate_at_raw(world) * won
+    return clicks, world.cpc[campaign] * np.exp(s * s / 2) * normal_cdf((z - s * s) / s) / won
 
 
 def raw_bid(world: World, campaign: int) -> float:
@@ -455,8 +459,8 @@ def make_policy(policy: str, campaign: str, budget: float, day_start: float, his
         if world is None:
             raise ValueError(f"policy {policy!r} needs the world's truth")
         c = world.campaigns.index(campaign)
-        post = CampaignPosterior(campaign, *(np.asarray(a[c], np.float32)[None]
-                                             for a in (world.cvr, cost_per_click_at_raw(world), world.clicks)))
+        clicks, cpc = at_raw_bid(world, c)
+        post = CampaignPosterior(campaign, *(np.asarray(a, np.float32)[None] for a in (world.cvr[c], cpc, clicks)))
     elif policy == "plugin":
         post = plugin_posterior(history, campaign)
     elif cached is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import pytest
 
 from gaelp_bayes import sim
 
@@ -46,6 +48,15 @@ def test_the_truth_policies_pace_on_the_worlds_truth_and_unknown_policies_are_er
     day = sim.auction_day(world, 1, "2026-03-02", seed=1)
     pacer = sim.make_policy("truth-uncapped", world.campaigns[1], 100.0, day.start, history, world=world)
     assert np.array_equal(pacer.posterior.cvr[0], world.cvr[1].astype(np.float32))
+    # its clicks and cost per click are what a history at the raw bid measures (not the market's median price)
+    long = sim.log_auction_history(world, days=28, seed=6)
+    logged = long[long["campaign"] == world.campaigns[1]]
+    stamps = pd.to_datetime(logged["timestamp"], utc=True)
+    cells = (stamps.dt.day_of_week.to_numpy(), stamps.dt.hour.to_numpy())
+    volume, cpc = (a[0][cells] for a in (pacer.posterior.volume, pacer.posterior.cpc))
+    assert logged["clicks"].sum() == pytest.approx(volume.sum(), rel=0.03)
+    assert logged["spend"].sum() / logged["clicks"].sum() == pytest.approx(
+        (cpc * logged["clicks"]).sum() / logged["clicks"].sum(), rel=0.02)
     assert pacer.plan_options["max_share"] == pacer.plan_options["bid_cap_share"] == 1.0
     assert not pacer.plan_options["learn"]
     assert cli.main(["simulate", "--policies", "bayes,nope"]) == 2
