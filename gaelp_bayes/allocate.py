@@ -354,6 +354,10 @@ def allocate(model_dir: str, budget: float | Decimal, *, date: str | None = None
     return plan
 
 
+PACER_MAX_SHARE = 0.5  # the runtime pacer's hour share (its plan option max_share): the hindsight optimum
+# of a day's auctions often puts more than 20% of the day into its best hour
+
+
 def hour_cap(budget: float, max_share: float = 0.2, max_per_hour: float | None = None) -> float:
     """The most one hour may take of a day's budget: ``max_share`` of it, and at most ``max_per_hour``."""
     cap = max_share * budget
@@ -367,9 +371,9 @@ def plan_day(manifest: dict, arrays: dict, budget: float | Decimal, day: dt.date
     name, draws, warnings = campaign_draws(arrays, manifest, campaign, day.weekday(), clicks_as_cost, when=noon)
     res = allocate_draws(draws, budget, **options)
     runtime_plan = runtime_confidence = None
-    if "cpc" in arrays:  # the auction-aware plan of the runtime pacer, for the same budget and hour caps
+    if "cpc" in arrays:  # the auction-aware plan of a runtime pacer with its default options, for this budget
         total = float(res["cents"].sum()) / 100
-        cap = hour_cap(total, options.get("max_share", 0.2), options.get("max_per_hour"))
+        cap = hour_cap(total, PACER_MAX_SHARE)
         log_k, spend = threshold_plan(draws.cvr.mean(0), draws.cpc.mean(0), draws.volume.mean(0), total, cap)
         runtime_plan = [round(float(x), 2) for x in spend]
         runtime_confidence = threshold_scores(log_k, draws.cvr, draws.cpc, draws.volume,

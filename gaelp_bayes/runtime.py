@@ -112,7 +112,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from . import cache
-from .allocate import hour_cap
+from .allocate import PACER_MAX_SHARE, hour_cap
 from .errors import CacheError, GaelpError
 from .market import (LOGGED_WIN_RATE, PRICE_SIGMA, MarketBelief, auction_response, conversions_at_spend,
                      threshold_plan, threshold_scores)
@@ -148,7 +148,7 @@ DUAL_STEP = 0.5  # the dual-gradient controller's step: dual variable per averag
 RESOLVE_EVERY = 60.0  # seconds between the re-solving controller's solves (and at every new plan)
 RESOLVE_GRID = np.linspace(math.log(M_MIN), math.log(M_MAX), 129)  # the log multipliers it solves among
 CONTROLLERS = ("pi", "dual-gradient", "resolve")
-PLAN_OPTIONS = {"max_share": 0.5, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
+PLAN_OPTIONS = {"max_share": PACER_MAX_SHARE, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
                 "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, "learn": True,
                 "auction_timeout": AUCTION_TIMEOUT, "controller": "resolve", "conversion_delay": None}
 INF = math.inf
