@@ -710,9 +710,10 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
 
     base = min(stream(noop, now, n, 1.0) for _ in range(3))
     # a raw bid of 2e-5 on a budget of 1e9 asks for about 0.014, which no cap binds: the common case (the
-    # plan is capped by the market's volume; the bids in flight, 0.5 s of them, hold about 70).  A raw bid of 1.0 asks for about 700: the per-bid cap (10% of the hour's
-    # allocation) clamps it, on the full path; whether the hour's room then binds depends on the plan (a
-    # budget no multiplier can spend leaves the hour all the room: every capped bid is placed).
+    # plan is capped by the market's volume; the bids in flight, 0.5 s of them, hold about 70).  A raw bid
+    # of 1.0 asks for about 700: the per-bid cap (10% of the hour's allocation) clamps it, on the full path;
+    # whether the hour's room then binds depends on the plan (a budget no multiplier can spend leaves the
+    # hour all the room: every capped bid is placed).
     # Each its own pacer: the records timed below must not meet the 1,000,000s of bids they hold
     per_bid = placed(load())
     capping = load()
@@ -776,7 +777,8 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
         f"{learn_ms:.2f} ms | amortized {1000 * learn_ms / CHECK_EVERY:.1f} us per record |",
         f"| re-plan of the rest of the day (on hour changes) | {replan_ms:.1f} ms | once an hour |",
         *(f"| adjust_bids batch throughput, batches of {size:,} every {every:g} s of the clock | "
-          f"{rate / 1e6:.1f} M bids/s | {100 * share:.1f}% placed (as asked) |" for size, every, rate, share in placed_batches),
+          f"{rate / 1e6:.1f} M bids/s | {100 * share:.1f}% placed (as asked) |"
+          for size, every, rate, share in placed_batches),
         f"| adjust_bids batch throughput, a batch of {batch.size:,} bids below a cent (all refused) | "
         f"{refused_rate / 1e6:.1f} M bids/s | |",
         f"| import gaelp_bayes.runtime (fresh process, incl. numpy) | {min(imports) * 1000:.0f} ms | |",

@@ -471,6 +471,8 @@ class Pacer:
         self.durable = durable
         self.plan_options = check_plan_options(plan_options or {})
         self._bid_cap = float(self.plan_options["bid_cap_share"])
+        # the most one hour may be planned (the plan's and the re-solving controller's bound alike)
+        self._hour_cap = hour_cap(self.budget, self.plan_options["max_share"], self.plan_options["max_per_hour"])
         self._dual_gradient = self.plan_options["controller"] == "dual-gradient"
         self._resolving = self.plan_options["controller"] == "resolve"
         self.warnings = list(warnings or [])
@@ -668,8 +670,7 @@ class Pacer:
         """Bid factors and expected spend per hour for ``budget`` over the open hours (today's posterior,
         ``market``: price spread and logged win rate)."""
         cvr, cpc, vol = self._today()
-        cap = hour_cap(self.budget, self.plan_options["max_share"], self.plan_options.get("max_per_hour"))
-        return threshold_plan(cvr.mean(0), cpc.mean(0), vol.mean(0), budget, cap, open_hours, *market)
+        return threshold_plan(cvr.mean(0), cpc.mean(0), vol.mean(0), budget, self._hour_cap, open_hours, *market)
 
     def _plan(self, open_hours: np.ndarray, budget: float, first: bool = False) -> None:
         self._plan_market = self._market_now()  # the market the plan was made for
@@ -912,10 +913,8 @@ class Pacer:
         if self._beliefs is None:  # the posterior means of today (as learned so far)
             self._beliefs = tuple(a.mean(0) for a in self._today())
         cvr, cpc, vol = self._beliefs
-        cap = hour_cap(self.budget, self.plan_options["max_share"], self.plan_options.get("max_per_hour"))
-        spend, _ = auction_response(np.asarray(self._log_k)[None, :] + RESOLVE_GRID[:, None], vol, cpc, cvr,
-                                    *self._plan_market)
-        spend = np.minimum(spend, cap)  # [grid, 24]
+        spend, _ = auction_response(self._log_k[None, :] + RESOLVE_GRID[:, None], vol, cpc, cvr, *self._plan_market)
+        spend = np.minimum(spend, self._hour_cap)  # [grid, 24]
         totals = spend @ weight  # non-decreasing along the grid
         i = int(totals.searchsorted(self.budget - spent))
         if i == 0 or i == len(totals):  # beyond the grid: its end
