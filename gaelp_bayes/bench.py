@@ -35,38 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .bench_common import OUT_DIR, _campaign_rates, _header, _held_out, _markdown, _standard_error, _write
 from .errors import GaelpError
 from .pipeline import fit_cached
-
-OUT_DIR = Path("reports/benchmarks")
-
-
-def _header(title: str) -> list[str]:
-    import arviz
-    import nutpie
-    import pymc
-
-    return [f"# {title}", "",
-            f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-            f"pymc {pymc.__version__}, nutpie {nutpie.__version__}, arviz {arviz.__version__}. "
-            f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
-
-
-def _markdown(frame) -> str:
-    """A pandas DataFrame as a Markdown table (index first), without extra dependencies."""
-    cols = [frame.index.name or ""] + [str(c) for c in frame.columns]
-    rows = [[str(i)] + [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
-            for i, row in zip(frame.index, frame.itertuples(index=False))]
-    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def _write(name: str, lines: list[str]) -> None:
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    text = "\n".join(lines) + "\n"
-    (OUT_DIR / f"{name}.md").write_text(text)
-    print(text)
-    print(f"wrote {OUT_DIR / name}.md")
-
 
 _FIT_CHILD = """
 import json, sys, time
@@ -204,11 +175,6 @@ DELAY_WORLDS = {  # name: (share fast, fast mean s, slow mean s) of the conversi
     "slow (hours to days)": (0.35, 3600.0, 1.5 * 86400),
     "very slow (days)": (0.2, 3600.0, 4 * 86400),
 }
-
-
-def _standard_error(values) -> float:
-    """The standard error of the mean of ``values`` (a pandas Series over world seeds); NaN for one value."""
-    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
 def bench_delay(campaigns: int = 3, seeds: tuple[int, ...] = (61, 62, 63), weeks: tuple[int, ...] = (8, 2)) -> None:
@@ -363,34 +329,6 @@ def bench_drift(campaigns: int = 3, seeds: tuple[int, ...] = (71, 72, 73), weeks
         lines.append(f"| {name} | {model_name} | {group['rate'].mean():.3f} | {group['expected'].mean():.3f} | "
                      f"{_standard_error(group['expected']):.3f} | {worst:.3f} | {group['seconds'].mean():.1f} |")
     _write("drift", lines)
-
-
-def _held_out(model_dir: Path, holdout, world) -> dict:
-    """A cache's 90% coverage on held-out windows (randomized PIT; the inclusive predictive interval) and of
-    the true cell rates, with the number of held-out windows and their predicted conversions (the mean)."""
-    from . import cache
-    from .predict import predict
-
-    pred, _ = predict(str(model_dir), holdout.reset_index(drop=True), force=True)
-    manifest, arrays = cache.read_runtime(model_dir)
-    truth = world.cvr[[world.campaigns.index(c) for c in manifest["campaigns"]]]  # the cache's order (sorted names)
-    covered = 0
-    for start in range(0, len(truth), 100):  # 100 campaigns at a time: memory bounded at thousands
-        lo, hi = np.quantile(arrays["cvr"][:, start:min(start + 100, len(truth))], [0.05, 0.95], axis=0)
-        covered += int(((lo <= truth[start:start + 100]) & (truth[start:start + 100] <= hi)).sum())
-    return {"windows": len(pred), "predicted_conversions": float(pred["pred_conversions_mean"].sum()),
-            "pit_coverage": float(((pred["pred_pit"] >= 0.05) & (pred["pred_pit"] <= 0.95)).mean()),
-            "interval_coverage": float(((pred["pred_conversions_lo"] <= pred["conversions"])
-                                        & (pred["conversions"] <= pred["pred_conversions_hi"])).mean()),
-            "rate_coverage": covered / truth.size}
-
-
-def _campaign_rates(model_dir: Path) -> np.ndarray:
-    """[draw, campaign]: each campaign's conversion rate averaged over its 168 weekday-hour cells."""
-    from . import cache
-
-    cvr = cache.read_runtime(model_dir)[1]["cvr"][:, :-1]
-    return cvr.reshape(cvr.shape[0], cvr.shape[1], -1).mean(axis=2)
 
 
 def bench_scale(sizes: list[int], workers: list[int], joint_up_to: int, seed: int = 31,
@@ -1477,6 +1415,9 @@ def main(argv: list[str] | None = None) -> int:
     fl = sub.add_parser("fleet", help="bidder processes sharing one budget on a Redis/SQLite ledger")
     fl.add_argument("--seed", type=int, default=93, help="world seed")
     fl.add_argument("--outage-seconds", type=float, default=30.0, help="wall time the Redis server is stopped")
+    en = sub.add_parser("engines", add_help=False, help="the Laplace engine beside NUTS: agreement, calibration, "
+                        "sbc, gate, speed (gaelp-bayes bench engines --help)")
+    en.add_argument("rest", nargs=argparse.REMAINDER)
     sub.add_parser("index", help="only rebuild reports/benchmarks.md from the tables")
     sub.add_parser("all", help="every benchmark above with its defaults (about an hour on 2 cores)")
     args = p.parse_args(argv)
@@ -1493,6 +1434,10 @@ def run(args: argparse.Namespace) -> None:
     """The benchmark ``args.what`` (each writes its table under reports/benchmarks/)."""
     if args.what == "index":
         pass
+    elif args.what == "engines":
+        from . import bench_engines
+
+        bench_engines.main(args.rest)
     elif args.what == "scenarios":
         bench_scenarios(args.seed, args.days)
     elif args.what == "all":

@@ -48,9 +48,17 @@ def print_fit_summary(path: str, manifest: dict, arrays: dict) -> None:
         print("  cost per click (mean): " + ", ".join(f"{names[i]} {v:.2f}" for i, v in zip(listed, cpc))
               + (", ..." if len(names) > SUMMARY_CAMPAIGNS else ""))
     status = "PASSED" if diag["passed"] else "FAILED"
-    print(f"  diagnostics {status}: max R-hat {diag['rhat_max']:.3f}, min bulk ESS {diag['ess_bulk_min']:.0f}, "
-          f"min tail ESS {diag['ess_tail_min']:.0f}, divergences {diag['divergences']} "
-          f"({diag['chains']} chains x {diag['draws']} draws, fit {manifest['fit_seconds']:.1f} s)")
+    if diag.get("engine") == "laplace":
+        fallback = diag["fallback"]
+        print(f"  diagnostics {status} (Laplace + importance sampling per campaign, fit "
+              f"{manifest['fit_seconds']:.1f} s): max Pareto k-hat {diag['khat_max']:.2f}, min ESS "
+              f"{diag['ess_min']:.0f}, population k-hat {diag['population_khat_max']:.2f}; "
+              + (f"{len(fallback)} campaign(s) refitted with NUTS: {', '.join(fallback[:5])}"
+                 + (", ..." if len(fallback) > 5 else "") if fallback else "no campaign needed NUTS"))
+    else:
+        print(f"  diagnostics {status}: max R-hat {diag['rhat_max']:.3f}, min bulk ESS {diag['ess_bulk_min']:.0f}, "
+              f"min tail ESS {diag['ess_tail_min']:.0f}, divergences {diag['divergences']} "
+              f"({diag['chains']} chains x {diag['draws']} draws, NUTS, fit {manifest['fit_seconds']:.1f} s)")
     print("  by part: " + ", ".join(f"{part} {'passed' if d.get('passed') else 'FAILED'}"
                                     for part, d in cache.part_verdicts(manifest).items()))
     if "drift" in arrays:  # trend per week (log rate) of each listed campaign, and the walk's sd
@@ -91,7 +99,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     fitted = fit_cached(cells, args.out, overwrite=args.overwrite, runtime_draws=args.runtime_draws,
                         sharding=sharded, **sampling(args), seed=args.seed, sampler=args.sampler,
                         progress=not args.quiet, conversion_delay=delays,
-                        **({"config": replace(DEFAULT, drift=False)} if args.no_drift else {})).fit
+                        config=replace(DEFAULT, engine=args.engine, drift=not args.no_drift)).fit
     manifest = cache.read_manifest(args.out)
     _, arrays = cache.read_runtime(args.out, campaigns=summary_slots(len(manifest["campaigns"])), manifest=manifest)
     print_fit_summary(args.out, manifest, arrays)
@@ -308,9 +316,9 @@ def overwrite_option(parser: argparse.ArgumentParser) -> None:
 def sampling_options(parser: argparse.ArgumentParser) -> None:
     """NUTS settings per model part; unset, the model's defaults apply (``gaelp_bayes/model/config.py``:
     4 chains x 500 tuning steps + 1000 draws)."""
-    parser.add_argument("--draws", type=COUNT, help="draws per chain (default 1000)")
-    parser.add_argument("--tune", type=COUNT, help="tuning steps per chain (default 500)")
-    parser.add_argument("--chains", type=COUNT, help="chains (default 4)")
+    parser.add_argument("--draws", type=COUNT, help="NUTS draws per chain (default 1000)")
+    parser.add_argument("--tune", type=COUNT, help="NUTS tuning steps per chain (default 500)")
+    parser.add_argument("--chains", type=COUNT, help="NUTS chains (default 4)")
 
 
 def sampling(args: argparse.Namespace) -> dict:
@@ -363,7 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     sampling_options(f)
     f.add_argument("--seed", type=SEED, default=0)
     f.add_argument("--timezone", default="UTC", help="account timezone for hours and days (IANA name)")
-    f.add_argument("--sampler", choices=["auto", "pymc", "nutpie"], default="auto")
+    f.add_argument("--engine", choices=["auto", "laplace", "nuts"], default="auto",
+                   help="laplace: each campaign by Laplace + importance sampling under its population, NUTS for "
+                   "the campaigns whose weights fail the gate; nuts: NUTS throughout (the reference); auto "
+                   "(default): laplace, and nuts where a population fails its own gate")
+    f.add_argument("--sampler", choices=["auto", "pymc", "nutpie"], default="auto", help="NUTS sampler")
     f.add_argument("--runtime-draws", type=COUNT, default=1000, help="draws kept in the runtime file")
     f.add_argument("--conversion-delay", help="delay sample file (column delay_seconds) for windows with "
                    "observed_until (default: WINDOWS.delays.csv beside them)")

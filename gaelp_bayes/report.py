@@ -366,6 +366,8 @@ def diagnostics(ctx: Context) -> tuple[str, list[Figure]]:
     import xarray as xr
 
     diag, settings = ctx.manifest["diagnostics"], ctx.manifest["settings"]
+    if diag.get("engine") == "laplace":
+        return laplace_diagnostics(ctx)
     gate = diag["gate"]
     rows = "".join(
         f"<tr class='{'ok' if d['passed'] else 'bad'}'><td>{part}</td><td>{d['rhat_max']:.3f}</td>"
@@ -387,6 +389,41 @@ def diagnostics(ctx: Context) -> tuple[str, list[Figure]]:
     fig.suptitle("Rank ECDF differences per chain (key parameters): flat, overlapping lines mean the chains agree")
     return text, [Figure("rank_plot", "ArviZ rank plot of key parameters: each line is one chain; lines leaving "
                          "the envelope (black dots) flag disagreement between chains.", _png(fig))]
+
+
+def laplace_diagnostics(ctx: Context) -> tuple[str, list[Figure]]:
+    """The Laplace engine's gate: per part, the population's importance weights and every campaign's (Pareto
+    k-hat, effective sample size), and the campaigns refitted with NUTS; a figure of the campaigns' k-hats."""
+    import matplotlib.pyplot as plt
+
+    rows = "".join(
+        f"<tr class='{'ok' if d['passed'] else 'bad'}'><td>{part}</td><td>{d['population_khat']:.2f}</td>"
+        f"<td>{d['population_ess']:.0f}</td><td>{d['khat_max']:.2f}</td><td>{d['ess_min']:.0f}</td>"
+        f"<td>{d['quantity_khat_max']:.2f}</td><td>{len(d['fallback'])}</td>"
+        f"<td>{'pass' if d['passed'] else 'FAIL'}</td></tr>"
+        for part, d in cache.part_verdicts(ctx.manifest).items())
+    first = next(iter(cache.part_verdicts(ctx.manifest).values()))
+    text = (f"<p>Fitted in {ctx.manifest['fit_seconds']:.1f} s by the Laplace engine: each part's population "
+            f"(hyperparameters by nested Laplace on {first['population_members']} campaign(s), importance-weighted), "
+            f"then each campaign's latent values by a Laplace approximation under each population draw, corrected "
+            f"by {first['proposals']} Pareto-smoothed importance draws. Gate per campaign: k-hat &le; "
+            f"{first['khat_threshold']:.2f}, ESS &ge; 400, k-hat of each exported quantity's mean and variance "
+            f"&lt; 0.7, and no conflict between its data and the population; a campaign that fails is refitted "
+            f"with NUTS under the same population.</p><table><tr><th>model part</th><th>population k-hat</th>"
+            f"<th>population ESS</th><th>max campaign k-hat</th><th>min campaign ESS</th>"
+            f"<th>max quantity k-hat</th><th>refitted with NUTS</th><th>gate</th></tr>{rows}</table>")
+    gate = ctx.tree["laplace"].to_dataset() if "laplace" in ctx.tree.children else None
+    if gate is None:
+        return text, []
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for part in gate["part"].values:
+        ax.hist(gate["khat"].sel(part=part).values, bins=30, histtype="step", lw=1.5, label=str(part))
+    ax.axvline(first["khat_threshold"], color="#c0392b", ls="--", lw=1, label="gate")
+    ax.set_xlabel("Pareto k-hat of a campaign's importance weights")
+    ax.set_ylabel("campaigns")
+    ax.legend(fontsize=8)
+    return text, [Figure("importance_khat", "Each campaign's Pareto k-hat per model part: left of the dashed line "
+                         "its importance-weighted draws are reliable.", _png(fig))]
 
 
 def predictive_check(ctx: Context) -> tuple[str, list[Figure]]:
@@ -466,7 +503,9 @@ def _context(model_dir: str | Path, budget: float | None, date: str | None, camp
     from .allocate import AllocationError, plan_date
 
     model_dir = Path(model_dir)
-    manifest, tree = cache.read_posterior(model_dir, groups=("posterior", "observed_data"))
+    manifest = cache.read_manifest(model_dir)
+    groups = ("posterior", "observed_data") + (("laplace",) if manifest["diagnostics"].get("engine") == "laplace" else ())
+    manifest, tree = cache.read_posterior(model_dir, groups=groups)
     name, slot, _ = cache.campaign_slot(manifest, campaign or manifest["campaigns"][0], AllocationError)
     names = manifest["campaigns"]
     if slot >= len(names):
@@ -528,7 +567,11 @@ def build_report(model_dir: str | Path, out: str | Path | None = None, budget: f
             body.append("</section>")
             figures += figs
     failed = cache.failed_parts(ctx.manifest)
-    if not failed:
+    if not failed and diag.get("engine") == "laplace":
+        banner = (f"<div class='banner pass'>Fit PASSED its diagnostics gate: max Pareto k-hat "
+                  f"{diag['khat_max']:.2f}, min ESS {diag['ess_min']:.0f}, {len(diag['fallback'])} campaign(s) "
+                  "refitted with NUTS.</div>")
+    elif not failed:
         banner = (f"<div class='banner pass'>Fit PASSED its diagnostics gate: max R-hat {diag['rhat_max']:.3f}, "
                   f"min bulk ESS {diag['ess_bulk_min']:.0f}, min tail ESS {diag['ess_tail_min']:.0f}, "
                   f"{diag['divergences']} divergences.</div>")

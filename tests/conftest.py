@@ -82,3 +82,43 @@ def redis_server(tmp_path_factory):
                     "where it runs as root or with password-less sudo)")
     with fleet.RedisServer(tmp_path_factory.mktemp("redis")) as server:
         yield server
+
+
+class InstantFit:
+    """The shared fit's cache as a fit, returned instantly (``instant_fit``): for tests of where a fit is
+    written, not of fitting.  Whatever the engine, it writes the same cache (``cache.write``)."""
+
+    def __init__(self, fitted: Fitted):
+        import numpy as np
+
+        from gaelp_bayes import cache
+
+        _, self.tree = cache.read_posterior(fitted.path)
+        _, arrays = cache.read_runtime(fitted.path)
+        self.arrays = {name: np.array(a) for name, a in arrays.items()}
+        self.settings = dict(fitted.manifest["settings"])
+        self.seconds = 1.23
+        self.diagnostics = _Verdict(fitted.manifest["diagnostics"])
+
+    def runtime_blocks(self, max_draws: int = 1000):
+        yield range(self.arrays["cvr"].shape[1]), {name: a[:max_draws] for name, a in self.arrays.items()}
+
+    def close(self) -> None:
+        pass
+
+
+class _Verdict:
+    def __init__(self, as_dict: dict):
+        self._dict = as_dict
+        self.passed, self.failures = as_dict["passed"], as_dict["failures"]
+
+    def as_dict(self) -> dict:
+        return self._dict
+
+
+@pytest.fixture
+def instant_fit(fitted, monkeypatch):
+    """``model.fit`` replaced by the shared fit's cache (``InstantFit``) for this test."""
+    from gaelp_bayes import model
+
+    monkeypatch.setattr(model, "fit", lambda *args, **kwargs: InstantFit(fitted))

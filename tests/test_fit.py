@@ -20,10 +20,14 @@ def test_manifest_records_what_a_user_needs(fitted):
     assert m["campaigns"] == ["campaign_01", "campaign_02", "campaign_03"]
     assert m["timezone"] == "UTC" and m["has_spend"] and m["has_revenue"]
     assert set(m["files"]) == {"posterior.nc", "runtime/digests.npy"}
-    diag = m["diagnostics"]
-    for key in ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "passed"):
+    diag = m["diagnostics"]  # the default engine's: Laplace + importance sampling per campaign
+    assert diag["engine"] == "laplace" and m["settings"]["config"]["engine"] == "auto"
+    for key in ("khat_max", "ess_min", "population_khat_max", "fallback", "passed"):
         assert key in diag
     assert diag["passed"] == (not diag["failures"])
+    for part, verdict in m["parts"].items():
+        assert verdict["khat_max"] <= verdict["khat_threshold"] and verdict["ess_min"] >= 400, part
+        assert verdict["fallback_rate"] == len(verdict["fallback"]) / 3
     cells = data.aggregate(data.load_windows(fitted.train_csv))
     assert m["data_fingerprint"] == cells.fingerprint()
 

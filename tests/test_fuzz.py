@@ -39,7 +39,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from gaelp_bayes import cli, model
 from gaelp_bayes.runtime import AUCTION_TIMEOUT, MAX_AUCTION_TIMEOUT, Pacer
 
-from test_outputs import fake_fit
+from conftest import InstantFit
 from test_runtime import DAY, posterior, run_in_threads
 
 SCALE = int(os.environ.get("GAELP_FUZZ_SCALE", "1"))
@@ -255,7 +255,7 @@ def command(kind: str, inputs: dict[str, Path], out: Path, overwrite: bool
 
 
 def check_outputs_touch_nothing_but_their_own(fitted, kind, entries, pick, overwrite):
-    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(model, "fit", fake_fit(fitted)):
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(model, "fit", lambda *a, **k: InstantFit(fitted)):
         root = Path(tmp).resolve()
         inputs = build_tree(root, entries, fitted)
         candidates = out_candidates(root, inputs)

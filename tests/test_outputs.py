@@ -97,18 +97,7 @@ def test_fit_checks_the_destination_before_fitting(fitted, tmp_path, capsys, no_
     assert tree_state(tmp_path) == before
 
 
-def fake_fit(fitted):
-    """The shared fit's posterior, returned instantly: for tests of where a fit is written, not of fitting."""
-    _, tree = cache.read_posterior(fitted.path)
-    diag = fitted.manifest["diagnostics"]
-    diagnostics = model.Diagnostics(diag["rhat_max"], diag["ess_bulk_min"], diag["ess_tail_min"],
-                                    diag["divergences"], diag["draws"], diag["chains"])
-    settings = {**fitted.manifest["settings"]}
-    return lambda *args, **kwargs: model.Fit(tree, diagnostics, settings, 1.23)
-
-
-def test_fit_with_overwrite_replaces_a_model(fitted, tmp_path, monkeypatch):
-    monkeypatch.setattr(model, "fit", fake_fit(fitted))
+def test_fit_with_overwrite_replaces_a_model(fitted, tmp_path, instant_fit):
     target = tmp_path / "m"
     shutil.copytree(fitted.path, target)
     assert cli.main(["fit", str(fitted.train_csv), "--out", str(target), "--overwrite", "--quiet"]) in (0, 4)
@@ -251,12 +240,11 @@ def test_an_isolated_old_event_does_not_fill_decades_with_empty_windows(tmp_path
     data.load_windows(out)
 
 
-def test_fit_cached_reuse_replaces_a_model_cache_but_never_a_folder_of_other_files(fitted, tmp_path, monkeypatch):
+def test_fit_cached_reuse_replaces_a_model_cache_but_never_a_folder_of_other_files(fitted, tmp_path, instant_fit):
     """``pipeline.fit_cached(reuse=True)`` refreshes a stale model cache, and refuses an unrelated folder."""
     from gaelp_bayes import pipeline
     from gaelp_bayes.errors import UsageError
 
-    monkeypatch.setattr(model, "fit", fake_fit(fitted))
     cells = data.aggregate(data.load_windows(fitted.train_csv))
     mine = tmp_path / "notes"
     mine.mkdir()

@@ -14,7 +14,7 @@ from gaelp_bayes.report import figure_folder
 
 FIGURES = {"data_coverage", "hourly_conversion_rate", "conversion_level_over_time",
            "heatmap_conversion_rate", "cost_by_hour", "allocation",
-           "pacing_curve", "rank_plot", "predictive_check"}
+           "pacing_curve", "importance_khat", "predictive_check"}  # the default engine: Laplace + importance sampling
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-MODEL_VERSION = 14  # 14: drift of the conversion level over weeks; 13: log_volume recomputed at export
+MODEL_VERSION = 15  # 15: a shard's population carries the drift's; 14: drift of the conversion level over weeks
 
 # NUTS settings of each part's sampling (a fit can override each): nutpie adapts its step size and mass
 # matrix within a few hundred steps; 500 tuning steps at target_accept 0.9 passed the gate first time on
@@ -19,10 +19,15 @@ CHAINS, TUNE, DRAWS, TARGET_ACCEPT = 4, 500, 1000, 0.9
 POPULATION_SIZE, SHARD_SIZE = 24, 24
 
 
+ENGINES = ("auto", "laplace", "nuts")  # model/engines.py
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Priors (scales on the model's own scale, named after the variable they set), gate and retry policy."""
+    """Priors (scales on the model's own scale, named after the variable they set), gate and retry policy,
+    and the inference engine (``model/engines.py``)."""
 
+    engine: str = "auto"  # auto (Laplace, NUTS where its population fails its gate) | laplace | nuts
     hour_harmonics: int = 6  # Fourier harmonics of every hour curve (conversion, volume)
     cpc_harmonics: int = 2  # of the cost-per-click hour curve
     # conversion part: logit rate = level[c] + curve[c](h) + day[d], cells Beta around it
@@ -72,6 +77,12 @@ class ModelConfig:
     def gate(self) -> dict:
         return {"rhat_max": self.rhat_max, "ess_bulk_min": self.ess_bulk_min, "ess_tail_min": self.ess_tail_min,
                 "divergences_max": self.divergences_max}
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            from ..errors import UsageError
+
+            raise UsageError(f"engine: unknown engine {self.engine!r} (one of {', '.join(ENGINES)})")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -41,47 +41,66 @@ KEY_PARAMETERS = ("mu", "sigma_campaign", "campaign_level", "sigma_hour", "sigma
 
 
 # the population values a shard of campaigns is fitted under (``PopulationPrior``), with whether each is a
-# scale (normal on its log); sizes: 1, 1, 1, 2 * hour_harmonics, 7, 1
+# scale (normal on its log); sizes: 1, 1, 1, 2 * hour_harmonics, 7, 1; with drift, the drift's population too
 POPULATION = (("sigma_campaign", True), ("sigma_dev", True), ("mu", False), ("hour_coef", False),
               ("dow_effect", False), ("sigma_cell", True))
+DRIFT_POPULATION = (("trend_mean", False), ("sigma_trend", True), ("sigma_walk", True))
+
+
+def population_names(drift: bool) -> tuple[tuple[str, bool], ...]:
+    """The ``POPULATION`` values, and the drift's (``DRIFT_POPULATION``) with ``drift``."""
+    return POPULATION + (DRIFT_POPULATION if drift else ())
 
 
 @dataclass(frozen=True)
 class PopulationPrior:
-    """The campaigns' population (``POPULATION``) as another fit's posterior knows it: normal on the
+    """The campaigns' population (``population_names``) as another fit's posterior knows it: normal on the
     unconstrained values (the scales' logs), ``mean + scale @ z`` with ``z`` standard normal.  A shard of
     campaigns is fitted under it instead of the hyperpriors (``model/sharded.py``): the population's
-    uncertainty carried into the shard, not a point estimate."""
+    uncertainty carried into the shard, not a point estimate.  With ``drift``, the drift's trend mean and
+    spreads are population values too: a shard never learns them again."""
 
     mean: np.ndarray  # [K]
     scale: np.ndarray  # [K, K]: the covariance's eigenvectors times the square roots of its eigenvalues
+    drift: bool = False
+
+    @classmethod
+    def from_values(cls, values: dict[str, np.ndarray], weights: np.ndarray | None = None) -> "PopulationPrior":
+        """From draws of the population values ({name: [draw, ...]}, natural scales), optionally weighted."""
+        drift = "sigma_walk" in values
+        columns = []
+        for name, is_scale in population_names(drift):
+            v = np.asarray(values[name], np.float64).reshape(len(values[name]), -1)
+            columns.append(np.log(v) if is_scale else v)
+        stacked = np.concatenate(columns, axis=1)
+        weights = np.full(len(stacked), 1.0 / len(stacked)) if weights is None else weights / weights.sum()
+        mean = weights @ stacked
+        covariance = np.einsum("n,ni,nj->ij", weights, stacked - mean, stacked - mean)
+        eigenvalues, vectors = np.linalg.eigh(covariance)  # zero-sum weekdays: one is 0
+        return cls(mean, vectors * np.sqrt(np.clip(eigenvalues, 0.0, None)), drift)
 
     @classmethod
     def from_posterior(cls, post) -> "PopulationPrior":
-        """From a posterior Dataset with the ``POPULATION`` variables (chains and draws stacked)."""
-        columns = []
-        for name, is_scale in POPULATION:
-            values = post[name].values.reshape(post.sizes["chain"] * post.sizes["draw"], -1)
-            columns.append(np.log(values) if is_scale else values)
-        values = np.concatenate(columns, axis=1)
-        eigenvalues, vectors = np.linalg.eigh(np.cov(values, rowvar=False))  # zero-sum weekdays: one is 0
-        return cls(values.mean(axis=0), vectors * np.sqrt(np.clip(eigenvalues, 0.0, None)))
+        """From a posterior Dataset with the population variables (chains and draws stacked)."""
+        names = [name for name, _ in population_names("sigma_walk" in post)]
+        return cls.from_values({name: post[name].values.reshape(post.sizes["chain"] * post.sizes["draw"], -1)
+                                for name in names})
 
 
-def population_dimension(harmonics: int) -> int:
-    """The number of unconstrained ``POPULATION`` values."""
-    return 3 + 2 * harmonics + 7 + 1
+def population_dimension(harmonics: int, drift: bool = False) -> int:
+    """The number of unconstrained population values."""
+    return 3 + 2 * harmonics + 7 + 1 + (3 if drift else 0)
 
 
 def _given_population(prior: PopulationPrior, harmonics: int) -> dict:
-    """The ``POPULATION`` values (model variables) under ``prior``, sampled whitened."""
+    """The population values (model variables) under ``prior``, sampled whitened."""
     import pymc as pm
     import pytensor.tensor as pt
 
     white = pm.Normal("population_white", 0.0, 1.0, shape=len(prior.mean))
     values = pm.Data("population_mean", prior.mean) + pt.dot(pm.Data("population_scale", prior.scale), white)
     out, start = {}, 0
-    for name, is_scale in POPULATION:
+    for name, is_scale in population_names(prior.drift):
         size = {"hour_coef": 2 * harmonics, "dow_effect": 7}.get(name, 1)
         value = values[start:start + size] if size > 1 else values[start]
         dims = {"hour_coef": "fourier", "dow_effect": "dow"}.get(name)
@@ -139,7 +158,8 @@ def build(cells: Cells, pooled_campaigns: bool, cfg: ModelConfig, population: Po
     eta = grid.reshape((-1,))[pm.Data("cell_idx", flat_cell(cells)[seen])]
     n, k = trials[seen], cells.conversions[seen]
     if cfg.drift and cells.weekly_trials is not None:  # each week's trials at that week's level
-        offset = drift_offsets(cells, seen, population is not None or pooled_campaigns, cfg)
+        offset = drift_offsets(cells, seen, population is not None or pooled_campaigns, cfg,
+                               given if population is not None and population.drift else None)
         weekly = pm.Data("weekly_trials", cells.weekly_trials[seen])
         n = (weekly * pt.exp(offset)[pm.Data("cell_campaign", cells.campaign[seen])]).sum(axis=1)
         pm.Potential("drift_loglik", weekly_split_loglik(cells, seen, n, offset))
@@ -163,7 +183,7 @@ def weekly_split_loglik(cells: Cells, seen: np.ndarray, n, offset):
                      * pt.log(n[pm.Data("drift_cells_with_conversions", some)])))
 
 
-def drift_offsets(cells: Cells, seen: np.ndarray, pooled_campaigns: bool, cfg: ModelConfig):
+def drift_offsets(cells: Cells, seen: np.ndarray, pooled_campaigns: bool, cfg: ModelConfig, given: dict | None = None):
     """[campaign, week]: the log of each campaign's rate in each week (counted back from the last) relative
     to its level, the rate averaged over its weeks (weighted by their trials).  Relative to the last week
     (``level_offset``) the weeks are ``-(trend[c] w + the walk's steps between)``: trends pooled
@@ -173,16 +193,22 @@ def drift_offsets(cells: Cells, seen: np.ndarray, pooled_campaigns: bool, cfg: M
     ``curves.conditionally_whitened``): no funnel when a scale is near zero (stationary data), no ridge when
     a campaign's data pins its weeks.  Centring on the average keeps the level about independent of the
     drift (what the data pins best is the average); ``drift_now`` [campaign] is the last week relative to
-    the level."""
+    the level.  ``given``: the trend mean and the spreads from a shard's population (``_given_population``)
+    instead of their priors."""
     import pymc as pm
     import pytensor.tensor as pt
 
     campaigns, weeks = len(cells.campaigns), cells.weekly_trials.shape[1]
     log_rate, information = weekly_rates(cells, seen)
-    trend_mean = pm.Normal("trend_mean", 0.0, cfg.drift_trend_sd)
-    sigma_walk = pm.HalfNormal("sigma_walk", cfg.drift_walk_scale)
+    if given is not None:
+        trend_mean, sigma_walk, sigma_trend = given["trend_mean"], given["sigma_walk"], given["sigma_trend"]
+    else:
+        trend_mean = pm.Normal("trend_mean", 0.0, cfg.drift_trend_sd)
+        sigma_walk = pm.HalfNormal("sigma_walk", cfg.drift_walk_scale)
     if pooled_campaigns:
-        sigma_trend = pm.Gamma("sigma_trend", alpha=cfg.drift_trend_spread_shape, beta=cfg.drift_trend_spread_rate)
+        if given is None:
+            sigma_trend = pm.Gamma("sigma_trend", alpha=cfg.drift_trend_spread_shape,
+                                   beta=cfg.drift_trend_spread_rate)
         estimate, precision = trend_approximation(log_rate, information)
         # the walk blurs what the weeks say of a trend: over n weeks, by a variance sigma_walk^2 / (n - 1)
         spans = np.maximum((information > 0).sum(axis=1) - 1, 1)

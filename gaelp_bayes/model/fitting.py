@@ -56,8 +56,8 @@ def _read_request(path: str) -> tuple[Cells, list[str], ModelConfig, PopulationP
         meta = json.loads(str(npz["meta"]))
         arrays = {name: npz[name] for name in npz.files if name != "meta"}
     scalars = {name: tuple(v) if isinstance(v, list) else v for name, v in meta["cells"].items()}
-    population = (PopulationPrior(arrays.pop("population_mean"), arrays.pop("population_scale"))
-                  if "population_mean" in arrays else None)
+    population = (PopulationPrior(arrays.pop("population_mean"), arrays.pop("population_scale"),
+                                  meta["population_drift"]) if "population_mean" in arrays else None)
     return Cells(**scalars, **arrays), meta["parts"], ModelConfig(**meta["config"]), population
 
 
@@ -102,7 +102,7 @@ class _CompiledAhead:
         if population is not None:
             arrays.update(population_mean=population.mean, population_scale=population.scale)
         meta = {"cells": {name: v for name, v in values.items() if name not in arrays}, "parts": parts,
-                "config": config.as_dict()}
+                "config": config.as_dict(), "population_drift": population is not None and population.drift}
         fd, self._path = tempfile.mkstemp(prefix="gaelp_compile_", suffix=".npz")
         with os.fdopen(fd, "wb") as f:
             np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
@@ -178,6 +178,9 @@ class Fit:
         """What ``cache.write_runtime`` writes: every slot (the campaigns, then a new campaign) at once."""
         arrays = self.runtime_arrays(max_draws)
         yield range(arrays["cvr"].shape[1]), arrays
+
+    def close(self) -> None:
+        """Nothing to release (a spilled tree is closed by ``ShardedFit.close``)."""
 
 
 def cells_dataset(cells: Cells):

@@ -158,8 +158,9 @@ def compile_shards(cells: Cells, options: dict) -> bool:
     if options.get("sampler", "auto") not in ("auto", "nutpie") or not nuts.can_cache():
         return False
     config = options.get("config", DEFAULT)
-    size = population_dimension(config.hour_harmonics)
-    placeholder = PopulationPrior(np.zeros(size), np.eye(size))
+    drift = config.drift and cells.weekly_trials is not None
+    size = population_dimension(config.hour_harmonics, drift)
+    placeholder = PopulationPrior(np.zeros(size), np.eye(size), drift)
     shaped = padded(cells, options.get("size", 1))
     try:
         models = {part: build_model(shaped, part, config, placeholder) for part in model_parts(cells)
@@ -198,7 +199,7 @@ def fit_sharded(cells: Cells, *, population_size: int = POPULATION_SIZE, shard_s
         runner.result(ahead)
     prior = PopulationPrior.from_posterior(population.tree["posterior"].to_dataset())
     if point_population:
-        prior = PopulationPrior(prior.mean, np.zeros_like(prior.scale))
+        prior = PopulationPrior(prior.mean, np.zeros_like(prior.scale), prior.drift)
     shards = runner.run([(fit_one, part, {**shard_options, "seed": seed + 1000 * (k + 1)}, prior)
                          for k, part in enumerate(shard_cells)],
                         [f"shard {k + 1}" for k in range(len(shard_cells))], progress,
