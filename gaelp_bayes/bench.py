@@ -39,6 +39,16 @@ from .bench_common import OUT_DIR, _campaign_rates, _header, _held_out, _markdow
 from .errors import GaelpError
 from .pipeline import fit_cached
 
+def _named(table: str, engine: str) -> str:
+    """A benchmark table's name: the default engine's under its own name, another engine's beside it."""
+    return table if engine == "auto" else f"{table}_{engine}"
+
+
+def _engine_line(fitted) -> str:
+    """What fitted the posteriors of a table (the last fit's engine)."""
+    return f"\nPosteriors fitted by the {fitted.settings.get('engine', 'nuts')} engine."
+
+
 _FIT_CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
@@ -135,7 +145,7 @@ def bench_fit(sizes: list[int], samplers: list[str], baseline: str | None = None
         _write("fit_speed", lines + reference)  # after every row: a long run stopped early keeps its rows
 
 
-def bench_calibration(campaigns: int, seed: int) -> None:
+def bench_calibration(campaigns: int, seed: int, engine: str = "auto") -> None:
     """Fit 5 weeks, predict week 6: PIT and interval coverage, RMSE of rates vs empirical rates."""
     import pandas as pd
 
@@ -148,7 +158,7 @@ def bench_calibration(campaigns: int, seed: int) -> None:
     train, holdout = history[stamps < cut], history[stamps >= cut]
     cells = data.aggregate(data.load_windows(train))
     with tempfile.TemporaryDirectory() as tmp:
-        fitted = fit_cached(cells, Path(tmp) / "m", progress=False, seed=seed).fit
+        fitted = fit_cached(cells, Path(tmp) / "m", progress=False, seed=seed, engine=engine).fit
         cal = _held_out(Path(tmp) / "m", holdout, world)
         _, arrays = cache.read_runtime(Path(tmp) / "m")
     world_cvr = world.cvr[[world.campaigns.index(c) for c in cells.campaigns]]  # the cells' order (sorted names)
@@ -167,7 +177,7 @@ def bench_calibration(campaigns: int, seed: int) -> None:
         f"| RMSE empirical per-cell rate vs truth (baseline) | {np.sqrt(np.mean((emp - truth) ** 2)):.5f} | |",
         f"| fit: gate / max R-hat / min bulk ESS / divergences / seconds | {'pass' if d.passed else 'FAIL'} / "
         f"{d.rhat_max:.3f} / {d.ess_bulk_min:.0f} / {d.divergences} / {fitted.seconds:.0f} | |"]
-    _write("calibration", lines)
+    _write(_named("calibration", engine), lines + [_engine_line(fitted)])
 
 
 DELAY_WORLDS = {  # name: (share fast, fast mean s, slow mean s) of the conversion delay
@@ -177,7 +187,8 @@ DELAY_WORLDS = {  # name: (share fast, fast mean s, slow mean s) of the conversi
 }
 
 
-def bench_delay(campaigns: int = 3, seeds: tuple[int, ...] = (61, 62, 63), weeks: tuple[int, ...] = (8, 2)) -> None:
+def bench_delay(campaigns: int = 3, seeds: tuple[int, ...] = (61, 62, 63), weeks: tuple[int, ...] = (8, 2),
+                engine: str = "auto") -> None:
     """History exported while conversions are still arriving: the censored fit (``observed_until`` and a
     delay sample) against the naive fit (reported counts taken as complete) on the same windows, per delay
     world, length of history and world seed: fitted rates and the held-out week against the truth, beside
@@ -224,7 +235,8 @@ def bench_delay(campaigns: int = 3, seeds: tuple[int, ...] = (61, 62, 63), weeks
             for fit_name, (loaded, delays) in runs.items():
                 cells = data.aggregate(loaded, delays=delays)
                 with tempfile.TemporaryDirectory() as tmp:
-                    fitted = fit_cached(cells, Path(tmp) / "m", progress=False, seed=seed, conversion_delay=delays).fit
+                    fitted = fit_cached(cells, Path(tmp) / "m", progress=False, seed=seed, conversion_delay=delays,
+                                        engine=engine).fit
                     cal = _held_out(Path(tmp) / "m", holdout, world)
                     _, arrays = cache.read_runtime(Path(tmp) / "m")
                 post = arrays["cvr"][:, :campaigns].mean(axis=0)[cells.campaign, cells.dow, cells.hour]
@@ -247,7 +259,7 @@ def bench_delay(campaigns: int = 3, seeds: tuple[int, ...] = (61, 62, 63), weeks
         lines.append(f"| {n_weeks} | {name} | {fit_name} | {group['complete'].mean():.3f} | "
                      f"{group['rate'].mean():.3f} | {_standard_error(group['rate']):.3f} | "
                      f"{group['held'].mean():.3f} |")
-    _write("delay", lines)
+    _write(_named("delay", engine), lines + [_engine_line(fitted)])
 
 
 DRIFT_WORLDS = {  # name: (log-odds change per week, step in the log-odds, day of the step)
@@ -259,7 +271,7 @@ DRIFT_WORLDS = {  # name: (log-odds change per week, step in the log-odds, day o
 }
 
 
-def bench_drift(campaigns: int = 3, seeds: tuple[int, ...] = (71, 72, 73), weeks: int = 7) -> None:
+def bench_drift(campaigns: int = 3, seeds: tuple[int, ...] = (71, 72, 73), weeks: int = 7, engine: str = "auto") -> None:
     """Conversion rates that move over time: the model with drift against the one that treats every week
     alike (``ModelConfig(drift=False)``, the model before version 14), fitted on the same ``weeks`` weeks,
     forecasting the week after, in each drift world and world seed."""
@@ -302,7 +314,8 @@ def bench_drift(campaigns: int = 3, seeds: tuple[int, ...] = (71, 72, 73), weeks
                             fit_cached(cells, Path(tmp) / "warm", progress=False, draws=20, tune=20, config=warm,
                                        overwrite=True)
                     start = time.perf_counter()
-                    fitted = fit_cached(cells, Path(tmp) / "m", progress=False, seed=seed, config=config).fit
+                    fitted = fit_cached(cells, Path(tmp) / "m", progress=False, seed=seed, config=config,
+                                        engine=engine).fit
                     seconds = time.perf_counter() - start
                     pred, _ = predict(str(Path(tmp) / "m"), holdout, force=True)
                 rate = true_rate[held]
@@ -328,7 +341,7 @@ def bench_drift(campaigns: int = 3, seeds: tuple[int, ...] = (71, 72, 73), weeks
         worst = group["expected"].iloc[int(np.argmax(np.abs(group["expected"] - 1)))]
         lines.append(f"| {name} | {model_name} | {group['rate'].mean():.3f} | {group['expected'].mean():.3f} | "
                      f"{_standard_error(group['expected']):.3f} | {worst:.3f} | {group['seconds'].mean():.1f} |")
-    _write("drift", lines)
+    _write(_named("drift", engine), lines + [_engine_line(fitted)])
 
 
 def bench_scale(sizes: list[int], workers: list[int], joint_up_to: int, seed: int = 31,
@@ -1085,7 +1098,8 @@ REGIMES = {  # name: (history days, base conversion rate range, traffic scale, w
 }
 
 
-def bench_pacing(regimes: list[str], draws: int = 1000, bid_caps: tuple[float, ...] = (0.10, 1.0)) -> None:
+def bench_pacing(regimes: list[str], draws: int = 1000, bid_caps: tuple[float, ...] = (0.10, 1.0),
+                 engine: str = "auto") -> None:
     """Conversions as % of the hindsight oracle per policy, per history regime (fit on history, pace 7 test days)."""
     import pandas as pd
 
@@ -1104,7 +1118,8 @@ def bench_pacing(regimes: list[str], draws: int = 1000, bid_caps: tuple[float, .
         start = pd.Timestamp("2026-01-05") + pd.Timedelta(days=days)
         test_days = [str(start + pd.Timedelta(days=i))[:10] for i in range(7)]
         with tempfile.TemporaryDirectory() as tmp:
-            fitted = fit_cached(cells, Path(tmp) / "m", draws=draws, tune=draws, progress=False, seed=seed).fit
+            fitted = fit_cached(cells, Path(tmp) / "m", draws=draws, tune=draws, progress=False, seed=seed,
+                                engine=engine).fit
             for cap in bid_caps:
                 t0 = time.perf_counter()
                 res = sim.compare_policies(world, history, str(Path(tmp) / "m"), test_days,
@@ -1115,7 +1130,7 @@ def bench_pacing(regimes: list[str], draws: int = 1000, bid_caps: tuple[float, .
                           f"fit gate: {'pass' if fitted.diagnostics.passed else 'FAIL ' + '; '.join(fitted.diagnostics.failures)}; "
                           f"replay {time.perf_counter() - t0:.0f} s", "", _markdown(table), ""]
                 print("\n".join(lines[-5:]), flush=True)
-    _write("pacing", lines)
+    _write(_named("pacing", engine), lines + [_engine_line(fitted)])
 
 
 FROZEN_SECONDS = 20.0  # the frozen-store measurement's length
@@ -1294,13 +1309,13 @@ def bench_fleet(seed: int = 93, campaigns: int = 3, outage_seconds: float = 30.0
     _write("fleet", lines)
 
 
-def bench_scenarios(seed: int = 41, days: int = 7, campaigns: int = 3) -> None:
+def bench_scenarios(seed: int = 41, days: int = 7, campaigns: int = 3, engine: str = "auto") -> None:
     """``gaelp-bayes simulate`` over every scenario (tables and figures in reports/simulation/)."""
     from . import cli, sim
 
     out = Path("reports/simulation")
     code = cli.main(["simulate", "--scenario", ",".join(sim.SCENARIOS), "--days", str(days), "--campaigns",
-                     str(campaigns), "--seed", str(seed), "--out", str(out)])
+                     str(campaigns), "--seed", str(seed), "--out", str(out), "--engine", engine])
     if code != 0:
         raise SystemExit(f"simulate failed with exit code {code}")
     body = (out / "summary.md").read_text().splitlines()[1:]
@@ -1312,7 +1327,7 @@ def bench_scenarios(seed: int = 41, days: int = 7, campaigns: int = 3) -> None:
         "before) or Balseiro & Gur's dual-gradient update instead of its re-solving controller. "
         "Figures: reports/simulation/.", "", "## Summary: mean % of the oracle", "",
         *scenario_summary(out / "results.csv"), "", "## Detail", *body]
-    _write("scenarios", lines)
+    _write(_named("scenarios", engine), lines + ["", f"Posteriors fitted by the `{engine}` engine."])
 
 
 def scenario_summary(results_csv: Path) -> list[str]:
@@ -1376,6 +1391,9 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("calibration")
     c.add_argument("--campaigns", type=int, default=10)
     c.add_argument("--seed", type=int, default=21)
+    engine_choice = {"choices": ["auto", "laplace", "nuts"], "default": "auto",
+                     "help": "the inference engine of the fits (a table of another than auto is NAME_ENGINE.md)"}
+    c.add_argument("--engine", **engine_choice)
     al = sub.add_parser("allocation")
     al.add_argument("--datasets", type=int, default=10)
     al.add_argument("--draws", type=int, default=500)
@@ -1395,15 +1413,19 @@ def main(argv: list[str] | None = None) -> int:
     pc = sub.add_parser("pacing")
     pc.add_argument("--regimes", default="rich,sparse")
     pc.add_argument("--draws", type=int, default=1000)
+    pc.add_argument("--engine", **engine_choice)
     sc = sub.add_parser("scenarios")
     sc.add_argument("--seed", type=int, default=41)
     sc.add_argument("--days", type=int, default=7)
+    sc.add_argument("--engine", **engine_choice)
     ca = sub.add_parser("cache", help="Pacer.load and allocate of one campaign out of many (cold page cache)")
     ca.add_argument("--sizes", default="100,1000,10000", help="campaigns, comma-separated (10,000: 20 GB on disk)")
     de = sub.add_parser("delay", help="history exported while conversions arrive: censored vs naive fit")
     de.add_argument("--seeds", default="61,62,63", help="world seeds, comma-separated")
+    de.add_argument("--engine", **engine_choice)
     dr = sub.add_parser("drift", help="rates that move over the weeks: the drift model vs every week alike")
     dr.add_argument("--seeds", default="71,72,73", help="world seeds, comma-separated")
+    dr.add_argument("--engine", **engine_choice)
     sub.add_parser("shard-cost", help="what one shard of a sharded fit costs: draws, leapfrog steps, gradient")
     sc2 = sub.add_parser("scale", help="sharded fits on a Dask LocalCluster, beside the joint fit")
     sc2.add_argument("--sizes", default="200", help="campaigns, comma-separated (2000 takes hours on 2 cores)")
@@ -1439,7 +1461,7 @@ def run(args: argparse.Namespace) -> None:
 
         bench_engines.main(args.rest)
     elif args.what == "scenarios":
-        bench_scenarios(args.seed, args.days)
+        bench_scenarios(args.seed, args.days, engine=args.engine)
     elif args.what == "all":
         bench_runtime("models/demo", "campaign_01")
         bench_allocation_speed()
@@ -1461,9 +1483,9 @@ def run(args: argparse.Namespace) -> None:
     elif args.what == "cache":
         bench_cache([int(v) for v in args.sizes.split(",")])
     elif args.what == "delay":
-        bench_delay(seeds=tuple(int(v) for v in args.seeds.split(",")))
+        bench_delay(seeds=tuple(int(v) for v in args.seeds.split(",")), engine=args.engine)
     elif args.what == "drift":
-        bench_drift(seeds=tuple(int(v) for v in args.seeds.split(",")))
+        bench_drift(seeds=tuple(int(v) for v in args.seeds.split(",")), engine=args.engine)
     elif args.what == "shard-cost":
         bench_shard_cost()
     elif args.what == "scale":
@@ -1485,11 +1507,11 @@ def run(args: argparse.Namespace) -> None:
     elif args.what == "runtime":
         bench_runtime(args.model, args.campaign)
     elif args.what == "pacing":
-        bench_pacing(args.regimes.split(","), args.draws)
+        bench_pacing(args.regimes.split(","), args.draws, engine=args.engine)
     elif args.what == "fit":
         bench_fit([int(s) for s in args.sizes.split(",")], args.samplers.split(","), args.baseline)
     else:
-        bench_calibration(args.campaigns, args.seed)
+        bench_calibration(args.campaigns, args.seed, engine=args.engine)
 
 
 if __name__ == "__main__":

@@ -244,13 +244,16 @@ def usable_arrays(manifest: dict, arrays: dict, path: str | Path, parts, force: 
     return kept, [f"the {p} part of this fit failed its diagnostics gate: its numbers are left out" for p in dropped]
 
 
-def holds_fit_of(path: str | Path, fingerprint: str, model_version: int, accept_failed: bool = False) -> bool:
-    """Whether ``path`` holds an intact fit of the data with this fingerprint by this model version that
-    passed its gate (or any such fit, with ``accept_failed``): a cache worth reusing instead of refitting."""
+def holds_fit_of(path: str | Path, fingerprint: str, model_version: int, accept_failed: bool = False,
+                 engine: str | None = None) -> bool:
+    """Whether ``path`` holds an intact fit of the data with this fingerprint by this model version (and, when
+    given, asked of this ``engine``) that passed its gate (or any such fit, with ``accept_failed``): a cache
+    worth reusing instead of refitting."""
     try:
         manifest = read_manifest(path)
         same = (manifest["data_fingerprint"] == fingerprint
                 and manifest["settings"].get("model_version") == model_version
+                and (engine is None or manifest["settings"].get("config", {}).get("engine") == engine)
                 and (manifest["diagnostics"]["passed"] or accept_failed))
         if same:  # every byte checked: a cache kept instead of a refit must be whole
             _check_file(Path(path), POSTERIOR, manifest["files"][POSTERIOR])

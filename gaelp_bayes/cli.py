@@ -245,7 +245,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         cells = data.aggregate(data.load_windows(hist))
         print(f"posterior on {len(hist)} simulated windows: {model_dir} (fitted unless cached) ...",
               file=sys.stderr, flush=True)
-        fit_cached(cells, model_dir, reuse=True, progress=False, seed=args.seed, sharding=sharded)
+        fit_cached(cells, model_dir, reuse=True, progress=False, seed=args.seed, sharding=sharded, engine=args.engine)
         start = pd.to_datetime(history["timestamp"], utc=True).max().normalize() + pd.Timedelta(days=1)
         days = [str((start + pd.Timedelta(days=i)).date()) for i in range(args.days)]
         print(f"scenario {scenario}: pacing {len(days)} days x {args.campaigns} campaigns ...", file=sys.stderr)
@@ -326,6 +326,14 @@ def sampling(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in ("draws", "tune", "chains") if getattr(args, name) is not None}
 
 
+def engine_option(parser: argparse.ArgumentParser) -> None:
+    """The inference engine (``model/engines.py``)."""
+    parser.add_argument("--engine", choices=["auto", "laplace", "nuts"], default="auto",
+                        help="laplace: each campaign by Laplace + importance sampling under its population, NUTS "
+                        "for the campaigns whose weights fail the gate; nuts: NUTS throughout (the reference); "
+                        "auto (default): laplace, and nuts where a population fails its own gate")
+
+
 def sharding_options(parser: argparse.ArgumentParser) -> None:
     """A sharded fit (``model/sharded.py``) for many campaigns, on Dask or in this process."""
     where = parser.add_mutually_exclusive_group()
@@ -371,10 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     sampling_options(f)
     f.add_argument("--seed", type=SEED, default=0)
     f.add_argument("--timezone", default="UTC", help="account timezone for hours and days (IANA name)")
-    f.add_argument("--engine", choices=["auto", "laplace", "nuts"], default="auto",
-                   help="laplace: each campaign by Laplace + importance sampling under its population, NUTS for "
-                   "the campaigns whose weights fail the gate; nuts: NUTS throughout (the reference); auto "
-                   "(default): laplace, and nuts where a population fails its own gate")
+    engine_option(f)
     f.add_argument("--sampler", choices=["auto", "pymc", "nutpie"], default="auto", help="NUTS sampler")
     f.add_argument("--runtime-draws", type=COUNT, default=1000, help="draws kept in the runtime file")
     f.add_argument("--conversion-delay", help="delay sample file (column delay_seconds) for windows with "
@@ -437,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: stationary, shift, price-spike, outage, no-loss-notices, price-spread, "
                    "narrow-prices, new-campaign, delayed-postbacks")
     s.add_argument("--seed", type=SEED, default=0)
+    engine_option(s)
     s.add_argument("--out", default="reports/simulation")
     sharding_options(s)
     s.add_argument("--json", action="store_true")

@@ -37,7 +37,8 @@ def fit_cached(cells: Cells, out: str | Path, *, reuse: bool = False, accept_fai
     censored with; its quantiles travel in the cache (``cache.write``) for the runtime."""
     from . import model
 
-    if reuse and cache.holds_fit_of(out, cells.fingerprint(), model.MODEL_VERSION, accept_failed):
+    engine = fit_options.get("engine") or fit_options.get("config", model.DEFAULT).engine
+    if reuse and cache.holds_fit_of(out, cells.fingerprint(), model.MODEL_VERSION, accept_failed, engine):
         return Cached(Path(out), cache.read_manifest(out), None)
     replace = overwrite or (reuse and is_model_cache(Path(out)))
     Path(out).parent.mkdir(parents=True, exist_ok=True)

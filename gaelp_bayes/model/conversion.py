@@ -394,10 +394,12 @@ def export(g, obs, n: int, rng: np.random.Generator, cfg: ModelConfig) -> dict[s
     cell = (obs["campaign"].values, obs["dow"].values, obs["hour"].values)
     trials = obs["exposure"].values if "exposure" in obs else obs["clicks"].values  # censored: the exposure
     offset, now = g("level_offset"), g("drift_now")
-    if offset is not None:  # drift: each week's trials at its level (``drift_offsets``)
+    if offset is not None:  # drift: each week's trials at its level (``drift_offsets``), a campaign at a time
         weekly = obs["weekly_trials"].values
-        trials = sum(weekly[None, :, w] * np.exp(offset[:, cell[0], w] + now[:, cell[0]])
-                     for w in range(weekly.shape[1]))
+        trials = np.empty((n, len(cell[0])))
+        for c in np.unique(cell[0]):
+            mine = np.flatnonzero(cell[0] == c)
+            trials[:, mine] = np.exp(offset[:, c, :weekly.shape[1]] + now[:, c, None]) @ weekly[mine].T
     a[:, cell[0], cell[1], cell[2]] += obs["conversions"].values
     b[:, cell[0], cell[1], cell[2]] += np.maximum(trials - obs["conversions"].values, 0.0)
     cvr = rng.beta(a, b)

@@ -310,7 +310,8 @@ def fit(cells: Cells, draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS
         "sample_stats": xr.merge(stats, combine_attrs="drop_conflicts", join="exact"),
         "observed_data": cells_dataset(cells),
     })
-    settings = {"model_version": MODEL_VERSION, "draws": draws, "tune": tune, "chains": chains, "seed": seed,
+    settings = {"engine": "nuts", "model_version": MODEL_VERSION, "draws": draws, "tune": tune, "chains": chains,
+                "seed": seed,
                 "sampler": sampler, "target_accept": target_accept, "parts": parts,
                 "retried": retried, "part_diagnostics": {p: d.as_dict() for p, d in diags.items()},
                 "known_value_per_conversion": (None if known_rpc is None else

@@ -31,6 +31,8 @@ from .psis import khat_threshold
 # draws kept per campaign, importance draws per campaign, population draws, campaigns per block (a task), and
 # whether the campaigns are fitted under the population's posterior mean instead of its draws (to measure
 # what carrying its uncertainty is worth)
+EXPORT_CAMPAIGNS = 50  # campaigns exported to the runtime's arrays at a time
+
 ENGINE_DEFAULTS = {"draws": 1000, "proposals": 2000, "population_draws": 100, "block_size": 200,
                    "point_population": False}
 
@@ -218,26 +220,28 @@ class LaplaceFit:
                                                                    else range(len(block.campaigns)))]))})
 
     def runtime_blocks(self, max_draws: int = 1000):
-        """What ``cache.write_runtime`` writes: each block's passing campaigns (and, from the first, a new
-        campaign), then the fallback's campaigns."""
+        """What ``cache.write_runtime`` writes: the passing campaigns, ``EXPORT_CAMPAIGNS`` at a time (memory
+        stays bounded at thousands of campaigns), a new campaign with the first, then the fallback's."""
         from ..export import runtime_arrays
 
         failed = set(self.failed)
+        first = True
         for k, block in enumerate(self.blocks):
             keep = [j for j, c in enumerate(block.campaigns) if int(c) not in failed]
-            if not keep and k:
-                continue
-            arrays = runtime_arrays(self._block_tree(block, keep or None), max_draws=max_draws,
-                                    seed=self.settings["seed"] + k, config=self.config)
-            if not keep:  # every campaign of the first block fell back: only its new campaign is used
-                arrays = {name: a[:, -1:] for name, a in arrays.items()}
-            where = [int(block.campaigns[j]) for j in keep] + ([len(self.cells.campaigns)] if k == 0 else [])
-            yield where, {name: a[:, :len(where)] for name, a in arrays.items()}
+            for lo in range(0, max(len(keep), 1 if first else 0), EXPORT_CAMPAIGNS):
+                chunk = keep[lo:lo + EXPORT_CAMPAIGNS]
+                arrays = runtime_arrays(self._block_tree(block, chunk or None), max_draws=max_draws,
+                                        seed=self.settings["seed"] + 1000 * k + lo, config=self.config)
+                if not chunk:  # every campaign of the first block fell back: only its new campaign is used
+                    arrays = {name: a[:, -1:] for name, a in arrays.items()}
+                where = [int(block.campaigns[j]) for j in chunk] + ([len(self.cells.campaigns)] if first else [])
+                first = False
+                yield where, {name: a[:, :len(where)] for name, a in arrays.items()}
         if self.fallback is not None:
             slot = {name: i for i, name in enumerate(self.cells.campaigns)}
-            arrays = self.fallback.runtime_arrays(max_draws)
-            where = [slot[name] for name in self.fallback.campaigns]
-            yield where, {name: a[:, :len(where)] for name, a in arrays.items()}
+            for where, arrays in self.fallback.runtime_blocks(max_draws):
+                names = [self.fallback.campaigns[i] for i in where if i < len(self.fallback.campaigns)]
+                yield [slot[name] for name in names], {name: a[:, :len(names)] for name, a in arrays.items()}
 
     @property
     def tree(self):
@@ -360,7 +364,10 @@ def fit(cells: Cells, config: ModelConfig = DEFAULT, seed: int = 0, progress: bo
                                np.random.default_rng(seed + 7))
         population.update({name: v for name, v in names.items() if "campaign" not in v[0]})
     population = _dataset(population, None, config)
-    groups = [np.arange(lo, min(lo + opts["block_size"], n)) for lo in range(0, n, opts["block_size"])]
+    size = opts["block_size"]
+    if runner.parallel and "block_size" not in options:  # about three blocks per worker: the load balances
+        size = int(min(size, max(10, np.ceil(n / (3 * runner.describe().get("workers", 1))))))
+    groups = [np.arange(lo, min(lo + size, n)) for lo in range(0, n, size)]
     _say(progress, f"campaigns given the population: {n} in {len(groups)} block(s), {opts['proposals']} "
                    "importance draws each")
     def keep(k: int, block: Block) -> Block:
