@@ -589,7 +589,7 @@ def bench_cache(sizes: list[int], draws: int = 1000, seed: int = 31) -> None:
             manifest = {**base.manifest, "campaigns": [f"campaign_{i:05d}" for i in range(n)],
                         "runtime_arrays": shapes,
                         "files": {**base.manifest["files"], cache.DIGESTS: cache._sha256(path / cache.DIGESTS)}}
-            (path / cache.MANIFEST).write_text(json.dumps(manifest))
+            cache.write_manifest(path, manifest)
             size = sum(f.stat().st_size for f in (path / cache.RUNTIME).iterdir()) / 1e9
             layouts = ["schema 2"]
             if n <= 1000:

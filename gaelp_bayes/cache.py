@@ -10,8 +10,9 @@ Files:
   others; ``digests.npy`` holds each slot's sha256 (over its block in every array, in the manifest's
   order).  Loaded with ``allow_pickle=False``.
 - ``manifest.json``: schema version, created-at, package version, data fingerprint, campaigns, timezone,
-  settings, diagnostics, the runtime arrays' shapes, and the sha256 of ``posterior.nc`` and of
-  ``runtime/digests.npy``.
+  settings, diagnostics, the runtime arrays' shapes, the sha256 of ``posterior.nc`` and of
+  ``runtime/digests.npy``, and its own sha256 (``manifest_sha256``, over the rest of it): campaign names
+  swapped by hand would hand one campaign another's draws.
 
 Integrity is checked where data is read: the posterior's checksum by ``read_posterior``, each campaign's
 draws against its digest by ``read_runtime`` (only the campaigns asked for: a pacer on a cache of 10,000
@@ -37,7 +38,7 @@ from . import __version__
 from .errors import CacheError, FitError, GaelpError
 from .outputs import MODEL_MANIFEST, check_output
 
-SCHEMA_VERSION = 2  # 1: one runtime.npz read whole
+SCHEMA_VERSION = 3  # 3: the manifest carries its own checksum; 2: runtime arrays per campaign; 1: one runtime.npz
 POSTERIOR = "posterior.nc"
 RUNTIME = "runtime"  # folder
 DIGESTS = f"{RUNTIME}/digests.npy"
@@ -95,7 +96,7 @@ def write(out: str | Path, fit, cells, max_runtime_draws: int = 1000, overwrite:
         if conversion_delay is not None:
             quantiles = np.quantile(np.asarray(conversion_delay, np.float64), np.linspace(0, 1, DELAY_QUANTILES))
             manifest["conversion_delay"] = [round(float(q), 3) for q in quantiles]
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=float))
+        write_manifest(tmp, manifest)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -158,6 +159,23 @@ def _replace_dir(new: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+MANIFEST_CHECKSUM = "manifest_sha256"
+
+
+def _manifest_checksum(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_manifest(folder: str | Path, manifest: dict) -> None:
+    """Write ``manifest.json`` into ``folder`` (atomically) with its own checksum over the rest of it."""
+    from .outputs import atomic_file
+
+    plain = json.loads(json.dumps({k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM}, default=float))
+    with atomic_file(Path(folder) / MANIFEST) as tmp:
+        tmp.write_text(json.dumps({**plain, MANIFEST_CHECKSUM: _manifest_checksum(plain)}, indent=2))
+
+
 def read_manifest(path: str | Path, verify: bool = True) -> dict:
     """The manifest of a cache, after checking its version, that its files are there and (``verify``) the
     runtime digests' sha256; the posterior and the draws are checked where they are read."""
@@ -172,6 +190,8 @@ def read_manifest(path: str | Path, verify: bool = True) -> dict:
     version = manifest.get("schema_version") if isinstance(manifest, dict) else None
     if version != SCHEMA_VERSION:
         raise CacheError(f"{path}: cache schema version {version!r}, this gaelp_bayes reads {SCHEMA_VERSION}; refit")
+    if manifest.get(MANIFEST_CHECKSUM) != _manifest_checksum(manifest):
+        raise CacheError(f"{mpath}: its checksum does not match its content (edited or damaged); refit")
     files = manifest.get("files", {})
     for name in (POSTERIOR, DIGESTS):
         if name not in files:

@@ -15,6 +15,7 @@ from .outputs import atomic_file, check_output
 
 
 SUMMARY_CAMPAIGNS = 20  # campaigns listed after a fit (their draws are all it reads)
+SIMULATION_MARK = ".gaelp_simulation"  # marks a folder as simulate's own: it may write there again
 
 
 def summary_slots(campaigns: int) -> list[int]:
@@ -141,6 +142,18 @@ def cmd_windows(args: argparse.Namespace) -> int:
         check_output(delay_file(args.out), inputs=args.raw, overwrite=args.overwrite)
     elif args.as_of:
         raise UsageError("--as-of needs --conversion-time (when each conversion was reported)")
+    seen: dict[Path, str] = {}
+    for path in args.raw:  # a file twice, or two files one campaign's name, would count its events twice
+        key = Path(path).resolve()
+        if key in seen:
+            raise UsageError(f"{path}: given twice (as {seen[key]!r} and {path!r}): its events would count twice")
+        seen[key] = path
+    stems = [Path(p).stem for p in args.raw]
+    if args.group is None and len(args.raw) > 1 and len(set(stems)) < len(stems):
+        twin = next(s for s in stems if stems.count(s) > 1)
+        raise UsageError(f"two files are named {twin!r} ({', '.join(p for p in args.raw if Path(p).stem == twin)}): "
+                         "without --group each file's name is its campaign, and they would merge into one; "
+                         "rename one or pass --group")
     frames, delays = [], []
     for path in args.raw:
         events = read_table(path)
@@ -224,10 +237,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"--policies: unknown policy {unknown[0]!r} (one of "
                          f"{', '.join(sim.POLICIES + sim.MORE_POLICIES)})")
     sharded = sharding(args)
+    out_dir = check_output(args.out, folder=True, overwrite=args.overwrite, mark=SIMULATION_MARK)
     world = sim.make_world(campaigns=args.campaigns, seed=args.seed, volume_scale=args.volume_scale)
     history = sim.log_auction_history(world, days=args.history_days, seed=args.seed + 1)
-    out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / SIMULATION_MARK).write_text("results of gaelp-bayes simulate; its model caches are reused when "
+                                           "the data and model version match, the rest rewritten\n")
     results, lines = [], [f"# Simulation: {args.campaigns} campaigns, {args.history_days} days of history, "
                           f"{args.days} test days, seed {args.seed}", ""]
     for scenario in scenarios:
@@ -444,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=SEED, default=0)
     engine_option(s)
     s.add_argument("--out", default="reports/simulation")
+    overwrite_option(s)
     sharding_options(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_simulate)

@@ -123,14 +123,16 @@ class DynamicBudgetOptimizer:
         self.performance_history.append(window)
 
     def optimize_hourly_allocation(self, strategy: PacingStrategy = PacingStrategy.ADAPTIVE_ML) -> OptimizationResult:
-        """Hourly allocations (hours 0-23, Decimal, summing to the daily budget) with a real confidence."""
+        """Hourly allocations (hours 0-23, Decimal, summing to the daily budget) with a real confidence.  A
+        stopped pacer allocates nothing (every hour 0.00, like its multiplier): callers that spend their
+        allocations as hourly budgets must not keep spending while the pacer bids nothing."""
         status = self.pacer.status(self.clock())
-        allocations = self._to_decimal(status["plan"])
         risks = [status["emergency_stop"]] if status["emergency_stop"] else []
         risks += status["warnings"] + list(status["flags"].values())
         if status["emergency_stop"]:
-            return OptimizationResult(allocations, 0.0, {}, strategy,
+            return OptimizationResult({h: Decimal("0.00") for h in range(24)}, 0.0, {}, strategy,
                                       f"pacer stopped: {status['emergency_stop']}", risks)
+        allocations = self._to_decimal(status["plan"])
         return OptimizationResult(
             allocations=allocations, confidence_score=status["confidence"],
             expected_performance={"p_beats_even_pacing": status["p_beats_even"], "utilization": status["utilization"]},

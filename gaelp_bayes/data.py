@@ -30,6 +30,7 @@ N_DOW, N_HOUR = 7, 24
 TIME_RANGE = (pd.Timestamp("1970-01-01", tz="UTC"), pd.Timestamp("2200-01-01", tz="UTC"))  # times outside: errors
 MAX_FILLED_GAP = pd.Timedelta(days=7)  # longer silences in an event log are left out, not filled with zero windows
 WEEK = pd.Timedelta(days=7)  # the drift's time step (``Cells.weekly_trials``)
+MAX_VALUE = 1e12  # a count or an amount of one row: larger ones would sum past int64 or float range
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,9 @@ def validate_windows(frame: pd.DataFrame, name: str, timezone: str = "UTC",
             raise InputError(f"{name}: {_rows(~np.isfinite(values))}, column {col!r}: not a finite number")
         if (values < 0).any():
             raise InputError(f"{name}: {_rows(values < 0)}, column {col!r}: must be >= 0")
+        if (values > MAX_VALUE).any():
+            raise InputError(f"{name}: {_rows(values > MAX_VALUE)}, column {col!r}: must be at most {MAX_VALUE:.0e} "
+                             "(sums of such values would overflow)")
         if col in COUNT_COLUMNS:
             frac = values != np.floor(values)
             if frac.any():
@@ -240,12 +244,17 @@ def _event_times(raw: pd.Series, tz: ZoneInfo, name: str, column: str, blank_ok:
         blank = (raw.isna() | text.str.lower().isin(["", "nan", "nat", "none", "null"])) if blank_ok else \
             pd.Series(False, index=raw.index)
         aware = text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True)
-        stamps = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
+        parsed = []
         if aware.any():
-            stamps[aware] = pd.to_datetime(text[aware], format="ISO8601", errors="coerce", utc=True)
+            parsed.append(pd.to_datetime(text[aware], format="ISO8601", errors="coerce", utc=True))
         if (~aware).any():
             naive = pd.to_datetime(text[~aware], format="ISO8601", errors="coerce")
-            stamps[~aware] = naive.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+            parsed.append(naive.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC"))
+        # nanoseconds (times written with up to 9 decimals of a second), once the years are known to fit them
+        stamps = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+        for part in parsed:
+            _check_time_range(part.reindex(raw.index), raw, name, column)
+            stamps[part.index] = part.astype("datetime64[ns, UTC]")
     bad = stamps.isna() & ~blank
     if bad.any():
         raise InputError(f"{name}: {_rows(bad)}, column {column!r}: not an ISO-8601 time (e.g. {raw[bad].iloc[0]!r})")
@@ -378,6 +387,11 @@ def windows_from_events(events: pd.DataFrame, time: str, outcome: str, group: st
         raise InputError(f"{name}: empty file: no events")
     stamps = _event_times(events[time], tz, name, time)
     hours = stamps.dt.floor("h")
+    if group:  # a row without a group would vanish from every campaign, with its cost
+        blank = events[group].isna() | (events[group].astype(str).str.strip() == "")
+        if blank.any():
+            raise InputError(f"{name}: {_rows(blank)}, column {group!r}: empty group value (every event needs the "
+                             "campaign it belongs to)")
 
     out = pd.DataFrame({"timestamp": hours.to_numpy(),
                         "campaign": events[group].astype(str).str.strip() if group else DEFAULT_CAMPAIGN})
@@ -417,9 +431,10 @@ def windows_from_events(events: pd.DataFrame, time: str, outcome: str, group: st
         if col is None:
             continue
         v = pd.to_numeric(events[col], errors="coerce")
-        bad = v.isna() | (v < 0) | ~np.isfinite(v.fillna(0))
+        bad = v.isna() | (v < 0) | ~np.isfinite(v.fillna(0)) | (v > MAX_VALUE)
         if bad.any():
-            raise InputError(f"{name}: {_rows(bad)}, column {col!r}: must be a number >= 0")
+            raise InputError(f"{name}: {_rows(bad)}, column {col!r}: must be a number >= 0 and at most "
+                             f"{MAX_VALUE:.0e}")
         out[target] = v.to_numpy(np.float64)
     keys = ["campaign", "timestamp"]
     first_row = out.assign(row=np.arange(1, len(out) + 1)).groupby(keys, sort=True)["row"].min()

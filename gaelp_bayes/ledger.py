@@ -3,7 +3,8 @@ bidder process reaches.  Standard library only, plus the ``redis`` client for ``
 when one is used), so the runtime can import this lazily and stay numpy + stdlib.
 
     redis://HOST:PORT/DB          a Redis server (many machines)
-    sqlite:///relative/path.db    a SQLite file in WAL mode (one machine, no server; sqlite:////abs/path.db)
+    sqlite:////abs/path/ledger.db a SQLite file in WAL mode (one machine, no server): an absolute path, so that
+                                  bidders started in different folders share one file
 
 A process never asks the store per bid.  It holds a **lease**: an amount of the budget it may commit to bids
 (placed and not yet settled, or spent) without asking anyone; it ``sync``\\ s when the lease runs short or
@@ -46,7 +47,7 @@ CONNECT_TIMEOUT = 0.05
 SOCKET_TIMEOUT = 0.1
 SQLITE_LOCK_TIMEOUT = 0.25  # seconds a SQLite sync waits for another process's transaction (each takes ~0.4 ms)
 MAX_RETRIES = 100  # optimistic-transaction conflicts before a sync gives up (then: unreachable)
-URL_FORMS = "redis://HOST:PORT/DB or sqlite:///path/to/ledger.db"
+URL_FORMS = "redis://HOST:PORT/DB or sqlite:////absolute/path/ledger.db"
 
 
 class LedgerUnavailable(Exception):
@@ -95,10 +96,38 @@ def new_state(budget: float) -> dict:
             "syncs": 0}
 
 
+def check_state(state: dict) -> None:
+    """A stored state this package could have written, or a ``ValueError`` saying what is wrong with it: the
+    ledger is the fleet's money, and a state edited by hand or damaged (a negative spend, leases beyond the
+    budget) must stop the fleet, not be spent from."""
+    def money(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+    if not isinstance(state, dict):
+        raise ValueError(f"the stored state is {type(state).__name__}, not a campaign-day's state")
+    budget, spent, leases = state.get("budget"), state.get("spent"), state.get("leases")
+    if not (money(budget) and budget > 0):
+        raise ValueError(f"its budget {budget!r} is not an amount > 0")
+    if not money(spent):
+        raise ValueError(f"its spend {spent!r} is not an amount >= 0")
+    if not isinstance(leases, dict) or not all(isinstance(v, list) and len(v) == 2 and money(v[0])
+                                                and isinstance(v[1], (int, float)) for v in leases.values()):
+        raise ValueError(f"its leases {leases!r} are not {{holder: [amount >= 0, time]}}")
+    committed = spent + math.fsum(v[0] for v in leases.values())
+    if committed > budget * (1 + 1e-9) + 1e-9:
+        raise ValueError(f"its spend and leases ({committed:g}) exceed its budget ({budget:g})")
+
+
 def apply_sync(state: dict | None, sync: Sync) -> tuple[dict, Fleet]:
     """The one ledger rule, applied inside the store's transaction: book the holder's spend and outcomes
     against its lease, then grant the lease it wants from what is neither spent nor leased to others.
-    A budget other than the campaign-day's is a ``ValueError`` (nothing changes)."""
+    A budget other than the campaign-day's, or a stored state that fails ``check_state``, is a
+    ``ValueError`` (nothing changes)."""
+    if state is not None:
+        try:
+            check_state(state)
+        except ValueError as exc:
+            raise ValueError(f"the campaign-day's state in the ledger is not valid ({exc}): repair or delete it") from None
     state = new_state(sync.budget) if state is None else {**new_state(state["budget"]), **state}  # keys added since
     if abs(state["budget"] - sync.budget) > 1e-9:
         raise ValueError(f"the ledger holds a daily budget of {state['budget']:g} for this campaign-day; this "
@@ -131,6 +160,20 @@ def apply_sync(state: dict | None, sync: Sync) -> tuple[dict, Fleet]:
                         state["syncs"])
 
 
+def _stored(raw, journal_length) -> dict | None:
+    """The state read from a store (None: the campaign-day has not started).  A missing or ``null`` state
+    beside journal lines of the day is a ``ValueError``: the day's spend would restart at 0 (the journal
+    holds what was spent)."""
+    try:
+        state = json.loads(raw) if raw else None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"the campaign-day's state in the ledger is not JSON ({exc}): repair or delete it") from None
+    if state is None and journal_length():
+        raise ValueError("the campaign-day's state is missing from the ledger, but its journal holds records of the "
+                         "day: its spend would restart at 0; restore the state, or delete the day's journal too")
+    return state
+
+
 def holder_name() -> str:
     """A name no other process shares: host, process id and a random tag (a restarted process is a new holder)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -160,7 +203,8 @@ class RedisStore:
                     try:
                         pipe.watch(state_key)
                         raw = pipe.get(state_key)
-                        state, fleet = apply_sync(json.loads(raw) if raw else None, sync)
+                        state = _stored(raw, lambda: pipe.llen(journal_key))
+                        state, fleet = apply_sync(state, sync)
                         pipe.multi()
                         pipe.set(state_key, json.dumps(state))
                         if sync.lines:
@@ -206,7 +250,9 @@ class SqliteStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 row = db.execute("SELECT state FROM ledger WHERE key = ?", (state_key,)).fetchone()
-                state, fleet = apply_sync(json.loads(row[0]) if row else None, sync)
+                state = _stored(row[0] if row else None, lambda: db.execute(
+                    "SELECT COUNT(*) FROM journal WHERE key = ?", (journal_key,)).fetchone()[0])
+                state, fleet = apply_sync(state, sync)
                 db.execute("INSERT OR REPLACE INTO ledger (key, state) VALUES (?, ?)", (state_key, json.dumps(state)))
                 db.executemany("INSERT INTO journal (key, line) VALUES (?, ?)", [(journal_key, s) for s in sync.lines])
                 db.execute("COMMIT")
@@ -236,7 +282,12 @@ def open_store(url: str) -> RedisStore | SqliteStore:
     if parts.scheme in ("redis", "rediss", "unix") and (parts.netloc or parts.path):
         return RedisStore(url)
     if parts.scheme == "sqlite" and url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
-        return SqliteStore(url[len("sqlite:///"):])
+        path = url[len("sqlite:///"):]
+        if not Path(path).is_absolute():
+            raise ValueError(f"ledger {url!r}: a SQLite ledger's path must be absolute (sqlite:////var/gaelp/ledger.db, "
+                             f"four slashes): {path!r} is relative to each process's working folder, and bidders "
+                             "started in two folders would keep two ledgers and spend the budget twice")
+        return SqliteStore(path)
     raise ValueError(f"ledger must be a URL ({URL_FORMS}), got {url!r}")
 
 

@@ -2,8 +2,9 @@
 
 ``check_output`` runs before any work starts (so a bad ``--out`` fails in a second, not after the fit):
 
-- an output is never an input, inside an input folder, a folder holding an input, or the working
-  folder or one holding it (not even with ``overwrite``);
+- an output is never an input, inside an input folder, a folder holding an input, the working folder or
+  one holding it, a special file (a device such as ``/dev/null``, a pipe, a socket), or inside a model cache
+  (only ``fit`` writes a cache, whole) (not even with ``overwrite``);
 - a file output is never an existing folder, and a folder output never an existing file;
 - anything that exists is replaced only with ``overwrite``; an empty folder is free, and so is a folder
   that carries the command's own ``mark`` (the report's figure folder);
@@ -55,6 +56,13 @@ def check_output(out: str | Path, *, inputs: Iterable[str | Path] = (), folder: 
             raise UsageError(f"{option} {path} is inside the input {given}; choose another path")
         if target in source.parents:
             raise UsageError(f"{option} {path} holds the input {given}; choose another path")
+    if path.exists() and not (path.is_file() or path.is_dir()):
+        raise UsageError(f"{option} {path} is a special file (a device, a pipe or a socket), not a regular file "
+                         "or folder; choose another path")
+    for above in target.parents:
+        if is_model_cache(above):
+            raise UsageError(f"{option} {path} is inside the model cache {above}; only fit writes a cache (whole): "
+                             "choose another path")
     if path.exists() or path.is_symlink():
         kind = "folder" if folder else "file"
         if folder != (path.is_dir() and not path.is_symlink()):

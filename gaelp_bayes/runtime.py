@@ -105,6 +105,7 @@ import numbers
 import os
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -348,6 +349,29 @@ def check_plan_options(options: dict) -> dict:
     return out
 
 
+CHAIN_FIELD = b', "c": "'  # a record line ends with its running checksum: ``..., "c": "1a2b3c4d"}``
+
+
+def chain_next(previous: str, line: bytes) -> str:
+    """The running checksum after ``line`` (without its own checksum field): CRC-32 of the previous one and
+    the line.  A line edited or missing in the middle of a journal breaks it at the next line."""
+    return f"{zlib.crc32(line, zlib.crc32(previous.encode())):08x}"
+
+
+def chained(line: str, previous: str) -> tuple[str, str]:
+    """A record line (a JSON object) with its running checksum appended, and that checksum."""
+    checksum = chain_next(previous, line.encode())
+    return f'{line[:-1]}, "c": "{checksum}"}}', checksum
+
+
+def unchained(line: bytes) -> tuple[bytes, str | None]:
+    """A journal line without its checksum field, and the checksum (None: the line carries none)."""
+    at = line.rfind(CHAIN_FIELD)
+    if at < 0 or not line.endswith(b'"}') or len(line) - at - len(CHAIN_FIELD) != 10:
+        return line, None
+    return line[:at] + b"}", line[at + len(CHAIN_FIELD):-2].decode("ascii", "replace")
+
+
 def _journal_record(line: bytes) -> tuple[tuple[float, float, int, int, float | None] | None, str,
                                           tuple[float, float] | None, list | None]:
     """(t, cost, clicks, conversions, click time of a postback or None) of one journal line, or None and why
@@ -361,7 +385,7 @@ def _journal_record(line: bytes) -> tuple[tuple[float, float, int, int, float | 
         e = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
         return None, "not UTF-8", None, None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested past Python's limit
         return None, "not JSON", None, None
     if not isinstance(e, dict):
         return None, f"a JSON {type(e).__name__}, not an object", None, None
@@ -538,7 +562,7 @@ class Pacer:
         (bids 0.0, ``status()`` says why) unless ``strict``, which raises instead, and then also for any
         other failed part.  Unknown or out-of-range options are errors either way.  A cache fitted on censored
         windows carries its conversion delay, the default ``conversion_delay``.  ``ledger``: a URL
-        (``redis://HOST:PORT/DB`` or ``sqlite:///path/ledger.db``) whose campaign-day this pacer shares with
+        (``redis://HOST:PORT/DB`` or ``sqlite:////absolute/path/ledger.db``) whose campaign-day this pacer shares with
         every process pacing the same campaign (the journal then lives there too; see ``ledger.py``)."""
         check_plan_options(plan_options)
         path = Path(path)
@@ -712,26 +736,39 @@ class Pacer:
         if self.journal_dir is None:
             return
         path = self.journal_dir / journal_file_name(self.posterior.name, self.date)
+        self._chain = ""
         try:
             self.journal_dir.mkdir(parents=True, exist_ok=True)
             raw = path.read_bytes() if path.exists() else b""
             lines = raw.split(b"\n")
             torn = lines.pop()  # b"" after a complete last line; else a crash in mid-write
-            if torn and _journal_record(torn)[0] is None:
+            if torn and _journal_record(torn)[0] is None and torn.startswith(b'{"t": ') and b"\0" not in torn:
                 with open(path, "r+b") as f:  # drop it, so the next record starts a line of its own
                     f.truncate(len(raw) - len(torn))
                 self.warnings.append(f"journal {path}: dropped an incomplete last line ({len(torn)} bytes, a "
                                      "crash in mid-write)")
-            elif torn:  # a whole record whose newline was not written: it counts, and gets its newline
-                lines.append(torn)
-                with open(path, "ab") as f:
-                    f.write(b"\n")
+            elif torn:  # a whole record whose newline was not written (it counts, and gets its newline); or
+                lines.append(torn)  # no line at all (NUL bytes): not a record, so it stops the pacer below
+                if _journal_record(torn)[0] is not None:
+                    with open(path, "ab") as f:
+                        f.write(b"\n")
+            chained_yet = False
             for number, line in enumerate(lines, 1):
-                entry, why, state, market = _journal_record(line)
+                body, checksum = unchained(line)
+                entry, why, state, market = _journal_record(body)
                 if number == 1 and entry is None and market is not None:  # the day's market: today's plan used it
                     if self._market.restore(market):
                         self._plan(np.ones(24, bool), self.budget, first=True)
                     continue
+                if entry is not None and not self._starts[0] <= entry[0] < self._starts[24] + 3600:
+                    entry, why = None, (f"its time {entry[0]!r} is not in the journal's day ({self.date}); a record "
+                                        "edited or moved")
+                if entry is not None and (checksum is not None or chained_yet):
+                    expected = chain_next(self._chain, body)
+                    if checksum != expected:
+                        entry, why = None, ("its checksum does not follow the line before: this line or one before "
+                                            "it was edited, or a line is missing")
+                    chained_yet, self._chain = True, expected
                 if entry is None:
                     self.journal_error = self.journal_error or (
                         f"journal {path}: line {number} is not a record ({why}); the day's spend cannot be "
@@ -1362,6 +1399,7 @@ class Pacer:
         if self._ledger is not None:
             self._pending.append(line)
             return
+        line, self._chain = chained(line, self._chain)
         try:
             self._journal.write(f"{line}\n".encode())
             if self.durable:

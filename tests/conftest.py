@@ -65,7 +65,7 @@ def rewrite_runtime():
         manifest = json.loads((path / cache.MANIFEST).read_text())
         manifest["runtime_arrays"] = shapes
         manifest["files"][cache.DIGESTS] = cache._sha256(path / cache.DIGESTS)
-        (path / cache.MANIFEST).write_text(json.dumps(manifest))
+        cache.write_manifest(path, manifest)
         return path
 
     return rewrite

@@ -37,13 +37,15 @@ def test_old_calls_and_shapes(fitted, tmp_path):
     assert opt.reallocate_based_on_performance() is None  # nothing re-planned since the last call
 
 
-def test_missing_model_bids_nothing_and_says_why(tmp_path):
+def test_missing_model_bids_nothing_allocates_nothing_and_says_why(tmp_path):
+    """A stopped optimiser's allocations were an even split of the whole budget (confidence 0): callers that
+    spend allocations as hourly budgets kept spending while the multiplier said 0.  Now every hour is 0.00."""
     opt = DynamicBudgetOptimizer(daily_budget=Decimal("50"), model_dir=str(tmp_path / "none"),
                                  clock=lambda: T0.timestamp())
     assert opt.get_pacing_multiplier(9) == 0.0
     result = opt.optimize_hourly_allocation()
     assert result.confidence_score == 0.0 and "not a model cache" in result.reasoning
-    assert sum(result.allocations.values()) == Decimal("50.00")
+    assert sorted(result.allocations) == list(range(24)) and set(result.allocations.values()) == {Decimal("0.00")}
 
 
 def test_old_orchestrator_loop_runs_and_never_overspends(fitted, tmp_path):

@@ -152,3 +152,54 @@ def test_observed_until_before_its_window_is_an_error(tmp_path):
     text = "timestamp,clicks,conversions,observed_until\n2026-03-01T10:00:00Z,5,1,2026-03-01T09:00:00Z\n"
     with pytest.raises(InputError, match="row 1, column 'observed_until': before the window's start"):
         data.load_windows(write(tmp_path, text))
+
+
+def _events(tmp_path, name: str, text: str):
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("case", ["blank group", "file twice", "two files one name", "huge cost", "huge clicks"])
+def test_windows_refuses_what_would_lose_or_double_events_with_one_line(tmp_path, capsys, case):
+    """A row with a blank group vanished with its cost (2,999 of 3,000 rows kept, no word); one file given
+    twice, or two files of one name in two folders, merged into one campaign with doubled counts; spends past
+    float range summed to inf, counts past int64 to negative clicks."""
+    events = "t,y,g,cost\n2026-01-05T00:10:00Z,1,a,1.5\n2026-01-05T01:10:00Z,0,{g},{cost}\n"
+    out = tmp_path / "w.csv"
+    if case == "blank group":
+        argv, words = [str(_events(tmp_path, "e.csv", events.format(g="", cost=2.0))), "--group", "g"], ("row 2", "'g'")
+    elif case == "file twice":
+        raw = _events(tmp_path, "e.csv", events.format(g="a", cost=2.0))
+        argv, words = [str(raw), str(tmp_path / "." / "e.csv")], ("given twice",)
+    elif case == "two files one name":
+        argv = [str(_events(tmp_path, f"{d}/e.csv", events.format(g="a", cost=2.0))) for d in ("x", "y")]
+        words = ("two files are named 'e'", "--group")
+    elif case == "huge cost":
+        argv, words = [str(_events(tmp_path, "e.csv", events.format(g="a", cost=1e308))), "--cost", "cost"], ("'cost'",)
+    else:
+        text = "timestamp,campaign,clicks,conversions\n2026-01-05T00:00:00Z,a,9223372036854775000,0\n"
+        raw = _events(tmp_path, "windows.csv", text)
+        assert cli.main(["fit", str(raw), "--out", str(tmp_path / "m")]) == 2
+        err = capsys.readouterr().err
+        assert "row 1, column 'clicks': must be at most" in err and len(err.strip().splitlines()) == 1
+        return
+    assert cli.main(["windows", *argv, "--time", "t", "--outcome", "y", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and all(w in err for w in words), err
+    assert not out.exists()
+
+
+def test_times_with_nanoseconds_are_read(tmp_path):
+    """Event times and observed_until with more than 6 decimals crashed with a TypeError."""
+    raw = _events(tmp_path, "e.csv", "t,y,r\n2026-01-05T00:10:38.123456789Z,1,2026-01-05T00:20:00.987654321Z\n"
+                                     "2026-01-05T02:10:00Z,0,\n")
+    out = tmp_path / "w.csv"
+    assert cli.main(["windows", str(raw), "--time", "t", "--outcome", "y", "--conversion-time", "r", "--as-of",
+                     "2026-01-05T03:00:00.000000001Z", "--out", str(out)]) == 0
+    windows = data.load_windows(out)
+    assert windows["clicks"].sum() == 2 and windows["conversions"].sum() == 1
+    frame = pd.DataFrame({"timestamp": ["2026-01-05T00:00:00Z"], "clicks": [3], "conversions": [1],
+                          "observed_until": ["2026-01-05T05:00:00.123456789Z"]})
+    assert len(data.load_windows(frame)) == 1

@@ -142,6 +142,29 @@ def test_truncated_posterior_is_refused(copy_of):
         cache.read_posterior(copy_of)
 
 
+@pytest.mark.parametrize("edit", ["campaigns swapped", "timezone", "created_at", "drift_anchor"])
+def test_an_edited_manifest_is_refused(copy_of, edit):
+    """Swapping two campaign names in manifest.json was accepted (campaign A got B's plan: CPA 36.96 instead
+    of 3.69), as were edits of the timezone, created_at and the drift anchor (an unknown timezone: a
+    ZoneInfoNotFoundError traceback).  The manifest carries its own checksum."""
+    from gaelp_bayes.runtime import Pacer
+
+    manifest = json.loads((copy_of / "manifest.json").read_text())
+    if edit == "campaigns swapped":
+        manifest["campaigns"] = [manifest["campaigns"][1], manifest["campaigns"][0], *manifest["campaigns"][2:]]
+    elif edit == "timezone":
+        manifest["timezone"] = "Mars/Olympus_Mons"
+    elif edit == "created_at":
+        manifest["created_at"] = "2099-01-01T00:00:00+00:00"
+    else:
+        manifest["drift_anchor"] = "2030-01-01T00:00:00+00:00"
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CacheError, match="checksum does not match"):
+        cache.read_manifest(copy_of)
+    pacer = Pacer.load(copy_of, 100.0, campaign="campaign_01", now=1.78e9, force=True)
+    assert pacer.adjust_bid(1.0, now=1.78e9) == 0.0 and "checksum" in pacer.status(1.78e9)["emergency_stop"]
+
+
 def test_missing_file_and_wrong_version_are_refused(copy_of):
     manifest = json.loads((copy_of / "manifest.json").read_text())
     (copy_of / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 99}))
@@ -192,7 +215,7 @@ def test_a_cache_is_reused_only_for_the_same_data_model_version_and_a_passing_ga
     assert not cache.holds_fit_of(copy_of, "other data", model.MODEL_VERSION, accept_failed=True)
     assert not cache.holds_fit_of(copy_of, fingerprint, model.MODEL_VERSION - 1, accept_failed=True)
     manifest["diagnostics"] = {**manifest["diagnostics"], "passed": False}
-    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    cache.write_manifest(copy_of, manifest)
     assert not cache.holds_fit_of(copy_of, fingerprint, model.MODEL_VERSION)
     assert cache.holds_fit_of(copy_of, fingerprint, model.MODEL_VERSION, accept_failed=True)
     raw = bytearray((copy_of / "posterior.nc").read_bytes())  # kept only when every byte checks
@@ -202,14 +225,14 @@ def test_a_cache_is_reused_only_for_the_same_data_model_version_and_a_passing_ga
 
 
 def fail_part(path, part: str) -> None:
-    """Mark one part of a cache as failed in its manifest (the manifest is not checksummed: verdicts are data)."""
+    """Mark one part of a cache as failed in its manifest (sealed again: a consistent cache with that verdict)."""
     manifest = json.loads((path / "manifest.json").read_text())
     verdicts = {p: dict(d) for p, d in cache.part_verdicts(manifest).items()}
     for p, d in verdicts.items():
         d.update(passed=p != part, failures=["R-hat 1.300 > 1.01 (test)"] if p == part else [])
     manifest["parts"] = verdicts
     manifest["diagnostics"] = {**manifest["diagnostics"], "passed": False, "failures": ["R-hat 1.300 > 1.01 (test)"]}
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    cache.write_manifest(path, manifest)
 
 
 def test_a_failed_revenue_part_refuses_only_what_needs_revenue(copy_of, tmp_path):

@@ -124,7 +124,7 @@ def test_batches_of_a_fleet_hold_no_more_than_the_budget(tmp_path):
     with sqlite3.connect(tmp_path / "ledger.db") as db:  # a state no version wrote: stops, says why, no crash
         db.execute("UPDATE ledger SET state = ?", ('{"budget": 50.0, "spent": 1.0, "leases": []}',))
     broken = Pacer(posterior(), 50.0, now=DAY, ledger=url)
-    assert "cannot be read" in broken.status(t)["emergency_stop"] and broken.adjust_bid(1.0, now=t) == 0.0
+    assert "not valid" in broken.status(t)["emergency_stop"] and broken.adjust_bid(1.0, now=t) == 0.0
 
 
 def test_a_store_outage_spends_only_the_lease_then_bidding_resumes(tmp_path):
@@ -226,3 +226,50 @@ def test_a_fleet_of_four_processes_paces_one_budget(redis_server, fitted):
     assert shared["utilization"] >= 0.98
     assert shared["expected_conversions"] == pytest.approx(alone["expected_conversions"], rel=0.01)
     assert outage["utilization"] >= 0.98 and outage["placed_after_outage"] > 0
+
+
+def test_a_relative_sqlite_path_is_refused_two_folders_would_keep_two_ledgers(tmp_path, monkeypatch):
+    """Two bidders started from two folders with ``sqlite:///var/gaelp/ledger.db`` (three slashes: relative)
+    made two ledgers and spent 200 of a 100 budget: the path must be absolute (four slashes)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="must be absolute .*four slashes"):
+        Pacer(posterior(), 100.0, now=DAY, ledger="sqlite:///var/gaelp/ledger.db")
+    assert not (tmp_path / "var").exists()  # nothing created where the process happened to stand
+
+
+@pytest.mark.parametrize("damage", ["negative spend", "null state", "deleted state row", "leases past the budget"])
+def test_a_damaged_sqlite_state_stops_the_fleet_instead_of_restarting_the_day(tmp_path, damage):
+    """The stored state is the fleet's money: with ``spent`` set to -1000 a reloaded pacer spent about 1,100
+    of 100, and a ``null`` state or a deleted state row (the journal table still holding every record)
+    restarted the day at 0 (143.8 of 100).  Each is refused: the pacer stops and says why."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    first = Pacer(posterior(), 100.0, now=DAY, ledger=url)
+    t = DAY + 12 * 3600
+    for i in range(200):  # spend some of the day, recorded through the ledger
+        t += 1.0
+        bid = first.adjust_bid(1.0, now=t)
+        first.record(min(bid, 0.2), clicks=1, now=t)
+    first.close(now=t)
+    db = sqlite3.connect(tmp_path / "ledger.db")
+    key = db.execute("SELECT key FROM ledger").fetchone()[0]
+    assert db.execute("SELECT COUNT(*) FROM journal").fetchone()[0] > 0
+    state = json.loads(db.execute("SELECT state FROM ledger").fetchone()[0])
+    if damage == "negative spend":
+        state["spent"] = -1000.0
+        db.execute("UPDATE ledger SET state = ? WHERE key = ?", (json.dumps(state), key))
+    elif damage == "null state":
+        db.execute("UPDATE ledger SET state = 'null' WHERE key = ?", (key,))
+    elif damage == "deleted state row":
+        db.execute("DELETE FROM ledger WHERE key = ?", (key,))
+    else:
+        state["leases"] = {"someone": [500.0, t]}
+        db.execute("UPDATE ledger SET state = ? WHERE key = ?", (json.dumps(state), key))
+    db.commit()
+    db.close()
+    second = Pacer(posterior(), 100.0, now=t + 1, ledger=url)
+    bids = [second.adjust_bid(1.0, now=t + 2 + i) for i in range(50)]
+    assert max(bids) == 0.0
+    assert "ledger" in second.status(now=t + 60)["emergency_stop"]
+    second.close(now=t + 60)

@@ -132,6 +132,42 @@ def test_windows_refuses_its_input(tmp_path, capsys):
     assert tree_state(tmp_path) == before
 
 
+def test_outputs_refuse_special_files_and_paths_inside_a_model_cache(fitted, tmp_path, capsys):
+    """``predict ... --out /dev/null --overwrite``, run as root, replaced the device with a regular file, and
+    ``windows ... --out MODEL/runtime/cvr.npy --overwrite`` overwrote a model's runtime file: neither may be
+    written, whatever the flags."""
+    import os
+    import stat
+
+    model_copy = tmp_path / "m"
+    shutil.copytree(fitted.path, model_copy)
+    raw = tmp_path / "events.csv"
+    raw.write_text("t,y\n2026-01-05T00:10:00Z,1\n2026-01-05T02:10:00Z,0\n")
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    before = tree_state(model_copy)
+    for out, words in ((Path("/dev/null"), ("--out", "special file")), (pipe, ("--out", "special file")),
+                       (model_copy / "runtime" / "cvr.npy", ("--out", "inside the model cache")),
+                       (model_copy / "extra.csv", ("--out", "inside the model cache"))):
+        assert cli.main(["predict", str(fitted.path), str(fitted.holdout_csv), "--out", str(out), "--force",
+                         "--overwrite"]) == 2
+        one_error_line(capsys, *words)
+        assert cli.main(["windows", str(raw), "--time", "t", "--outcome", "y", "--out", str(out), "--overwrite"]) == 2
+        one_error_line(capsys, *words)
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode) and stat.S_ISFIFO(os.stat(pipe).st_mode)
+    assert tree_state(model_copy) == before
+
+
+def test_simulate_refuses_a_folder_that_is_not_its_own(tmp_path, capsys):
+    """``simulate --out EXISTING_DIR`` overwrote its results without ``--overwrite``."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.md").write_text("my notes")
+    assert cli.main(["simulate", "--out", str(mine), "--days", "1"]) == 2
+    one_error_line(capsys, "--out", "--overwrite")
+    assert (mine / "summary.md").read_text() == "my notes"
+
+
 # ----- report -----------------------------------------------------------------------------------------------
 def test_report_run_beside_its_model_leaves_the_model_alone(fitted, tmp_path, monkeypatch):
     """`report models/demo --out demo.html` from models/ used to replace the model folder with its figures."""
@@ -168,7 +204,7 @@ def rename_campaign(src: Path, dst: Path, old: str, new: str) -> Path:
     manifest = json.loads((dst / cache.MANIFEST).read_text())
     manifest["campaigns"] = [new if c == old else c for c in manifest["campaigns"]]
     manifest["files"][cache.POSTERIOR] = cache._sha256(dst / cache.POSTERIOR)
-    (dst / cache.MANIFEST).write_text(json.dumps(manifest))
+    cache.write_manifest(dst, manifest)
     return dst
 
 

@@ -231,6 +231,38 @@ def test_a_corrupt_journal_is_an_error_with_strict_load(tmp_path, fitted):
         Pacer.load(model, 100.0, campaign="campaign_01", journal=tmp_path / "j", now=DAY, force=True, strict=True)
 
 
+@pytest.mark.parametrize("edit", ["a year later", "time 1e308", "nested 100,000 deep", "a middle line missing",
+                                  "a cost edited", "only NUL bytes"])
+def test_a_journal_edited_or_cut_stops_the_pacer_and_says_where(tmp_path, edit):
+    """Each of these replayed without a word: a time with one digit changed (2026 -> 2058) moved its spend to a
+    2058 day (0 spent today); a time of 1e308 raised OverflowError and a line nested 100,000 deep
+    RecursionError at load; a line deleted from the middle, or a cost edited, lowered the day's spend
+    silently; a file of NUL bytes was dropped whole as a torn last line.  Every record line now carries a
+    running checksum (a missing or edited line breaks it) and a time inside the journal's day."""
+    import re
+
+    path, _ = _journal_with_records(tmp_path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    if edit == "a year later":
+        lines[10] = re.sub(rb'"t": (\d+)', lambda m: b'"t": ' + str(int(m.group(1)) + 32 * 31_557_600).encode(),
+                           lines[10])
+    elif edit == "time 1e308":
+        lines[10] = re.sub(rb'"t": [0-9.e+]+', b'"t": 1e308', lines[10])
+    elif edit == "nested 100,000 deep":
+        lines.insert(10, b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    elif edit == "a middle line missing":
+        del lines[10]
+    elif edit == "a cost edited":
+        lines[10] = re.sub(rb'"cost": [0-9.]+', b'"cost": 0.01', lines[10])
+    path.write_bytes(b"\0" * 4096 if edit == "only NUL bytes" else b"".join(lines))
+    pacer = Pacer(posterior(), 100.0, journal=tmp_path, now=DAY + 15 * 3600)
+    s = pacer.status(DAY + 15 * 3600)
+    line = 1 if edit == "only NUL bytes" else 11
+    assert not s["bidding"] and f"line {line}" in s["emergency_stop"], s["emergency_stop"]
+    assert pacer.adjust_bid(1.0, now=DAY + 15 * 3600) == 0.0
+    assert path.stat().st_size > 0  # nothing dropped
+
+
 def test_a_torn_last_line_is_a_crash_mid_write_and_the_rest_counts(tmp_path):
     path, spent = _journal_with_records(tmp_path)
     with open(path, "ab") as f:

@@ -42,6 +42,7 @@ LOG_2PI = float(np.log(2 * np.pi))
 # prior-data conflict: a latent value's posterior mean this many sds (of what the data moves it by under the
 # model) from its prior mean; |z| > 4 happens by chance once in 16,000 values (about 1 campaign in 800)
 CONFLICT_Z = 4.0
+MIN_CORRECTION_ESS = 20.0  # the population's correction (``correct``) keeps at least this many draws' worth
 EQUAL_WEIGHTS = 0.99  # an ESS above this share of the importance draws: the weights are all but equal
 
 
@@ -105,10 +106,12 @@ def _positive_definite(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return matrix, np.ones(matrix.shape[:-2], bool)
     except np.linalg.LinAlgError:
         pass
+    finite = np.isfinite(matrix).all(axis=(-2, -1))  # an overflow far out in a tail: the identity, not positive
+    matrix = np.where(finite[..., None, None], matrix, np.eye(matrix.shape[-1]))
     eigenvalues = np.linalg.eigvalsh(matrix)
     scale = np.maximum(np.abs(eigenvalues).max(axis=-1), 1e-12)
     shift = np.maximum(1e-8 * scale - eigenvalues.min(axis=-1), 0.0)
-    return matrix + shift[..., None, None] * np.eye(matrix.shape[-1]), shift == 0
+    return matrix + shift[..., None, None] * np.eye(matrix.shape[-1]), (shift == 0) & finite
 
 
 def _log_det(factor: np.ndarray) -> np.ndarray:
@@ -257,6 +260,13 @@ class Population:
     mode: np.ndarray  # psi's posterior mode
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    correction_base: np.ndarray | None = None  # [M]: see ``draw_shared``
+    shared_mode: np.ndarray | None = None  # [M, D]: the shared values' Laplace mode given each psi
+    shared_factor: np.ndarray | None = None  # [M, D, D]: Cholesky factor of their Laplace precision
+    log_marginal: np.ndarray | None = None  # [M]: Laplace's log p(y | psi)
+    correction_khat: float = float("nan")  # ``correct``'s weights: Pareto k-hat, ESS, how many draws weighed
+    correction_ess: float = float("nan")
+    correction_draws: int = 0
 
     def at_mean(self) -> "Population":
         """The population held at its posterior mean (each draw the same): a point, not a posterior."""
@@ -266,16 +276,21 @@ class Population:
                        shared=np.repeat(self.shared.mean(axis=0, keepdims=True), len(self.shared), 0))
 
     @property
-    def passed(self) -> bool:
-        return bool(np.isfinite(self.khat) and self.khat <= psis.khat_threshold(self.proposals)
-                    and self.ess >= min(400.0, self.proposals / 4))
+    def failures(self) -> list[str]:
+        out = []
+        if not (np.isfinite(self.khat) and self.khat <= psis.khat_threshold(self.proposals)
+                and self.ess >= min(400.0, self.proposals / 4)):
+            out.append(f"population: importance weights of its hyperparameters k-hat {self.khat:.2f}, ESS "
+                       f"{self.ess:.0f} of {self.proposals}")
+        if self.correction_draws and not (self.correction_khat <= 0.7 and self.correction_ess >= MIN_CORRECTION_ESS):
+            out.append(f"population: its correction by the members' exact evidence k-hat {self.correction_khat:.2f}, "
+                       f"ESS {self.correction_ess:.0f} of {self.correction_draws} (the Laplace approximation is too "
+                       "far from it)")
+        return out
 
     @property
-    def failures(self) -> list[str]:
-        if self.passed:
-            return []
-        return [f"population: importance weights of its hyperparameters k-hat {self.khat:.2f}, ESS {self.ess:.0f} "
-                f"of {self.proposals}"]
+    def passed(self) -> bool:
+        return not self.failures
 
 
 def _stencil(dim: int, step: float) -> np.ndarray:
@@ -478,13 +493,27 @@ def _population(model: LatentModel, members: np.ndarray, draws: int, rng: np.ran
     log_weights, khat = psis.smooth(log_ratio[None])
     log_weights, khat = log_weights[0], float(khat[0])
     picks = systematic(np.exp(log_weights), draws, rng)
-    # shared | psi: the Laplace approximation's marginal, N(mode, Schur^-1)
-    chosen = cand_mode.shared[picks]
-    factor = cand_mode.schur_factor[picks]
-    z = rng.standard_normal(chosen.shape)
-    shared = chosen + (np.linalg.solve(np.swapaxes(factor, 1, 2), z[..., None])[..., 0] if chosen.shape[1] else z)
-    return Population(candidates[picks], shared, members, khat, float(psis.ess(log_weights)), proposals, psi,
-                      time.perf_counter() - start, notes)
+    pop = Population(candidates[picks], np.empty_like(cand_mode.shared[picks]), members, khat,
+                     float(psis.ess(log_weights)), proposals, psi, time.perf_counter() - start, notes,
+                     shared_mode=cand_mode.shared[picks], shared_factor=cand_mode.schur_factor[picks],
+                     log_marginal=cand_mode.log_marginal[picks])
+    return draw_shared(model, pop, np.zeros(pop.shared.shape[1]), rng)
+
+
+def draw_shared(model: LatentModel, pop: Population, shift: np.ndarray, rng: np.random.Generator) -> Population:
+    """The population's shared values drawn given each psi from the Laplace approximation's marginal,
+    N(mode + ``shift``, Schur^-1), and what ``correct`` weighs each draw by but for the members' exact
+    evidence: log p(shared | psi) minus the Laplace marginal of psi and minus the density drawn from."""
+    from dataclasses import replace
+
+    factor, dim = pop.shared_factor, pop.shared_mode.shape[1]
+    z = rng.standard_normal(pop.shared_mode.shape)
+    shared = pop.shared_mode + shift + (np.linalg.solve(np.swapaxes(factor, 1, 2), z[..., None])[..., 0] if dim else z)
+    prior = model.shared_prior(pop.psi)
+    resid = shared - prior.offset
+    log_prior = 0.5 * prior.log_det - 0.5 * np.einsum("md,mde,me->m", resid, prior.precision, resid)
+    log_drawn = (np.log(np.diagonal(factor, axis1=1, axis2=2)).sum(axis=1) if dim else 0.0) - 0.5 * (z**2).sum(axis=1)
+    return replace(pop, shared=shared, correction_base=log_prior - pop.log_marginal - log_drawn)
 
 
 def systematic(weights: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -597,29 +626,23 @@ def campaigns(model: LatentModel, chosen: np.ndarray, pop: Population, draws: in
         return _campaigns(model, chosen, pop, draws, rng, proposals, quantities)
 
 
-def _campaigns(model: LatentModel, chosen: np.ndarray, pop: Population, draws: int, rng: np.random.Generator,
-               proposals: int, quantities) -> CampaignDraws:
-    """Each of the ``chosen`` campaigns' draws given the population draws ``pop`` (module doc): ``draws``
-    output draws (a multiple of the population's M draws), from ``proposals`` importance draws.
-    ``quantities(campaign, theta [S, K], m [S]) -> [S, Q]``: exported quantities beyond ``theta`` (draw ``s``
-    under population draw ``m[s]``) whose k-hat the gate checks too (the rates)."""
+def _importance_draws(model: LatentModel, chosen: np.ndarray, pop: Population, proposals: int,
+                      rng: np.random.Generator):
+    """For each of the ``chosen`` campaigns (by position): its importance draws given each population draw
+    (``proposals / M`` per draw: theta [M, per, K]), their log ratios ``log p(y, theta | pop_m) - log q``
+    [M, per] and the prior's mean [M, K] and marginal variances [M, K] under each population draw."""
     n_pop = len(pop.psi)
     per = proposals // n_pop
-    out_per = draws // n_pop
-    if per * n_pop != proposals or out_per * n_pop != draws:
-        raise ValueError(f"proposals ({proposals}) and draws ({draws}) must be multiples of the population's "
-                         f"{n_pop} draws")
+    if per * n_pop != proposals:
+        raise ValueError(f"proposals ({proposals}) must be a multiple of the population's {n_pop} draws")
     size = model.campaign_size
-    theta_out = np.empty((draws, len(chosen), size))
-    khat, ess, q_khat, conflict = (np.empty(len(chosen)) for _ in range(4))
-    evidence = np.empty((len(chosen), n_pop))
     # each campaign's mode under the population's average first: the start of its M conditional modes
     mean_psi, mean_shared = pop.psi.mean(axis=0), pop.shared.mean(axis=0)
     start, _ = model.start(chosen)
     centre, _, _, _, _ = conditional_modes(model, chosen, np.repeat(mean_psi[None], len(chosen), 0),
                                            np.repeat(mean_shared[None], len(chosen), 0), start)
     chunk = max(1, 4000 // n_pop)
-    threshold_draws = np.arange(draws) % n_pop  # output draw i goes with population draw i % M
+    m_of = np.repeat(np.arange(n_pop), per)
     for lo in range(0, len(chosen), chunk):
         block = np.arange(lo, min(lo + chunk, len(chosen)))
         camp = np.repeat(chosen[block], n_pop)
@@ -634,27 +657,88 @@ def _campaigns(model: LatentModel, chosen: np.ndarray, pop: Population, draws: i
             theta = mode[rows, None, :] + z @ inverse_factor[rows]  # [M, per, K]
             log_q = 0.5 * log_det[rows, None] - 0.5 * (z**2).sum(axis=2)
             flat = theta.reshape(-1, size)
-            m_of = np.repeat(np.arange(n_pop), per)
             ex = model.expand(np.full(len(flat), chosen[c]), flat, pop.shared[m_of], pop.psi[m_of], order=0)
             resid = flat - mean[rows][m_of]
             log_prior = 0.5 * prior.log_det[rows][m_of] - 0.5 * np.einsum(
                 "pk,pkl,pl->p", resid, prior.precision[rows][m_of], resid)
-            log_ratio = (ex.value + log_prior).reshape(n_pop, per) - log_q  # log p(y, theta | pop_m) - log q
-            log_ratio = np.where(np.isfinite(log_ratio), log_ratio, -np.inf)
-            top = log_ratio.max(axis=1, keepdims=True)
-            log_evidence = top[:, 0] + np.log(np.exp(log_ratio - top).mean(axis=1))  # log Z_m, up to a constant
-            normalised = log_ratio - log_evidence[:, None]  # each population draw's own posterior, weighted alike
-            smoothed, k = psis.smooth(normalised.reshape(1, -1))
-            khat[c], ess[c] = float(k[0]), float(psis.ess(smoothed)[0])
-            weights = np.exp(normalised - normalised.max())
-            values = flat if quantities is None else np.concatenate([flat, quantities(chosen[c], flat, m_of)], axis=1)
-            q_khat[c] = _quantity_khat(weights, values.reshape(n_pop, per, -1))
-            evidence[c] = log_evidence
-            conflict[c] = _conflict(weights, theta, mean[rows], prior_variance[rows])
-            for m in range(n_pop):
-                picks = systematic(weights[m] / weights[m].sum(), out_per, rng)
-                theta_out[threshold_draws == m, c] = theta[m, picks]
-    return CampaignDraws(theta_out, khat, ess, q_khat, conflict, evidence, proposals)
+            log_ratio = (ex.value + log_prior).reshape(n_pop, per) - log_q
+            yield c, theta, np.where(np.isfinite(log_ratio), log_ratio, -np.inf), mean[rows], prior_variance[rows]
+
+
+def _log_mean_exp(log_ratio: np.ndarray) -> np.ndarray:
+    """log of the mean of exp over the last axis."""
+    top = log_ratio.max(axis=-1, keepdims=True)
+    return top[..., 0] + np.log(np.exp(log_ratio - top).mean(axis=-1))
+
+
+def evidence(model: LatentModel, chosen: np.ndarray, pop: Population, proposals: int,
+             rng: np.random.Generator) -> np.ndarray:
+    """[C, M]: each chosen campaign's log marginal likelihood given each population draw, estimated by
+    importance sampling (unbiased on the natural scale; up to a constant per campaign)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        out = np.empty((len(chosen), len(pop.psi)))
+        for c, _, log_ratio, _, _ in _importance_draws(model, chosen, pop, proposals, rng):
+            out[c] = _log_mean_exp(log_ratio)
+        return out
+
+
+def correct(model: LatentModel, pop: Population, members: np.ndarray, draws: int, rng: np.random.Generator,
+            per_draw: int = 10) -> Population:
+    """The population's draws weighted by the members' exact evidence (importance sampling, ``per_draw`` draws
+    of each member per population draw) over the Laplace approximation of it, and ``draws`` of them
+    resampled: where the Laplace approximation of a sparse campaign's marginal likelihood is off (a handful
+    of conversions: its mode is not its mean), the population moves to where the exact evidence puts it.
+    Where the weights keep less than half the draws' worth, the shared values are drawn again around the
+    weighted mean of their offsets from the Laplace modes (the bias the weights found) and weighed again."""
+    from dataclasses import replace
+
+    def weigh(population: Population) -> tuple[np.ndarray, float]:
+        member_evidence = evidence(model, members, population, per_draw * len(population.psi), rng).sum(axis=0)
+        log_weights, khat = psis.smooth((population.correction_base + member_evidence)[None])
+        return log_weights[0], float(khat[0])
+
+    log_weights, khat = weigh(pop)
+    if psis.ess(log_weights) < 0.5 * len(pop.psi) and pop.shared.shape[1]:
+        shift = np.exp(log_weights) @ (pop.shared - pop.shared_mode)
+        pop = draw_shared(model, pop, shift, rng)
+        log_weights, khat = weigh(pop)
+    picks = systematic(np.exp(log_weights), draws, rng)
+    return replace(pop, psi=pop.psi[picks], shared=pop.shared[picks], correction_base=pop.correction_base[picks],
+                   shared_mode=pop.shared_mode[picks], shared_factor=pop.shared_factor[picks],
+                   log_marginal=pop.log_marginal[picks], correction_khat=khat,
+                   correction_ess=float(psis.ess(log_weights)), correction_draws=len(log_weights))
+
+
+def _campaigns(model: LatentModel, chosen: np.ndarray, pop: Population, draws: int, rng: np.random.Generator,
+               proposals: int, quantities) -> CampaignDraws:
+    """Each of the ``chosen`` campaigns' draws given the population draws ``pop`` (module doc): ``draws``
+    output draws (a multiple of the population's M draws), from ``proposals`` importance draws.
+    ``quantities(campaign, theta [S, K], m [S]) -> [S, Q]``: exported quantities beyond ``theta`` (draw ``s``
+    under population draw ``m[s]``) whose k-hat the gate checks too (the rates)."""
+    n_pop = len(pop.psi)
+    out_per = draws // n_pop
+    if out_per * n_pop != draws:
+        raise ValueError(f"draws ({draws}) must be a multiple of the population's {n_pop} draws")
+    theta_out = np.empty((draws, len(chosen), model.campaign_size))
+    khat, ess, q_khat, conflict = (np.empty(len(chosen)) for _ in range(4))
+    evidence_out = np.empty((len(chosen), n_pop))
+    output_draws = np.arange(draws) % n_pop  # output draw i goes with population draw i % M
+    m_of = np.repeat(np.arange(n_pop), proposals // n_pop)
+    for c, theta, log_ratio, mean, prior_variance in _importance_draws(model, chosen, pop, proposals, rng):
+        log_evidence = _log_mean_exp(log_ratio)  # log Z_m, up to a constant
+        normalised = log_ratio - log_evidence[:, None]  # each population draw's own posterior, weighted alike
+        smoothed, k = psis.smooth(normalised.reshape(1, -1))
+        khat[c], ess[c] = float(k[0]), float(psis.ess(smoothed)[0])
+        weights = np.exp(normalised - normalised.max())
+        flat = theta.reshape(-1, theta.shape[-1])
+        values = flat if quantities is None else np.concatenate([flat, quantities(chosen[c], flat, m_of)], axis=1)
+        q_khat[c] = _quantity_khat(weights, values.reshape(n_pop, -1, values.shape[-1]))
+        evidence_out[c] = log_evidence
+        conflict[c] = _conflict(weights, theta, mean, prior_variance)
+        for m in range(n_pop):
+            picks = systematic(weights[m] / weights[m].sum(), out_per, rng)
+            theta_out[output_draws == m, c] = theta[m, picks]
+    return CampaignDraws(theta_out, khat, ess, q_khat, conflict, evidence_out, proposals)
 
 
 def _quantity_khat(weights: np.ndarray, values: np.ndarray) -> float:

@@ -137,6 +137,8 @@ class PartVerdict:
         finite = lambda v: float(np.nanmax(v)) if np.isfinite(v).any() else float("nan")  # noqa: E731
         return {"passed": self.passed, "failures": self.failures, "engine": "laplace",
                 "population_khat": self.population.khat, "population_ess": self.population.ess,
+                "population_correction_khat": self.population.correction_khat,
+                "population_correction_ess": self.population.correction_ess,
                 "population_members": len(self.population.members),
                 "khat_max": finite(self.khat), "khat_threshold": khat_threshold(self.proposals),
                 "ess_min": float(np.nanmin(self.ess)), "quantity_khat_max": finite(self.quantity_khat),
@@ -350,7 +352,9 @@ def fit(cells: Cells, config: ModelConfig = DEFAULT, seed: int = 0, progress: bo
     populations = {}
     for i, part in enumerate(fitted):
         _say(progress, f"[{i + 1}/{len(fitted)}] {part}: population of {len(members)} campaign(s) by nested Laplace")
-        populations[part] = engine.population(models[part], members, opts["population_draws"], rng)
+        # twice the draws kept: the members' exact evidence then weighs them, and the kept ones are resampled
+        population = engine.population(models[part], members, 2 * opts["population_draws"], rng)
+        populations[part] = engine.correct(models[part], population, members, opts["population_draws"], rng)
         if opts["point_population"]:
             populations[part] = populations[part].at_mean()
     population_seconds = time.perf_counter() - start
