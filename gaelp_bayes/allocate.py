@@ -219,14 +219,23 @@ def campaign_draws(arrays: dict, manifest: dict, campaign: str | None, dow: int,
                            volume=volume), warnings
 
 
-def plan_date(date: str | None, timezone: str) -> dt.date:
-    """The plan's date: given (YYYY-MM-DD) or today in the account timezone."""
+def plan_date(date: str | None, timezone: str, manifest: dict | None = None) -> dt.date:
+    """The plan's date: given (YYYY-MM-DD) or today in the account timezone; with ``manifest``, never before
+    the data's first day (a plan for a day the model never saw the like of) nor past the forecast horizon
+    (``cache.check_horizon``)."""
     if date is None:
-        return dt.datetime.now(ZoneInfo(timezone)).date()
-    try:
-        return dt.date.fromisoformat(date)
-    except ValueError:
-        raise AllocationError(f"--date {date!r}: not a date (YYYY-MM-DD)") from None
+        day = dt.datetime.now(ZoneInfo(timezone)).date()
+    else:
+        try:
+            day = dt.date.fromisoformat(date)
+        except ValueError:
+            raise AllocationError(f"--date {date!r}: not a date (YYYY-MM-DD)") from None
+    if manifest is not None:
+        first = dt.date.fromisoformat(manifest["period"][0][:10])
+        if day < first:
+            raise AllocationError(f"--date {day}: before the data's first day ({first}); plan a day after the data")
+        cache.check_horizon(manifest, dt.datetime.combine(day, dt.time(12), ZoneInfo(timezone)).timestamp())
+    return day
 
 
 # The rule each numeric option of an allocation must meet (None is allowed where the option is optional).
@@ -348,8 +357,8 @@ def allocate(model_dir: str, budget: float | Decimal, *, date: str | None = None
     needs = ["conversion", "volume"] + ["cost"] * ("cpc" in arrays)
     needs += ["revenue"] * (options.get("objective") == "revenue")
     arrays, notes = cache.usable_arrays(manifest, arrays, model_dir, needs, force, strict)
-    plan = plan_day(manifest, arrays, budget, plan_date(date, manifest["timezone"]), campaign, clicks_as_cost,
-                    **options)
+    plan = plan_day(manifest, arrays, budget, plan_date(date, manifest["timezone"], manifest), campaign,
+                    clicks_as_cost, **options)
     plan.warnings += notes
     return plan
 

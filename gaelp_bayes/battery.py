@@ -164,7 +164,10 @@ def evaluate(drawn: Drawn, seed: int = 0, **fit_options) -> dict:
     posterior_mean = arrays["cvr"][:, cells.campaign, cells.dow, cells.hour].mean(axis=0)
     raw = cells.conversions / np.maximum(cells.clicks, 1)
     weight = cells.clicks / cells.clicks.sum()
-    verdicts, redone = fitted.settings["part_diagnostics"], fitted.settings["retried"]
+    verdicts, redone = fitted.settings["part_diagnostics"], dict(fitted.settings["retried"])
+    fallback = sorted({name for v in verdicts.values() for name in v.get("fallback", [])})
+    if fallback:  # the Laplace engine refitted these campaigns with NUTS
+        redone["NUTS fallback"] = ", ".join(fallback)
     return {"first_pass": all(v["passed"] for v in verdicts.values()) and not redone,
             "passed": fitted.diagnostics.passed, "failures": fitted.diagnostics.failures,
             "redone": sorted(redone), "why_redone": redone, "seconds": fitted.seconds,

@@ -346,14 +346,39 @@ def campaign_slot(manifest: dict, campaign: str | None,
                                   "(wider intervals)"]
 
 
+MAX_FORECAST_WEEKS = 26  # a forecast (a plan, a prediction, a pacer's day) at most this far past the data's end
+DRIFT_DAMPING_WEEKS = 8.0  # a trend's effect saturates at this many weeks of it (a damped trend)
+
+
+def check_horizon(manifest: dict, when) -> None:
+    """A ``UsageError`` if any of ``when`` (seconds since the epoch) lies more than ``MAX_FORECAST_WEEKS``
+    past the data's end: a posterior of those weeks says little of a day half a year later; refit."""
+    from .errors import UsageError
+
+    try:
+        end = dt.datetime.fromisoformat(manifest["period"][1]).timestamp() + 3600.0
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise CacheError("the manifest has no valid data period; refit") from None
+    ahead = (np.max(np.atleast_1d(np.asarray(when, np.float64))) - end) / WEEK_SECONDS
+    if ahead > MAX_FORECAST_WEEKS:
+        day = dt.datetime.fromtimestamp(float(np.max(when)), dt.timezone.utc).date()
+        raise UsageError(f"{day} is {ahead:.0f} weeks after the data's end ({manifest['period'][1][:10]}); forecasts "
+                         f"reach at most {MAX_FORECAST_WEEKS} weeks ahead: refit on recent data")
+
+
 def drift_factor(arrays: dict, manifest: dict, slots, when, seed: int = 0) -> np.ndarray:
     """[draw, row]: how much the conversion rate of campaign slot ``slots[row]`` at ``when[row]`` (seconds
-    since the epoch) is above the fitted rate (the data's last week): ``exp(trend h + sigma_walk sqrt(h) z)``,
-    ``h`` the weeks from that week's middle (``manifest["drift_anchor"]``; at least 0: rows inside the
-    fitted weeks get the last week's level), ``z`` standard normal per draw and slot, drawn from ``seed``
-    and the slot alone (the same whoever reads it; the walk: intervals widen with the horizon).  Ones when
-    the fit has no drift.  Numpy and the standard library only."""
+    since the epoch) is above the fitted rate (the data's last week):
+    ``exp(trend d(h) + sigma_walk sqrt(h) z - sigma_walk^2 h / 2)``, ``h`` the weeks from that week's middle
+    (``manifest["drift_anchor"]``; at least 0: rows inside the fitted weeks get the last week's level),
+    ``d(h) = tau (1 - exp(-h / tau))`` the damped trend (``DRIFT_DAMPING_WEEKS``: a trend of the data's weeks
+    is not carried on for ever), ``z`` standard normal per draw and slot, drawn from ``seed`` and the slot
+    alone (the same whoever reads it).  The walk widens the intervals with the horizon and keeps the mean
+    (its ``- sigma^2 h / 2``: without a trend, a day far ahead is expected at the last week's rate).  Ones
+    when the fit has no drift.  Beyond ``MAX_FORECAST_WEEKS`` past the data, a ``UsageError``
+    (``check_horizon``).  Numpy and the standard library only."""
     slots, when = np.atleast_1d(np.asarray(slots, np.int64)), np.atleast_1d(np.asarray(when, np.float64))
+    check_horizon(manifest, when)
     if "drift" not in arrays:
         return np.ones((arrays["cvr"].shape[0], len(slots)))
     try:
@@ -366,7 +391,8 @@ def drift_factor(arrays: dict, manifest: dict, slots, when, seed: int = 0) -> np
     z = np.stack([np.random.default_rng([seed, int(s)]).standard_normal(drift.shape[0]) for s in unique], axis=1)
     z = z[:, where]
     trend, walk = drift[:, slots, 0].astype(np.float64), drift[:, slots, 1].astype(np.float64)
-    return np.exp(trend * weeks + walk * np.sqrt(weeks) * z)
+    damped = DRIFT_DAMPING_WEEKS * -np.expm1(-weeks / DRIFT_DAMPING_WEEKS)
+    return np.exp(trend * damped + walk * np.sqrt(weeks) * z - 0.5 * walk**2 * weeks)
 
 
 def read_posterior(path: str | Path, verify: bool = True, groups: tuple[str, ...] | None = None):

@@ -516,7 +516,7 @@ def _context(model_dir: str | Path, budget: float | None, date: str | None, camp
     spread = np.linspace(0, len(names) - 1, min(len(names), CHECKED_CAMPAIGNS)).round().astype(int)
     checked = sorted(set(shown) | set(spread.tolist()))
     _, arrays = cache.read_runtime(model_dir, campaigns=[names[c] for c in checked])
-    day = plan_date(date, manifest["timezone"])
+    day = plan_date(date, manifest["timezone"], manifest)
     if budget is None:  # half of what the campaign usually spends (or clicks) in a day
         unit_cost = arrays["cpc"][:, slot, day.weekday()] if "cpc" in arrays else 1.0
         budget = round(0.5 * float((arrays["volume"][:, slot, day.weekday()] * unit_cost).mean(0).sum()), 2)

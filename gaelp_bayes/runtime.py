@@ -131,6 +131,7 @@ REFIT_ESS = 0.25  # refit due when the effective sample size falls below this sh
 OUTAGE_P = 1e-3  # a silence this improbable (no conversion reported) is a tracking outage: an alert, ...
 OUTAGE_FLOOR = 0.25  # ... judged at a quarter of the usual rate, so a real drop in rates is learned, not alerted
 OUTAGE_LOG = -math.log(OUTAGE_P)
+EARLIER_DAY = 3600.0  # seconds: a clock further before the pacer's day is another day, not skew (``_hour_of``)
 OVERSPEND_STOP = 1.5  # spend beyond 1.5x the plan so far (+5% of budget) stops bidding
 CONTROL_STEP = 0.1  # seconds: adjust_bid steps the controller at most this often between records
 AUCTION_TIMEOUT = 0.5  # seconds a placed bid holds budget unless its outcome is recorded (plan option)
@@ -573,15 +574,17 @@ class Pacer:
             arrays, notes = cache.usable_arrays(manifest, arrays, path, PACER_PARTS, force, strict)
             posterior, warnings = CampaignPosterior.from_cache(arrays, manifest, campaign, when=_epoch(now))
             warnings += notes
-            try:
-                age = (time.time() - dt.datetime.fromisoformat(manifest["created_at"]).timestamp()) / 86400
+            try:  # the cache's age on the pacer's day (a replay's day, or today) from the data's end
+                day = time.time() if now is None else _epoch(now)
+                age = (day - dt.datetime.fromisoformat(manifest["period"][1]).timestamp()) / 86400
                 zone = timezone or manifest["timezone"]
                 ZoneInfo(zone)
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
                 raise CacheError(f"{path}: invalid manifest ({type(exc).__name__}: {exc}); refit") from None
             stop = None
             if age > max_cache_age_days:
-                stop = f"stale cache: fitted {age:.0f} days ago (limit {max_cache_age_days:g}); refit"
+                stop = (f"stale cache: its data ends {age:.0f} days before this day (limit {max_cache_age_days:g}); "
+                        "refit on recent data")
                 if strict:
                     raise GaelpError(f"{path}: {stop}")
         except GaelpError as exc:
@@ -897,11 +900,20 @@ class Pacer:
 
     # ----- hot path ------------------------------------------------------------------------------
     def _hour_of(self, t: float) -> int:
-        """Hour of today for ``t``; a later day starts a new day, an earlier instant counts as today's first
-        hour (days roll forward only: a clock going back must not bring yesterday's budget back)."""
+        """Hour of today for ``t``; a later day starts a new day.  An earlier instant counts as today's first
+        hour (days roll forward only: a clock going back must not bring yesterday's budget back), unless it
+        is more than ``EARLIER_DAY`` before today and nothing has happened today (no record, no bid held):
+        then it is the day a replay is pacing (a pacer loaded without ``now``, on the wall clock, then given
+        the replayed times), and the pacer's day becomes that one, planned afresh, said in ``status()``."""
         if t >= self._starts[24]:
             self._start_day(t)
         if t < self._starts[0]:
+            if t < self._starts[0] - EARLIER_DAY and self._records == 0 and self._spent == 0 and not self._out_sum:
+                was = self.date
+                self._start_day(t)
+                self.warnings.append(f"the pacer's day moved from {was} to {self.date}: its first call's clock "
+                                     "was that day's (a replay: pass its clock to Pacer.load(now=...))")
+                return bisect.bisect_right(self._starts, t) - 1
             return 0
         return bisect.bisect_right(self._starts, t) - 1
 

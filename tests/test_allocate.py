@@ -138,7 +138,7 @@ def test_allocate_objectives_and_choices(fitted):
     new = al.allocate(str(fitted.path), 80, campaign="not_seen", date="2026-02-11", force=True)
     assert any("population" in w for w in new.warnings)
     with pytest.raises(al.AllocationError, match="choose one with --campaign"):
-        al.allocate(str(fitted.path), 80, force=True)
+        al.allocate(str(fitted.path), 80, date="2026-02-11", force=True)
 
 
 def test_no_spend_needs_explicit_clicks_as_cost(fitted):

@@ -87,7 +87,41 @@ def test_stationary_data_finds_no_trend(fitted):
 def test_report_shows_the_level_over_time(falling, tmp_path):
     from gaelp_bayes.report import build_report, figure_folder
 
-    out = build_report(falling[0], tmp_path / "r.html", budget=50.0, campaign="campaign_01")
+    out = build_report(falling[0], tmp_path / "r.html", budget=50.0, campaign="campaign_01", date="2026-02-10")
     text = out.read_text()
     assert "conversion_level_over_time" in text and "per week" in text
     assert (figure_folder(out) / "conversion_level_over_time.png").stat().st_size > 1000
+
+
+def test_forecasts_do_not_grow_with_the_horizon_and_stop_at_it(fitted, capsys):
+    """Expected conversions of a campaign whose trend is about 0 rose with the planned date (20.8 the day
+    after the data, 27.1 nine months later, 63.9 in 2030, 122.7 in 2199), and dates in 1999 and 2200 were
+    accepted.  The walk now widens the interval without moving the mean, the trend is damped, and a date
+    beyond MAX_FORECAST_WEEKS after the data, or before it, is one line and exit 2."""
+    import datetime as dt
+
+    from gaelp_bayes import cache
+
+    end = dt.date.fromisoformat(fitted.manifest["period"][1][:10])
+    near, far = end + dt.timedelta(days=2), end + dt.timedelta(weeks=cache.MAX_FORECAST_WEEKS - 1)
+    while far.weekday() != near.weekday():  # the same weekday: the same cells
+        far -= dt.timedelta(days=1)
+    soon, later = (allocate(str(fitted.path), 100.0, date=str(d), campaign="campaign_01", force=True)
+                   for d in (near, far))
+    _, arrays = cache.read_runtime(fitted.path, campaigns=["campaign_01"])
+    trend = float(np.abs(arrays["drift"][:, 0, 0].mean()))
+    bound = np.exp(cache.DRIFT_DAMPING_WEEKS * trend) - 1 + 0.05
+    assert abs(later.expected_conversions[0] / soon.expected_conversions[0] - 1) < bound  # (mean, lo, hi)
+    width = lambda p: p.expected_conversions[2] - p.expected_conversions[1]  # noqa: E731
+    assert width(later) > width(soon)
+    # the walk alone (no trend, sd 0.1 a week): the forecast's mean stays, its spread grows
+    walk = {"cvr": np.zeros((4000, 1, 7, 24)), "drift": np.tile([[[0.0, 0.1]]], (4000, 1, 1))}
+    manifest = {**fitted.manifest, "drift_anchor": f"{end}T12:00:00+00:00"}
+    anchor = dt.datetime.fromisoformat(manifest["drift_anchor"]).timestamp()
+    factor = cache.drift_factor(walk, manifest, np.zeros(2, int), anchor + np.array([1.0, 25.0]) * cache.WEEK_SECONDS)
+    assert np.allclose(factor.mean(axis=0), 1.0, atol=0.04) and factor[:, 1].std() > 3 * factor[:, 0].std()
+    for date in ("1999-06-01", "2030-01-01", "2199-12-01", str(end + dt.timedelta(weeks=cache.MAX_FORECAST_WEEKS + 1))):
+        code = cli.main(["allocate", str(fitted.path), "--budget", "100", "--campaign", "campaign_01", "--date", date,
+                         "--force"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and date[:4] in err, err

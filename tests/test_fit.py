@@ -13,6 +13,10 @@ from gaelp_bayes import cache, cli, data, model, predict
 from gaelp_bayes.errors import CacheError, FitError
 from gaelp_bayes.runtime import Pacer
 
+# a day just after the shared fit's data (which ends on 2026-02-08): plans and pacers are dated, never "today"
+PLAN_DATE = "2026-02-10"
+PLAN_NOW = pd.Timestamp(PLAN_DATE + "T10:00:00Z").timestamp()
+
 
 def test_manifest_records_what_a_user_needs(fitted):
     m = fitted.manifest
@@ -125,9 +129,9 @@ def test_tampered_draws_are_refused_per_campaign(copy_of):
         with pytest.raises(CacheError, match="draws of 'campaign_02' do not match their sha256"):
             read()
     cache.read_runtime(copy_of, campaigns=["campaign_01", "unseen campaign"])
-    pacer = Pacer.load(copy_of, 100.0, campaign="campaign_01", journal=copy_of.parent / "j")
+    pacer = Pacer.load(copy_of, 100.0, campaign="campaign_01", journal=copy_of.parent / "j", now=PLAN_NOW)
     assert pacer.status()["emergency_stop"] is None
-    stopped = Pacer.load(copy_of, 100.0, campaign="campaign_02", journal=copy_of.parent / "j")
+    stopped = Pacer.load(copy_of, 100.0, campaign="campaign_02", journal=copy_of.parent / "j", now=PLAN_NOW)
     assert "campaign_02" in stopped.status()["emergency_stop"]
     with pytest.raises(CacheError, match="campaign_02"):
         predict.predict(str(copy_of), pd.DataFrame({"timestamp": ["2026-03-02T10:00:00Z"], "clicks": [1],
@@ -241,17 +245,17 @@ def test_a_failed_revenue_part_refuses_only_what_needs_revenue(copy_of, tmp_path
     from gaelp_bayes.runtime import Pacer
 
     fail_part(copy_of, "revenue")
-    plan = allocate(str(copy_of), 50.0, campaign="campaign_01")  # conversions: no revenue needed
+    plan = allocate(str(copy_of), 50.0, campaign="campaign_01", date=PLAN_DATE)  # conversions: no revenue needed
     assert plan.expected_roas is None and any("revenue part" in w for w in plan.warnings)
     with pytest.raises(FitError, match="the revenue part"):
-        allocate(str(copy_of), 50.0, campaign="campaign_01", objective="revenue")
+        allocate(str(copy_of), 50.0, campaign="campaign_01", date=PLAN_DATE, objective="revenue")
     with pytest.raises(FitError, match="the revenue part"):
-        allocate(str(copy_of), 50.0, campaign="campaign_01", strict=True)
+        allocate(str(copy_of), 50.0, campaign="campaign_01", date=PLAN_DATE, strict=True)
     predict.predict(str(copy_of), pd.DataFrame({"timestamp": ["2026-03-02T10:00:00Z"], "clicks": [1]}))
-    pacer = Pacer.load(copy_of, 50.0, campaign="campaign_01", journal=tmp_path / "j")
+    pacer = Pacer.load(copy_of, 50.0, campaign="campaign_01", journal=tmp_path / "j", now=PLAN_NOW)
     assert pacer.status()["bidding"] and pacer.posterior.rpc is None
     with pytest.raises(FitError, match="the revenue part"):
-        Pacer.load(copy_of, 50.0, campaign="campaign_01", journal=tmp_path / "j", strict=True)
+        Pacer.load(copy_of, 50.0, campaign="campaign_01", journal=tmp_path / "j", now=PLAN_NOW, strict=True)
 
 
 @pytest.mark.parametrize("part,refused", [("conversion", {"predict", "allocate", "pacer"}),
@@ -263,8 +267,10 @@ def test_a_failed_part_that_a_consumer_uses_is_refused_by_it(copy_of, tmp_path, 
     windows = tmp_path / "w.csv"
     windows.write_text("timestamp,clicks\n2026-03-02T10:00:00Z,1\n")
     codes = {"predict": cli.main(["predict", str(copy_of), str(windows), "--out", str(tmp_path / "p.csv")]),
-             "allocate": cli.main(["allocate", str(copy_of), "--budget", "50", "--campaign", "campaign_01"])}
-    reason = Pacer.load(copy_of, 50.0, campaign="campaign_01", journal=tmp_path / "j").status()["emergency_stop"]
+             "allocate": cli.main(["allocate", str(copy_of), "--budget", "50", "--campaign", "campaign_01", "--date",
+                                   PLAN_DATE])}
+    reason = Pacer.load(copy_of, 50.0, campaign="campaign_01", journal=tmp_path / "j",
+                        now=PLAN_NOW).status()["emergency_stop"]
     assert {name for name, code in codes.items() if code == 4} | ({"pacer"} if reason else set()) == refused
     assert reason is None or f"the {part} part" in reason
     assert f"the {part} part" in capsys.readouterr().err
@@ -368,11 +374,11 @@ def test_a_censored_export_fits_end_to_end_and_its_delay_reaches_the_pacer(tmp_p
                      "--quiet"])
     manifest = cache.read_manifest(out)
     assert code in (0, 4) and len(manifest["conversion_delay"]) == cache.DELAY_QUANTILES
-    pacer = Pacer.load(out, 100.0, journal=tmp_path / "j", force=True)
+    pacer = Pacer.load(out, 100.0, journal=tmp_path / "j", force=True, now=pd.Timestamp("2026-03-09", tz="UTC"))
     assert pacer.plan_options["conversion_delay"].size == cache.DELAY_QUANTILES
     from gaelp_bayes.report import build_report
 
-    page = build_report(out, tmp_path / "r.html").read_text()
+    page = build_report(out, tmp_path / "r.html", date="2026-03-09").read_text()
     assert "conversion_delay" in page and "Reported within a minute" in page
     (tmp_path / "elsewhere").mkdir()
     moved = tmp_path / "elsewhere" / "w.csv"

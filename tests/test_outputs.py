@@ -174,7 +174,8 @@ def test_report_run_beside_its_model_leaves_the_model_alone(fitted, tmp_path, mo
     models = tmp_path / "models"
     shutil.copytree(fitted.path, models / "demo")
     monkeypatch.chdir(models)
-    assert cli.main(["report", "demo", "--out", "demo.html", "--budget", "50", "--campaign", "campaign_01"]) == 0
+    assert cli.main(["report", "demo", "--out", "demo.html", "--budget", "50", "--campaign", "campaign_01", "--date",
+                     "2026-02-10"]) == 0
     cache.read_manifest(models / "demo")  # intact: every checksum still matches
     assert (models / "demo.html").is_file() and len(list((models / "demo_figures").glob("*.png"))) == 9  # test_report.FIGURES
 
@@ -187,7 +188,8 @@ def test_report_refuses_a_figure_folder_that_is_not_its_own(fitted, tmp_path, ca
     before = tree_state(tmp_path)
     for out, words in (("r.html", ("r_figures", "model")), ("x.html", ("x_figures", "--overwrite")),
                        ("y.html", ("--out", "--overwrite"))):
-        assert cli.main(["report", str(fitted.path), "--out", str(tmp_path / out), "--budget", "50"]) == 2
+        assert cli.main(["report", str(fitted.path), "--out", str(tmp_path / out), "--budget", "50", "--date",
+                         "2026-02-10"]) == 2
         one_error_line(capsys, *words)
     assert tree_state(tmp_path) == before
 
@@ -213,7 +215,8 @@ def test_report_on_a_campaign_name_with_dollar_signs(fitted, tmp_path):
     name = "Promo $x^^y$"
     model_dir = rename_campaign(fitted.path, tmp_path / "m", "campaign_01", name)
     out = tmp_path / "r.html"
-    assert cli.main(["report", str(model_dir), "--out", str(out), "--campaign", name, "--budget", "50"]) == 0
+    assert cli.main(["report", str(model_dir), "--out", str(out), "--campaign", name, "--budget", "50", "--date",
+                     "2026-02-10"]) == 0
     assert "Promo $x^^y$" in out.read_text(encoding="utf-8")
 
 
@@ -247,9 +250,9 @@ def test_the_allocation_api_names_a_bad_budget(fitted):
 
     for bad in (float("inf"), float("nan"), 0.0):
         with pytest.raises(AllocationError, match="budget"):
-            allocate(str(fitted.path), bad, campaign="campaign_01", force=True)
+            allocate(str(fitted.path), bad, campaign="campaign_01", force=True, date="2026-02-10")
     with pytest.raises(AllocationError, match="max_share"):
-        allocate(str(fitted.path), 10.0, campaign="campaign_01", force=True, max_share=float("nan"))
+        allocate(str(fitted.path), 10.0, campaign="campaign_01", force=True, max_share=float("nan"), date="2026-02-10")
 
 
 # ----- data -------------------------------------------------------------------------------------------------

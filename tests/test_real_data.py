@@ -50,7 +50,7 @@ def test_open_bandit_windows_fit_predict_and_missing_spend(tmp_path, capsys):
     assert cli.main(["predict", str(out), str(windows_csv), "--out", str(pred), "--force"]) == 0
     assert pd.read_csv(pred)["pred_cvr_mean"].between(0.0005, 0.05).all()
     with pytest.raises(AllocationError, match="without a 'spend' column"):
-        allocate(str(out), 10, campaign="men", force=True)
+        allocate(str(out), 10, campaign="men", force=True, date="2019-12-01")
     report = tmp_path / "reports" / "ob.html"
     assert cli.main(["report", str(out), "--out", str(report), "--campaign", "men", "--date", "2019-12-01"]) == 0
     text = report.read_text()

@@ -446,3 +446,26 @@ def test_slow_postbacks_are_not_a_tracking_outage_when_the_delay_is_known():
     assert min(slow.status(t)["today_rate_factor"]) > 0.9  # no evidence yet: the posterior's rates stand
     with pytest.raises(ValueError, match="conversion_delay"):
         Pacer(posterior(), 100.0, now=DAY, plan_options={"conversion_delay": [-1.0]})
+
+
+def test_a_replay_that_loads_the_pacer_on_the_wall_clock_paces_the_replayed_day():
+    """A replay that loaded the pacer without ``now`` (today, by the wall clock) and then passed the replayed
+    day's times was folded into "today's first hour": 2% of its budget spent, 2.3% of the oracle's
+    conversions, no word.  While nothing has happened today, a clock far before it is the day being paced."""
+    pacer = Pacer(posterior(), 100.0)  # the wall clock: today
+    today = pacer.date
+    replayed = DAY + 10 * 3600  # a day months before
+    assert pacer.adjust_bid(1.0, now=replayed) > 0
+    assert pacer.date != today and pacer.status(replayed)["date"] == str(pacer.date)
+    assert any("moved from" in w for w in pacer.status(replayed)["warnings"])
+    t = replayed
+    for _ in range(3000):  # the replayed day is paced: its hours plan and spend
+        t += 10.0
+        bid = pacer.adjust_bid(1.0, now=t)
+        pacer.record(0.5 * bid, clicks=1, now=t)
+    assert pacer.status(t)["spent"] > 10.0
+    # once the day has records, a clock far before it is not another day: a bid is planned at the day's start
+    # and the money recorded then is booked now (days never roll back onto spend)
+    spent = pacer.status(t)["spent"]
+    pacer.record(1.0, now=DAY - 30 * 86400)
+    assert pacer.status(t)["spent"] == pytest.approx(spent + 1.0) and pacer.date != today
