@@ -317,6 +317,8 @@ def bench_gate(seed: int = 302, campaigns: int = 30) -> None:
                      "largest move of a level (its sds)": round(float(moved[:-1].max()), 2),
                      "members flagged": f"{int((~passed[members]).sum())} of {len(members)}",
                      "largest conflict |z| outside": round(float(draws.conflict[outside].max()), 2),
+                     "outside together (population shift)": round(engine.population_shift(
+                         draws.level_z[outside][passed[outside]]), 2),
                      "max k-hat": round(float(np.nanmax(draws.khat)), 2),
                      "min ESS": int(np.nanmin(draws.ess)), "max quantity k-hat": round(float(np.nanmax(
                          draws.quantity_khat)), 2)})
@@ -348,6 +350,9 @@ def bench_gate(seed: int = 302, campaigns: int = 30) -> None:
         f"24 of them, all {campaigns} campaigns' draws given it. A flagged campaign fails the gate (Pareto k-hat "
         "above the sample-size threshold, ESS below 400, a quantity's k-hat of 0.7 or more, or, outside the "
         f"population's members, a prior-data conflict |z| above {engine.CONFLICT_Z}) and is refitted with NUTS. "
+        "*outside together*: the mean of the outside campaigns' level z times the square root of their number "
+        f"(standard normal when the members represent them); beyond {engine.CONFLICT_Z} the population fails "
+        "its gate (the engine `auto` then fits with NUTS). "
         "*largest move of a level*: how far the case moved a campaign's posterior mean level from the first "
         "row's, in that row's posterior sds, over every campaign but the last (the one made 10x): what a wrong "
         "population costs the campaigns. "

@@ -200,6 +200,26 @@ def test_a_campaign_ten_times_the_populations_rate_is_flagged_outside_the_member
     assert draws.conflict[7] > engine.CONFLICT_Z > draws.conflict[:7].max()
 
 
+def test_a_population_that_does_not_represent_the_other_campaigns_fails_its_gate():
+    """A population whose mean level sits 3 campaign-prior sds off moves every other campaign by up to half an
+    sd, yet no single campaign conflicts with it beyond 4 sds: together they do (their levels' z, averaged),
+    and the population's gate fails (``auto`` then fits with NUTS).  The population as fitted passes."""
+    from dataclasses import replace
+
+    world = sim.make_world(campaigns=16, seed=65)
+    cells = data.aggregate(data.load_windows(sim.log_history(world, days=21, seed=66)))
+    model = lconv.ConversionModel(lconv.conversion_data(cells, 6, True), True, DEFAULT)
+    members, outside = np.arange(10), np.arange(10, 16)
+    rng = np.random.default_rng(5)
+    pop = engine.population(model, members, 50, rng, proposals=200)
+    as_fitted = engine.campaigns(model, np.arange(16), pop, 500, rng, proposals=1000)
+    shared = pop.shared.copy()
+    shared[:, 0] += 3 * np.exp(pop.psi[:, 0]).mean()  # mu, by 3 sigma_campaign
+    shifted = engine.campaigns(model, np.arange(16), replace(pop, shared=shared), 500, rng, proposals=1000)
+    assert abs(engine.population_shift(as_fitted.level_z[outside])) < engine.CONFLICT_Z
+    assert engine.population_shift(shifted.level_z[outside]) < -engine.CONFLICT_Z
+
+
 def test_a_campaign_that_fails_the_gate_is_refitted_with_nuts_under_the_population(fitted, tmp_path):
     """The shared data with its middle campaign (by clicks: outside a population of two) converting at 25 times
     the others' rate (a population of two campaigns is known so loosely that 10 times is within 3.2-3.7 of its

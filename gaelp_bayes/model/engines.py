@@ -20,8 +20,8 @@ from .config import DEFAULT, ENGINES, POPULATION_SIZE, ModelConfig
 
 
 def population_failed(fitted) -> list[str]:
-    """The parts of a Laplace fit whose population failed its gate."""
-    return [part for part, verdict in fitted.verdicts.items() if not verdict.population.passed]
+    """The parts of a Laplace fit whose population failed its gate (``PartVerdict.population_failures``)."""
+    return [part for part, verdict in fitted.verdicts.items() if verdict.population_failures]
 
 
 def fit(cells: Cells, engine: str | None = None, config: ModelConfig = DEFAULT, seed: int = 0, progress: bool = True,
@@ -50,7 +50,7 @@ def fit(cells: Cells, engine: str | None = None, config: ModelConfig = DEFAULT, 
     if engine == "auto" and failed:
         if progress:
             print(f"the population of the {', '.join(failed)} part(s) failed its gate "
-                  f"({'; '.join(f for p in failed for f in fitted.verdicts[p].failures)}): fitting with NUTS",
+                  f"({'; '.join(f for p in failed for f in fitted.verdicts[p].population_failures)}): fitting with NUTS",
                   file=sys.stderr, flush=True)
         nuts_fit = whole()
         nuts_fit.settings["engine"] = "nuts"

@@ -15,18 +15,23 @@ Two stages, both numpy (nothing is compiled):
    (the Hessian is block-arrow: each campaign's block, bordered by the shared values, solved through the
    shared block's Schur complement), and the Laplace approximation gives ``log p(y | psi)`` (the nested
    Laplace of INLA, Rue, Martino & Chopin 2009).  ``psi``'s posterior is found by Newton steps on that
-   marginal, then sampled by importance sampling from a Student-t around its mode with Pareto-smoothed
-   weights (``psis``: its k-hat is the population's own gate), and ``shared`` is drawn given each ``psi``
-   from the Laplace approximation's marginal (the Schur complement is its precision).
-2. **Campaigns** (``campaigns``): for every campaign and every population draw ``m``, Newton's method finds
-   the mode of ``theta_c`` given ``(psi_m, shared_m)`` (exact gradients and Hessians), ``S / M`` draws come
-   from the Gaussian at that mode, and each is weighted by the exact log density over the Gaussian's
+   marginal, then sampled by importance sampling from split Student-t proposals around its mode with
+   Pareto-smoothed weights (``psis``: their k-hat is the population's own gate), and ``shared`` is drawn
+   given each ``psi`` from the Laplace approximation's marginal (the Schur complement is its precision).
+   Then ``correct``: the members' exact evidence given each population draw (importance sampling, as in
+   stage 2) over its Laplace approximation weighs the draws, which are resampled: where a sparse
+   campaign's Laplace approximation is off, the population goes where the exact evidence puts it.
+2. **Campaigns** (``campaigns``): for every campaign and every population draw ``m``, one Newton step from the
+   campaign's mode under the population's average gives its mode given ``(psi_m, shared_m)`` (exact gradients
+   and Hessians), ``S / M`` draws come from the Gaussian there, and each is weighted by the exact log density
+   over the Gaussian's
    (normalised within its population draw: each draw of the population gets its share of the output).
    Per campaign the gate checks the weights' Pareto k-hat, their effective sample size, and the k-hat of
    each exported quantity's mean and variance; and, for a campaign outside the members (whose data the
    population has not seen), whether its data conflicts with the population: each latent value's posterior
    mean against its prior, in sds of what the data can move it by (``|z| > CONFLICT_Z``: a campaign ten
-   times the others' rate).  Such a campaign would move the population, which this stage holds fixed.
+   times the others' rate).  Such a campaign would move the population, which this stage holds fixed.  And
+   together, those campaigns' levels must not sit on one side of the population (``population_shift``).
 """
 
 from __future__ import annotations
@@ -185,6 +190,20 @@ def _newton_step(blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return step_shared, step_theta, decrement
 
 
+def _laplace_terms(blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From the negative Hessian's blocks at a mode [J]: its log determinant (the campaigns' blocks and the
+    shared block's Schur complement), the Cholesky factor of that complement (the shared values' marginal
+    precision) and whether every block was positive definite."""
+    _, _, a_cc, a_cs, a_ss = blocks
+    factor, positive = _cholesky(a_cc)
+    inv_cs = np.linalg.solve(factor @ np.swapaxes(factor, -1, -2), a_cs)
+    schur = a_ss - np.einsum("jckd,jcke->jde", a_cs, inv_cs)
+    if not schur.shape[1]:
+        return _log_det(factor).sum(axis=1), schur, positive.all(axis=1)
+    s_factor, s_positive = _cholesky(schur)
+    return _log_det(factor).sum(axis=1) + _log_det(s_factor), s_factor, positive.all(axis=1) & s_positive
+
+
 def joint_mode(model: LatentModel, campaigns: np.ndarray, psi: np.ndarray, shared: np.ndarray, theta: np.ndarray,
                iterations: int = 50, tolerance: float = 1e-8) -> JointMode:
     """Newton's method (with step halving) for the mode of ``(shared, theta)`` given each ``psi`` [J],
@@ -217,13 +236,8 @@ def joint_mode(model: LatentModel, campaigns: np.ndarray, psi: np.ndarray, share
         shared[active], theta[active], value[active] = trial_shared, trial_theta, trial_value
         for b, new in zip(blocks, trial_blocks):
             b[active] = new
-    grad_theta, grad_shared, a_cc, a_cs, a_ss = blocks
-    factor, positive = _cholesky(a_cc)
-    inv_cs = np.linalg.solve(factor @ np.swapaxes(factor, -1, -2), a_cs)
-    schur = a_ss - np.einsum("jckd,jcke->jde", a_cs, inv_cs)
-    s_factor, s_positive = _cholesky(schur) if schur.shape[1] else (schur, np.ones(len(psi), bool))
-    log_det = _log_det(factor).sum(axis=1) + (_log_det(s_factor) if schur.shape[1] else 0.0)
-    return JointMode(psi, shared, theta, value, log_det, s_factor, positive.all(axis=1) & s_positive, done)
+    log_det, s_factor, positive = _laplace_terms(blocks)
+    return JointMode(psi, shared, theta, value, log_det, s_factor, positive, done)
 
 
 def one_step_mode(model: LatentModel, campaigns: np.ndarray, psi: np.ndarray, shared: np.ndarray,
@@ -233,18 +247,13 @@ def one_step_mode(model: LatentModel, campaigns: np.ndarray, psi: np.ndarray, sh
     in the distance to the mode): one evaluation of the likelihood per ``psi`` instead of two or three."""
     value, blocks = _joint_terms(model, campaigns, psi, shared, theta, 2)
     step_shared, step_theta, decrement = _newton_step(blocks)
-    grad_theta, grad_shared, a_cc, a_cs, a_ss = blocks
-    factor, positive = _cholesky(a_cc)
-    inv_cs = np.linalg.solve(factor @ np.swapaxes(factor, -1, -2), a_cs)
-    schur = a_ss - np.einsum("jckd,jcke->jde", a_cs, inv_cs)
-    s_factor, s_positive = _cholesky(schur) if schur.shape[1] else (schur, np.ones(len(psi), bool))
-    log_det = _log_det(factor).sum(axis=1) + (_log_det(s_factor) if schur.shape[1] else 0.0)
+    log_det, s_factor, positive = _laplace_terms(blocks)
     # where the start was far (a decrement of 100: ten posterior sds), the caller iterates further; nearer, the
     # error in the log marginal was at most 0.02 in a 20-campaign test (most of the decrement lies in the
     # Gaussian priors' directions, where the log joint is quadratic and one step is exact)
     close = decrement < 100.0
     return JointMode(psi, shared + step_shared, theta + step_theta, value + 0.5 * decrement, log_det, s_factor,
-                     positive.all(axis=1) & s_positive & close, close)
+                     positive & close, close)
 
 
 @dataclass
@@ -392,10 +401,13 @@ def _population(model: LatentModel, members: np.ndarray, draws: int, rng: np.ran
                 proposals: int, step: float, dof: float) -> Population:
     """``population``.
 
-    ``psi``'s posterior (Laplace's marginal likelihood times its prior) is sampled by adaptive importance
-    sampling: half the proposals from a Student-t at its mode with twice the covariance the curvature there
-    gives (the scales' posteriors have long tails towards zero), half from a Student-t with the weighted
-    moments of the first half, all weighted against the equal mixture of the two."""
+    ``psi``'s posterior (Laplace's marginal likelihood times its prior) is found by Newton's method (the
+    Hessian by central differences, then BFGS), and sampled by adaptive importance sampling: half the
+    proposals from a split Student-t at the mode whose scale on each side of each axis reaches as far as
+    probes of the posterior at 1 to 4 sds say (the scales' posteriors have long tails towards zero), half
+    from a Student-t with the weighted moments of the first half, all weighted against their equal mixture.
+    Each candidate's Laplace approximation is one Newton step from a prediction of its mode
+    (``one_step_mode``)."""
     import time
 
     start = time.perf_counter()
@@ -538,6 +550,7 @@ class CampaignDraws:
     conflict: np.ndarray  # [C]: the largest |z| of a latent value's posterior mean against its prior
     log_evidence: np.ndarray  # [C, M]: log p(y_c | population draw m), up to a constant per campaign
     proposals: int
+    level_z: np.ndarray | None = None  # [C]: the level's signed z (``_conflict``; ``population_shift``)
 
     def passed(self, members: np.ndarray | None = None, conflict_max: float | None = None) -> np.ndarray:
         """[C]: the gate per campaign (module doc); the conflict check applies to campaigns outside ``members``.
@@ -551,6 +564,19 @@ class CampaignDraws:
             outside[members] = False
         limit = CONFLICT_Z if conflict_max is None else conflict_max
         return ok & ~(outside & (self.conflict > limit))
+
+
+SHIFT_MIN_CAMPAIGNS = 5  # ``population_shift`` needs at least this many campaigns outside the members
+
+
+def population_shift(level_z: np.ndarray) -> float:
+    """How far the campaigns outside a population's members sit from it together: the mean of their levels'
+    signed z (``_conflict``) times the square root of their number, standard normal when the members
+    represent them; beyond ``CONFLICT_Z``, the population is not theirs (members unlike the others, or a
+    population gone wrong), which no single campaign's check sees.  The caller leaves out campaigns flagged
+    on their own (an outlier is refitted alone); 0 with fewer than ``SHIFT_MIN_CAMPAIGNS``."""
+    z = level_z[np.isfinite(level_z)]
+    return float(z.mean() * np.sqrt(len(z))) if len(z) >= SHIFT_MIN_CAMPAIGNS else 0.0
 
 
 def conditional_modes(model: LatentModel, campaign: np.ndarray, psi: np.ndarray, shared: np.ndarray,
@@ -720,7 +746,7 @@ def _campaigns(model: LatentModel, chosen: np.ndarray, pop: Population, draws: i
     if out_per * n_pop != draws:
         raise ValueError(f"draws ({draws}) must be a multiple of the population's {n_pop} draws")
     theta_out = np.empty((draws, len(chosen), model.campaign_size))
-    khat, ess, q_khat, conflict = (np.empty(len(chosen)) for _ in range(4))
+    khat, ess, q_khat, conflict, level_z = (np.empty(len(chosen)) for _ in range(5))
     evidence_out = np.empty((len(chosen), n_pop))
     output_draws = np.arange(draws) % n_pop  # output draw i goes with population draw i % M
     m_of = np.repeat(np.arange(n_pop), proposals // n_pop)
@@ -734,11 +760,11 @@ def _campaigns(model: LatentModel, chosen: np.ndarray, pop: Population, draws: i
         values = flat if quantities is None else np.concatenate([flat, quantities(chosen[c], flat, m_of)], axis=1)
         q_khat[c] = _quantity_khat(weights, values.reshape(n_pop, -1, values.shape[-1]))
         evidence_out[c] = log_evidence
-        conflict[c] = _conflict(weights, theta, mean, prior_variance)
+        conflict[c], level_z[c] = _conflict(weights, theta, mean, prior_variance)
         for m in range(n_pop):
             picks = systematic(weights[m] / weights[m].sum(), out_per, rng)
             theta_out[output_draws == m, c] = theta[m, picks]
-    return CampaignDraws(theta_out, khat, ess, q_khat, conflict, evidence_out, proposals)
+    return CampaignDraws(theta_out, khat, ess, q_khat, conflict, evidence_out, proposals, level_z)
 
 
 def _quantity_khat(weights: np.ndarray, values: np.ndarray) -> float:
@@ -761,18 +787,17 @@ def _quantity_khat(weights: np.ndarray, values: np.ndarray) -> float:
     return float(np.nanmax(psis.khat(tails[spread])))
 
 
-def _conflict(weights: np.ndarray, theta: np.ndarray, prior_mean: np.ndarray, prior_variance: np.ndarray) -> float:
-    """The largest |z| over a campaign's latent values of its posterior mean against the prior (the mixture
-    over the population draws): ``(posterior mean - prior mean) / sqrt(prior var - posterior var)``, whose
-    distribution under the model is standard normal, over the values the data informs (the posterior
-    variance at most 80% of the prior's)."""
+def _conflict(weights: np.ndarray, theta: np.ndarray, prior_mean: np.ndarray,
+              prior_variance: np.ndarray) -> tuple[float, float]:
+    """A campaign's posterior means against its prior (the mixture over the population draws), each latent
+    value's ``z = (posterior mean - prior mean) / sqrt(prior var - posterior var)`` (standard normal under the
+    model) over the values the data informs (posterior variance at most 80% of the prior's): the largest
+    |z|, and the level's own z (signed; NaN where the data does not inform it)."""
     w = weights / weights.sum()  # [M, per]
     post_mean = np.einsum("mp,mpk->k", w, theta)
     post_var = np.einsum("mp,mpk->k", w, (theta - post_mean) ** 2)
     mean = prior_mean.mean(axis=0)
     variance = prior_variance.mean(axis=0) + prior_mean.var(axis=0)
     informed = post_var <= 0.8 * variance
-    if not informed.any():
-        return 0.0
-    z = (post_mean - mean)[informed] / np.sqrt(variance[informed] - post_var[informed])
-    return float(np.abs(z).max())
+    z = np.where(informed, (post_mean - mean) / np.sqrt(np.where(informed, variance - post_var, 1.0)), np.nan)
+    return (float(np.nanmax(np.abs(z))) if informed.any() else 0.0), float(z[0])

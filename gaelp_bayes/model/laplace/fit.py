@@ -119,12 +119,23 @@ class PartVerdict:
     conflict: np.ndarray
     passed_campaigns: np.ndarray  # [C] bool
     proposals: int
+    shift: float = 0.0  # ``engine.population_shift`` of the campaigns outside the members
     fallback: list[str] = field(default_factory=list)  # campaigns fitted again with NUTS
     fallback_passed: bool = True
 
     @property
-    def failures(self) -> list[str]:
+    def population_failures(self) -> list[str]:
+        """The population's own gate (``engine.Population.failures``) and whether the campaigns outside its
+        members sit together away from it (``engine.population_shift``)."""
         out = list(self.population.failures)
+        if abs(self.shift) > engine.CONFLICT_Z:
+            out.append(f"population: the campaigns outside its {len(self.population.members)} members sit together "
+                       f"{self.shift:+.1f} sds from it (their levels): the members do not represent them")
+        return out
+
+    @property
+    def failures(self) -> list[str]:
+        out = self.population_failures
         if self.fallback and not self.fallback_passed:
             out.append(f"NUTS fallback of {len(self.fallback)} campaign(s) failed its gate")
         return out
@@ -142,7 +153,8 @@ class PartVerdict:
                 "population_members": len(self.population.members),
                 "khat_max": finite(self.khat), "khat_threshold": khat_threshold(self.proposals),
                 "ess_min": float(np.nanmin(self.ess)), "quantity_khat_max": finite(self.quantity_khat),
-                "campaigns_failed": int((~self.passed_campaigns).sum()), "fallback": self.fallback,
+                "campaigns_failed": int((~self.passed_campaigns).sum()), "population_shift": self.shift,
+                "fallback": self.fallback,
                 "fallback_rate": len(self.fallback) / len(self.khat), "proposals": self.proposals}
 
 
@@ -393,6 +405,9 @@ def fit(cells: Cells, config: ModelConfig = DEFAULT, seed: int = 0, progress: bo
                               field_of("conflict"), np.ones(n, bool), first.proposals)
         verdict.passed_campaigns = engine.CampaignDraws(None, verdict.khat, verdict.ess, verdict.quantity_khat,
                                                         verdict.conflict, None, first.proposals).passed(members)
+        outside = np.setdiff1d(np.arange(n), members)
+        outside = outside[verdict.passed_campaigns[outside]]  # an outlier flagged alone is refitted alone
+        verdict.shift = engine.population_shift(field_of("level_z")[outside])
         verdicts[part] = verdict
     settings = {"engine": "laplace", "draws": opts["draws"], "chains": 1, "tune": 0, "seed": seed,
                 "sampler": "laplace", "parts": parts, "retried": {},
