@@ -239,11 +239,12 @@ def plan_date(date: str | None, timezone: str, manifest: dict | None = None) -> 
 
 
 # The rule each numeric option of an allocation must meet (None is allowed where the option is optional).
+MAX_AMOUNT = 1e12  # the largest budget or amount taken (as a data row's): cents past it leave float's exact range
 OPTION_RULES = {
-    "budget": (lambda v: 0 < v < np.inf, "a finite amount > 0", False),
-    "target_cpa": (lambda v: 0 < v < np.inf, "a finite amount > 0", True),
-    "min_per_hour": (lambda v: 0 <= v < np.inf, "a finite amount >= 0", False),
-    "max_per_hour": (lambda v: 0 < v < np.inf, "a finite amount > 0", True),
+    "budget": (lambda v: 0 < v <= MAX_AMOUNT, "an amount > 0 and at most 1e12", False),
+    "target_cpa": (lambda v: 0 < v <= MAX_AMOUNT, "an amount > 0 and at most 1e12", True),
+    "min_per_hour": (lambda v: 0 <= v <= MAX_AMOUNT, "an amount >= 0 and at most 1e12", False),
+    "max_per_hour": (lambda v: 0 < v <= MAX_AMOUNT, "an amount > 0 and at most 1e12", True),
     "max_share": (lambda v: 0 < v <= 1, "a share in (0, 1]", False),
     "headroom": (lambda v: 0 < v < np.inf, "a finite number > 0", False),
     "exploration": (lambda v: 0 <= v < 1, "a share in [0, 1)", False),
@@ -259,7 +260,7 @@ def check_options(**values) -> None:
             continue
         try:
             ok = bool(test(float(value)))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             ok = False
         if not ok:
             raise AllocationError(f"{name} must be {words}, got {value!r}")

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench_common import OUT_DIR, _campaign_rates, _header, _held_out, _markdown, _standard_error, _write
+from .bench_common import (OUT_DIR, _campaign_rates, _header, _held_out, _markdown, _standard_error, _write,
+                           whole_numbers)
 from .errors import GaelpError
 from .pipeline import fit_cached
 
@@ -1385,7 +1386,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gaelp-bayes bench")
     sub = p.add_subparsers(dest="what", required=True)
     f = sub.add_parser("fit")
-    f.add_argument("--sizes", default="1,20,200")
+    f.add_argument("--sizes", default="1,20,200", type=whole_numbers)
     f.add_argument("--samplers", default="auto")
     f.add_argument("--baseline", default=None, help="folder of another version of the package to time beside")
     c = sub.add_parser("calibration")
@@ -1404,7 +1405,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("sparse")
     rb = sub.add_parser("robustness", help="the battery of data shapes (about an hour on 2 cores)")
     rb.add_argument("--shapes", default="all", help="comma-separated battery shapes (default: all)")
-    rb.add_argument("--seeds", default=",".join(map(str, ROBUSTNESS_SEEDS)))
+    rb.add_argument("--seeds", default=",".join(map(str, ROBUSTNESS_SEEDS)), type=whole_numbers)
     rb.add_argument("--slow-seeds", type=int, default=1, help=f"seeds for {', '.join(SLOW_SHAPES)}")
     rb.add_argument("--baseline", default=None, help="robustness_runs.jsonl of another version, shown beside")
     rt = sub.add_parser("runtime")
@@ -1419,17 +1420,17 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--days", type=int, default=7)
     sc.add_argument("--engine", **engine_choice)
     ca = sub.add_parser("cache", help="Pacer.load and allocate of one campaign out of many (cold page cache)")
-    ca.add_argument("--sizes", default="100,1000,10000", help="campaigns, comma-separated (10,000: 20 GB on disk)")
+    ca.add_argument("--sizes", default="100,1000,10000", type=whole_numbers, help="campaigns, comma-separated (10,000: 20 GB on disk)")
     de = sub.add_parser("delay", help="history exported while conversions arrive: censored vs naive fit")
-    de.add_argument("--seeds", default="61,62,63", help="world seeds, comma-separated")
+    de.add_argument("--seeds", default="61,62,63", type=whole_numbers, help="world seeds, comma-separated")
     de.add_argument("--engine", **engine_choice)
     dr = sub.add_parser("drift", help="rates that move over the weeks: the drift model vs every week alike")
-    dr.add_argument("--seeds", default="71,72,73", help="world seeds, comma-separated")
+    dr.add_argument("--seeds", default="71,72,73", type=whole_numbers, help="world seeds, comma-separated")
     dr.add_argument("--engine", **engine_choice)
     sub.add_parser("shard-cost", help="what one shard of a sharded fit costs: draws, leapfrog steps, gradient")
     sc2 = sub.add_parser("scale", help="sharded fits on a Dask LocalCluster, beside the joint fit")
-    sc2.add_argument("--sizes", default="200", help="campaigns, comma-separated (2000 takes hours on 2 cores)")
-    sc2.add_argument("--workers", default="1,2", help="LocalCluster sizes, comma-separated")
+    sc2.add_argument("--sizes", default="200", type=whole_numbers, help="campaigns, comma-separated (2000 takes hours on 2 cores)")
+    sc2.add_argument("--workers", default="1,2", type=whole_numbers, help="LocalCluster sizes, comma-separated")
     sc2.add_argument("--joint-up-to", type=int, default=200, help="fit the joint model beside up to this size")
     sc2.add_argument("--seed", type=int, default=31, help="world seed")
     sc2.add_argument("--same-base-rate", action="store_true",
@@ -1481,21 +1482,21 @@ def run(args: argparse.Namespace) -> None:
     elif args.what == "fleet":
         bench_fleet(args.seed, outage_seconds=args.outage_seconds)
     elif args.what == "cache":
-        bench_cache([int(v) for v in args.sizes.split(",")])
+        bench_cache(args.sizes)
     elif args.what == "delay":
-        bench_delay(seeds=tuple(int(v) for v in args.seeds.split(",")), engine=args.engine)
+        bench_delay(seeds=tuple(args.seeds), engine=args.engine)
     elif args.what == "drift":
-        bench_drift(seeds=tuple(int(v) for v in args.seeds.split(",")), engine=args.engine)
+        bench_drift(seeds=tuple(args.seeds), engine=args.engine)
     elif args.what == "shard-cost":
         bench_shard_cost()
     elif args.what == "scale":
-        bench_scale([int(v) for v in args.sizes.split(",")], [int(v) for v in args.workers.split(",")],
+        bench_scale(args.sizes, args.workers,
                     args.joint_up_to, args.seed, args.same_base_rate)
     elif args.what == "robustness":
         from .battery import SHAPES
 
         bench_robustness(list(SHAPES) if args.shapes == "all" else args.shapes.split(","),
-                         [int(s) for s in args.seeds.split(",")], args.slow_seeds, args.baseline)
+                         args.seeds, args.slow_seeds, args.baseline)
     elif args.what == "events":
         bench_events()
     elif args.what == "open-bandit":
@@ -1509,7 +1510,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.what == "pacing":
         bench_pacing(args.regimes.split(","), args.draws, engine=args.engine)
     elif args.what == "fit":
-        bench_fit([int(s) for s in args.sizes.split(",")], args.samplers.split(","), args.baseline)
+        bench_fit(args.sizes, args.samplers.split(","), args.baseline)
     else:
         bench_calibration(args.campaigns, args.seed, engine=args.engine)
 

@@ -1,8 +1,10 @@
 """What every benchmark shares: the table header (machine and versions), Markdown tables, writing a table under
-reports/benchmarks/, and the held-out checks of a fitted cache against a simulated world's truth."""
+reports/benchmarks/, the held-out checks of a fitted cache against a simulated world's truth, and the options'
+comma-separated lists of whole numbers."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import time
@@ -11,6 +13,17 @@ from pathlib import Path
 import numpy as np
 
 OUT_DIR = Path("reports/benchmarks")
+
+
+def whole_numbers(text: str) -> list[int]:
+    """An option's comma-separated whole numbers >= 0 (sizes, seeds, workers), or argparse's one-line error."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers >= 0, got {text!r}")
+    return values
 
 
 def _header(title: str) -> list[str]:

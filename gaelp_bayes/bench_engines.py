@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .bench_common import _header, _held_out, _markdown, _write
+from .bench_common import _header, _held_out, _markdown, _write, whole_numbers
 
 AGREEMENT_SEEDS = (201, 202, 203, 204, 205, 206)
 
@@ -431,19 +431,19 @@ def main(argv: list[str]) -> None:
     sub = p.add_subparsers(dest="what", required=True)
     sub.add_parser("agreement")
     c = sub.add_parser("calibration")
-    c.add_argument("--sizes", default="200,2000")
+    c.add_argument("--sizes", default="200,2000", type=whole_numbers)
     sub.add_parser("sbc").add_argument("--replications", type=int, default=300)
     sub.add_parser("gate")
     s = sub.add_parser("speed")
-    s.add_argument("--sizes", default="1,20,200,2000")
+    s.add_argument("--sizes", default="1,20,200,2000", type=whole_numbers)
     args = p.parse_args(argv)
     if args.what == "agreement":
         bench_agreement()
     elif args.what == "calibration":
-        bench_calibration(tuple(int(v) for v in args.sizes.split(",")))
+        bench_calibration(tuple(args.sizes))
     elif args.what == "sbc":
         bench_sbc(args.replications)
     elif args.what == "gate":
         bench_gate()
     else:
-        bench_speed(tuple(int(v) for v in args.sizes.split(",")))
+        bench_speed(tuple(args.sizes))

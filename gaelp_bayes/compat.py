@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .allocate import round_to_total
+from .allocate import MAX_AMOUNT, round_to_total
 from .runtime import Pacer, check_count, check_instant
 
 WINDOW_CLOCK_SLACK = 300.0  # seconds a window may end after the optimiser's clock (clock skew between hosts)
@@ -95,7 +95,7 @@ class DynamicBudgetOptimizer:
                  journal: str | None = None, clock: Callable[[], float] = time.time, force: bool = False):
         self.daily_budget = _amount("daily_budget", daily_budget).quantize(Decimal("0.01"))
         if not self.daily_budget > 0:
-            raise ValueError(f"daily_budget must be a finite amount > 0, got {daily_budget!r}")
+            raise ValueError(f"daily_budget must be an amount > 0 and at most {MAX_AMOUNT:.0e}, got {daily_budget!r}")
         self.optimization_objective = optimization_objective
         self.clock = clock
         self.model_dir = model_dir or os.environ.get("GAELP_BAYES_MODEL", "models/default")
@@ -191,12 +191,12 @@ def _hour(value) -> None:
 
 
 def _amount(name: str, value) -> Decimal:
-    """A money amount of the old API (Decimal, int or float): finite and >= 0."""
+    """A money amount of the old API (Decimal, int or float): >= 0 and at most ``MAX_AMOUNT``."""
     try:
         amount = Decimal(str(value)) if not isinstance(value, Decimal) else value
     except (InvalidOperation, ValueError, TypeError):
         amount = None
-    if amount is None or not amount.is_finite() or amount < 0 or isinstance(value, bool):
-        raise ValueError(f"{name} must be a finite amount >= 0, got {value!r}")
+    if amount is None or not amount.is_finite() or not 0 <= amount <= MAX_AMOUNT or isinstance(value, bool):
+        raise ValueError(f"{name} must be an amount >= 0 and at most {MAX_AMOUNT:.0e}, got {value!r}")
     return amount
 

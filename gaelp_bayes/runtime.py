@@ -103,17 +103,19 @@ import json
 import math
 import numbers
 import os
+import reprlib
 import threading
 import time
 import zlib
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from . import cache
-from .allocate import PACER_MAX_SHARE, hour_cap
+from .allocate import MAX_AMOUNT, PACER_MAX_SHARE, hour_cap
 from .errors import CacheError, GaelpError
 from .market import (LOGGED_WIN_RATE, PRICE_SIGMA, MarketBelief, auction_response, conversions_at_spend,
                      threshold_plan, threshold_scores)
@@ -234,16 +236,34 @@ class CampaignPosterior:
         return cls(campaign, projected.astype(np.float32), cpc, volume, rpc), warnings  # and as projected
 
 
+def as_real(value) -> float:
+    """``value`` as a float if it is a real number (int, float, a numpy number, Decimal; not a bool or a
+    string), else NaN; one past float's range is infinite (so every check for a finite number refuses it)."""
+    if value.__class__ is float:
+        return value
+    if not isinstance(value, (numbers.Real, Decimal)) or isinstance(value, (bool, np.bool_)):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return INF if value > 0 else -INF
+    except ValueError:  # a signalling Decimal NaN
+        return math.nan
+
+
 def _epoch(now) -> float:
-    """Seconds since the epoch of ``now`` (None: the wall clock; a number; a datetime, naive = UTC)."""
+    """Seconds since the epoch of ``now`` (None: the wall clock; a number; a datetime, naive = UTC; a numpy
+    datetime64, NaT = NaN)."""
     if now is None:
         return time.time()
     if now.__class__ is float:
         return now
-    if isinstance(now, numbers.Real) and not isinstance(now, bool):
-        return float(now)
+    if isinstance(now, (numbers.Real, Decimal)) and not isinstance(now, (bool, np.bool_)):
+        return as_real(now)
     if isinstance(now, dt.datetime):
         return (now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)).timestamp()
+    if isinstance(now, np.datetime64):
+        return math.nan if np.isnat(now) else float(now.astype("datetime64[us]").astype(np.int64)) / 1e6
     raise ValueError(f"now must be None, seconds since the epoch or a datetime, got {now!r}")
 
 
@@ -258,23 +278,24 @@ def check_instant(now, name: str = "now") -> float:
 
 
 def check_cost(cost) -> float:
-    """A cost (``record``'s, a journal line's): a finite number >= 0, else ``ValueError``."""
-    if not ((cost.__class__ is float or isinstance(cost, numbers.Real) and not isinstance(cost, bool))
-            and 0 <= cost < INF):
-        raise ValueError(f"cost must be a finite number >= 0, got {cost!r}")
-    return float(cost)
+    """A cost (``record``'s, a journal line's): a number >= 0 and at most ``MAX_AMOUNT``, else ``ValueError``."""
+    value = as_real(cost)
+    if not 0 <= value <= MAX_AMOUNT:  # (False for NaN)
+        raise ValueError(f"cost must be a number >= 0 and at most {MAX_AMOUNT:.0e}, got {reprlib.repr(cost)}")
+    return value
 
 
 def check_count(name: str, value) -> int:
-    """A count (``record``'s clicks and conversions): a whole number >= 0 (bools count as 0/1), else ``ValueError``."""
-    if value.__class__ is int and value >= 0:
+    """A count (``record``'s clicks and conversions): a whole number >= 0 and at most ``MAX_AMOUNT`` (bools
+    count as 0/1), else ``ValueError``."""
+    if value.__class__ is int and 0 <= value <= MAX_AMOUNT:
         return value
     try:
         n = int(value)
     except (TypeError, ValueError, OverflowError):
         n = None
-    if n is None or n != value or n < 0:
-        raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+    if n is None or n != value or not 0 <= n <= MAX_AMOUNT:
+        raise ValueError(f"{name} must be a whole number >= 0 and at most {MAX_AMOUNT:.0e}, got {reprlib.repr(value)}")
     return n
 
 
@@ -485,12 +506,13 @@ class Pacer:
                  journal: str | Path | None = None, now=None, plan_options: dict | None = None,
                  stop_reason: str | None = None, warnings: list[str] | None = None, durable: bool = False,
                  ledger: str | None = None):
-        if not (isinstance(daily_budget, numbers.Real) and 0 < daily_budget < INF):
-            raise ValueError(f"daily_budget must be a finite number > 0, got {daily_budget!r}")
+        if not 0 < as_real(daily_budget) <= MAX_AMOUNT:
+            raise ValueError(f"daily_budget must be a number > 0 and at most {MAX_AMOUNT:.0e}, "
+                             f"got {reprlib.repr(daily_budget)}")
         if ledger is not None and journal is not None:
             raise ValueError("a pacer with a ledger keeps its journal there: pass journal or ledger, not both")
         self.posterior = posterior
-        self.budget = float(daily_budget)
+        self.budget = as_real(daily_budget)
         self.tz = ZoneInfo(timezone)
         self.journal_dir = Path(journal) if journal else None
         self.durable = durable
@@ -566,6 +588,8 @@ class Pacer:
         (``redis://HOST:PORT/DB`` or ``sqlite:////absolute/path/ledger.db``) whose campaign-day this pacer shares with
         every process pacing the same campaign (the journal then lives there too; see ``ledger.py``)."""
         check_plan_options(plan_options)
+        if campaign is not None and not isinstance(campaign, str):
+            raise ValueError(f"campaign must be a campaign's name (a string) or None, got {campaign!r}")
         path = Path(path)
         if ledger is None:
             journal = journal or path.parent / f"{path.name}.journal"
@@ -1002,6 +1026,8 @@ class Pacer:
             lock.take_waiting()
         try:  # the clock is read inside the lock, so bids and records keep time order
             t = _clock() if now is None else now if now.__class__ is float else _epoch(now)
+            if bid.__class__ is not float:
+                bid = as_real(bid)  # an int, a numpy number or a Decimal; NaN for anything else (no bid)
             if self._h_start <= t < self._quick_until:  # the quick window (``_open_quick_window``)
                 b = bid * self._factor  # NaN, infinities, zero and negatives fail every test below
                 if 0.005 <= b <= self._quick_cap and (held := self._out_sum + b) <= self._quick_limit:
@@ -1291,7 +1317,12 @@ class Pacer:
         ``now`` that is not a plausible instant, place nothing.  The batch's placed bids are held as one
         array (``_batches``), at a few numpy passes per bid; a record without an id can settle any of them.
         """
-        bids = np.asarray(bids, dtype=np.float64)
+        try:
+            bids = np.asarray(bids, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"bids must be a 1-D array of numbers ({type(exc).__name__}: {exc})") from None
+        if bids.ndim != 1:
+            raise ValueError(f"bids must be a 1-D array of numbers (for one bid, adjust_bid), got {bids.ndim}-D")
         with self._lock:
             self._quick_until = -INF  # the quick window closes (``_open_quick_window``)
             try:

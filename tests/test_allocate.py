@@ -163,3 +163,13 @@ def test_allocate_reports_the_plan_the_runtime_pacer_follows(fitted, tmp_path):
     assert np.allclose(plan.runtime_plan, pacer.status(now=midnight)["plan"], atol=0.011)
     assert abs(sum(plan.runtime_plan) - 100) < 1.0 and 0 <= plan.runtime_confidence <= 1
     assert "pacer" in plan.table() and plan.to_json()["runtime_plan"] == plan.runtime_plan
+
+
+@pytest.mark.parametrize("budget", ["1e17", "1e308", "1e400", "nan", "0"])
+def test_a_budget_past_1e12_or_not_positive_is_one_line_and_exit_2(fitted, budget, capsys):
+    code = cli.main(["allocate", str(fitted.path), "--budget", budget, "--campaign", "campaign_02",
+                     "--date", "2026-02-10", "--force"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--budget: must be an amount > 0 and at most 1e12" in err[0]
+    with pytest.raises(al.AllocationError, match="budget must be an amount"):
+        al.allocate(str(fitted.path), Decimal(budget), campaign="campaign_02", date="2026-02-10", force=True)

@@ -48,3 +48,13 @@ def test_bench_robustness_refuses_an_unknown_shape(capsys):
 
     assert bench.main(["robustness", "--shapes", "base,no_such_shape"]) == 1
     assert "unknown battery shape(s): no_such_shape" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["cache", "--sizes", "abc"], ["drift", "--seeds", "1,x"],
+                                  ["scale", "--workers", "-1"], ["engines", "speed", "--sizes", "1.5"]])
+def test_bench_lists_of_whole_numbers_are_checked_by_the_parser(argv, capsys):
+    from gaelp_bayes import bench
+
+    with pytest.raises(SystemExit) as stop:
+        bench.main(argv)
+    assert stop.value.code == 2 and "expected comma-separated whole numbers" in capsys.readouterr().err

@@ -36,12 +36,49 @@ NAN, INF = float("nan"), float("inf")
 
 
 # ----- bids ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("raw", [NAN, INF, -INF, -1.0, 0.0, -0.0])
+@pytest.mark.parametrize("raw", [NAN, INF, -INF, -1.0, 0.0, -0.0, 10**400, "1", True, None, Decimal("NaN"),
+                                 Decimal("sNaN"), Decimal("-1")])
 def test_a_bid_that_is_not_a_finite_positive_number_places_nothing(raw):
     pacer = Pacer(posterior(), 100.0, now=DAY)
     t = DAY + int(np.argmax(pacer.status(DAY)["plan"])) * 3600 + 1800  # an hour where bids are placed
     assert pacer.adjust_bid(raw, now=t) == 0.0
     assert pacer.adjust_bid(1e3, now=t) > 0  # one bad bid does not stop the pacer
+
+
+@pytest.mark.parametrize("raw", [1000, np.float32(1e3), np.int64(1000), Decimal("1000")])
+def test_a_bid_of_any_real_number_type_is_placed_as_its_float(raw):
+    pacer = Pacer(posterior(), 100.0, now=DAY)
+    t = DAY + int(np.argmax(pacer.status(DAY)["plan"])) * 3600 + 1800
+    same = Pacer(posterior(), 100.0, now=DAY)
+    assert pacer.adjust_bid(raw, now=t) == same.adjust_bid(1e3, now=t) > 0
+
+
+@pytest.mark.parametrize("bids", [1.0, np.ones((2, 2)), ["a", "b"], [10**400]])
+def test_a_batch_that_is_not_a_list_of_numbers_is_one_error(bids):
+    pacer = Pacer(posterior(), 100.0, now=DAY)
+    with pytest.raises(ValueError, match="bids must be a 1-D array"):
+        pacer.adjust_bids(bids, now=DAY + 15 * 3600)
+
+
+def test_a_numpy_datetime_is_an_instant_and_nat_is_none():
+    pacer = Pacer(posterior(), 100.0, now=DAY)
+    t = DAY + int(np.argmax(pacer.status(DAY)["plan"])) * 3600 + 1800
+    when = np.datetime64(int(t * 1e6), "us")
+    assert pacer.adjust_bid(1e3, now=when) == Pacer(posterior(), 100.0, now=DAY).adjust_bid(1e3, now=t) > 0
+    assert pacer.adjust_bid(1e3, now=np.datetime64("NaT")) == 0.0
+    pacer.record(Decimal("0.5"), now=when)
+    assert pacer.status(t)["spent"] == 0.5
+
+
+@pytest.mark.parametrize("budget", [10**400, 1e13, Decimal("1e27"), "100", True, 0])
+def test_a_budget_that_is_not_an_amount_up_to_1e12_is_one_error(budget):
+    with pytest.raises(ValueError, match="daily_budget must be a number > 0 and at most 1e\\+12"):
+        Pacer(posterior(), budget, now=DAY)
+
+
+def test_a_campaign_that_is_not_a_name_is_one_error(fitted):
+    with pytest.raises(ValueError, match="campaign must be a campaign's name"):
+        Pacer.load(fitted.path, 100.0, campaign=0, now=DAY)
 
 
 def test_a_nan_bid_cannot_open_the_guard():
@@ -72,7 +109,9 @@ def test_a_time_that_is_not_a_finite_plausible_instant_bids_nothing_and_records_
 
 @pytest.mark.parametrize("kwargs", [dict(cost=NAN), dict(cost=INF), dict(cost=-0.5), dict(cost="1.0"),
                                     dict(cost=1.0, clicks=NAN), dict(cost=1.0, clicks=Decimal("1.5")),
-                                    dict(cost=1.0, conversions=-1), dict(cost=1.0, clicks=True + 0.5)])
+                                    dict(cost=1.0, conversions=-1), dict(cost=1.0, clicks=True + 0.5),
+                                    dict(cost=10**400), dict(cost=1e13), dict(cost=1.0, clicks=10**400),
+                                    dict(cost=Decimal("sNaN"))])
 def test_a_record_with_a_bad_number_is_an_error_and_changes_nothing(kwargs):
     pacer = Pacer(posterior(), 100.0, now=DAY)
     with pytest.raises(ValueError):
@@ -383,6 +422,7 @@ def _window(**fields) -> PerformanceWindow:
 
 
 @pytest.mark.parametrize("fields,name", [(dict(clicks=Decimal("1.5")), "clicks"), (dict(conversions=-1), "conversions"),
+                                         (dict(spend=Decimal("1e27")), "spend"),
                                          (dict(clicks=1, conversions=2), "conversions"),
                                          (dict(spend=Decimal("NaN")), "spend"), (dict(spend=-1.0), "spend"),
                                          (dict(end_time=dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)), "end_time"),
