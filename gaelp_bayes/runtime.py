@@ -66,7 +66,7 @@ posterior by Newton's method), so a few hours of low conversions lower the
 hours that follow too, which the draws alone cannot express.  It re-plans the
 rest of the day on hour changes when that evidence changes the plan
 materially, flags a refit when the weights' effective sample size collapses,
-and stops bidding only in an emergency (spend far beyond plan; an invalid,
+and stops bidding only in an emergency (spend far beyond the curve paced on; an invalid,
 failed or stale cache; a journal it cannot read or write);
 ``status()["emergency_stop"]`` says why.  A tracking outage (no conversion
 reported for so long that even a quarter of the usual rate makes the silence
@@ -134,7 +134,8 @@ OUTAGE_P = 1e-3  # a silence this improbable (no conversion reported) is a track
 OUTAGE_FLOOR = 0.25  # ... judged at a quarter of the usual rate, so a real drop in rates is learned, not alerted
 OUTAGE_LOG = -math.log(OUTAGE_P)
 EARLIER_DAY = 3600.0  # seconds: a clock further before the pacer's day is another day, not skew (``_hour_of``)
-OVERSPEND_STOP = 1.5  # spend beyond 1.5x the plan so far (+5% of budget) stops bidding
+OVERSPEND_STOP = 1.5  # spend beyond 1.5x the curve paced on so far (+5% of budget) stops bidding: spend the
+# controller did not place (the re-solving controller's curve passes through the spend at each solve)
 CONTROL_STEP = 0.1  # seconds: adjust_bid steps the controller at most this often between records
 AUCTION_TIMEOUT = 0.5  # seconds a placed bid holds budget unless its outcome is recorded (plan option)
 MAX_AUCTION_TIMEOUT = 120.0  # a won bid recorded after its timeout doubles the timeout, up to this
@@ -1456,10 +1457,14 @@ class Pacer:
 
     def _review(self, t: float, h: int) -> None:
         """After each record, live or replayed from the journal (so a restart learns and re-plans at the
-        same records): the overspend stop; learning on hour changes and every ``CHECK_EVERY`` records."""
-        if self._spent > OVERSPEND_STOP * self._plan_cum[h + 1] + 0.05 * self.budget:
+        same records): the overspend stop, on the curve the controller paces on (the re-solving controller's
+        own, solved here too when due, so a replay compares with what the day live did); learning on hour
+        changes and every ``CHECK_EVERY`` records."""
+        if self._resolving and t >= self._resolve_at:
+            self._resolve(t, h)
+        if self._spent > OVERSPEND_STOP * self._cum[h + 1] + 0.05 * self.budget:
             self._stop = self._stop or (f"spend {self._spent:.2f} is far beyond the plan "
-                                        f"({self._plan_cum[h + 1]:.2f} by the end of hour {h})")
+                                        f"({self._cum[h + 1]:.2f} by the end of hour {h})")
         if self._learning_due(h):
             self._learn(t, replan=h != self._hour)
 

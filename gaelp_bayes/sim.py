@@ -187,15 +187,19 @@ class AuctionDay:
 
 def auction_day(world: World, campaign: int, date: str, seed: int,
                 cvr_shift: tuple[int, int, float] | None = None,
-                price_spike: tuple[int, int, float] | None = None) -> AuctionDay:
+                price_spike: tuple[int, int, float] | None = None, auctions_per_hour: float | None = None,
+                from_hour: int = 0) -> AuctionDay:
     """Opportunities of one day.  ``cvr_shift=(from_hour, to_hour, factor)`` multiplies true conversion rates
-    in those hours; ``price_spike=(from_hour, to_hour, factor)`` multiplies market prices in those hours."""
+    in those hours; ``price_spike=(from_hour, to_hour, factor)`` multiplies market prices in those hours;
+    ``auctions_per_hour``: that many opportunities every hour (None: the world's, which follow its clicks);
+    ``from_hour``: the day's opportunities from that hour on only (a pacer started mid-day)."""
     rng = np.random.default_rng(seed)
     day = pd.Timestamp(date, tz="UTC")
     d = day.dayofweek
     times, prices, cvr, hours = [], [], [], []
     for h in range(24):
-        n = rng.poisson(world.clicks[campaign, d, h] / _win_rate_at_raw(world))
+        n = rng.poisson(world.clicks[campaign, d, h] / _win_rate_at_raw(world) if auctions_per_hour is None
+                        else auctions_per_hour)
         times.append(day.timestamp() + 3600 * h + np.sort(rng.uniform(0, 3600, n)))
         p = world.cpc[campaign, d, h] * rng.lognormal(0.0, world.price_sigma, n)
         if price_spike and price_spike[0] <= h < price_spike[1]:
@@ -205,8 +209,11 @@ def auction_day(world: World, campaign: int, date: str, seed: int,
         cvr.append(np.full(n, min(rate, 0.95)))
         hours.append(np.full(n, h))
     cvr_all = np.concatenate(cvr)
-    return AuctionDay(campaign, day.timestamp(), np.concatenate(times), np.concatenate(prices), cvr_all,
-                      rng.uniform(size=cvr_all.size) < cvr_all, np.concatenate(hours))
+    times_all, prices_all, hours_all = np.concatenate(times), np.concatenate(prices), np.concatenate(hours)
+    converts = rng.uniform(size=cvr_all.size) < cvr_all
+    kept = hours_all >= from_hour
+    return AuctionDay(campaign, day.timestamp(), times_all[kept], prices_all[kept], cvr_all[kept], converts[kept],
+                      hours_all[kept])
 
 
 def oracle_finish_hour(day: AuctionDay, budget: float) -> float:
@@ -405,6 +412,13 @@ SCENARIOS = {  # name: {"world": make_world, "day": auction_day, "replay": repla
     # from a sample (as a fit on event logs would give it)
     "delayed-postbacks": {"replay": {"conversion_delay": DELAYED_POSTBACKS},
                           "pacer": {"plan_options": {"conversion_delay": delays(DELAYED_POSTBACKS, 2000, 0)}}},
+    # markets unlike the history: prices 1.5 log-units below it and 200 auctions every hour; prices 1 log-unit
+    # above and 20 an hour; prices that fall or rise by 1 log-unit at 10:00; a pacer started at 14:00
+    "cheap-busy": {"day": {"price_spike": (0, 24, math.exp(-1.5)), "auctions_per_hour": 200}},
+    "dear-thin": {"day": {"price_spike": (0, 24, math.e), "auctions_per_hour": 20}},
+    "prices-fall": {"day": {"price_spike": (10, 24, math.exp(-1.0))}},
+    "prices-rise": {"day": {"price_spike": (10, 24, math.e)}},
+    "mid-day-start": {"day": {"from_hour": 14}},
 }
 
 
