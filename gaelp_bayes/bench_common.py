@@ -15,6 +15,19 @@ import numpy as np
 OUT_DIR = Path("reports/benchmarks")
 
 
+def gate_summary(diagnostics) -> str:
+    """A fit's gate in a few words, for either engine: NUTS's R-hat, ESS and divergences, or the Laplace engine's
+    Pareto k-hat, ESS and the campaigns refitted with NUTS."""
+    d = diagnostics.as_dict()
+    verdict = "pass" if d["passed"] else "FAIL: " + "; ".join(d["failures"])
+    if d.get("engine") == "laplace":
+        return (f"{verdict} (Laplace: max Pareto k-hat {d['khat_max']:.2f}, min ESS {d['ess_min']:.0f}, "
+                f"population k-hat {d['population_khat_max']:.2f}, {len(d['fallback'])} campaign(s) refitted "
+                "with NUTS)")
+    return (f"{verdict} (NUTS: max R-hat {d['rhat_max']:.3f}, min bulk ESS {d['ess_bulk_min']:.0f}, min tail ESS "
+            f"{d['ess_tail_min']:.0f}, divergences {d['divergences']})")
+
+
 def whole_numbers(text: str) -> list[int]:
     """An option's comma-separated whole numbers >= 0 (sizes, seeds, workers), or argparse's one-line error."""
     try:
