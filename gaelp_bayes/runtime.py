@@ -813,8 +813,8 @@ class Pacer:
                 self._journal.write(f'{{"market": {json.dumps(self._market.state())}}}\n'.encode())
         except OSError as exc:
             self.journal_error = f"journal {path}: cannot be read or opened ({exc.strerror or exc}); bidding stops"
-        if self.journal_error:
-            self._stop = self._stop or self.journal_error
+        if self.journal_error:  # named first, even when the replay stopped for another reason before it
+            self._stop = self.journal_error + (f" (also: {self._stop})" if self._stop else "")
 
     # ----- fleet ---------------------------------------------------------------------------------
     def _sync(self, t: float, need: float = 0.0, closing: bool = False) -> None:
