@@ -318,7 +318,7 @@ def bench_gate(seed: int = 302, campaigns: int = 30) -> None:
                      "members flagged": f"{int((~passed[members]).sum())} of {len(members)}",
                      "largest conflict |z| outside": round(float(draws.conflict[outside].max()), 2),
                      "outside together (population shift)": round(engine.population_shift(
-                         draws.level_z[outside][passed[outside]]), 2),
+                         draws.level_z[outside][passed[outside]], draws.level_load[outside][passed[outside]]), 2),
                      "max k-hat": round(float(np.nanmax(draws.khat)), 2),
                      "min ESS": int(np.nanmin(draws.ess)), "max quantity k-hat": round(float(np.nanmax(
                          draws.quantity_khat)), 2)})

@@ -23,15 +23,18 @@ State (one JSON document under ``gaelp:{campaign}:{date}:state``): ``budget``, `
 {holder: [amount, last sync time]}, ``clicks`` per 5-minute bin of the day (to the last bin with a click),
 ``conversions`` per hour (of the click), ``controller`` [L, its time] of the last sync, ``market``: the
 auctions' statistics (summed over the fleet: ``MarketBelief.statistics``), ``plan``: the newest re-plan of
-the day (every holder paces on it, so that their controllers track one curve), ``syncs``.  The records'
-journal lines are appended to the list ``gaelp:{campaign}:{date}:journal`` in the same transaction.
+the day (every holder paces on it, so that their controllers track one curve), ``syncs``, and ``digest``: a
+hash of the rest, so that a state edited by hand or damaged is refused (``check_state``) rather than spent
+from.  The records' journal lines are appended to the list ``gaelp:{campaign}:{date}:journal`` in the same transaction.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import reprlib
 import secrets
 import socket
 import sqlite3
@@ -47,6 +50,8 @@ CONNECT_TIMEOUT = 0.05
 SOCKET_TIMEOUT = 0.1
 SQLITE_LOCK_TIMEOUT = 0.25  # seconds a SQLite sync waits for another process's transaction (each takes ~0.4 ms)
 MAX_RETRIES = 100  # optimistic-transaction conflicts before a sync gives up (then: unreachable)
+CLICK_BINS = 25 * 12  # 5-minute bins of the longest day (25 hours: daylight saving ending)
+DIGEST_KEY = "digest"
 URL_FORMS = "redis://HOST:PORT/DB or sqlite:////absolute/path/ledger.db"
 
 
@@ -99,12 +104,19 @@ def new_state(budget: float) -> dict:
 def check_state(state: dict) -> None:
     """A stored state this package could have written, or a ``ValueError`` saying what is wrong with it: the
     ledger is the fleet's money, and a state edited by hand or damaged (a negative spend, leases beyond the
-    budget) must stop the fleet, not be spent from."""
+    budget, a field of the wrong shape) must stop the fleet, not be spent from or crash its bidders."""
     def money(value) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
+    def amounts(value, lengths: range) -> bool:
+        return isinstance(value, list) and len(value) in lengths and all(money(v) for v in value)
+
     if not isinstance(state, dict):
         raise ValueError(f"the stored state is {type(state).__name__}, not a campaign-day's state")
+    digest = state.get(DIGEST_KEY)
+    if digest is not None and digest != state_digest(state):
+        raise ValueError("it was edited: its digest does not match what the pacers wrote (to start the day again, "
+                         "delete the state and the day's journal)")
     budget, spent, leases = state.get("budget"), state.get("spent"), state.get("leases")
     if not (money(budget) and budget > 0):
         raise ValueError(f"its budget {budget!r} is not an amount > 0")
@@ -116,6 +128,48 @@ def check_state(state: dict) -> None:
     committed = spent + math.fsum(v[0] for v in leases.values())
     if committed > budget * (1 + 1e-9) + 1e-9:
         raise ValueError(f"its spend and leases ({committed:g}) exceed its budget ({budget:g})")
+    rules = {"clicks": (lambda v: amounts(v, range(CLICK_BINS + 1)), f"at most {CLICK_BINS} counts >= 0"),
+             "conversions": (lambda v: amounts(v, range(24, 25)), "24 counts >= 0"),
+             "controller": (lambda v: v is None or (isinstance(v, list) and len(v) == 2 and all(
+                 isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)),
+                 "null or [L, time]"),
+             "market": (lambda v: v is None or (isinstance(v, list) and all(
+                 isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)),
+                 "null or a list of numbers"),
+             "plan": (_valid_plan, "null or a plan as a pacer writes it"),
+             "syncs": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a count >= 0")}
+    for key, (valid, rule) in rules.items():
+        if key in state and not valid(state[key]):
+            raise ValueError(f"its {key} {reprlib.repr(state[key])} is not {rule}")
+
+
+def _valid_plan(plan) -> bool:
+    """A plan as ``Pacer._plan_state`` writes it (or None): version, holder, log bid factors and spend per hour
+    of the day, and the market it was made for."""
+    if plan is None:
+        return True
+    if not (isinstance(plan, dict) and {"version", "holder", "log_k", "alloc", "market"} <= set(plan)):
+        return False
+    log_k, alloc, market = plan["log_k"], plan["alloc"], plan["market"]
+    return (isinstance(plan["version"], int) and not isinstance(plan["version"], bool) and plan["version"] >= 0
+            and isinstance(plan["holder"], str)
+            and isinstance(log_k, list) and isinstance(alloc, list) and 23 <= len(log_k) == len(alloc) <= 25
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v < math.inf and v == v for v in log_k)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf for v in alloc)
+            and isinstance(market, list) and len(market) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in market))
+
+
+def state_digest(state: dict) -> str:
+    """A digest of everything in the state but the digest itself (written with every update, checked on
+    every read): a state edited by hand or damaged is refused, not spent from."""
+    body = json.dumps({k: v for k, v in state.items() if k != DIGEST_KEY}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+
+def sealed(state: dict) -> str:
+    """The state as stored: its JSON with its digest."""
+    return json.dumps({**state, DIGEST_KEY: state_digest(state)})
 
 
 def apply_sync(state: dict | None, sync: Sync) -> tuple[dict, Fleet]:
@@ -129,6 +183,9 @@ def apply_sync(state: dict | None, sync: Sync) -> tuple[dict, Fleet]:
         except ValueError as exc:
             raise ValueError(f"the campaign-day's state in the ledger is not valid ({exc}): repair or delete it") from None
     state = new_state(sync.budget) if state is None else {**new_state(state["budget"]), **state}  # keys added since
+    if state["market"] is not None and sync.market is not None and len(state["market"]) != len(sync.market):
+        raise ValueError(f"the campaign-day's market in the ledger has {len(state['market'])} statistics, this "
+                         f"pacer's {len(sync.market)}: repair or delete the state")
     if abs(state["budget"] - sync.budget) > 1e-9:
         raise ValueError(f"the ledger holds a daily budget of {state['budget']:g} for this campaign-day; this "
                          f"pacer was given {sync.budget:g} (every process of a fleet must pace the same budget)")
@@ -206,7 +263,7 @@ class RedisStore:
                         state = _stored(raw, lambda: pipe.llen(journal_key))
                         state, fleet = apply_sync(state, sync)
                         pipe.multi()
-                        pipe.set(state_key, json.dumps(state))
+                        pipe.set(state_key, sealed(state))
                         if sync.lines:
                             pipe.rpush(journal_key, *sync.lines)
                         pipe.execute()
@@ -253,7 +310,7 @@ class SqliteStore:
                 state = _stored(row[0] if row else None, lambda: db.execute(
                     "SELECT COUNT(*) FROM journal WHERE key = ?", (journal_key,)).fetchone()[0])
                 state, fleet = apply_sync(state, sync)
-                db.execute("INSERT OR REPLACE INTO ledger (key, state) VALUES (?, ?)", (state_key, json.dumps(state)))
+                db.execute("INSERT OR REPLACE INTO ledger (key, state) VALUES (?, ?)", (state_key, sealed(state)))
                 db.executemany("INSERT INTO journal (key, line) VALUES (?, ?)", [(journal_key, s) for s in sync.lines])
                 db.execute("COMMIT")
             except BaseException:

@@ -1666,12 +1666,21 @@ class Pacer:
             if self._stop:
                 return True, self._stop, 0.0
             planned = self._planned(t, h)
-            room = max(0.0, min(self._cum[h + 1], self._ceiling - self._late_sum) - self._spent - self._out_sum)
-            cap = min(self._bid_cap * self._alloc[h], room)
+            cap = self._cap(h)
             if self._spent > 1.2 * planned + 0.01 * self.budget:
                 return True, (f"spend {self._spent:.2f} is ahead of the plan's {planned:.2f} at this time; "
                               f"bids capped until the plan catches up"), cap
             return False, "spend is on plan", cap
+
+    def _cap(self, h: int) -> float:
+        """The largest bid placed now in hour ``h``: the per-bid cap (``bid_cap_share`` of the hour's plan), what
+        is left of the budget (a fleet's: of the lease), and the hour's room (the plan through it plus
+        ``HOUR_SLACK`` of it), each net of the spend and the bids held.  ``adjust_bid`` and ``adjust_bids``
+        apply the same bounds inline."""
+        spent = self._spent + self._out_sum
+        alloc = self._alloc[h]
+        return max(0.0, min(self._bid_cap * alloc, self._ceiling - self._late_sum - spent,
+                            self._cum[h + 1] + HOUR_SLACK * alloc - spent))
 
     def _planned(self, t: float, h: int) -> float:
         """The plan's cumulative spend at ``t`` (in hour ``h``)."""

@@ -13,10 +13,14 @@
 3. ``test_a_journal_edited_anywhere_but_its_last_line_restores_its_spend_or_stops``: one edit (a byte, a
    digit, a line dropped, repeated or swapped) anywhere in a day's journal but its last line: the reload
    restores exactly the day's spend, or stops and names the journal.
+4. ``test_a_ledger_state_edited_between_runs_stops_the_fleet_or_changes_nothing``: one field of a fleet's
+   stored state (SQLite and Redis) set to an odd value, deleted, or one item inside it set: the reloaded
+   pacer stops and names the ledger, or reads what was written; never a traceback or an overspend.
 
 Examples per run: ``PACER_EXAMPLES`` x up to ``PACER_STEPS`` steps, ``THREAD_EXAMPLES`` thread runs,
-``JOURNAL_EXAMPLES`` journals, ``OUTPUT_EXAMPLES`` and ``REPORT_EXAMPLES`` trees, each times ``GAELP_FUZZ_SCALE`` (default 1, about a
-minute in all; a deeper run: ``GAELP_FUZZ_SCALE=10 pytest tests/test_fuzz.py``).
+``JOURNAL_EXAMPLES`` journals, ``LEDGER_EXAMPLES`` ledger states per store, ``OUTPUT_EXAMPLES`` and
+``REPORT_EXAMPLES`` trees, each times ``GAELP_FUZZ_SCALE`` (default 1, about a minute in all; a deeper run:
+``GAELP_FUZZ_SCALE=10 pytest tests/test_fuzz.py``).
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import math
 import os
 import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from unittest import mock
 
@@ -256,6 +262,93 @@ def test_a_journal_edited_anywhere_but_its_last_line_restores_its_spend_or_stops
     again.close()
     assert (s["emergency_stop"] and path.name in s["emergency_stop"]) or s["spent"] == pytest.approx(spent, abs=1e-9), (
         edit, s["spent"], spent, s["emergency_stop"])
+
+
+# ----- a fleet ledger's state edited between runs ------------------------------------------------------------
+LEDGER_EXAMPLES = 10 * SCALE
+LEDGER_FIELDS = ["budget", "spent", "leases", "clicks", "conversions", "controller", "market", "plan", "syncs",
+                 "digest", "a key of its own"]
+ODD_VALUES = st.sampled_from([None, -1.0, 0.0, 1e-9, 0.5, 7, 1e308, math.nan, math.inf, -math.inf, "x", True, [],
+                              {}, [None], [-1.0], [0.0] * 24, [1.0] * 400, {"x": [1.0, 2.0]}, [[1.0, 2.0]]])
+LEDGER_EDIT = st.tuples(st.sampled_from(LEDGER_FIELDS), st.sampled_from(["set", "delete", "set inside"]), ODD_VALUES,
+                        st.integers(0, 10**6))
+
+
+def edit_state(state: dict, edit) -> dict:
+    """``state`` with one field set, deleted, or one element inside it set (a list's item, a dict's entry)."""
+    field, how, value, where = edit
+    if how == "delete":
+        state.pop(field, None)
+    elif how == "set inside" and isinstance(state.get(field), list) and state[field]:
+        state[field][where % len(state[field])] = value
+    elif how == "set inside" and isinstance(state.get(field), dict) and state[field]:
+        keys = sorted(state[field])
+        state[field][keys[where % len(keys)]] = value
+    else:
+        state[field] = value
+    return state
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+@settings(max_examples=LEDGER_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(edit=("spent", "set", 0.0, 0), seed=0)  # a day's spend set back to 0: the fleet would spend it again
+@given(edit=LEDGER_EDIT, seed=st.integers(0, 1000))
+def test_a_ledger_state_edited_between_runs_stops_the_fleet_or_changes_nothing(request, tmp_path_factory, store,
+                                                                                edit, seed):
+    """One field of a campaign-day's stored state (SQLite or Redis) set to an odd value, deleted, or one of its
+    items set, between two runs of a bidder: the reloaded pacer either stops and names the ledger, or the
+    state it reads is the one written (only the digest deleted); never a traceback, never more than the
+    budget spent over both runs."""
+    import sqlite3
+
+    from gaelp_bayes.ledger import keys
+
+    if store == "sqlite":
+        folder = tmp_path_factory.mktemp("ledger")
+        url = f"sqlite:///{folder}/ledger.db"
+    else:
+        server = request.getfixturevalue("redis_server")
+        url = server.url
+    campaign_day = f"c{seed}-{abs(hash(repr(edit)))}"  # a campaign-day of its own per example (Redis is shared)
+    budget, rng = 3.0, np.random.default_rng(seed)
+    paid, t = 0.0, DAY
+
+    def run(pacer, bids, every):
+        nonlocal paid, t
+        for _ in range(bids):
+            t += every
+            bid = pacer.adjust_bid(float(rng.uniform(0.5, 2.0)), now=t)
+            if bid > 0:
+                cost = float(rng.uniform(0.3, 1.0)) * bid
+                pacer.record(cost, clicks=1, conversions=int(rng.random() < 0.1), now=t)
+                paid += cost
+        return pacer.status(now=t)
+
+    first = Pacer(replace(posterior(), name=campaign_day), budget, now=t, ledger=url)
+    run(first, 330, 240.0)  # to 22:00: most of the budget spent
+    first.close(now=t)
+    state_key = keys(campaign_day, "2026-03-02")[0]
+    if store == "sqlite":
+        db = sqlite3.connect(folder / "ledger.db")
+        written = json.loads(db.execute("SELECT state FROM ledger WHERE key = ?", (state_key,)).fetchone()[0])
+        edited = edit_state(json.loads(json.dumps(written)), edit)
+        db.execute("UPDATE ledger SET state = ? WHERE key = ?", (json.dumps(edited), state_key))
+        db.commit()
+        db.close()
+    else:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        written = json.loads(client.get(state_key))
+        edited = edit_state(json.loads(json.dumps(written)), edit)
+        client.set(state_key, json.dumps(edited))
+        client.close()
+    second = Pacer(replace(posterior(), name=campaign_day), budget, now=t, ledger=url)
+    status = run(second, 300, 10.0)  # the day's last hours: all of what is left is room
+    second.close(now=t)
+    unchanged = {k: v for k, v in edited.items() if k != "digest"} == {k: v for k, v in written.items() if k != "digest"}
+    assert paid <= budget + 0.005, (edit, paid)
+    assert unchanged or (status["emergency_stop"] and "ledger" in status["emergency_stop"]), (edit, status["emergency_stop"])
 
 
 # ----- --out over a tree of files -----------------------------------------------------------------------------

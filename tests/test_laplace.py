@@ -216,8 +216,8 @@ def test_a_population_that_does_not_represent_the_other_campaigns_fails_its_gate
     shared = pop.shared.copy()
     shared[:, 0] += 3 * np.exp(pop.psi[:, 0]).mean()  # mu, by 3 sigma_campaign
     shifted = engine.campaigns(model, np.arange(16), replace(pop, shared=shared), 500, rng, proposals=1000)
-    assert abs(engine.population_shift(as_fitted.level_z[outside])) < engine.CONFLICT_Z
-    assert engine.population_shift(shifted.level_z[outside]) < -engine.CONFLICT_Z
+    assert abs(engine.population_shift(as_fitted.level_z[outside], as_fitted.level_load[outside])) < engine.CONFLICT_Z
+    assert engine.population_shift(shifted.level_z[outside], shifted.level_load[outside]) < -engine.CONFLICT_Z
 
 
 def test_a_campaign_that_fails_the_gate_is_refitted_with_nuts_under_the_population(fitted, tmp_path):

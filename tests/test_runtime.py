@@ -502,3 +502,22 @@ def test_a_replay_that_loads_the_pacer_on_the_wall_clock_paces_the_replayed_day(
     spent = pacer.status(t)["spent"]
     pacer.record(1.0, now=DAY - 30 * 86400)
     assert pacer.status(t)["spent"] == pytest.approx(spent + 1.0) and pacer.date != today
+
+
+def test_the_cap_status_reports_is_the_cap_a_bid_gets():
+    """``prevent_exhaustion`` (and so ``status()["bid_cap"]``) left out the hour's slack (``HOUR_SLACK``): the
+    cap it reported was not the cap applied.  A raw bid far above every cap is placed at exactly the cap
+    reported, through hours where the per-bid cap, the hour's room or the budget left binds."""
+    pacer = Pacer(posterior(), 30.0, now=DAY)
+    bounds = set()
+    for i in range(600):
+        t = DAY + 8 * 3600 + 97.0 * i
+        reported = pacer.status(now=t)["bid_cap"]
+        placed = pacer.adjust_bid(1e9, now=t)
+        assert placed == pytest.approx(reported if reported >= 0.005 else 0.0, rel=1e-9, abs=1e-12), (i, reported)
+        h = pacer._hour_of(t)
+        bounds.add("hour" if reported < pacer._bid_cap * pacer._alloc[h] - 1e-9 else "per-bid")
+        if placed:
+            pacer.record(placed, clicks=1, now=t)
+    pacer.close()
+    assert bounds == {"hour", "per-bid"}

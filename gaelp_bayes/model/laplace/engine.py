@@ -551,6 +551,7 @@ class CampaignDraws:
     log_evidence: np.ndarray  # [C, M]: log p(y_c | population draw m), up to a constant per campaign
     proposals: int
     level_z: np.ndarray | None = None  # [C]: the level's signed z (``_conflict``; ``population_shift``)
+    level_load: np.ndarray | None = None  # [C]: how much of that z the population's own uncertainty moves
 
     def passed(self, members: np.ndarray | None = None, conflict_max: float | None = None) -> np.ndarray:
         """[C]: the gate per campaign (module doc); the conflict check applies to campaigns outside ``members``.
@@ -569,14 +570,20 @@ class CampaignDraws:
 SHIFT_MIN_CAMPAIGNS = 5  # ``population_shift`` needs at least this many campaigns outside the members
 
 
-def population_shift(level_z: np.ndarray) -> float:
-    """How far the campaigns outside a population's members sit from it together: the mean of their levels'
-    signed z (``_conflict``) times the square root of their number, standard normal when the members
-    represent them; beyond ``CONFLICT_Z``, the population is not theirs (members unlike the others, or a
-    population gone wrong), which no single campaign's check sees.  The caller leaves out campaigns flagged
-    on their own (an outlier is refitted alone); 0 with fewer than ``SHIFT_MIN_CAMPAIGNS``."""
-    z = level_z[np.isfinite(level_z)]
-    return float(z.mean() * np.sqrt(len(z))) if len(z) >= SHIFT_MIN_CAMPAIGNS else 0.0
+def population_shift(level_z: np.ndarray, level_load: np.ndarray) -> float:
+    """How far the campaigns outside a population's members sit from it together: the sum of their levels'
+    signed z (``_conflict``) over its sd under the model, standard normal when the members represent them;
+    beyond ``CONFLICT_Z``, the population is not theirs (members unlike the others, or a population gone
+    wrong), which no single campaign's check sees.  The z's share one error, the population mean's own
+    (each z moves by ``level_load`` times it, in its sds), so their sum's variance is
+    ``N + (sum load)^2 - sum load^2``, not ``N``: with thousands of campaigns the mean z is measured in the
+    population mean's sds, not in a thousandth of one.  The caller leaves out campaigns flagged on their
+    own (an outlier is refitted alone); 0 with fewer than ``SHIFT_MIN_CAMPAIGNS``."""
+    keep = np.isfinite(level_z) & np.isfinite(level_load)
+    z, load = level_z[keep], level_load[keep]
+    if len(z) < SHIFT_MIN_CAMPAIGNS:
+        return 0.0
+    return float(z.sum() / np.sqrt(len(z) + load.sum() ** 2 - (load ** 2).sum()))
 
 
 def conditional_modes(model: LatentModel, campaign: np.ndarray, psi: np.ndarray, shared: np.ndarray,
@@ -746,7 +753,7 @@ def _campaigns(model: LatentModel, chosen: np.ndarray, pop: Population, draws: i
     if out_per * n_pop != draws:
         raise ValueError(f"draws ({draws}) must be a multiple of the population's {n_pop} draws")
     theta_out = np.empty((draws, len(chosen), model.campaign_size))
-    khat, ess, q_khat, conflict, level_z = (np.empty(len(chosen)) for _ in range(5))
+    khat, ess, q_khat, conflict, level_z, level_load = (np.empty(len(chosen)) for _ in range(6))
     evidence_out = np.empty((len(chosen), n_pop))
     output_draws = np.arange(draws) % n_pop  # output draw i goes with population draw i % M
     m_of = np.repeat(np.arange(n_pop), proposals // n_pop)
@@ -760,11 +767,11 @@ def _campaigns(model: LatentModel, chosen: np.ndarray, pop: Population, draws: i
         values = flat if quantities is None else np.concatenate([flat, quantities(chosen[c], flat, m_of)], axis=1)
         q_khat[c] = _quantity_khat(weights, values.reshape(n_pop, -1, values.shape[-1]))
         evidence_out[c] = log_evidence
-        conflict[c], level_z[c] = _conflict(weights, theta, mean, prior_variance)
+        conflict[c], level_z[c], level_load[c] = _conflict(weights, theta, mean, prior_variance)
         for m in range(n_pop):
             picks = systematic(weights[m] / weights[m].sum(), out_per, rng)
             theta_out[output_draws == m, c] = theta[m, picks]
-    return CampaignDraws(theta_out, khat, ess, q_khat, conflict, evidence_out, proposals, level_z)
+    return CampaignDraws(theta_out, khat, ess, q_khat, conflict, evidence_out, proposals, level_z, level_load)
 
 
 def _quantity_khat(weights: np.ndarray, values: np.ndarray) -> float:
@@ -788,16 +795,20 @@ def _quantity_khat(weights: np.ndarray, values: np.ndarray) -> float:
 
 
 def _conflict(weights: np.ndarray, theta: np.ndarray, prior_mean: np.ndarray,
-              prior_variance: np.ndarray) -> tuple[float, float]:
+              prior_variance: np.ndarray) -> tuple[float, float, float]:
     """A campaign's posterior means against its prior (the mixture over the population draws), each latent
     value's ``z = (posterior mean - prior mean) / sqrt(prior var - posterior var)`` (standard normal under the
     model) over the values the data informs (posterior variance at most 80% of the prior's): the largest
-    |z|, and the level's own z (signed; NaN where the data does not inform it)."""
+    |z|, the level's own z (signed; NaN where the data does not inform it), and that z's load on the error
+    of the population's mean level (shared by every campaign): the data's weight on the level, ``1 -
+    posterior var / prior var``, times the population mean's sd over the z's denominator."""
     w = weights / weights.sum()  # [M, per]
     post_mean = np.einsum("mp,mpk->k", w, theta)
     post_var = np.einsum("mp,mpk->k", w, (theta - post_mean) ** 2)
     mean = prior_mean.mean(axis=0)
     variance = prior_variance.mean(axis=0) + prior_mean.var(axis=0)
     informed = post_var <= 0.8 * variance
-    z = np.where(informed, (post_mean - mean) / np.sqrt(np.where(informed, variance - post_var, 1.0)), np.nan)
-    return (float(np.nanmax(np.abs(z))) if informed.any() else 0.0), float(z[0])
+    spread = np.sqrt(np.where(informed, variance - post_var, 1.0))
+    z = np.where(informed, (post_mean - mean) / spread, np.nan)
+    load = (1.0 - post_var[0] / variance[0]) * np.sqrt(prior_mean[:, 0].var()) / spread[0]
+    return (float(np.nanmax(np.abs(z))) if informed.any() else 0.0), float(z[0]), float(load)

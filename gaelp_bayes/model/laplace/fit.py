@@ -407,7 +407,7 @@ def fit(cells: Cells, config: ModelConfig = DEFAULT, seed: int = 0, progress: bo
                                                         verdict.conflict, None, first.proposals).passed(members)
         outside = np.setdiff1d(np.arange(n), members)
         outside = outside[verdict.passed_campaigns[outside]]  # an outlier flagged alone is refitted alone
-        verdict.shift = engine.population_shift(field_of("level_z")[outside])
+        verdict.shift = engine.population_shift(field_of("level_z")[outside], field_of("level_load")[outside])
         verdicts[part] = verdict
     settings = {"engine": "laplace", "draws": opts["draws"], "chains": 1, "tune": 0, "seed": seed,
                 "sampler": "laplace", "parts": parts, "retried": {},
