@@ -26,7 +26,8 @@ import numpy as np
 
 from . import cache
 from .errors import GaelpError
-from .market import threshold_plan, threshold_scores
+from .market import MAX_AMOUNT, hour_cap, threshold_plan, threshold_scores
+from .runtime import PACER_MAX_SHARE
 
 OBJECTIVES = ("conversions", "revenue", "cpa")
 RISKS = ("mean", "cvar")
@@ -239,7 +240,6 @@ def plan_date(date: str | None, timezone: str, manifest: dict | None = None) -> 
 
 
 # The rule each numeric option of an allocation must meet (None is allowed where the option is optional).
-MAX_AMOUNT = 1e12  # the largest budget or amount taken (as a data row's): cents past it leave float's exact range
 OPTION_RULES = {
     "budget": (lambda v: 0 < v <= MAX_AMOUNT, "an amount > 0 and at most 1e12", False),
     "target_cpa": (lambda v: 0 < v <= MAX_AMOUNT, "an amount > 0 and at most 1e12", True),
@@ -362,16 +362,6 @@ def allocate(model_dir: str, budget: float | Decimal, *, date: str | None = None
                     clicks_as_cost, **options)
     plan.warnings += notes
     return plan
-
-
-PACER_MAX_SHARE = 0.5  # the runtime pacer's hour share (its plan option max_share): the hindsight optimum
-# of a day's auctions often puts more than 20% of the day into its best hour
-
-
-def hour_cap(budget: float, max_share: float = 0.2, max_per_hour: float | None = None) -> float:
-    """The most one hour may take of a day's budget: ``max_share`` of it, and at most ``max_per_hour``."""
-    cap = max_share * budget
-    return min(cap, max_per_hour) if max_per_hour else cap
 
 
 def plan_day(manifest: dict, arrays: dict, budget: float | Decimal, day: dt.date, campaign: str | None = None,

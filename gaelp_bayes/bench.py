@@ -1308,11 +1308,12 @@ def bench_fleet(seed: int = 93, campaigns: int = 3, outage_seconds: float = 30.0
 
 def bench_scenarios(seed: int = 41, days: int = 7, campaigns: int = 3, engine: str = "auto") -> None:
     """``gaelp-bayes simulate`` over every scenario (tables and figures in reports/simulation/)."""
-    from . import cli, sim
+    from . import sim
 
     out = Path("reports/simulation")
-    code = cli.main(["simulate", "--scenario", ",".join(sim.SCENARIOS), "--days", str(days), "--campaigns",
-                     str(campaigns), "--seed", str(seed), "--out", str(out), "--engine", engine])
+    code = subprocess.run([sys.executable, "-m", "gaelp_bayes", "simulate", "--scenario", ",".join(sim.SCENARIOS),
+                           "--days", str(days), "--campaigns", str(campaigns), "--seed", str(seed), "--out", str(out),
+                           "--engine", engine]).returncode  # the command as a user runs it
     if code != 0:
         raise SystemExit(f"simulate failed with exit code {code}")
     body = (out / "summary.md").read_text().splitlines()[1:]

@@ -34,7 +34,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .allocate import MAX_AMOUNT, round_to_total
+from .allocate import round_to_total
+from .market import MAX_AMOUNT
 from .runtime import Pacer, check_count, check_instant
 
 WINDOW_CLOCK_SLACK = 300.0  # seconds a window may end after the optimiser's clock (clock skew between hosts)

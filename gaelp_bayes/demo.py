@@ -68,7 +68,7 @@ def paced_day(world: sim.World, campaign: str, budget: float, date: str, model_d
 def run(draws: int = DRAWS, tune: int = TUNE, chains: int = CHAINS) -> int:
     """The main job; prints a summary a user can read at a glance.  Exit 4 if the fit failed its gate."""
     from .allocate import allocate
-    from .cli import print_fit_summary
+    from .fit_summary import print_fit_summary
     from .report import build_report, figure_folder
 
     start = time.perf_counter()

@@ -15,6 +15,15 @@ import math
 
 import numpy as np
 
+MAX_AMOUNT = 1e12  # the largest budget or amount taken (as a data row's): cents past it leave float's exact range
+
+
+def hour_cap(budget: float, max_share: float = 0.2, max_per_hour: float | None = None) -> float:
+    """The most one hour may take of a day's budget: ``max_share`` of it, and at most ``max_per_hour``."""
+    cap = max_share * budget
+    return min(cap, max_per_hour) if max_per_hour else cap
+
+
 PRICE_SIGMA = 0.6  # assumed log-sd of the market price within an hour
 LOGGED_WIN_RATE = 2 / 3  # assumed share of auctions the logged (historical) bid won
 

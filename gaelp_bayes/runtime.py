@@ -115,16 +115,18 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from . import cache
-from .allocate import MAX_AMOUNT, PACER_MAX_SHARE, hour_cap
 from .errors import CacheError, GaelpError
-from .market import (LOGGED_WIN_RATE, PRICE_SIGMA, MarketBelief, auction_response, conversions_at_spend,
-                     threshold_plan, threshold_scores)
+from .market import (LOGGED_WIN_RATE, MAX_AMOUNT, PRICE_SIGMA, MarketBelief, auction_response, conversions_at_spend,
+                     hour_cap, threshold_plan, threshold_scores)
 
 KP, KI = 0.5, 1.0  # proportional gain, integral gain per hour (gap in units of budget/24)
 L_MIN, L_MAX = -3.0, 1.1  # bounds of the integral term L (log multiplier): no wind-up past them
 M_MIN, M_MAX = 0.05, 3.0  # bounds of the multiplier exp(L - KP * gap)
 BID_CAP_SHARE = 0.10  # a single bid <= 10% of the hour's allocation (plan option bid_cap_share)
 HOUR_SLACK = 0.25  # spend through hour h may run ahead of the plan by 25% of hour h's allocation
+PACER_MAX_SHARE = 0.5  # the pacer's hour share (plan option max_share; ``allocate``'s table uses 0.2 and
+# shows the pacer's plan beside it): the hindsight optimum of a day's auctions often puts more than 20% of
+# the day into its best hour
 CHECK_EVERY = 50  # records between learning checks (re-weighting, outage); re-plans on hour changes
 REPLAN_GAIN = 0.01  # adopt a new plan for the rest of the day if it is >= 1% better ...
 REPLAN_PROB = 0.75  # ... with posterior probability >= 0.75 (both set on the tuning world, seed 31)

@@ -2,20 +2,28 @@
 
 The world has 3 campaigns and 6 weeks of history; the fit sees the first 5
 weeks, the last week is held out for calibration checks.  It uses the default
-settings (4 chains x 500 tune + 1000 draws) and must pass its gate in every
-part: a fit that stops passing fails the session here, not quietly elsewhere.
+settings (engine auto: Laplace + importance sampling, NUTS where the gate says)
+and must pass its gate in every part: a fit that stops passing fails the session
+here, not quietly elsewhere.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-import pytest
+# the suite's compiled samplers go to a cache of the project's own (.cache/compile), never the user's
+# ~/.pytensor, unless the caller chose one; set before anything imports PyTensor or numba
+COMPILE_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "compile"
+os.environ.setdefault("PYTENSOR_FLAGS", f"base_compiledir={COMPILE_CACHE / 'pytensor'}")
+os.environ.setdefault("NUMBA_CACHE_DIR", str(COMPILE_CACHE / "numba"))
 
-from gaelp_bayes import cli, sim
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from gaelp_bayes import cli, sim  # noqa: E402
 
 FIT_DAYS, HOLDOUT_DAYS = 35, 7
 

@@ -13,6 +13,8 @@ from gaelp_bayes import cache, cli, data, model, predict
 from gaelp_bayes.errors import CacheError, FitError
 from gaelp_bayes.runtime import Pacer
 
+from helpers import fail_part
+
 # a day just after the shared fit's data (which ends on 2026-02-08): plans and pacers are dated, never "today"
 PLAN_DATE = "2026-02-10"
 PLAN_NOW = pd.Timestamp(PLAN_DATE + "T10:00:00Z").timestamp()
@@ -226,17 +228,6 @@ def test_a_cache_is_reused_only_for_the_same_data_model_version_and_a_passing_ga
     raw[len(raw) // 2] ^= 0xFF
     (copy_of / "posterior.nc").write_bytes(bytes(raw))
     assert not cache.holds_fit_of(copy_of, fingerprint, model.MODEL_VERSION, accept_failed=True)
-
-
-def fail_part(path, part: str) -> None:
-    """Mark one part of a cache as failed in its manifest (sealed again: a consistent cache with that verdict)."""
-    manifest = json.loads((path / "manifest.json").read_text())
-    verdicts = {p: dict(d) for p, d in cache.part_verdicts(manifest).items()}
-    for p, d in verdicts.items():
-        d.update(passed=p != part, failures=["R-hat 1.300 > 1.01 (test)"] if p == part else [])
-    manifest["parts"] = verdicts
-    manifest["diagnostics"] = {**manifest["diagnostics"], "passed": False, "failures": ["R-hat 1.300 > 1.01 (test)"]}
-    cache.write_manifest(path, manifest)
 
 
 def test_a_failed_revenue_part_refuses_only_what_needs_revenue(copy_of, tmp_path):

@@ -49,7 +49,7 @@ from gaelp_bayes import cli, model
 from gaelp_bayes.runtime import AUCTION_TIMEOUT, MAX_AUCTION_TIMEOUT, Pacer
 
 from conftest import InstantFit
-from test_runtime import DAY, posterior, run_in_threads
+from helpers import DAY, posterior, run_in_threads
 
 SCALE = int(os.environ.get("GAELP_FUZZ_SCALE", "1"))
 PACER_EXAMPLES, PACER_STEPS = 100 * SCALE, 50

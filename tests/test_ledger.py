@@ -14,7 +14,7 @@ from gaelp_bayes import fleet, sim
 from gaelp_bayes.ledger import Ledger, LedgerUnavailable, Sync, apply_sync
 from gaelp_bayes.runtime import MAX_STORE_RETRY, RESOLVE_EVERY, SYNC_EVERY, Pacer
 
-from test_runtime import DAY, posterior
+from helpers import DAY, posterior
 
 
 def test_a_lease_is_granted_only_from_what_is_neither_spent_nor_leased():

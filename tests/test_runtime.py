@@ -15,18 +15,7 @@ from hypothesis import strategies as st
 
 from gaelp_bayes.runtime import CampaignPosterior, Pacer, today_deviation
 
-from test_fit import fail_part
-
-DAY = dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc).timestamp()  # a Monday, 00:00 UTC
-
-
-def posterior(seed: int = 0, draws: int = 50) -> CampaignPosterior:
-    rng = np.random.default_rng(seed)
-    cvr = np.clip(rng.uniform(0.01, 0.06, (1, 7, 24)) * rng.lognormal(0, 0.2, (draws, 7, 24)), 1e-4, 0.9)
-    cpc = rng.uniform(0.3, 1.5, (1, 7, 24)) * np.ones((draws, 1, 1))
-    volume = rng.uniform(20, 200, (1, 7, 24)) * np.ones((draws, 1, 1))
-    return CampaignPosterior("test", cvr.astype(np.float32), cpc.astype(np.float32), volume.astype(np.float32))
-
+from helpers import DAY, FullPathPacer, fail_part, posterior, run_in_threads
 
 def test_runtime_imports_numpy_and_stdlib_only():
     code = ("import sys, gaelp_bayes.runtime; "
@@ -56,13 +45,6 @@ def test_spend_never_exceeds_the_budget(seed, budget, price_scale, burst, jumps)
             spent_by_day[day] = spent_by_day.get(day, 0.0) + cost
     for day, spent in spent_by_day.items():
         assert spent <= budget + 1e-9, (day, spent, budget)
-
-
-class FullPathPacer(Pacer):
-    """A pacer whose every bid takes ``adjust_bid``'s full path: its quick window never opens."""
-
-    def _open_quick_window(self, h: int, limit: float, scale: float) -> None:
-        pass
 
 
 class CountingPacer(Pacer):
@@ -199,24 +181,6 @@ def test_ledger_survives_a_restart(tmp_path):
     assert status["spent"] == pytest.approx(15.0) and status["clicks_today"] == 30 and status["conversions_today"] == 3
     again.record(1.0, now=DAY + 14 * 3600)  # dated before the last record: booked at the ledger's time, not lost
     assert again.status(DAY + 15 * 3600)["spent"] == pytest.approx(16.0)
-
-
-def run_in_threads(bidder, n: int = 4) -> list[Exception]:
-    """Run ``bidder(seed)`` for seeds 0..n-1 in threads at once; the exceptions they raised."""
-    errors = []
-
-    def guarded(seed):
-        try:
-            bidder(seed)
-        except Exception as exc:  # surfaced to the caller: a thread's exception must fail the test
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(s,)) for s in range(n)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    return errors
 
 
 def test_concurrent_bidders_share_one_ledger():

@@ -30,7 +30,7 @@ from gaelp_bayes.market import MarketBelief
 from gaelp_bayes.runtime import (MAX_AUCTION_TIMEOUT, CampaignPosterior, Pacer, PacerLock, _placed_by,
                                  journal_file_name)
 
-from test_runtime import DAY, FullPathPacer, posterior, run_in_threads
+from helpers import DAY, FullPathPacer, posterior, run_in_threads
 
 NAN, INF = float("nan"), float("inf")
 
@@ -603,7 +603,7 @@ _KILLED_MID_DAY = """
 import json, os, signal, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[2])
-from test_runtime import DAY, posterior
+from helpers import DAY, posterior
 from gaelp_bayes.runtime import Pacer
 pacer = Pacer(posterior(), 100.0, journal=sys.argv[1], now=DAY, plan_options={"controller": "pi"})
 rng = np.random.default_rng(1)

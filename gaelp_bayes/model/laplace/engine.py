@@ -570,6 +570,13 @@ class CampaignDraws:
 SHIFT_MIN_CAMPAIGNS = 5  # ``population_shift`` needs at least this many campaigns outside the members
 
 
+def level_is_pooled(model: LatentModel, pop: Population) -> bool:
+    """Whether the campaigns' levels are drawn around a population value (the conversion part) rather than under
+    a fixed prior (volume, cost, revenue: ample data per campaign); ``population_shift`` means something
+    only for the first: a fixed prior is not fitted to the members, so they cannot misrepresent the others."""
+    return bool(np.any(model.campaign_prior(pop.psi[:1]).selector[0]))
+
+
 def population_shift(level_z: np.ndarray, level_load: np.ndarray) -> float:
     """How far the campaigns outside a population's members sit from it together: the sum of their levels'
     signed z (``_conflict``) over its sd under the model, standard normal when the members represent them;

@@ -339,7 +339,8 @@ def fit(cells: Cells, config: ModelConfig = DEFAULT, seed: int = 0, progress: bo
     of ``population_draws``), ``proposals`` (importance draws per campaign), ``population_draws``,
     ``block_size`` (campaigns per task); ``runner``: where the blocks run (``cluster.Runner``; None: here);
     ``fallback``: fit the campaigns that fail the gate with NUTS (``nuts_options`` for ``fitting.fit``);
-    ``spill``: a folder where each block's draws are written as they land and read lazily from then on."""
+    ``spill``: a folder where each block's draws are written as they land and read lazily from then on (a fit
+    of one block keeps it in memory)."""
     from ... import cluster
     from ...errors import FitError
     from ..parts import model_parts
@@ -391,7 +392,9 @@ def fit(cells: Cells, config: ModelConfig = DEFAULT, seed: int = 0, progress: bo
             values = np.broadcast_to(np.log(known_rpc[block.campaigns]), (1, opts["draws"], len(block.campaigns)))
             for name in ("log_rpc", "rpc_level"):
                 block.posterior[name] = (("chain", "draw", "campaign"), values.copy())
-        return block if spill is None else block.spill(Path(spill) / f"block_{k + 1}.nc")
+        if spill is None or len(groups) == 1:  # one block is the whole fit: writing it out first saves nothing
+            return block
+        return block.spill(Path(spill) / f"block_{k + 1}.nc")
 
     blocks = runner.run([(fit_block, {part: m.take(g) for part, m in models.items()}, populations, g,
                           tuple(cells.campaigns[i] for i in g), pooled, opts, seed + 1 + k, config)
@@ -407,7 +410,8 @@ def fit(cells: Cells, config: ModelConfig = DEFAULT, seed: int = 0, progress: bo
                                                         verdict.conflict, None, first.proposals).passed(members)
         outside = np.setdiff1d(np.arange(n), members)
         outside = outside[verdict.passed_campaigns[outside]]  # an outlier flagged alone is refitted alone
-        verdict.shift = engine.population_shift(field_of("level_z")[outside], field_of("level_load")[outside])
+        if engine.level_is_pooled(models[part], populations[part]):  # (else the population is not theirs to fit)
+            verdict.shift = engine.population_shift(field_of("level_z")[outside], field_of("level_load")[outside])
         verdicts[part] = verdict
     settings = {"engine": "laplace", "draws": opts["draws"], "chains": 1, "tune": 0, "seed": seed,
                 "sampler": "laplace", "parts": parts, "retried": {},
