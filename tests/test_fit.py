@@ -354,18 +354,18 @@ def test_a_censored_export_fits_end_to_end_and_its_delay_reaches_the_pacer(tmp_p
                                      rng.exponential(6 * 3600, clicks.size)), "s")
     events = pd.DataFrame({"click_time": clicks.strftime("%Y-%m-%dT%H:%M:%SZ"), "is_attributed": converts.astype(int),
                            "attributed_time": np.where(converts, (clicks + delay).strftime("%Y-%m-%dT%H:%M:%SZ"), ""),
-                           "cost": 0.5})
+                           "cost": rng.uniform(0.3, 0.7, clicks.size).round(2)})
+    # (prices that vary: with one price for every click the cost part fails its gate, README "The model")
     events.to_csv(tmp_path / "events.csv", index=False)
     windows = tmp_path / "w.csv"
     assert cli.main(["windows", str(tmp_path / "events.csv"), "--time", "click_time", "--outcome", "is_attributed",
                      "--cost", "cost", "--conversion-time", "attributed_time", "--out", str(windows)]) == 0
     assert "observed_until" in pd.read_csv(windows) and len(data.read_delays(data.delay_file(windows))) > 20
     out = tmp_path / "m"
-    code = cli.main(["fit", str(windows), "--out", str(out), "--draws", "100", "--tune", "100", "--chains", "2",
-                     "--quiet"])
+    code = cli.main(["fit", str(windows), "--out", str(out), "--quiet"])
     manifest = cache.read_manifest(out)
-    assert code in (0, 4) and len(manifest["conversion_delay"]) == cache.DELAY_QUANTILES
-    pacer = Pacer.load(out, 100.0, journal=tmp_path / "j", force=True, now=pd.Timestamp("2026-03-09", tz="UTC"))
+    assert code == 0 and len(manifest["conversion_delay"]) == cache.DELAY_QUANTILES
+    pacer = Pacer.load(out, 100.0, journal=tmp_path / "j", now=pd.Timestamp("2026-03-09", tz="UTC"))
     assert pacer.plan_options["conversion_delay"].size == cache.DELAY_QUANTILES
     from gaelp_bayes.report import build_report
 
