@@ -56,6 +56,13 @@ PACER_EXAMPLES, PACER_STEPS = 100 * SCALE, 50
 OUTPUT_EXAMPLES, REPORT_EXAMPLES = 25 * SCALE, 4 * SCALE
 THREAD_EXAMPLES, THREAD_SECONDS = 8 * SCALE, 0.25
 
+# Hypothesis health checks stay on but these: every example here does real work (files written and fsynced,
+# a pacer planned, a CLI command run), so generating one is slow by its standard, not by a strategy's fault;
+# and the ledger test takes ``request`` (function-scoped) only to reach the session's redis server, which
+# is the same for every example
+SLOW = [HealthCheck.too_slow]
+FIXTURE = [HealthCheck.function_scoped_fixture]
+
 HOSTILE = st.sampled_from([math.nan, math.inf, -math.inf, -1.0, 0.0, 1e308, 5e-324, -1e-300])
 BIDS = st.one_of(st.floats(0.0, 100.0), st.floats(1e-6, 1e6), HOSTILE)
 
@@ -173,7 +180,7 @@ class PacerMachine(RuleBasedStateMachine):
 
 
 PacerMachine.TestCase.settings = settings(max_examples=PACER_EXAMPLES, stateful_step_count=PACER_STEPS,
-                                          deadline=None, suppress_health_check=list(HealthCheck))
+                                          deadline=None, suppress_health_check=SLOW)
 test_pacer_ledger_under_random_interleavings = PacerMachine.TestCase
 
 
@@ -221,7 +228,7 @@ JOURNAL_EDIT = st.one_of(
     st.tuples(st.just("digit"), st.integers(0, 10**6), st.integers(0, 9)))  # one digit of a line changed
 
 
-@settings(max_examples=JOURNAL_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=JOURNAL_EXAMPLES, deadline=None, suppress_health_check=SLOW)
 @example(edit=("byte", 10, 0), records=12, seed=257)  # found at scale 30: a replay that stopped for overspend first
 @given(edit=JOURNAL_EDIT, records=st.integers(3, 25), seed=st.integers(0, 1000))
 def test_a_journal_edited_anywhere_but_its_last_line_restores_its_spend_or_stops(tmp_path_factory, edit, records,
@@ -290,7 +297,7 @@ def edit_state(state: dict, edit) -> dict:
 
 
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
-@settings(max_examples=LEDGER_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=LEDGER_EXAMPLES, deadline=None, suppress_health_check=SLOW + FIXTURE)
 @example(edit=("spent", "set", 0.0, 0), seed=0)  # a day's spend set back to 0: the fleet would spend it again
 @given(edit=LEDGER_EDIT, seed=st.integers(0, 1000))
 def test_a_ledger_state_edited_between_runs_stops_the_fleet_or_changes_nothing(request, tmp_path_factory, store,
@@ -435,14 +442,14 @@ def check_outputs_touch_nothing_but_their_own(fitted, kind, entries, pick, overw
                 assert after.get(rel, "gone") == digest, (argv, rel)
 
 
-@settings(max_examples=OUTPUT_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=OUTPUT_EXAMPLES, deadline=None, suppress_health_check=SLOW)
 @given(kind=st.sampled_from(["fit", "predict", "windows"]), entries=st.lists(ENTRY, max_size=8),
        pick=st.integers(0, 1000), overwrite=st.booleans())
 def test_outputs_touch_nothing_but_their_own(fitted, kind, entries, pick, overwrite):
     check_outputs_touch_nothing_but_their_own(fitted, kind, entries, pick, overwrite)
 
 
-@settings(max_examples=REPORT_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=REPORT_EXAMPLES, deadline=None, suppress_health_check=SLOW)
 @given(entries=st.lists(ENTRY, max_size=8), pick=st.integers(0, 1000), overwrite=st.booleans())
 def test_report_outputs_touch_nothing_but_their_own(fitted, entries, pick, overwrite):
     check_outputs_touch_nothing_but_their_own(fitted, "report", entries, pick, overwrite)
