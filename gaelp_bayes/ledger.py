@@ -25,7 +25,8 @@ State (one JSON document under ``gaelp:{campaign}:{date}:state``): ``budget``, `
 auctions' statistics (summed over the fleet: ``MarketBelief.statistics``), ``plan``: the newest re-plan of
 the day (every holder paces on it, so that their controllers track one curve), ``syncs``, and ``digest``: a
 hash of the rest, so that a state edited by hand or damaged is refused (``check_state``) rather than spent
-from.  The records' journal lines are appended to the list ``gaelp:{campaign}:{date}:journal`` in the same transaction.
+from.  The records' journal lines are appended to the list ``gaelp:{campaign}:{date}:journal`` in the same
+transaction.
 """
 
 from __future__ import annotations
