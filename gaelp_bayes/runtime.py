@@ -772,14 +772,15 @@ class Pacer:
             raw = path.read_bytes() if path.exists() else b""
             lines = raw.split(b"\n")
             torn = lines.pop()  # b"" after a complete last line; else a crash in mid-write
-            if torn and _journal_record(torn)[0] is None and torn.startswith(b'{"t": ') and b"\0" not in torn:
+            torn_is_record = bool(torn) and _journal_record(torn)[0] is not None
+            if torn and not torn_is_record and torn.startswith(b'{"t": ') and b"\0" not in torn:
                 with open(path, "r+b") as f:  # drop it, so the next record starts a line of its own
                     f.truncate(len(raw) - len(torn))
                 self.warnings.append(f"journal {path}: dropped an incomplete last line ({len(torn)} bytes, a "
                                      "crash in mid-write)")
             elif torn:  # a whole record whose newline was not written (it counts, and gets its newline); or
                 lines.append(torn)  # no line at all (NUL bytes): not a record, so it stops the pacer below
-                if _journal_record(torn)[0] is not None:
+                if torn_is_record:
                     with open(path, "ab") as f:
                         f.write(b"\n")
             chained_yet = False
