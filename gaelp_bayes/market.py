@@ -49,22 +49,29 @@ def _z_logged(sigma: float, win_rate: float) -> float:
 
 
 def auction_response(log_factor: np.ndarray, volume: np.ndarray, cpc: np.ndarray, cvr: np.ndarray,
-                     sigma: float = PRICE_SIGMA, win_rate: float = LOGGED_WIN_RATE) -> tuple[np.ndarray, np.ndarray]:
+                     sigma: float = PRICE_SIGMA, win_rate: float = LOGGED_WIN_RATE,
+                     logged_win_rate: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Expected spend and conversions per hour when bidding ``exp(log_factor)`` x the logged bid.
 
-    Lognormal market prices: at the logged bid (factor 1) the hour yields ``volume`` clicks at
-    ``cpc`` each (the posterior); higher bids win more auctions at rising prices, lower bids fewer.
+    Lognormal market prices: at the logged bid (factor 1) the history yielded ``volume`` clicks at ``cpc``
+    each (the posterior), winning ``logged_win_rate`` of the auctions (None: ``win_rate``); in a market
+    (spread ``sigma``) where the logged bid wins ``win_rate`` of them, the same auctions are dearer or
+    cheaper by the shift of the price level between the two; higher bids win more auctions at rising prices,
+    lower bids fewer.
     """
-    z0 = _z_logged(sigma, win_rate)
-    base = normal_cdf(np.array((z0 - sigma ** 2) / sigma))
+    z0 = _z_logged(sigma, win_rate)  # log(logged bid / median price) in this market
+    logged = win_rate if logged_win_rate is None else logged_win_rate
+    z_logged = z0 if logged_win_rate is None else _z_logged(sigma, logged)  # ... and in the history's
+    base = normal_cdf(np.array((z_logged - sigma ** 2) / sigma)) * math.exp(z0 - z_logged)
     spend = volume * cpc * normal_cdf((log_factor + z0 - sigma ** 2) / sigma) / base
-    conversions = volume * cvr * normal_cdf((log_factor + z0) / sigma) / win_rate
+    conversions = volume * cvr * normal_cdf((log_factor + z0) / sigma) / logged
     return spend, conversions
 
 
 def threshold_plan(cvr: np.ndarray, cpc: np.ndarray, volume: np.ndarray, budget: float,
                    max_per_hour: np.ndarray | float = np.inf, open_hours: np.ndarray | None = None,
-                   sigma: float = PRICE_SIGMA, win_rate: float = LOGGED_WIN_RATE) -> tuple[np.ndarray, np.ndarray]:
+                   sigma: float = PRICE_SIGMA, win_rate: float = LOGGED_WIN_RATE,
+                   logged_win_rate: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Bid factors proportional to the conversion rate (the second-price optimum under a budget) and the
     expected spend per hour they produce, with the multiplier set so the day's expected spend is the
     budget; hours that would exceed ``max_per_hour`` are held at it.  Inputs are [24] posterior means.
@@ -80,10 +87,11 @@ def threshold_plan(cvr: np.ndarray, cpc: np.ndarray, volume: np.ndarray, budget:
         lo, hi = -12.0, 6.0
         for _ in range(50):
             mid = (lo + hi) / 2
-            spend, _ = auction_response(np.where(free, rel + mid, -np.inf), volume, cpc, cvr, sigma, win_rate)
+            spend, _ = auction_response(np.where(free, rel + mid, -np.inf), volume, cpc, cvr, sigma, win_rate,
+                                        logged_win_rate)
             lo, hi = (mid, hi) if spend[free].sum() < left else (lo, mid)
         log_k = np.where(free, rel + lo, log_k)
-        spend, _ = auction_response(log_k, volume, cpc, cvr, sigma, win_rate)
+        spend, _ = auction_response(log_k, volume, cpc, cvr, sigma, win_rate, logged_win_rate)
         over = free & (spend > cap)
         if not over.any():
             break
@@ -93,53 +101,58 @@ def threshold_plan(cvr: np.ndarray, cpc: np.ndarray, volume: np.ndarray, budget:
             a, b = -12.0, log_k[h]
             for _ in range(50):
                 m = (a + b) / 2
-                s, _ = auction_response(np.array([m]), volume[h:h + 1], cpc[h:h + 1], cvr[h:h + 1], sigma, win_rate)
+                s, _ = auction_response(np.array([m]), volume[h:h + 1], cpc[h:h + 1], cvr[h:h + 1], sigma, win_rate,
+                                      logged_win_rate)
                 a, b = (m, b) if s[0] < cap[h] else (a, m)
             log_k[h] = a
-    spend, _ = auction_response(log_k, volume, cpc, cvr, sigma, win_rate)
+    spend, _ = auction_response(log_k, volume, cpc, cvr, sigma, win_rate, logged_win_rate)
     return log_k, spend
 
 
 def threshold_scores(log_k: np.ndarray, cvr: np.ndarray, cpc: np.ndarray, volume: np.ndarray,
                      tolerance: float = 0.95, sigma: float = PRICE_SIGMA,
-                     win_rate: float = LOGGED_WIN_RATE) -> dict:
+                     win_rate: float = LOGGED_WIN_RATE, logged_win_rate: float | None = None) -> dict:
     """Scores of bid factors ``log_k`` [24] under each draw ([draw, 24] arrays).
 
     The confidence compares, draw by draw, the plan's conversions with the best threshold policy
     for that draw at the same spend (so a plan is never penalised for spending less).
     """
-    spend, conv = auction_response(log_k[None, :], volume, cpc, cvr, sigma, win_rate)
+    spend, conv = auction_response(log_k[None, :], volume, cpc, cvr, sigma, win_rate, logged_win_rate)
     target = spend.sum(axis=1)
     rel = np.log(np.maximum(cvr, 1e-12))
     lo, hi = np.full(len(cvr), -20.0), np.full(len(cvr), 10.0)
     for _ in range(50):
         mid = (lo + hi) / 2
-        s, _ = auction_response(rel + mid[:, None], volume, cpc, cvr, sigma, win_rate)
+        s, _ = auction_response(rel + mid[:, None], volume, cpc, cvr, sigma, win_rate, logged_win_rate)
         under = s.sum(axis=1) < target
         lo, hi = np.where(under, mid, lo), np.where(under, hi, mid)
-    _, best = auction_response(rel + lo[:, None], volume, cpc, cvr, sigma, win_rate)
+    _, best = auction_response(rel + lo[:, None], volume, cpc, cvr, sigma, win_rate, logged_win_rate)
     plan_conv, best_conv = conv.sum(axis=1), best.sum(axis=1)
     return {"confidence": float(np.mean(plan_conv >= tolerance * best_conv)),
             "expected_conversions": plan_conv, "expected_spend": target}
 
 
 def conversions_at_spend(spend: np.ndarray, cvr: np.ndarray, cpc: np.ndarray, volume: np.ndarray,
-                         sigma: float = PRICE_SIGMA, win_rate: float = LOGGED_WIN_RATE) -> np.ndarray:
+                         sigma: float = PRICE_SIGMA, win_rate: float = LOGGED_WIN_RATE,
+                         logged_win_rate: float | None = None) -> np.ndarray:
     """Expected conversions per draw [draw] of spending ``spend`` [24] per hour under the auction response
     (each hour's bid set to buy its amount; an amount beyond what the hour can sell buys all it has)."""
     lo = np.full(cvr.shape, -20.0)
     hi = np.full(cvr.shape, 10.0)
     for _ in range(50):
         mid = (lo + hi) / 2
-        s, _ = auction_response(mid, volume, cpc, cvr, sigma, win_rate)
+        s, _ = auction_response(mid, volume, cpc, cvr, sigma, win_rate, logged_win_rate)
         under = s < spend[None, :]
         lo, hi = np.where(under, mid, lo), np.where(under, hi, mid)
-    _, conv = auction_response(np.where(spend[None, :] > 0, lo, -np.inf), volume, cpc, cvr, sigma, win_rate)
+    _, conv = auction_response(np.where(spend[None, :] > 0, lo, -np.inf), volume, cpc, cvr, sigma, win_rate,
+                               logged_win_rate)
     return conv.sum(axis=1)
 
 
 # ----- learning the market from the pacer's own auctions -----------------------------------------------
-MARKET_PRIOR_AUCTIONS = 200.0  # the priors (spread, logged win rate) count as this many auctions
+MARKET_PRIOR_AUCTIONS = 200.0  # the spread's prior counts as this many auctions (a property of the market) ...
+LEVEL_PRIOR_AUCTIONS = 20.0  # ... the price level's as this many: today's may be another than the history's
+# (a log-level sd of about spread / sqrt(20), 0.13 at 0.6: markets move by more than that from day to day)
 LOSS_EDGES = np.linspace(-5.0, 5.0, 101)  # bins of a lost bid's log(bid / reference price)
 LOSS_BOUNDS = LOSS_EDGES.tolist()
 LOSS_CENTERS = np.concatenate([[LOSS_EDGES[0]], (LOSS_EDGES[:-1] + LOSS_EDGES[1:]) / 2, [LOSS_EDGES[-1]]])
@@ -160,15 +173,18 @@ class MarketBelief:
     posterior cost per click relative to the day's (so hours with dearer clicks are expected dearer).  The
     log ratio ``x = log(price / reference)`` is normal with mean ``m`` and sd ``s``; a won auction reveals
     ``x`` (a second price pays the market price), a lost one (recorded with cost 0, or expired without a
-    notice) only that ``x`` was above ``log(bid / reference)``.  The priors are the plan's assumptions (spread
-    ``sigma``, the logged bid winning ``win_rate`` of auctions) counted as ``prior_auctions`` auctions; the
-    estimate (EM over the wins' sufficient statistics and a histogram of the losses' bounds) gives the
-    spread and logged win rate that the plan's auction response then uses."""
+    notice) only that ``x`` was above ``log(bid / reference)``.  The priors are the plan's assumptions about
+    the history's market (spread ``sigma``, the logged bid winning ``win_rate`` of auctions): the spread's
+    counted as ``prior_auctions`` auctions, the level's (``m``) as ``level_prior_auctions``; the estimate
+    (EM over the wins' sufficient statistics and a histogram of the losses' bounds) gives today's spread
+    and logged win rate, which the plan's auction response compares with the history's (a dearer market
+    sells fewer clicks at the logged bid: ``auction_response``'s ``logged_win_rate``)."""
 
     def __init__(self, sigma: float = PRICE_SIGMA, win_rate: float = LOGGED_WIN_RATE,
-                 prior_auctions: float = MARKET_PRIOR_AUCTIONS):
+                 prior_auctions: float = MARKET_PRIOR_AUCTIONS, level_prior_auctions: float = LEVEL_PRIOR_AUCTIONS):
         self.prior = (float(sigma), float(win_rate))
         self.prior_auctions = float(prior_auctions)
+        self.level_prior_auctions = float(level_prior_auctions)
         self.m0 = -_z_logged(float(sigma), float(win_rate))
         self.wins = [0, 0.0, 0.0]  # count, sum of x, sum of x^2
         self.losses = np.zeros(len(LOSS_CENTERS))  # lost bids by bin of log(bid / reference)
@@ -206,7 +222,7 @@ class MarketBelief:
     def estimate(self, iterations: int = 30) -> tuple[float, float]:
         """Update and return (spread, logged win rate) from the auctions so far (EM; the prior as
         pseudo-auctions at the prior's mean and spread)."""
-        n0, s0 = self.prior_auctions, self.prior[0]
+        n0, s0, n_level = self.prior_auctions, self.prior[0], self.level_prior_auctions
         count, total, squares = self.wins
         lost = self.losses.sum()
         m, s = self.m0, s0
@@ -219,9 +235,11 @@ class MarketBelief:
                 lost_first, lost_second = float(self.losses @ first), float(self.losses @ second)
             else:
                 lost_first = lost_second = 0.0
-            n = n0 + count + lost
-            m = (n0 * self.m0 + total + lost_first) / n
-            variance = (n0 * (s0 * s0 + self.m0 ** 2) + squares + lost_second) / n - m * m
+            seen = count + lost
+            m = (n_level * self.m0 + total + lost_first) / (n_level + seen)
+            # the auctions' squared deviations from m, and the spread's prior as n0 of them at sd s0
+            deviations = squares + lost_second - 2 * m * (total + lost_first) + seen * m * m
+            variance = (n0 * s0 * s0 + deviations) / (n0 + seen)
             s = math.sqrt(max(variance, 1e-4))
         self.sigma, self.win_rate = s, float(normal_cdf(np.array(-m / s)))
         return self.sigma, self.win_rate
@@ -236,7 +254,8 @@ class MarketBelief:
                                            for f in factors},
                 "auctions_won": int(self.wins[0]), "auctions_lost": int(self.losses.sum()),
                 "prior": {"price_sigma": self.prior[0], "logged_win_rate": self.prior[1],
-                          "counted_as_auctions": self.prior_auctions}}
+                          "counted_as_auctions": self.prior_auctions,
+                          "level_counted_as_auctions": self.level_prior_auctions}}
 
     def statistics(self) -> np.ndarray:
         """The learned statistics as one additive vector (wins' count, sum, sum of squares, then the losses'

@@ -10,8 +10,8 @@ How a bid is shaped (Balseiro & Gur's adaptive pacing, driven by the posterior):
 - value: ``raw_bid * r[h]``, where ``r[h]`` is the hour's posterior mean conversion
   rate (today's day of week, re-weighted by today's outcomes) relative to the
   plan's spend-weighted average: bids are proportional to the opportunity's value.
-- budget multiplier ``m`` (the dual variable), ``M_MIN <= m <= M_MAX``, by the
-  plan option ``controller``:
+- budget multiplier ``m`` (the dual variable), ``M_MIN <= m <= M_MAX`` (``RESOLVE_MAX``
+  for the re-solving controller), by the plan option ``controller``:
   ``"resolve"`` (default): every ``RESOLVE_EVERY`` (60 s) the multiplier under
   which the rest of the day is expected to spend exactly the budget not yet
   spent (each hour at most its cap), on today's posterior means and the market
@@ -153,7 +153,9 @@ EARLIEST, LATEST = 946_684_800.0, 7_258_118_400.0  # plausible instants: 2000-01
 MAX_FILE_NAME = 120  # bytes of a journal file name; longer campaign names are cut and tagged with a hash
 DUAL_STEP = 0.5  # the dual-gradient controller's step: dual variable per average hour's budget of gap
 RESOLVE_EVERY = 60.0  # seconds between the re-solving controller's solves (and at every new plan)
-RESOLVE_GRID = np.linspace(math.log(M_MIN), math.log(M_MAX), 129)  # the log multipliers it solves among
+RESOLVE_MAX = 20.0  # the re-solving controller's largest multiplier: a market far dearer than the history (the
+# plan's factors are the history's) may need it; where the market is as learned it stays near 1
+RESOLVE_GRID = np.linspace(math.log(M_MIN), math.log(RESOLVE_MAX), 161)  # the log multipliers it solves among
 CONTROLLERS = ("pi", "dual-gradient", "resolve")
 PLAN_OPTIONS = {"max_share": PACER_MAX_SHARE, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
                 "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, "learn": True,
@@ -724,7 +726,8 @@ class Pacer:
         """Bid factors and expected spend per hour for ``budget`` over the open hours (today's posterior,
         ``market``: price spread and logged win rate)."""
         cvr, cpc, vol = self._today()
-        return threshold_plan(cvr.mean(0), cpc.mean(0), vol.mean(0), budget, self._hour_cap, open_hours, *market)
+        return threshold_plan(cvr.mean(0), cpc.mean(0), vol.mean(0), budget, self._hour_cap, open_hours, *market,
+                              logged_win_rate=self._market.prior[1])
 
     def _plan(self, open_hours: np.ndarray, budget: float, first: bool = False) -> None:
         self._plan_market = self._market_now()  # the market the plan was made for
@@ -733,13 +736,15 @@ class Pacer:
         self._alloc = [float(s) for s in spend]
         self._k = [float(k) for k in np.exp(log_k)]
         cvr, cpc, vol = self._today()
-        scores = threshold_scores(log_k, cvr, cpc, vol, self.plan_options["tolerance"], *self._plan_market)
+        scores = threshold_scores(log_k, cvr, cpc, vol, self.plan_options["tolerance"], *self._plan_market,
+                                  logged_win_rate=self._market.prior[1])
         self._confidence = scores["confidence"]
         self._plan_warnings = []
         if sum(self._alloc) < 0.99 * budget:
             self._plan_warnings.append(f"the hours can absorb about {sum(self._alloc):.2f} of {budget:.2f}")
         if first:  # even pacing valued under the same auction response
-            even = conversions_at_spend(np.full(24, self.budget / 24), cvr, cpc, vol, *self._plan_market)
+            even = conversions_at_spend(np.full(24, self.budget / 24), cvr, cpc, vol, *self._plan_market,
+                                        logged_win_rate=self._market.prior[1])
             self._p_beats_even = float(np.mean(scores["expected_conversions"] > even))
             log_cpc = np.log(np.maximum(cpc.mean(0), 1e-12))
             self._reference = [float(r) for r in np.exp(log_cpc - log_cpc.mean())]  # the hours' relative cost
@@ -990,7 +995,8 @@ class Pacer:
         if self._beliefs is None:  # the posterior means of today (as learned so far)
             self._beliefs = tuple(a.mean(0) for a in self._today())
         cvr, cpc, vol = self._beliefs
-        spend, _ = auction_response(self._log_k[None, :] + RESOLVE_GRID[:, None], vol, cpc, cvr, *self._plan_market)
+        spend, _ = auction_response(self._log_k[None, :] + RESOLVE_GRID[:, None], vol, cpc, cvr, *self._plan_market,
+                                    logged_win_rate=self._market.prior[1])
         spend = np.minimum(spend, self._hour_cap)  # [grid, 24]
         totals = spend @ weight  # non-decreasing along the grid
         i = int(totals.searchsorted(self.budget - spent))
@@ -1643,8 +1649,8 @@ class Pacer:
         log_k, spend = self._threshold(open_hours, left, market)
         cvr, cpc, vol = self._today()
         old_k = np.where(open_hours, self._log_k, -np.inf)
-        _, new_conv = auction_response(log_k[None, :], vol, cpc, cvr, *market)
-        _, old_conv = auction_response(old_k[None, :], vol, cpc, cvr, *market)
+        _, new_conv = auction_response(log_k[None, :], vol, cpc, cvr, *market, logged_win_rate=self._market.prior[1])
+        _, old_conv = auction_response(old_k[None, :], vol, cpc, cvr, *market, logged_win_rate=self._market.prior[1])
         gain = new_conv.sum(1) - old_conv.sum(1)  # draws already resampled by the weights
         base = max(float(old_conv.sum(1).mean()), 1e-12)
         if moved or (float(gain.mean()) >= REPLAN_GAIN * base and float(np.mean(gain > 0)) >= REPLAN_PROB):
