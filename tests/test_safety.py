@@ -27,8 +27,9 @@ from gaelp_bayes import cache
 from gaelp_bayes.compat import DynamicBudgetOptimizer, PerformanceWindow
 from gaelp_bayes.errors import GaelpError
 from gaelp_bayes.market import MarketBelief
-from gaelp_bayes.runtime import (MAX_AUCTION_TIMEOUT, CampaignPosterior, Pacer, PacerLock, _placed_by,
-                                 journal_file_name)
+from gaelp_bayes.runtime import MAX_AUCTION_TIMEOUT, CampaignPosterior, Pacer, journal_file_name
+from gaelp_bayes.runtime.lock import PacerLock
+from gaelp_bayes.runtime.pacer import _placed_by
 
 from helpers import DAY, FullPathPacer, posterior, run_in_threads
 

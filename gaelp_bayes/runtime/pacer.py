@@ -1,307 +1,37 @@
-"""Runtime pacer for the orchestrator's hot path: numpy and the standard library only.
-
-    from gaelp_bayes.runtime import Pacer
-    pacer = Pacer.load("models/demo", daily_budget=100.0, campaign="campaign_01")
-    bid = pacer.adjust_bid(raw_bid)          # 0.0 means: do not bid
-    pacer.record(cost, clicks=1, conversions=0)
-
-How a bid is shaped (Balseiro & Gur's adaptive pacing, driven by the posterior):
-
-- value: ``raw_bid * r[h]``, where ``r[h]`` is the hour's posterior mean conversion
-  rate (today's day of week, re-weighted by today's outcomes) relative to the
-  plan's spend-weighted average: bids are proportional to the opportunity's value.
-- budget multiplier ``m`` (the dual variable), ``M_MIN <= m <= M_MAX`` (``RESOLVE_MAX``
-  for the re-solving controller), by the plan option ``controller``:
-  ``"resolve"`` (default): every ``RESOLVE_EVERY`` (60 s) the multiplier under
-  which the rest of the day is expected to spend exactly the budget not yet
-  spent (each hour at most its cap), on today's posterior means and the market
-  as learned; the plan's curve is then re-drawn through the spend so far and
-  that multiplier's expected spend (``_resolve``), so a day richer or poorer
-  than expected spreads the difference over what is left of it;
-  ``"pi"``: ``m = exp(L - KP * gap)``, ``gap`` being actual spend minus the
-  plan's expected cumulative spend at this instant (in units of an average
-  hour's budget) and ``L`` its integral over time, so the multiplier settles
-  wherever spend tracks the morning's curve;
-  ``"dual-gradient"``: Balseiro & Gur's update on the same gap (``_multiplier``).
-  The controller steps on every record and, between records, at most every
-  ``CONTROL_STEP`` (0.1 s) of bids: at thousands of bids a second it does not
-  redo the same sum for each.
-- caps: a single bid <= 10% of the current hour's allocation; spend through
-  the end of this hour <= the curve's cumulative amount by then, plus 25% of
-  the hour's allocation (no running ahead, unspent money carries forward;
-  each hour at most ``max_share`` of the day, default 0.5); and the hard guard: a bid never
-  exceeds budget left minus the bids still outstanding.  A placed bid is
-  outstanding until its outcome is recorded (``bid_id`` settles a given bid)
-  or ``auction_timeout`` seconds pass (plan option, default ``AUCTION_TIMEOUT``
-  = 0.5 s): a lost bid may be recorded with cost 0, or not at all (exchanges
-  without loss notices).  An expired bid stops holding the plan's room but
-  holds the budget itself until ``MAX_AUCTION_TIMEOUT`` (120 s) has passed, so
-  the day cannot overspend as long as every won bid is recorded within 120 s;
-  a win recorded after its bid's auction timeout doubles the timeout
-  (``status()["late_wins"]``).
-
-Every number is checked once, where it enters (``adjust_bid`` and ``record``,
-the cache's arrays, the journal's lines): a bid that is not a finite number
-> 0, or a time that is not a plausible instant (``EARLIEST``..``LATEST``),
-places nothing (0.0); a record with such a value is a ``ValueError`` and
-changes nothing; a cache or journal with one gives a stopped pacer that says
-why.  Outcomes may arrive in any order: a record releases the smallest
-outstanding bid that can have cost what it reports, so the bids still held
-always cover the ones still in flight.  A record dated before the last one
-(or before today) is booked at the ledger's current time: spend is never lost
-for its timestamp.  Days roll forward only: a clock that goes back stays on
-today's ledger.
-
-The plan's auction response (``market.py``) uses the market as learned from the pacer's own auctions
-(``MarketBelief``: a won bid's price, a lost or expired bid's bound), starting from the plan options
-``sigma`` and ``win_rate`` as priors; ``status()["market"]`` shows it, the journal carries it.
-
-``record`` learns from today's clicks and conversions without a refit, in two
-steps: it re-weights the cached draws by their likelihood (importance weights:
-which of the fitted worlds is today), and on top of the re-weighted posterior
-it learns today's own deviation: hour by hour, today's rate is the posterior's
-times ``exp(x[h])``, with ``x`` smooth over the day (Gaussian AR(1) prior, sd
-``TODAY_SD``, neighbour correlation ``TODAY_CORR``; Poisson likelihood; Laplace
-posterior by Newton's method), so a few hours of low conversions lower the
-hours that follow too, which the draws alone cannot express.  It re-plans the
-rest of the day on hour changes when that evidence changes the plan
-materially, flags a refit when the weights' effective sample size collapses,
-and stops bidding only in an emergency (spend far beyond the curve paced on; an invalid,
-failed or stale cache; a journal it cannot read or write);
-``status()["emergency_stop"]`` says why.  A tracking outage (no conversion
-reported for so long that even a quarter of the usual rate makes the silence
-improbable) is an alert, not a stop: ``status()["tracking_outage_since"]`` and
-``flags``; pacing goes on on the posterior, and the clicks whose conversions
-went unreported are left out of learning until reports return.  A conversion
-reported after its click (``record_conversion``) is credited to the click's hour;
-with plan option ``conversion_delay`` (a sample of delays) each hour's evidence is
-weighed by the share of its conversions that can have arrived by now, in learning
-and in the outage alert alike.  Every record
-is appended to a journal (one file per campaign and day, ``journal_file_name``)
-with the controller's state after it, and replayed on restart (spend, learning
-and the controller as they were); the journal is committed to disk in groups,
-every ``FLUSH_EVERY`` (50 ms), or on every record with ``durable=True``, so a
-crash loses at most the last 50 ms of records; a journal that cannot be read
-completely stops the pacer rather than forget spend (only a torn last line, a
-crash in mid-write, is dropped).
-
-A fleet (``ledger=URL``, see ``ledger.py``): every process pacing the campaign shares one campaign-day in
-a store.  The budget room of the hard guard is then this process's *lease* (``_ceiling``: the fleet's spend
-at the last sync plus the lease), and ``_sync`` reports spend, outcomes, market and journal lines and takes
-a new lease every ``SYNC_EVERY`` seconds or when the lease is short: the store is touched per lease, not
-per bid.  ``_spent``, the clicks and conversions are the fleet's, so the plan, the controller and learning
-follow the whole fleet's day.
-"""
+"""The pacer: plans the day on the posterior, shapes every bid, learns from every outcome."""
 
 from __future__ import annotations
 
 import bisect
-from collections import deque
 import datetime as dt
-import hashlib
 import json
 import math
-import numbers
 import os
 import reprlib
 import threading
 import time
-import zlib
-from dataclasses import dataclass
-from decimal import Decimal
+from collections import deque
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from . import cache
-from .errors import CacheError, GaelpError
-from .market import (LOGGED_WIN_RATE, MAX_AMOUNT, PRICE_SIGMA, MarketBelief, auction_response, conversions_at_spend,
-                     hour_cap, threshold_plan, threshold_scores)
+from .. import cache
+from ..errors import CacheError, GaelpError
+from ..market import (MAX_AMOUNT, MarketBelief, auction_response, conversions_at_spend, hour_cap, threshold_plan,
+                      threshold_scores)
+from .checks import EARLIEST, LATEST, _epoch, as_real, check_cost, check_count, check_instant
+from .journal import _journal_record, chain_next, chained, journal_file_name, unchained
+from .lock import PacerLock
+from .options import (CHECK_EVERY, CONTROL_STEP, DAY_BINS, DELAY_BIN, DUAL_STEP, EARLIER_DAY, EXPIRY_BATCH, FLUSH_EVERY,
+                      HOUR_SLACK, INF, KI, KP, LEASE_SECONDS, L_MAX, L_MIN, MARKET_MOVED, MAX_AUCTION_TIMEOUT,
+                      MAX_STORE_RETRY, M_MAX, M_MIN, OUTAGE_FLOOR, OUTAGE_LOG, OVERSPEND_STOP, REFIT_ESS,
+                      REPLAN_GAIN, REPLAN_PROB, RESOLVE_EVERY, RESOLVE_GRID, STORE_RETRY, SYNC_EVERY,
+                      check_plan_options)
+from .posterior import PACER_PARTS, CampaignPosterior, today_deviation
 
-KP, KI = 0.5, 1.0  # proportional gain, integral gain per hour (gap in units of budget/24)
-L_MIN, L_MAX = -3.0, 1.1  # bounds of the integral term L (log multiplier): no wind-up past them
-M_MIN, M_MAX = 0.05, 3.0  # bounds of the multiplier exp(L - KP * gap)
-BID_CAP_SHARE = 0.10  # a single bid <= 10% of the hour's allocation (plan option bid_cap_share)
-HOUR_SLACK = 0.25  # spend through hour h may run ahead of the plan by 25% of hour h's allocation
-PACER_MAX_SHARE = 0.5  # the pacer's hour share (plan option max_share; ``allocate``'s table uses 0.2 and
-# shows the pacer's plan beside it): the hindsight optimum of a day's auctions often puts more than 20% of
-# the day into its best hour
-CHECK_EVERY = 50  # records between learning checks (re-weighting, outage); re-plans on hour changes
-REPLAN_GAIN = 0.01  # adopt a new plan for the rest of the day if it is >= 1% better ...
-REPLAN_PROB = 0.75  # ... with posterior probability >= 0.75 (both set on the tuning world, seed 31)
-MARKET_MOVED = 0.05  # re-plan when the learned price spread moves by 5% (or the logged win rate by 2.5 points)
-REFIT_ESS = 0.25  # refit due when the effective sample size falls below this share of the draws
-OUTAGE_P = 1e-3  # a silence this improbable (no conversion reported) is a tracking outage: an alert, ...
-OUTAGE_FLOOR = 0.25  # ... judged at a quarter of the usual rate, so a real drop in rates is learned, not alerted
-OUTAGE_LOG = -math.log(OUTAGE_P)
-EARLIER_DAY = 3600.0  # seconds: a clock further before the pacer's day is another day, not skew (``_hour_of``)
-OVERSPEND_STOP = 1.5  # spend beyond 1.5x the curve paced on so far (+5% of budget) stops bidding: spend the
-# controller did not place (the re-solving controller's curve passes through the spend at each solve)
-CONTROL_STEP = 0.1  # seconds: adjust_bid steps the controller at most this often between records
-AUCTION_TIMEOUT = 0.5  # seconds a placed bid holds budget unless its outcome is recorded (plan option)
-MAX_AUCTION_TIMEOUT = 120.0  # a won bid recorded after its timeout doubles the timeout, up to this
-EXPIRY_BATCH = 0.01  # seconds: bids expire once the oldest in flight is this far past its timeout, a batch at a
-# time (at thousands of bids a second, one at every bid would cost more than the bid); they hold room meanwhile
-DELAY_BIN = 300.0  # seconds: today's clicks are counted in 5-minute bins, for the conversion delay
-DAY_BINS = 25 * 12  # the longest day (25 hours, daylight saving ending) in bins
-FLUSH_EVERY = 0.05  # seconds: the journal's group commit (flush + fsync of every record written since)
-SYNC_EVERY = 5.0  # seconds between a fleet process's syncs with its ledger (and whenever its lease runs short)
-LEASE_SECONDS = 60.0  # a lease covers the bids held and this long of what the process recently committed
-STORE_RETRY, MAX_STORE_RETRY = 1.0, 8.0  # seconds to the next attempt to reach an unreachable ledger, doubling
-EARLIEST, LATEST = 946_684_800.0, 7_258_118_400.0  # plausible instants: 2000-01-01 to 2200-01-01 UTC (epoch s)
-MAX_FILE_NAME = 120  # bytes of a journal file name; longer campaign names are cut and tagged with a hash
-DUAL_STEP = 0.5  # the dual-gradient controller's step: dual variable per average hour's budget of gap
-RESOLVE_EVERY = 60.0  # seconds between the re-solving controller's solves (and at every new plan)
-RESOLVE_MAX = 20.0  # the re-solving controller's largest multiplier: a market far dearer than the history (the
-# plan's factors are the history's) may need it; where the market is as learned it stays near 1
-RESOLVE_GRID = np.linspace(math.log(M_MIN), math.log(RESOLVE_MAX), 161)  # the log multipliers it solves among
-CONTROLLERS = ("pi", "dual-gradient", "resolve")
-PLAN_OPTIONS = {"max_share": PACER_MAX_SHARE, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
-                "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, "learn": True,
-                "auction_timeout": AUCTION_TIMEOUT, "controller": "resolve", "conversion_delay": None}
-INF = math.inf
-_clock = time.time  # the wall clock, bound once: adjust_bid reads it per bid
-PACER_PARTS = ("conversion", "volume", "cost")  # the fitted parts whose gate the pacer needs passed
-TODAY_SD = 0.3  # prior sd of today's log conversion rate around the posterior's, per hour (an assumption)
-TODAY_CORR = 0.8  # prior correlation of that deviation between neighbouring hours (AR(1) over the day)
 _HOURS = np.arange(24)
-TODAY_COVARIANCE = TODAY_SD ** 2 * TODAY_CORR ** np.abs(_HOURS[:, None] - _HOURS[None, :])
-TODAY_PRECISION = np.linalg.inv(TODAY_COVARIANCE)
-
-
-def today_deviation(expected: np.ndarray, observed: np.ndarray,
-                    precision: np.ndarray = TODAY_PRECISION) -> tuple[np.ndarray, np.ndarray]:
-    """Laplace posterior (mode, covariance) of today's log-rate deviation ``x`` [24] per hour, given
-    conversions ``observed[h] ~ Poisson(expected[h] * exp(x[h]))`` and the prior ``x ~ N(0, precision^-1)``."""
-    x = np.zeros(24)
-    for _ in range(30):
-        mu = expected * np.exp(x)
-        step = np.linalg.solve(precision + np.diag(mu), observed - mu - precision @ x)
-        x += np.clip(step, -1.0, 1.0)
-        if np.abs(step).max() < 1e-6:
-            break
-    return x, np.linalg.inv(precision + np.diag(expected * np.exp(x)))
-
-
-# Each runtime array: the rule its every value must meet, as (test, words).
-DRAW_RULES = {
-    "cvr": (lambda a: (a >= 0) & (a <= 1), "a finite number in [0, 1]"),
-    "cpc": (lambda a: a > 0, "a finite number > 0"),
-    "volume": (lambda a: a >= 0, "a finite number >= 0"),
-    "rpc": (lambda a: a >= 0, "a finite number >= 0"),
-}
-
-
-@dataclass
-class CampaignPosterior:
-    """One campaign's draws, [draw, 7, 24]; ``rpc`` may be None.  Checked on creation (``CacheError``)."""
-
-    name: str
-    cvr: np.ndarray
-    cpc: np.ndarray
-    volume: np.ndarray
-    rpc: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        shape = np.shape(self.cvr)
-        if len(shape) != 3 or shape[0] < 1 or shape[1:] != (7, 24):
-            raise CacheError(f"runtime draws of {self.name!r}: cvr has shape {shape}, expected (draws, 7, 24)")
-        for key, (rule, words) in DRAW_RULES.items():
-            a = getattr(self, key)
-            if a is None:
-                continue
-            if np.shape(a) != shape:
-                raise CacheError(f"runtime draws of {self.name!r}: {key} has shape {np.shape(a)}, expected {shape}")
-            bad = ~(np.isfinite(a) & rule(a))
-            if bad.any():
-                raise CacheError(f"runtime draws of {self.name!r}: every {key} must be {words}; "
-                                 f"{int(bad.sum())} are not (e.g. {a[bad].flat[0]!r})")
-
-    @classmethod
-    def from_cache(cls, arrays: dict, manifest: dict, campaign: str | None,
-                   when: float | None = None) -> tuple["CampaignPosterior", list[str]]:
-        """One campaign's draws from a cache's runtime arrays; ``when`` (seconds since the epoch): conversion
-        rates projected to then by the fit's drift (``cache.drift_factor``); None: the data's last week."""
-        campaign, c, warnings = cache.campaign_slot(manifest, campaign)
-        if "cpc" not in arrays:
-            raise GaelpError("the model was fitted without spend: the runtime needs cost per click")
-        slots = len(manifest["campaigns"]) + 1  # the campaigns and the population level
-        for key in ("cvr", "cpc", "volume", "rpc"):
-            want = 2 if key == "rpc" else 4
-            if key in arrays and (arrays[key].ndim != want or arrays[key].shape[1] != slots):
-                raise CacheError(f"runtime file: {key} has shape {arrays[key].shape}, expected {want} axes with "
-                                 f"{slots} campaign slots; refit")
-        rpc = arrays["rpc"][:, c, None, None] * np.ones((1, 7, 24), np.float32) if "rpc" in arrays else None
-        cvr, cpc, volume = (np.array(arrays[key][:, c]) for key in ("cvr", "cpc", "volume"))  # copies: no map kept
-        posterior = cls(campaign, cvr, cpc, volume, rpc)  # checked as stored
-        if when is None:
-            return posterior, warnings
-        projected = np.minimum(cvr * cache.drift_factor(arrays, manifest, c, when)[:, :, None], 1.0)
-        return cls(campaign, projected.astype(np.float32), cpc, volume, rpc), warnings  # and as projected
-
-
-def as_real(value) -> float:
-    """``value`` as a float if it is a real number (int, float, a numpy number, Decimal; not a bool or a
-    string), else NaN; one past float's range is infinite (so every check for a finite number refuses it)."""
-    if value.__class__ is float:
-        return value
-    if not isinstance(value, (numbers.Real, Decimal)) or isinstance(value, (bool, np.bool_)):
-        return math.nan
-    try:
-        return float(value)
-    except OverflowError:
-        return INF if value > 0 else -INF
-    except ValueError:  # a signalling Decimal NaN
-        return math.nan
-
-
-def _epoch(now) -> float:
-    """Seconds since the epoch of ``now`` (None: the wall clock; a number; a datetime, naive = UTC; a numpy
-    datetime64, NaT = NaN)."""
-    if now is None:
-        return time.time()
-    if now.__class__ is float:
-        return now
-    if isinstance(now, (numbers.Real, Decimal)) and not isinstance(now, (bool, np.bool_)):
-        return as_real(now)
-    if isinstance(now, dt.datetime):
-        return (now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)).timestamp()
-    if isinstance(now, np.datetime64):
-        return math.nan if np.isnat(now) else float(now.astype("datetime64[us]").astype(np.int64)) / 1e6
-    raise ValueError(f"now must be None, seconds since the epoch or a datetime, got {now!r}")
-
-
-def check_instant(now, name: str = "now") -> float:
-    """``now`` as seconds since the epoch, or ``ValueError`` if it is not a plausible instant
-    (finite, between ``EARLIEST`` and ``LATEST``: milliseconds passed as seconds land far beyond)."""
-    t = _epoch(now)
-    if not EARLIEST <= t < LATEST:
-        raise ValueError(f"{name} must be an instant between 2000 and 2200 (seconds since the epoch or a "
-                         f"datetime), got {now!r}")
-    return t
-
-
-def check_cost(cost) -> float:
-    """A cost (``record``'s, a journal line's): a number >= 0 and at most ``MAX_AMOUNT``, else ``ValueError``."""
-    value = as_real(cost)
-    if not 0 <= value <= MAX_AMOUNT:  # (False for NaN)
-        raise ValueError(f"cost must be a number >= 0 and at most {MAX_AMOUNT:.0e}, got {reprlib.repr(cost)}")
-    return value
-
-
-def check_count(name: str, value) -> int:
-    """A count (``record``'s clicks and conversions): a whole number >= 0 and at most ``MAX_AMOUNT`` (bools
-    count as 0/1), else ``ValueError``."""
-    if value.__class__ is int and 0 <= value <= MAX_AMOUNT:
-        return value
-    try:
-        n = int(value)
-    except (TypeError, ValueError, OverflowError):
-        n = None
-    if n is None or n != value or not 0 <= n <= MAX_AMOUNT:
-        raise ValueError(f"{name} must be a whole number >= 0 and at most {MAX_AMOUNT:.0e}, got {reprlib.repr(value)}")
-    return n
+_clock = time.time  # the wall clock, bound once: adjust_bid reads it per bid
 
 
 def _placed_by(times: list[float], limit: float, start: int, end: int) -> int:
@@ -324,184 +54,6 @@ def _placed_by(times: list[float], limit: float, start: int, end: int) -> int:
     while times[start] <= limit:
         start += 1
     return start
-
-
-def journal_file_name(campaign: str, date: dt.date) -> str:
-    """The journal file of a campaign's day: the name with every character but ASCII letters, digits,
-    '_' and '-' percent-encoded (so no name can leave the journal folder), cut to ``MAX_FILE_NAME`` bytes
-    with a hash of the whole name when long, then the date."""
-    safe = "".join(c if c.isascii() and (c.isalnum() or c in "_-") else
-                   "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass")) for c in campaign)
-    suffix = f"-{date.isoformat()}.jsonl"
-    room = MAX_FILE_NAME - len(suffix)
-    if len(safe) > room:
-        safe = f"{safe[:room - 17]}~{hashlib.sha256(campaign.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
-    return safe + suffix
-
-
-def check_plan_options(options: dict) -> dict:
-    """The pacer's plan options over their defaults (``PLAN_OPTIONS``); unknown names are a ``TypeError``,
-    values out of range a ``ValueError`` naming the option."""
-    unknown = sorted(set(options) - set(PLAN_OPTIONS))
-    if unknown:
-        raise TypeError(f"unknown pacer option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
-                        f"(known: {', '.join(PLAN_OPTIONS)})")
-    out = {**PLAN_OPTIONS, **options}
-    ranges = {"max_share": (0, 1, True), "tolerance": (0, 1, True), "win_rate": (0, 1, False),
-              "bid_cap_share": (0, 1, True), "sigma": (0, INF, False), "max_per_hour": (0, INF, False),
-              "auction_timeout": (0, MAX_AUCTION_TIMEOUT, True)}
-    for name, (lo, hi, closed) in ranges.items():
-        v = out[name]
-        if name == "max_per_hour" and v is None:
-            continue
-        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and lo < v and (v <= hi if closed else v < hi)
-        if not ok:
-            raise ValueError(f"pacer option {name} must be a number in ({lo:g}, {hi:g}{']' if closed else ')'}, "
-                             f"got {v!r}")
-    if not isinstance(out["learn"], bool):
-        raise ValueError(f"pacer option learn must be True or False, got {out['learn']!r}")
-    delay = out["conversion_delay"]
-    if delay is not None:
-        try:
-            sample = np.sort(np.asarray(delay, dtype=np.float64).ravel())
-        except (TypeError, ValueError):
-            sample = np.array([np.nan])
-        if not (0 < sample.size <= 1_000_000 and np.all(np.isfinite(sample)) and sample[0] >= 0):
-            raise ValueError("pacer option conversion_delay must be None or a sample of delays in seconds "
-                             "(finite numbers >= 0, at most 1,000,000)")
-        out["conversion_delay"] = sample
-    if out["controller"] not in CONTROLLERS:
-        raise ValueError(f"pacer option controller must be one of {', '.join(CONTROLLERS)}, "
-                         f"got {out['controller']!r}")
-    return out
-
-
-CHAIN_FIELD = b', "c": "'  # a record line ends with its running checksum: ``..., "c": "1a2b3c4d"}``
-
-
-def chain_next(previous: str, line: bytes) -> str:
-    """The running checksum after ``line`` (without its own checksum field): CRC-32 of the previous one and
-    the line.  A line edited or missing in the middle of a journal breaks it at the next line."""
-    return f"{zlib.crc32(line, zlib.crc32(previous.encode())):08x}"
-
-
-def chained(line: str, previous: str) -> tuple[str, str]:
-    """A record line (a JSON object) with its running checksum appended, and that checksum."""
-    checksum = chain_next(previous, line.encode())
-    return f'{line[:-1]}, "c": "{checksum}"}}', checksum
-
-
-def unchained(line: bytes) -> tuple[bytes, str | None]:
-    """A journal line without its checksum field, and the checksum (None: the line carries none)."""
-    at = line.rfind(CHAIN_FIELD)
-    if at < 0 or not line.endswith(b'"}') or len(line) - at - len(CHAIN_FIELD) != 10:
-        return line, None
-    return line[:at] + b"}", line[at + len(CHAIN_FIELD):-2].decode("ascii", "replace")
-
-
-def _journal_record(line: bytes) -> tuple[tuple[float, float, int, int, float | None] | None, str,
-                                          tuple[float, float] | None, list | None]:
-    """(t, cost, clicks, conversions, click time of a postback or None) of one journal line, or None and why
-    it is not a record; the
-    controller's state (L, its time) the line carries, if a valid one (lines written before records
-    carried it, or edited, carry none: the controller then goes on from the replayed records); and the
-    market belief's state (``MarketBelief.state``) if the line carries one (the records after which the pacer
-    learns).  A day's first line may be the market alone (learned on earlier days): why is then "the day's
-    market"."""
-    try:
-        e = json.loads(line.decode("utf-8"))
-    except UnicodeDecodeError:
-        return None, "not UTF-8", None, None
-    except (ValueError, RecursionError):  # RecursionError: JSON nested past Python's limit
-        return None, "not JSON", None, None
-    if not isinstance(e, dict):
-        return None, f"a JSON {type(e).__name__}, not an object", None, None
-    if list(e) == ["market"]:
-        return None, "the day's market", None, e["market"]
-    missing = [k for k in ("t", "cost", "clicks", "conversions") if k not in e]
-    if missing:
-        return None, f"no {', '.join(missing)}", None, None
-    t, clicks, conversions = e["t"], e["clicks"], e["conversions"]
-    if not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)):
-        return None, f"t must be a finite number, got {t!r}", None, None
-    try:
-        cost = check_cost(e["cost"])
-    except ValueError as exc:
-        return None, str(exc), None, None
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (clicks, conversions)):
-        return None, f"clicks {clicks!r} and conversions {conversions!r} must be whole numbers >= 0", None, None
-    L, ti = e.get("L"), e.get("ti")
-    valid = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (L, ti))
-    state = (min(max(float(L), L_MIN), L_MAX), float(ti)) if valid else None
-    click_t = e.get("click_t")
-    if click_t is not None and not (isinstance(click_t, (int, float)) and not isinstance(click_t, bool)
-                                    and math.isfinite(click_t)):
-        return None, f"click_t must be a finite number, got {click_t!r}", None, None
-    market = e.get("market") if isinstance(e.get("market"), list) else None
-    return (float(t), cost, clicks, conversions, None if click_t is None else float(click_t)), "", state, market
-
-
-class PacerLock:
-    """A pacer's lock: held, its token is missing from a deque.  ``adjust_bid`` takes it with one
-    ``deque.pop`` and gives it back with one ``append`` (each atomic: deques are documented thread-safe),
-    about 20 ns a bid where ``threading.Lock``'s acquire and release take about 70 ns on Python 3.12 (its
-    acquire parses its arguments).  A thread that finds the token taken waits on a condition until it is
-    given back (``take_waiting``, ``give``).  ``with`` takes it re-entrantly: the thread that holds it
-    through ``with``, or marked as its ``owner``, may enter again."""
-
-    def __init__(self) -> None:
-        token: deque = deque([None])
-        self.take, self.put = token.pop, token.append  # take raises IndexError when the token is held
-        self.waiting = 0  # threads waiting for the token: whoever gives it back wakes one
-        self._turn = threading.Condition(threading.Lock())
-        self.owner: int | None = None  # the thread holding it, where re-entry is possible
-        self.depth = 0
-
-    def take_waiting(self) -> None:
-        """Take the token, waiting until the thread holding it gives it back (an error, not a deadlock, for
-        the thread that holds it through ``with``)."""
-        if self.owner == threading.get_ident():
-            raise RuntimeError("the pacer's lock is held by this thread already (adjust_bid inside a pacer call)")
-        with self._turn:
-            self.waiting += 1
-            try:
-                while True:
-                    try:
-                        self.take()
-                        return
-                    except IndexError:  # given back and taken again meanwhile: wait for the next turn
-                        self._turn.wait()
-            finally:
-                self.waiting -= 1
-
-    def wake(self) -> None:
-        """Wake a thread waiting for the token (just given back)."""
-        with self._turn:
-            self._turn.notify()
-
-    def give(self) -> None:
-        """Give the token back (``adjust_bid`` does the same inline)."""
-        self.put(None)
-        if self.waiting:
-            self.wake()
-
-    def __enter__(self) -> PacerLock:
-        me = threading.get_ident()
-        if self.owner == me:
-            self.depth += 1
-            return self
-        try:
-            self.take()
-        except IndexError:
-            self.take_waiting()
-        self.owner, self.depth = me, 1
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.depth -= 1
-        if not self.depth:
-            self.owner = None
-            self.give()
 
 
 class Pacer:
@@ -571,7 +123,7 @@ class Pacer:
         self._ledger = None  # the fleet's shared ledger (``ledger.py``), if any
         self._fleet = None  # what its last sync said (``ledger.Fleet``)
         if ledger is not None:
-            from .ledger import Ledger  # only here: the runtime itself is numpy + stdlib
+            from ..ledger import Ledger  # only here: the runtime itself is numpy + stdlib
 
             self._ledger = Ledger(ledger, posterior.name)
         self._rate = None  # what this process recently committed per second (sizes its leases; None: the plan's)
@@ -835,7 +387,7 @@ class Pacer:
         store leaves the lease as it was (spent down, then bids 0.0), flags why and is tried again after
         ``STORE_RETRY`` seconds, doubling up to ``MAX_STORE_RETRY`` while it lasts (each attempt at a store
         that hangs holds bids back up to ``ledger.SOCKET_TIMEOUT``)."""
-        from .ledger import LedgerUnavailable, Sync
+        from ..ledger import LedgerUnavailable, Sync
 
         held = self._out_sum + self._late_sum
         h = self._hour_index(t)
