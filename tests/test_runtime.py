@@ -353,7 +353,7 @@ def test_the_dual_gradient_controller_is_an_option():
     t = DAY + 9 * 3600
     assert pacer.multiplier(t) > 1  # nothing spent by 09:00
     pacer.record(pacer.status(t)["planned_spend_so_far"] + 10.0, now=t)  # 10 ahead of the plan
-    assert pacer.multiplier(t + 1) < 1 and pacer._L == 0.0
+    assert pacer.multiplier(t + 1) < 1 and pacer._control.L == 0.0
 
 
 @pytest.mark.parametrize("morning", [0.15, 0.6])  # of the budget spent by noon: a poor morning, a rich one

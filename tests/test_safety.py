@@ -580,7 +580,7 @@ def test_the_controller_resumes_after_a_restart_to_the_record(tmp_path, controll
         pacer.record(0.3, clicks=1, now=t + 10 * i + 1)
     later = t + 3001 + 60  # (the re-solving controller solves every minute: both solve at this instant)
     status = pacer.status(later)
-    before = (pacer.multiplier(later), pacer._L, pacer._t_int, status["spent"], status["plan"][10:])
+    before = (pacer.multiplier(later), pacer._control.L, pacer._control.t_int, status["spent"], status["plan"][10:])
     pacer.close()
     again = Pacer(posterior(), 100.0, journal=tmp_path, now=t + 3001, plan_options=options)
     if controller == "pi":
@@ -588,7 +588,7 @@ def test_the_controller_resumes_after_a_restart_to_the_record(tmp_path, controll
     else:
         assert before[0] != 1.0 and before[1] == 0.0
     status = again.status(later)
-    assert (again.multiplier(later), again._L, again._t_int, status["spent"], status["plan"][10:]) == before
+    assert (again.multiplier(later), again._control.L, again._control.t_int, status["spent"], status["plan"][10:]) == before
 
 
 def test_the_journal_is_committed_within_the_group_window(tmp_path):
@@ -614,7 +614,7 @@ for i in range(3000):  # a morning of bids and outcomes, conversions included (l
     b = pacer.adjust_bid(1.0, now=t)
     if b > 0 and rng.uniform() < 0.6:
         pacer.record(0.9 * b, clicks=1, conversions=int(rng.uniform() < 0.04), now=t + 0.1)
-        state = {"t": t + 0.1, "L": pacer._L, "ti": pacer._t_int}  # the controller as of the last record
+        state = {"t": t + 0.1, "L": pacer._control.L, "ti": pacer._control.t_int}  # the controller as of the last record
 s = pacer.status(state["t"])
 print(json.dumps({**state, "spent": s["spent"], "x": s["today_rate_factor"], "plan": s["plan"], "ess": s["ess"],
                   "replans": s["replans"]}), flush=True)
@@ -631,7 +631,7 @@ def test_a_pacer_killed_mid_day_resumes_to_the_record(tmp_path):
     before = json.loads(run.stdout)
     again = Pacer(posterior(), 100.0, journal=tmp_path, now=before["t"], plan_options={"controller": "pi"})
     assert before["spent"] > 2 and before["x"] != [1.0] * 24 and before["L"] != 0.0  # not a fresh pacer's
-    assert (again._L, again._t_int) == (before["L"], before["ti"])
+    assert (again._control.L, again._control.t_int) == (before["L"], before["ti"])
     s = again.status(before["t"])
     assert s["spent"] == before["spent"] and s["today_rate_factor"] == before["x"] and s["plan"] == before["plan"]
     assert s["ess"] == pytest.approx(before["ess"]) and s["replans"] == before["replans"]

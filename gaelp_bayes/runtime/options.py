@@ -44,7 +44,6 @@ RESOLVE_EVERY = 60.0  # seconds between the re-solving controller's solves (and 
 RESOLVE_MAX = 20.0  # the re-solving controller's largest multiplier: a market far dearer than the history (the
 # plan's factors are the history's) may need it; where the market is as learned it stays near 1
 RESOLVE_GRID = np.linspace(math.log(M_MIN), math.log(RESOLVE_MAX), 161)  # the log multipliers it solves among
-CONTROLLERS = ("pi", "dual-gradient", "resolve")
 PLAN_OPTIONS = {"max_share": PACER_MAX_SHARE, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
                 "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, "learn": True,
                 "auction_timeout": AUCTION_TIMEOUT, "controller": "resolve", "conversion_delay": None}
@@ -82,6 +81,8 @@ def check_plan_options(options: dict) -> dict:
             raise ValueError("pacer option conversion_delay must be None or a sample of delays in seconds "
                              "(finite numbers >= 0, at most 1,000,000)")
         out["conversion_delay"] = sample
+    from .controllers import CONTROLLERS  # (they read this module's numbers)
+
     if out["controller"] not in CONTROLLERS:
         raise ValueError(f"pacer option controller must be one of {', '.join(CONTROLLERS)}, "
                          f"got {out['controller']!r}")

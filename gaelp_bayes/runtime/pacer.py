@@ -21,16 +21,15 @@ from ..errors import CacheError, GaelpError
 from ..market import (MAX_AMOUNT, MarketBelief, auction_response, conversions_at_spend, hour_cap, threshold_plan,
                       threshold_scores)
 from .checks import EARLIEST, LATEST, _epoch, as_real, check_cost, check_count, check_instant
+from .controllers import CONTROLLERS
 from .journal import _journal_record, chain_next, chained, journal_file_name, unchained
 from .lock import PacerLock
-from .options import (CHECK_EVERY, CONTROL_STEP, DAY_BINS, DELAY_BIN, DUAL_STEP, EARLIER_DAY, EXPIRY_BATCH, FLUSH_EVERY,
-                      HOUR_SLACK, INF, KI, KP, LEASE_SECONDS, L_MAX, L_MIN, MARKET_MOVED, MAX_AUCTION_TIMEOUT,
-                      MAX_STORE_RETRY, M_MAX, M_MIN, OUTAGE_FLOOR, OUTAGE_LOG, OVERSPEND_STOP, REFIT_ESS,
-                      REPLAN_GAIN, REPLAN_PROB, RESOLVE_EVERY, RESOLVE_GRID, STORE_RETRY, SYNC_EVERY,
-                      check_plan_options)
+from .options import (CHECK_EVERY, CONTROL_STEP, DAY_BINS, DELAY_BIN, EARLIER_DAY, EXPIRY_BATCH, FLUSH_EVERY,
+                      HOUR_SLACK, INF, LEASE_SECONDS, L_MAX, L_MIN, MARKET_MOVED, MAX_AUCTION_TIMEOUT, MAX_STORE_RETRY,
+                      OUTAGE_FLOOR, OUTAGE_LOG, OVERSPEND_STOP, REFIT_ESS, REPLAN_GAIN, REPLAN_PROB, STORE_RETRY,
+                      SYNC_EVERY, check_plan_options)
 from .posterior import PACER_PARTS, CampaignPosterior, today_deviation
 
-_HOURS = np.arange(24)
 _clock = time.time  # the wall clock, bound once: adjust_bid reads it per bid
 
 
@@ -77,8 +76,6 @@ class Pacer:
         self._bid_cap = float(self.plan_options["bid_cap_share"])
         # the most one hour may be planned (the plan's and the re-solving controller's bound alike)
         self._hour_cap = hour_cap(self.budget, self.plan_options["max_share"], self.plan_options["max_per_hour"])
-        self._dual_gradient = self.plan_options["controller"] == "dual-gradient"
-        self._resolving = self.plan_options["controller"] == "resolve"
         self.warnings = list(warnings or [])
         self._fixed_stop = stop_reason
         self.journal_error: str | None = None  # why the day's journal could not be read or written, if so
@@ -218,8 +215,7 @@ class Pacer:
         self._today_x = np.zeros(24)  # learned log-rate deviation of today, per hour
         self._today_cov = None  # its Laplace covariance (None: nothing learned yet)
         self._ess = float(self.posterior.cvr.shape[0])
-        self._L = 0.0
-        self._t_int = t
+        self._control = CONTROLLERS[self.plan_options["controller"]](t)  # the multiplier's controller, for the day
         self._last_t = -math.inf
         self._records = 0
         self._hour = -1
@@ -304,7 +300,8 @@ class Pacer:
 
     def _refresh_curve(self) -> None:
         """Cumulative planned spend from the allocation of a new plan."""
-        self._m_until = self._resolve_at = -INF  # a new plan: the next bid steps the controller
+        self._m_until = -INF  # a new plan: the next bid steps the controller
+        self._control.new_plan()
         self._cum = [0.0]
         for a in self._alloc:
             self._cum.append(self._cum[-1] + a)
@@ -364,7 +361,7 @@ class Pacer:
                     continue
                 self._apply(*entry)
                 if state is not None:
-                    self._L, self._t_int = state
+                    self._control.L, self._control.t_int = state
                 if market is not None:  # an invalid one is ignored: the market is learned again
                     self._market.restore(market)
                 self._review(self._last_t, self._hour_of(self._last_t))
@@ -396,7 +393,7 @@ class Pacer:
                        {int(b): float(self._d_bins[b]) for b in np.flatnonzero(self._d_bins)},
                        {int(k): float(self._d_conv[k]) for k in np.flatnonzero(self._d_conv)},
                        held if closing or self._stop else held + need + LEASE_SECONDS * rate,
-                       (self._L, self._t_int),
+                       (self._control.L, self._control.t_int),
                        (self._market.statistics() - self._market_synced).tolist(),
                        self._plan_state() if self._plan_news else None, self._pending)
         try:
@@ -428,7 +425,7 @@ class Pacer:
         self._clicks = self._hourly(self._click_bins)
         self._conversions = np.array(fleet.conversions)
         if self._adopt_controller and fleet.controller is not None:  # joining a day the fleet has paced
-            self._L, self._t_int = min(max(fleet.controller[0], L_MIN), L_MAX), fleet.controller[1]
+            self._control.L, self._control.t_int = min(max(fleet.controller[0], L_MIN), L_MAX), fleet.controller[1]
         self._adopt_controller = False
         if fleet.market is not None:
             self._market.set_statistics(self._market_before + np.asarray(fleet.market))
@@ -507,71 +504,8 @@ class Pacer:
         return max(check_instant(now), self._starts[0])
 
     def _multiplier(self, t: float, h: int) -> float:
-        """The budget multiplier at ``t`` (in hour ``h``): ``exp(L - KP * gap)`` within [M_MIN, M_MAX], where
-        ``gap`` is spend minus the plan's (``_planned``) in average hours' budgets and ``L`` its integral over
-        time (rate ``KI`` per hour, within [L_MIN, L_MAX]), brought up to ``t`` here.  The one controller.
-
-        With plan option ``controller="dual-gradient"``, Balseiro & Gur's adaptive pacing instead: the dual
-        variable takes a gradient step per auction, ``mu += step x (spend - target spend)``, whose sum is
-        ``DUAL_STEP x gap`` (the plan's own dual is already in the bid factors, so ``mu`` is the correction
-        to it), and the multiplier is ``1 / (1 + mu)`` within [M_MIN, M_MAX]: no integral term."""
-        if self._resolving:
-            if t >= self._resolve_at:
-                self._resolve(t, h)
-            return self._m
-        gap = (self._spent - self._planned(t, h)) * self._gap_scale
-        if self._dual_gradient:  # Balseiro & Gur: mu += step x (spend - target) per auction, summed: step x gap
-            mu = DUAL_STEP * gap
-            m = 1.0 / (1.0 + mu) if mu > 1.0 / M_MAX - 1.0 else M_MAX
-            return M_MIN if m < M_MIN else m
-        if t > self._t_int:
-            L = self._L - KI * gap * (t - self._t_int) * (1 / 3600.0)
-            self._L = L_MIN if L < L_MIN else L_MAX if L > L_MAX else L
-            self._t_int = t
-        m = math.exp(self._L - KP * gap)
-        return M_MIN if m < M_MIN else M_MAX if m > M_MAX else m
-
-    def _resolve(self, t: float, h: int) -> None:
-        """The re-solving controller (plan option ``controller="resolve"``): the multiplier ``m`` of every
-        hour's bid factor under which the rest of the day (the rest of this hour and the hours after it, each
-        at most its cap) is expected to spend exactly the budget not yet spent, on the latest beliefs
-        and the plan's market; the plan's curve from here on is what ``m`` is expected to spend, so the
-        hour's room follows it.  Solved every ``RESOLVE_EVERY`` seconds and at every new plan, on a grid of
-        multipliers (``RESOLVE_GRID``, interpolated): a day richer or poorer than expected spreads its
-        difference over all that is left of it instead of being steered back to the morning's curve."""
-        spent = self._spent  # (not the bids held, which are no cost yet: a restart, which has none, solves alike)
-        start, end = self._starts[h], self._starts[h + 1]
-        rest = min(max((end - t) / (end - start), 0.0), 1.0)
-        weight = np.where(_HOURS > h, 1.0, 0.0)
-        weight[h] = rest
-        if self._beliefs is None:  # the posterior means of today (as learned so far)
-            self._beliefs = tuple(a.mean(0) for a in self._today())
-        cvr, cpc, vol = self._beliefs
-        spend, _ = auction_response(self._log_k[None, :] + RESOLVE_GRID[:, None], vol, cpc, cvr, *self._plan_market,
-                                    logged_win_rate=self._market.prior[1])
-        spend = np.minimum(spend, self._hour_cap)  # [grid, 24]
-        totals = spend @ weight  # non-decreasing along the grid
-        i = int(totals.searchsorted(self.budget - spent))
-        if i == 0 or i == len(totals):  # beyond the grid: its end
-            i = min(i, len(totals) - 1)
-            share, lo = 1.0, i
-        else:
-            lo = i - 1
-            share = (self.budget - spent - totals[lo]) / max(totals[i] - totals[lo], 1e-300)
-        curve = spend[lo] + share * (spend[i] - spend[lo])
-        self._m = math.exp(RESOLVE_GRID[lo] + share * (RESOLVE_GRID[i] - RESOLVE_GRID[lo]))
-        self._alloc[h:] = [float(a) for a in curve[h:]]
-        # the curve ends at the budget: through now at the solution (the later hours keep what they are
-        # expected to take), and where no multiplier spends all that is left, this hour may take the rest
-        self._cum[24] = self.budget
-        for j in range(23, h - 1, -1):
-            self._cum[j] = self._cum[j + 1] - self._alloc[j]
-        before = self._cum[h]
-        past = math.fsum(self._alloc[:h])  # the earlier hours: the spend so far, in the plan's shape
-        self._alloc[:h] = [a * before / past if before > 0 and past > 0 else 0.0 for a in self._alloc[:h]]
-        for j in range(h - 1):
-            self._cum[j + 1] = self._cum[j] + self._alloc[j]
-        self._resolve_at = t + RESOLVE_EVERY
+        """The budget multiplier at ``t`` (in hour ``h``), by the day's controller (``controllers.py``)."""
+        return self._control.multiplier(self, t, h)
 
     def adjust_bid(self, bid: float, now=None, bid_id=None) -> float:
         """The bid to place for an opportunity whose raw bid is ``bid``; 0.0 means do not bid.
@@ -1000,7 +934,7 @@ class Pacer:
         if self._journal is None and self._ledger is None:
             return
         market = f', "market": {json.dumps(self._market.state())}' if self._learning_due(h) else ""
-        line = f'{{"t": {t!r}, {fields}, "L": {self._L!r}, "ti": {self._t_int!r}{market}}}'
+        line = f'{{"t": {t!r}, {fields}, "L": {self._control.L!r}, "ti": {self._control.t_int!r}{market}}}'
         if self._ledger is not None:
             self._pending.append(line)
             return
@@ -1021,8 +955,7 @@ class Pacer:
         same records): the overspend stop, on the curve the controller paces on (the re-solving controller's
         own, solved here too when due, so a replay compares with what the day live did); learning on hour
         changes and every ``CHECK_EVERY`` records."""
-        if self._resolving and t >= self._resolve_at:
-            self._resolve(t, h)
+        self._control.review(self, t, h)
         if self._spent > OVERSPEND_STOP * self._cum[h + 1] + 0.05 * self.budget:
             self._stop = self._stop or (f"spend {self._spent:.2f} is far beyond the plan "
                                         f"({self._cum[h + 1]:.2f} by the end of hour {h})")
@@ -1078,8 +1011,8 @@ class Pacer:
     def _apply(self, t: float, cost: float, clicks: int, conversions: int, click_t: float | None = None) -> None:
         """Book one record (``click_t``: the conversions are a postback for a click at that time)."""
         h = self._hour_index(t)
-        if not self._resolving:  # (the re-solving controller has no state to bring up to now)
-            self._multiplier(max(t, self._starts[0]), h)  # integrate the gap up to now before spend jumps
+        if self._control.integrates:  # bring its state up to now before the spend jumps
+            self._multiplier(max(t, self._starts[0]), h)
         self._m_until = -INF  # and the next bid steps the controller with the new spend
         self._spent += cost
         b = min(max(int((t - self._starts[0]) / DELAY_BIN), 0), DAY_BINS - 1)
