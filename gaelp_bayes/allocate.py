@@ -386,3 +386,168 @@ def plan_day(manifest: dict, arrays: dict, budget: float | Decimal, day: dt.date
                 expected_cpa=res["expected_cpa"], expected_roas=res["expected_roas"],
                 p_meets_target_cpa=res["p_meets_target_cpa"], warnings=warnings + res["warnings"],
                 runtime_plan=runtime_plan, runtime_confidence=runtime_confidence)
+
+
+# ----- the account: one budget over campaigns x hours ------------------------------------------------------
+def greedy_fill_groups(order: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: int, group: np.ndarray,
+                       group_hi: np.ndarray) -> np.ndarray:
+    """``greedy_fill`` with the cells in groups (a campaign's hours) whose sums stay <= ``group_hi``: exact
+    for this nested family of upper bounds (a polymatroid, where filling in order of value is optimal).
+    ``order`` [..., n] (cells in decreasing value; leading axes are draws); ``lo`` [n] or like ``order``
+    (amounts already placed); integer cents."""
+    x = np.broadcast_to(lo, order.shape).astype(np.int64).copy()
+    members = (group[:, None] == np.arange(len(group_hi))[None, :]).astype(np.int64)  # [n, groups]
+    group_left = group_hi - x @ members  # [..., groups]
+    left = total - x.sum(axis=-1)
+    for r in range(order.shape[-1]):
+        cell = order[..., r:r + 1]
+        g = group[cell]
+        add = np.minimum(np.minimum(hi[cell] - np.take_along_axis(x, cell, -1), left[..., None]),
+                         np.take_along_axis(group_left, g, -1))
+        add = np.maximum(add, 0)
+        np.put_along_axis(x, cell, np.take_along_axis(x, cell, -1) + add, -1)
+        np.put_along_axis(group_left, g, np.take_along_axis(group_left, g, -1) - add, -1)
+        left = left - add[..., 0]
+    return x
+
+
+def account_fill(value: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: int, group: np.ndarray,
+                 floor: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """The best fill of ``total`` cents for ``value`` ([n], or [draw, n] for each draw's own): each group
+    first gets its floor in its own best cells, then every cell is filled in order of value under the
+    groups' caps."""
+    order = np.argsort(-value, axis=-1, kind="stable")
+    if floor.any():
+        floor = np.maximum(floor, np.bincount(group, weights=lo, minlength=len(floor)).astype(np.int64))
+        lo = greedy_fill_groups(order, lo, hi, int(floor.sum()), group, floor)
+    return greedy_fill_groups(order, lo, hi, total, group, cap)
+
+
+@dataclass
+class AccountPlan:
+    """One budget over the account's campaigns x 24 hours (money in Decimal, to the cent)."""
+
+    budget: Decimal
+    date: str
+    campaigns: list[str]
+    objective: str
+    amounts: list[list[Decimal]]  # [campaign][hour]
+    campaign_conversions: np.ndarray  # [3, campaign]: mean, lo, hi of expected conversions
+    confidence: float
+    confidence_tolerance: float
+    p_beats_split: float
+    expected_conversions: tuple[float, float, float]
+    expected_cpa: float | None
+    warnings: list[str] = field(default_factory=list)
+
+    def shares(self) -> list[float]:
+        return [float(sum(row) / self.budget) if self.budget else 0.0 for row in self.amounts]
+
+    def to_json(self) -> dict:
+        mean, lo, hi = self.campaign_conversions
+        return {"budget": float(self.budget), "date": self.date, "objective": self.objective,
+                "campaigns": [{"campaign": c, "amount": float(sum(row)), "share": share,
+                               "hours": [float(a) for a in row],
+                               "expected_conversions": {"mean": float(mean[i]), "lo": float(lo[i]), "hi": float(hi[i])}}
+                              for i, (c, row, share) in enumerate(zip(self.campaigns, self.amounts, self.shares()))],
+                "matrix": [[float(a) for a in row] for row in self.amounts],
+                "confidence": self.confidence, "confidence_tolerance": self.confidence_tolerance,
+                "p_beats_split": self.p_beats_split,
+                "expected_conversions": dict(zip(("mean", "lo", "hi"), self.expected_conversions)),
+                "expected_cpa": self.expected_cpa, "warnings": self.warnings}
+
+    def table(self) -> str:
+        mean, lo, hi = self.campaign_conversions
+        m, l_, h_ = self.expected_conversions
+        width = max(8, *(len(c) for c in self.campaigns))
+        lines = [f"Account plan on {self.date}: budget {self.budget:.2f} over {len(self.campaigns)} campaigns, "
+                 f"objective {self.objective}",
+                 f"{'campaign':<{width}} {'amount':>10} {'share':>6} {'exp. conv':>9} {'90% interval':>16}  best hours"]
+        for i, (c, row, share) in enumerate(zip(self.campaigns, self.amounts, self.shares())):
+            best = sorted(range(24), key=lambda h: -row[h])[:3]
+            hours = ", ".join(f"{h:02d}h {row[h]:.2f}" for h in best if row[h] > 0) or "-"
+            lines.append(f"{c:<{width}} {sum(row):>10.2f} {share:>6.1%} {mean[i]:>9.2f} "
+                         f"{f'[{lo[i]:.2f}, {hi[i]:.2f}]':>16}  {hours}")
+        lines.append(f"{'total':<{width}} {sum(sum(r) for r in self.amounts):>10.2f}        {m:>9.2f} "
+                     f"{f'[{l_:.2f}, {h_:.2f}]':>16}")
+        lines.append(f"confidence {self.confidence:.0%}: the posterior probability that this plan gets at least "
+                     f"{self.confidence_tolerance:.0%} of the conversions of the account plan that would be best if "
+                     "we knew the true rates (under the same limits)")
+        lines.append(f"P(plan beats splitting the budget by past spend, evenly over hours) = {self.p_beats_split:.0%}")
+        if self.expected_cpa is not None:
+            lines.append(f"expected CPA {self.expected_cpa:.2f}")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def allocate_account(model_dir: str, budget: float | Decimal, *, date: str | None = None,
+                     campaigns: list[str] | None = None, min_campaign: float = 0.0, max_campaign: float | None = None,
+                     objective: str = "conversions", min_per_hour: float = 0.0, max_per_hour: float | None = None,
+                     max_share: float = 0.2, headroom: float = 1.5, tolerance: float = 0.95,
+                     force: bool = False, strict: bool = False) -> AccountPlan:
+    """Plan one day's budget over the account's campaigns (all of the model's, or ``campaigns``) x 24 hours
+    by the same per-draw optimisation as a campaign's plan: every (campaign, hour) cell is bounded as an hour
+    is (``max_share`` of the account's budget, ``max_per_hour``, capacity x ``headroom``), every campaign gets
+    at least ``min_campaign`` and at most ``max_campaign``.  Objectives conversions and revenue."""
+    if objective not in ("conversions", "revenue"):
+        raise AllocationError(f"objective {objective!r} is not available for the account (conversions or revenue)")
+    check_options(budget=budget, min_per_hour=min_per_hour, max_per_hour=max_per_hour, max_share=max_share,
+                  headroom=headroom, tolerance=tolerance)
+    check_options(min_per_hour=min_campaign, max_per_hour=max_campaign)  # (amounts, as an hour's)
+    manifest, arrays = cache.read_runtime(model_dir, campaigns=campaigns)
+    needs = ["conversion", "volume", "cost"] + ["revenue"] * (objective == "revenue")
+    arrays, notes = cache.usable_arrays(manifest, arrays, model_dir, needs, force, strict)
+    names = list(manifest["campaigns"]) if campaigns is None else list(dict.fromkeys(campaigns))
+    unknown = [c for c in names if c not in manifest["campaigns"]]
+    if unknown or not names:
+        raise AllocationError(f"campaign {unknown[0]!r} is not in the model ({', '.join(manifest['campaigns'])})"
+                              if unknown else "no campaign to plan")
+    if "cpc" not in arrays:
+        raise AllocationError("the model was fitted without spend: an account plan needs cost per click")
+    day = plan_date(date, manifest["timezone"], manifest)
+    noon = dt.datetime.combine(day, dt.time(12), ZoneInfo(manifest["timezone"])).timestamp()
+    parts = [campaign_draws(arrays, manifest, c, day.weekday(), when=noon)[1] for c in names]
+    if objective == "revenue" and any(d.rpc is None for d in parts):
+        raise AllocationError("objective 'revenue' needs a model fitted with a 'revenue' column")
+    n_c = len(names)
+    cvr = np.concatenate([d.cvr for d in parts], axis=1)  # [draw, campaign x 24], campaign-major
+    conv_per_dollar = cvr / np.concatenate([d.cpc for d in parts], axis=1)
+    value = conv_per_dollar * np.concatenate([d.rpc for d in parts], axis=1) if objective == "revenue" \
+        else conv_per_dollar
+    capacity = np.concatenate([d.capacity[0] for d in parts])
+    group = np.repeat(np.arange(n_c), 24)
+    budget_cents = int(Decimal(str(budget)).quantize(Decimal("0.01")) * 100)
+    lo, hi = hour_bounds(budget_cents, capacity, min_per_hour, max_per_hour, max_share, headroom)
+    lo = np.full(n_c * 24, lo[0], np.int64)
+    floor = np.full(n_c, int(np.ceil(round(min_campaign * 100, 6))), np.int64)
+    cap = np.full(n_c, budget_cents if max_campaign is None else int(np.floor(round(max_campaign * 100, 6))), np.int64)
+    group_hi = np.minimum(cap, np.bincount(group, weights=hi, minlength=n_c).astype(np.int64))
+    reachable = np.minimum(group_hi, cap)
+    if (floor > group_hi).any():
+        c = int(np.argmax(floor > group_hi))
+        raise AllocationError(f"infeasible bounds: campaign {names[c]} must get at least {floor[c] / 100:.2f} but "
+                              f"can take at most {group_hi[c] / 100:.2f} (its hours' capacity x headroom, max share, "
+                              "max per hour, max per campaign)")
+    if np.maximum(floor, np.bincount(group, weights=lo, minlength=n_c)).sum() > budget_cents:
+        raise AllocationError(f"infeasible bounds: the campaigns' and hours' minimums add to more than the budget "
+                              f"{budget_cents / 100:.2f}")
+    if reachable.sum() < budget_cents:
+        raise AllocationError(f"infeasible bounds: the account's campaigns can absorb at most "
+                              f"{reachable.sum() / 100:.2f} (hourly capacity x headroom {headroom}, max share "
+                              f"{max_share:.0%}, max per campaign), less than the budget {budget_cents / 100:.2f}")
+    x = account_fill(value.mean(axis=0), lo, hi, budget_cents, group, floor, group_hi)
+    optimal = account_fill(value, lo, hi, budget_cents, group, floor, group_hi)
+    plan_score, opt_score = value @ x, (optimal * value).sum(axis=1)
+    # the baseline: the budget split by the campaigns' usual spend (capacity), evenly over each one's hours
+    usual = np.array([d.capacity[0].sum() for d in parts])
+    split = np.repeat(budget_cents * usual / max(usual.sum(), 1e-300) / 24, 24)
+    per_campaign = (conv_per_dollar * x / 100.0).reshape(len(cvr), n_c, 24).sum(axis=2)  # [draw, campaign]
+    total = per_campaign.sum(axis=1)
+    return AccountPlan(
+        budget=Decimal(int(x.sum())) / 100, date=day.isoformat(), campaigns=names, objective=objective,
+        amounts=[[Decimal(int(v)) / 100 for v in x[c * 24:(c + 1) * 24]] for c in range(n_c)],
+        campaign_conversions=np.stack([per_campaign.mean(0), *np.quantile(per_campaign, [0.05, 0.95], axis=0)]),
+        confidence=float(np.mean(plan_score >= tolerance * opt_score)), confidence_tolerance=tolerance,
+        p_beats_split=float(np.mean(plan_score > value @ split)),
+        expected_conversions=(float(total.mean()), *map(float, np.quantile(total, [0.05, 0.95]))),
+        expected_cpa=float(budget_cents / 100.0 / total.mean()) if total.mean() > 0 else None, warnings=notes)

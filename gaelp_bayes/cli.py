@@ -129,8 +129,25 @@ def cmd_windows(args: argparse.Namespace) -> int:
 def cmd_allocate(args: argparse.Namespace) -> int:
     import json
 
-    from .allocate import allocate
+    from .allocate import allocate, allocate_account
 
+    if args.account:
+        ignored = [flag for flag, value, default in (
+            ("--campaign", args.campaign, None), ("--target-cpa", args.target_cpa, None), ("--risk", args.risk, "mean"),
+            ("--exploration", args.exploration, 0.0), ("--clicks-as-cost", args.clicks_as_cost, False))
+            if value != default]
+        if args.objective == "cpa" or ignored:
+            raise UsageError(f"allocate --account: {ignored[0] if ignored else '--objective cpa'} is for one "
+                             "campaign's plan, not the account's (objectives conversions and revenue)")
+        plan = allocate_account(args.model, args.budget, date=args.date, min_campaign=args.min_campaign,
+                                max_campaign=args.max_campaign, objective=args.objective,
+                                min_per_hour=args.min_per_hour, max_per_hour=args.max_per_hour,
+                                max_share=args.max_share, headroom=args.headroom, tolerance=args.tolerance,
+                                force=args.force, strict=args.strict)
+        print(json.dumps(plan.to_json(), indent=2) if args.json else plan.table())
+        return 0
+    if args.min_campaign or args.max_campaign is not None:
+        raise UsageError("allocate: --min-campaign and --max-campaign limit the campaigns of an --account plan")
     plan = allocate(args.model, args.budget, date=args.date, campaign=args.campaign,
                     clicks_as_cost=args.clicks_as_cost, force=args.force, strict=args.strict,
                     objective=args.objective,
@@ -418,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="daily budget (money; clicks with --clicks-as-cost)")
     a.add_argument("--date", help="YYYY-MM-DD in the account timezone (default: today)")
     a.add_argument("--campaign", help="campaign to plan (required when the model has several)")
+    a.add_argument("--account", action="store_true",
+                   help="one budget over every campaign of the model x 24 hours (objectives conversions, revenue)")
+    a.add_argument("--min-campaign", type=allocation_option("min_per_hour"), default=0.0,
+                   help="with --account: the least each campaign gets (money)")
+    a.add_argument("--max-campaign", type=allocation_option("max_per_hour"),
+                   help="with --account: the most each campaign gets (money)")
     a.add_argument("--objective", choices=["conversions", "revenue", "cpa"], default="conversions")
     a.add_argument("--target-cpa", type=allocation_option("target_cpa"),
                    help="target cost per acquisition (objective cpa)")

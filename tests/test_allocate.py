@@ -173,3 +173,58 @@ def test_a_budget_past_1e12_or_not_positive_is_one_line_and_exit_2(fitted, budge
     assert code == 2 and len(err) == 1 and "--budget: must be an amount > 0 and at most 1e12" in err[0]
     with pytest.raises(al.AllocationError, match="budget must be an amount"):
         al.allocate(str(fitted.path), Decimal(budget), campaign="campaign_02", date="2026-02-10", force=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), groups=st.integers(1, 4), budget=st.integers(100, 20_000))
+def test_the_account_fill_matches_a_linear_programme_with_campaign_floors_and_caps(seed, groups, budget):
+    """Each campaign's hours as a group with a floor and a cap: filling floors in each campaign's best hours,
+    then every cell by value under the caps, is optimal (the LP's value) and keeps every bound."""
+    rng = np.random.default_rng(seed)
+    n = 24 * groups
+    group = np.repeat(np.arange(groups), 24)
+    v = rng.uniform(0, 1, n)
+    lo = rng.integers(0, 5, n)
+    hi = lo + rng.integers(0, 300, n)
+    sums = np.bincount(group, weights=hi, minlength=groups).astype(np.int64)
+    floor = (rng.uniform(0, 0.3, groups) * sums).astype(np.int64)
+    cap = np.maximum(floor, (rng.uniform(0.3, 1.2, groups) * sums).astype(np.int64))
+    members = (group[None, :] == np.arange(groups)[:, None]).astype(float)
+    lp = linprog(-v, A_ub=np.vstack([members, -members]), b_ub=np.concatenate([cap, -floor]),
+                 A_eq=np.ones((1, n)), b_eq=[budget], bounds=list(zip(lo, hi)), method="highs")
+    if not lp.success:
+        return
+    x = al.account_fill(v, lo, hi, budget, group, floor, cap)
+    by_group = np.bincount(group, weights=x, minlength=groups)
+    assert int(x.sum()) == budget and (x >= lo).all() and (x <= hi).all()
+    assert (by_group >= floor - 1e-9).all() and (by_group <= cap + 1e-9).all()
+    assert v @ x >= -lp.fun - 1e-6 * max(1.0, abs(lp.fun))
+    per_draw = al.account_fill(np.stack([v, v[::-1]]), lo, hi, budget, group, floor, cap)  # each draw its own
+    assert (per_draw[0] == x).all() and per_draw[1] @ v[::-1] >= x @ v[::-1]
+
+
+def test_the_account_plan_splits_one_budget_over_campaigns_and_hours(fitted, capsys):
+    """One budget over the three campaigns: every cent placed, the campaign limits kept, the same plan as a
+    campaign's own where only that campaign is planned; the CLI's JSON carries the campaign x hour matrix."""
+    path = str(fitted.path)
+    plan = al.allocate_account(path, Decimal("300"), date="2026-02-10", force=True, min_campaign=40,
+                               max_campaign=150)
+    totals = [sum(row) for row in plan.amounts]
+    assert sum(totals) == Decimal("300") and all(Decimal("40") <= t <= Decimal("150") for t in totals)
+    assert all(len(row) == 24 and max(row) <= Decimal("60") for row in plan.amounts)  # max share 0.2 of 300
+    assert 0 <= plan.confidence <= 1 and 0 <= plan.p_beats_split <= 1
+    mean, lo, hi = plan.campaign_conversions
+    assert (lo <= mean).all() and (mean <= hi).all() and plan.expected_conversions[0] == pytest.approx(mean.sum())
+    alone = al.allocate_account(path, 80, date="2026-02-10", force=True, campaigns=["campaign_02"])
+    single = al.allocate(path, 80, date="2026-02-10", force=True, campaign="campaign_02")
+    assert alone.amounts[0] == single.amounts and alone.confidence == pytest.approx(single.confidence)
+    assert cli.main(["allocate", path, "--budget", "300", "--account", "--date", "2026-02-10", "--json",
+                     "--force", "--max-campaign", "150"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [c["campaign"] for c in out["campaigns"]] == plan.campaigns
+    assert len(out["matrix"]) == 3 and all(len(row) == 24 for row in out["matrix"])
+    assert sum(map(sum, out["matrix"])) == pytest.approx(300.0)
+    for extra in (["--risk", "cvar"], ["--campaign", "campaign_01"], ["--objective", "cpa"]):
+        assert cli.main(["allocate", path, "--budget", "300", "--account", *extra]) == 2
+    assert cli.main(["allocate", path, "--budget", "30", "--campaign", "campaign_01", "--max-campaign", "5"]) == 2
+    assert "--min-campaign and --max-campaign" in capsys.readouterr().err
