@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .bench_common import _header, _held_out, _markdown, _write, whole_numbers
+from .common import _header, _held_out, _markdown, _write, whole_numbers
 
 AGREEMENT_SEEDS = (201, 202, 203, 204, 205, 206)
 
@@ -33,7 +33,7 @@ AGREEMENT_SEEDS = (201, 202, 203, 204, 205, 206)
 
 def agreement_worlds(seed0: int = 201) -> dict:
     """Six worlds of 10 campaigns each: name -> (training windows, true rates [campaign, 7, 24], names)."""
-    from . import battery, sim
+    from .. import battery, sim
 
     worlds = {}
     world = sim.make_world(campaigns=10, seed=seed0)
@@ -58,7 +58,7 @@ def agreement_worlds(seed0: int = 201) -> dict:
 def _exported(path: Path) -> dict:
     """The exported quantities of a cache: {group: [draw, ...] arrays} (each campaign's level, hour curve,
     trend and last-week offset, walk sd; and the runtime's cell rates, volumes, costs and values)."""
-    from . import cache
+    from .. import cache
 
     manifest, tree = cache.read_posterior(path, groups=("posterior",))
     post = tree["posterior"].to_dataset()
@@ -101,8 +101,8 @@ def _compare(got: dict, reference: dict, relative_rates: bool = True) -> dict:
 def bench_agreement(seed0: int = 201, nuts_seeds: tuple[int, int] = (11, 12)) -> None:
     """The Laplace engine against NUTS on six worlds of 10 campaigns, and NUTS against NUTS (another seed):
     the Monte Carlo noise floor of such a comparison, measured in the same run."""
-    from . import data
-    from .pipeline import fit_cached
+    from .. import data
+    from ..pipeline import fit_cached
 
     rows, notes = [], []
     for name, (train, _, _) in agreement_worlds(seed0).items():
@@ -158,8 +158,8 @@ def bench_calibration(sizes: tuple[int, ...] = (200, 2000), workers: int = 2, se
     """Held-out 90% coverage (conversions per window, true cell rates) of the Laplace engine on campaigns x 8
     weeks (the 9th held out), on a LocalCluster of ``workers``; up to ``point_up_to`` campaigns also with the
     population held at its posterior mean (a point): what carrying its uncertainty is worth."""
-    from . import data, sim
-    from .pipeline import fit_cached
+    from .. import data, sim
+    from ..pipeline import fit_cached
 
     rows = []
     for n in sizes:
@@ -202,7 +202,7 @@ def bench_calibration(sizes: tuple[int, ...] = (200, 2000), workers: int = 2, se
 
 def _sparse_coverage(path: Path, world, cells) -> float:
     """90% coverage of the true cell rates over the tenth of campaigns with the fewest clicks."""
-    from . import cache
+    from .. import cache
 
     manifest, arrays = cache.read_runtime(path)
     clicks = np.bincount(cells.campaign, weights=cells.clicks, minlength=len(cells.campaigns))
@@ -223,10 +223,10 @@ def bench_sbc(replications: int = 300, ranks: int = 99, seed: int = 401) -> None
     the model's weekly trials are not whole numbers, and it has no exact generator to draw from."""
     from scipy import stats
 
-    from . import data, sim
-    from .model.config import DEFAULT
-    from .model.laplace import conversion as lconv
-    from .model.laplace import engine
+    from .. import data, sim
+    from ..model.config import DEFAULT
+    from ..model.laplace import conversion as lconv
+    from ..model.laplace import engine
 
     config = replace(DEFAULT, drift=False)
     world = sim.make_world(campaigns=1, seed=seed)
@@ -288,10 +288,10 @@ def bench_gate(seed: int = 302, campaigns: int = 30) -> None:
     """What the gate flags (and sends to NUTS): campaigns outside a population of 24 members, under injected
     failures: the population's means shifted by 3 of their posterior sds and by 3 campaign-prior sds, a
     campaign ten times the population's rate, a step change in a campaign's rate."""
-    from . import data, sim
-    from .model.config import DEFAULT
-    from .model.laplace import conversion as lconv
-    from .model.laplace import engine
+    from .. import data, sim
+    from ..model.config import DEFAULT
+    from ..model.laplace import conversion as lconv
+    from ..model.laplace import engine
 
     rows = []
     world = sim.make_world(campaigns=campaigns, seed=seed)
@@ -385,7 +385,7 @@ def bench_speed(sizes: tuple[int, ...] = (1, 20, 200, 2000), nuts_up_to: int = 2
     the Laplace engine and, up to ``nuts_up_to`` campaigns, NUTS in the same run: *cold* on an empty compile
     cache, *warm* the same command again (other data of the same shape for NUTS's compiled samplers to
     reuse).  Above 20 campaigns on a LocalCluster of ``workers``."""
-    from . import sim
+    from .. import sim
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

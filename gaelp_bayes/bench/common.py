@@ -74,8 +74,8 @@ def _standard_error(values) -> float:
 def _held_out(model_dir: Path, holdout, world) -> dict:
     """A cache's 90% coverage on held-out windows (randomized PIT; the inclusive predictive interval) and of
     the true cell rates, with the number of held-out windows and their predicted conversions (the mean)."""
-    from . import cache
-    from .predict import predict
+    from .. import cache
+    from ..predict import predict
 
     pred, _ = predict(str(model_dir), holdout.reset_index(drop=True), force=True)
     manifest, arrays = cache.read_runtime(model_dir)
@@ -93,9 +93,17 @@ def _held_out(model_dir: Path, holdout, world) -> dict:
 
 def _campaign_rates(model_dir: Path) -> np.ndarray:
     """[draw, campaign]: each campaign's conversion rate averaged over its 168 weekday-hour cells."""
-    from . import cache
+    from .. import cache
 
     cvr = cache.read_runtime(model_dir)[1]["cvr"][:, :-1]
     return cvr.reshape(cvr.shape[0], cvr.shape[1], -1).mean(axis=2)
 
 
+def _named(table: str, engine: str) -> str:
+    """A benchmark table's name: the default engine's under its own name, another engine's beside it."""
+    return table if engine == "auto" else f"{table}_{engine}"
+
+
+def _engine_line(fitted) -> str:
+    """What fitted the posteriors of a table (the last fit's engine)."""
+    return f"\nPosteriors fitted by the {fitted.settings.get('engine', 'nuts')} engine."
