@@ -68,6 +68,14 @@ def auction_response(log_factor: np.ndarray, volume: np.ndarray, cpc: np.ndarray
     return spend, conversions
 
 
+def logged_bid(cpc: np.ndarray, sigma: float, win_rate: float) -> np.ndarray:
+    """The logged bid in money implied by the mean price paid at it (``cpc``) in a market of spread ``sigma``
+    where it wins ``win_rate`` of the auctions: the median price times ``exp(z0)``."""
+    z0 = _z_logged(sigma, win_rate)
+    paid_over_median = math.exp(sigma ** 2 / 2) * float(normal_cdf(np.array((z0 - sigma ** 2) / sigma))) / win_rate
+    return cpc / paid_over_median * math.exp(z0)
+
+
 def threshold_plan(cvr: np.ndarray, cpc: np.ndarray, volume: np.ndarray, budget: float,
                    max_per_hour: np.ndarray | float = np.inf, open_hours: np.ndarray | None = None,
                    sigma: float = PRICE_SIGMA, win_rate: float = LOGGED_WIN_RATE,

@@ -95,6 +95,7 @@ follow the whole fleet's day.
 
 from __future__ import annotations
 
+from .account import AccountPacer
 from .checks import check_count, check_instant
 from .controllers import CONTROLLERS
 from .journal import journal_file_name
@@ -103,6 +104,6 @@ from .options import (AUCTION_TIMEOUT, CHECK_EVERY, FLUSH_EVERY, MAX_AUCTION_TIM
 from .pacer import Pacer
 from .posterior import PACER_PARTS, CampaignPosterior, today_deviation
 
-__all__ = ["AUCTION_TIMEOUT", "CHECK_EVERY", "CONTROLLERS", "FLUSH_EVERY", "MAX_AUCTION_TIMEOUT", "MAX_STORE_RETRY",
+__all__ = ["AccountPacer", "AUCTION_TIMEOUT", "CHECK_EVERY", "CONTROLLERS", "FLUSH_EVERY", "MAX_AUCTION_TIMEOUT", "MAX_STORE_RETRY",
            "PACER_MAX_SHARE", "PACER_PARTS", "PLAN_OPTIONS", "RESOLVE_EVERY", "SYNC_EVERY", "CampaignPosterior", "Pacer",
            "check_count", "check_instant", "check_plan_options", "journal_file_name", "today_deviation"]

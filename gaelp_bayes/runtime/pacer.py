@@ -21,7 +21,7 @@ from ..errors import CacheError, GaelpError
 from ..market import (MAX_AMOUNT, MarketBelief, auction_response, conversions_at_spend, hour_cap, threshold_plan,
                       threshold_scores)
 from .checks import EARLIEST, LATEST, _epoch, as_real, check_cost, check_count, check_instant
-from .controllers import CONTROLLERS
+from .controllers import CONTROLLERS, ResolvingController
 from .journal import _journal_record, chain_next, chained, journal_file_name, unchained
 from .lock import PacerLock
 from .options import (CHECK_EVERY, CONTROL_STEP, DAY_BINS, DELAY_BIN, EARLIER_DAY, EXPIRY_BATCH, FLUSH_EVERY,
@@ -277,16 +277,19 @@ class Pacer:
         return threshold_plan(cvr.mean(0), cpc.mean(0), vol.mean(0), budget, self._hour_cap, open_hours, *market,
                               logged_win_rate=self._market.prior[1])
 
-    def _plan(self, open_hours: np.ndarray, budget: float, first: bool = False) -> None:
+    def _plan(self, open_hours: np.ndarray, budget: float, first: bool = False, scored: bool = True) -> None:
+        """Plan ``budget`` over the open hours (``scored``: and its confidence, a few tens of milliseconds:
+        ``set_budget`` keeps the day's instead, as it runs inside a bid)."""
         self._plan_market = self._market_now()  # the market the plan was made for
         log_k, spend = self._threshold(open_hours, budget, self._plan_market)
         self._log_k = log_k
         self._alloc = [float(s) for s in spend]
         self._k = [float(k) for k in np.exp(log_k)]
         cvr, cpc, vol = self._today()
-        scores = threshold_scores(log_k, cvr, cpc, vol, self.plan_options["tolerance"], *self._plan_market,
-                                  logged_win_rate=self._market.prior[1])
-        self._confidence = scores["confidence"]
+        if scored or first:
+            scores = threshold_scores(log_k, cvr, cpc, vol, self.plan_options["tolerance"], *self._plan_market,
+                                      logged_win_rate=self._market.prior[1])
+            self._confidence = scores["confidence"]
         self._plan_warnings = []
         if sum(self._alloc) < 0.99 * budget:
             self._plan_warnings.append(f"the hours can absorb about {sum(self._alloc):.2f} of {budget:.2f}")
@@ -1179,6 +1182,34 @@ class Pacer:
     def _planned(self, t: float, h: int) -> float:
         """The plan's cumulative spend at ``t`` (in hour ``h``)."""
         return self._cum[h] + self._alloc[h] * (t - self._starts[h]) / (self._starts[h + 1] - self._starts[h])
+
+    def set_budget(self, daily_budget: float, now=None) -> float:
+        """Move today's budget mid-day (an account pacer's re-split): never below what is spent and held, so
+        the money already committed stays covered; the hours left are planned again for what is left of it
+        and the re-solving controller draws the curve through the spend so far at once.  Alone only (a
+        fleet's budget is its ledger's) and with the re-solving controller.  Returns the budget in force."""
+        if self._ledger is not None:
+            raise ValueError("a fleet's budget is its ledger's: set_budget is for a pacer alone")
+        if not isinstance(self._control, ResolvingController):
+            raise ValueError(f"set_budget needs the re-solving controller, not {self._control.name!r}")
+        budget = as_real(daily_budget)
+        if not 0 < budget <= MAX_AMOUNT:
+            raise ValueError(f"daily_budget must be a number > 0 and at most {MAX_AMOUNT:.0e}, "
+                             f"got {reprlib.repr(daily_budget)}")
+        with self._lock:
+            self._quick_until = -INF  # the quick window closes (``_open_quick_window``)
+            t = self._instant(now)
+            h = self._hour_of(t)
+            budget = max(budget, self._spent + self._out_sum + self._late_sum)
+            self.budget = self._ceiling = budget
+            self._gap_scale = 24.0 / budget
+            self._hour_cap = hour_cap(budget, self.plan_options["max_share"], self.plan_options["max_per_hour"])
+            left = budget - self._spent
+            if left > 0 and not self._stop:
+                self._plan(np.arange(24) >= h, left, scored=False)  # (the controller then solves below)
+            self._control.review(self, t, h)  # solved now, for the new budget
+            self._m_until = -INF
+            return budget
 
     def status(self, now=None) -> dict:
         """Utilization, multiplier, plan, confidence and risk flags.  A stopped pacer plans nothing, is
