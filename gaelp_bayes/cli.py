@@ -187,9 +187,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .report import simulation_figures
 
     scenarios = args.scenario.split(",")
-    unknown = [s for s in scenarios if s not in sim.SCENARIOS]
+    known = (*sim.SCENARIOS, "account")
+    unknown = [s for s in scenarios if s not in known]
     if unknown:
-        raise UsageError(f"--scenario: unknown scenario {unknown[0]!r} (one of {', '.join(sim.SCENARIOS)})")
+        raise UsageError(f"--scenario: unknown scenario {unknown[0]!r} (one of {', '.join(known)})")
     policies = tuple(args.policies.split(","))
     unknown = [p for p in policies if p not in sim.POLICIES + sim.MORE_POLICIES]
     if unknown:
@@ -205,6 +206,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     results, lines = [], [f"# Simulation: {args.campaigns} campaigns, {args.history_days} days of history, "
                           f"{args.days} test days, seed {args.seed}", ""]
     for scenario in scenarios:
+        if scenario == "account":  # one budget over ten campaigns or more: its own world, fit and policies
+            res = account_scenario(args, out_dir, sharded)
+            results.append(res)
+            n = res.attrs.get("campaigns", "")
+            lines += [f"## account ({n} campaigns, one budget)", "", sim.summarize_account(res).to_string(), ""]
+            continue
         spec = sim.SCENARIOS[scenario]
         world_s, hist = world, history
         if "world" in spec:  # another market: its own world, history and fit
@@ -239,13 +246,39 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     all_results.to_csv(out_dir / "results.csv", index=False)
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     if args.json:
-        summary = {s: sim.summarize(g).reset_index().to_dict(orient="records")
-                   for s, g in all_results.groupby("scenario", sort=False)}
+        summary = {s: (sim.summarize_account(g) if s == "account" else sim.summarize(g)).reset_index()
+                   .to_dict(orient="records") for s, g in all_results.groupby("scenario", sort=False)}
         print(json.dumps(summary, indent=2, default=float))
     else:
         print("\n".join(lines))
     print(f"wrote {out_dir}/summary.md and results.csv", file=sys.stderr)
     return 0
+
+
+def account_scenario(args: argparse.Namespace, out_dir: Path, sharded):
+    """``simulate --scenario account``: max(10, --campaigns) campaigns of different value, volume and hours,
+    the first converting at twice its rate from 12:00 to 18:00 of every test day; one budget
+    (``--budget-share`` of the account's usual spend) paced by ``sim.ACCOUNT_POLICIES``."""
+    import pandas as pd
+
+    from . import data, sim
+    from .pipeline import fit_cached
+
+    world = sim.make_world(campaigns=max(10, args.campaigns), seed=args.seed, volume_scale=args.volume_scale)
+    history = sim.log_auction_history(world, days=args.history_days, seed=args.seed + 1)
+    model_dir = out_dir / "model-account"
+    print(f"posterior on {len(history)} simulated windows: {model_dir} (fitted unless cached) ...", file=sys.stderr)
+    fit_cached(data.aggregate(data.load_windows(history)), model_dir, reuse=True, progress=False, seed=args.seed,
+               sharding=sharded, engine=args.engine)
+    start = pd.to_datetime(history["timestamp"], utc=True).max().normalize() + pd.Timedelta(days=1)
+    days = [str((start + pd.Timedelta(days=i)).date()) for i in range(args.days)]
+    print(f"scenario account: pacing {len(days)} days x {len(world.campaigns)} campaigns on one budget ...",
+          file=sys.stderr)
+    res = sim.compare_account_policies(world, history, str(model_dir), days, budget_share=args.budget_share,
+                                       seed=args.seed + 7, moving=(0, 12, 18, 2.0))
+    res.insert(0, "scenario", "account")
+    res.attrs["campaigns"] = len(world.campaigns)
+    return res
 
 
 class Parser(argparse.ArgumentParser):
@@ -414,7 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the world's true rates, costs and volumes (learning off), under its caps and without them")
     s.add_argument("--scenario", default="stationary",
                    help="comma-separated: stationary, shift, price-spike, outage, no-loss-notices, price-spread, "
-                   "narrow-prices, new-campaign, delayed-postbacks")
+                   "narrow-prices, new-campaign, delayed-postbacks, cheap-busy, dear-thin, prices-fall, prices-rise, "
+                   "mid-day-start; account: one budget over ten campaigns (its own policies: fixed splits by past "
+                   "spend and by the account plan, the account pacer, the oracle)")
     s.add_argument("--seed", type=SEED, default=0)
     engine_option(s)
     s.add_argument("--out", default="reports/simulation")

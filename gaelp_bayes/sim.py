@@ -548,3 +548,122 @@ def demo_windows(days: int = 56, campaigns: int = 3, seed: int = 7) -> tuple[Wor
     """The built-in demo data: 8 weeks of 3 campaigns bidding the raw bid in a seeded auction world."""
     world = make_world(campaigns=campaigns, seed=seed)
     return world, log_auction_history(world, days=days, seed=seed + 1)
+
+
+# ----- the account: one budget over several campaigns -------------------------------------------------------
+ACCOUNT_POLICIES = ("oracle", "split-by-spend", "split-by-plan", "account")
+
+
+def account_day_replay(days: list[AuctionDay], raws: list[float], policy, budget: float) -> dict:
+    """One day of several campaigns' auctions, merged in time order, bid by bid through ``policy`` (an object
+    with ``adjust_bid(raw, campaign_index, now)`` and ``record(cost, clicks, conversions, campaign_index,
+    now)``): spend and expected conversions per campaign."""
+    times = np.concatenate([d.times for d in days])
+    which = np.concatenate([np.full(len(d.times), c) for c, d in enumerate(days)])
+    index = np.concatenate([np.arange(len(d.times)) for d in days])
+    order = np.argsort(times, kind="stable")
+    spent, expected = np.zeros(len(days)), np.zeros(len(days))
+    for i in order.tolist():
+        c, j = int(which[i]), int(index[i])
+        day, t = days[c], float(times[i])
+        b = policy.adjust_bid(raws[c], c, t)
+        if b > day.prices[j]:
+            spent[c] += day.prices[j]
+            expected[c] += day.cvr[j]
+            policy.record(float(day.prices[j]), 1, int(day.converts[j]), c, t)
+        elif b > 0:
+            policy.record(0.0, 0, 0, c, t)
+    return {"spent": spent, "expected_conversions": expected, "overspend": max(0.0, spent.sum() - budget)}
+
+
+def account_oracle(days: list[AuctionDay], budget: float) -> float:
+    """The hindsight optimum over the account: the opportunities with the most conversions per dollar, of
+    any campaign, until the budget is spent."""
+    cvr = np.concatenate([d.cvr for d in days])
+    prices = np.concatenate([d.prices for d in days])
+    order = np.argsort(-cvr / prices, kind="stable")
+    return float(cvr[order][np.cumsum(prices[order]) <= budget].sum())
+
+
+class _CampaignPacers:
+    """Fixed budgets per campaign, each paced by its own bayes pacer (the splits the account pacer is
+    compared with)."""
+
+    def __init__(self, pacers: list):
+        self.pacers = pacers
+
+    def adjust_bid(self, raw: float, c: int, now: float) -> float:
+        return self.pacers[c].adjust_bid(raw, now=now)
+
+    def record(self, cost: float, clicks: int, conversions: int, c: int, now: float) -> None:
+        self.pacers[c].record(cost, clicks, conversions, now=now)
+
+
+class _Account:
+    """The account pacer behind the replay's campaign indices."""
+
+    def __init__(self, account, names: list[str]):
+        self.account, self.names = account, names
+
+    def adjust_bid(self, raw: float, c: int, now: float) -> float:
+        return self.account.adjust_bid(raw, self.names[c], now=now)
+
+    def record(self, cost: float, clicks: int, conversions: int, c: int, now: float) -> None:
+        self.account.record(cost, clicks, conversions, campaign=self.names[c], now=now)
+
+
+def compare_account_policies(world: World, history: pd.DataFrame, model_dir: str, test_days: list[str],
+                             budget_share: float = 0.5, seed: int = 100,
+                             moving: tuple[int, int, int, float] | None = None) -> pd.DataFrame:
+    """One row per (day, policy) for one budget over every campaign of ``world``: ``split-by-spend`` (each
+    campaign's bayes pacer on a fixed share in proportion to its usual spend), ``split-by-plan`` (fixed shares
+    from the account plan made at midnight, ``allocate.allocate_account``), ``account`` (``AccountPacer``) and
+    the hindsight ``oracle`` over the account.  The budget is ``budget_share`` of the account's usual daily
+    spend.  ``moving=(campaign, from_hour, to_hour, factor)``: that campaign's true rate moves by ``factor`` in
+    those hours of every test day."""
+    from . import cache
+    from .allocate import allocate_account
+    from .runtime import AccountPacer, CampaignPosterior, Pacer
+
+    manifest, arrays = cache.read_runtime(model_dir)
+    names = list(world.campaigns)
+    usual = np.array([usual_budget(history, name, 1.0) for name in names])
+    budget = round(budget_share * float(usual.sum()), 2)
+    raws = [raw_bid(world, c) for c in range(len(names))]
+    rows = []
+    for i, date in enumerate(test_days):
+        days = [auction_day(world, c, date, seed=seed + 1000 * c + i,
+                            cvr_shift=moving[1:] if moving and moving[0] == c else None) for c in range(len(names))]
+        start = days[0].start
+        posteriors = [CampaignPosterior.from_cache(arrays, manifest, name, when=start)[0] for name in names]
+        plan = allocate_account(model_dir, budget, date=date, max_share=0.5)
+        planned = [float(sum(row)) for row in plan.amounts]
+        for policy in ACCOUNT_POLICIES:
+            if policy == "oracle":
+                res = {"spent": np.full(1, budget), "expected_conversions": np.array([account_oracle(days, budget)]),
+                       "overspend": 0.0}
+            elif policy == "account":
+                pacers = {name: Pacer(post, budget, "UTC", now=start) for name, post in zip(names, posteriors)}
+                res = account_day_replay(days, raws, _Account(AccountPacer(pacers, budget, now=start), names), budget)
+            else:
+                shares = usual / usual.sum() * budget if policy == "split-by-spend" else np.array(planned)
+                pacers = [Pacer(post, max(float(b), 0.01), "UTC", now=start) for post, b in zip(posteriors, shares)]
+                res = account_day_replay(days, raws, _CampaignPacers(pacers), budget)
+            rows.append({"date": date, "policy": policy, "budget": budget, "spent": float(res["spent"].sum()),
+                         "expected_conversions": float(res["expected_conversions"].sum()),
+                         "overspend": res["overspend"]})
+    out = pd.DataFrame(rows)
+    oracle = out[out["policy"] == "oracle"].set_index("date")["expected_conversions"]
+    out["pct_of_oracle"] = 100 * out["expected_conversions"] / out["date"].map(oracle)
+    return out
+
+
+def summarize_account(results: pd.DataFrame) -> pd.DataFrame:
+    """Per policy of ``compare_account_policies``: % of the account's oracle (mean and 5-95% over days),
+    spend / budget and the largest overspend."""
+    g = results.groupby("policy", sort=False)
+    return pd.DataFrame({
+        "pct_of_oracle": g["pct_of_oracle"].mean(), "pct_lo": g["pct_of_oracle"].quantile(0.05),
+        "pct_hi": g["pct_of_oracle"].quantile(0.95),
+        "spend_over_budget": g.apply(lambda x: x["spent"].sum() / x["budget"].sum(), include_groups=False),
+        "max_overspend": g["overspend"].max()}).round(3)

@@ -111,3 +111,21 @@ def test_limits_unknown_campaigns_and_budget_moves_are_checked(fitted, tmp_path)
     loaded.close()
     with pytest.raises(TypeError, match="ledger"):
         AccountPacer.load(fitted.path, 300.0, ledger="sqlite:////tmp/x.db")
+
+
+def test_the_account_scenario_compares_the_account_pacer_with_fixed_splits(fitted):
+    """``sim.compare_account_policies`` (what ``simulate --scenario account`` runs) on the shared fit's world,
+    one test day: every policy within the account's budget, the oracle above them all, the account pacer
+    spending the budget."""
+    from gaelp_bayes import sim
+
+    day = str((fitted.train["timestamp"].pipe(lambda s: __import__("pandas").to_datetime(s, utc=True)).max()
+               .normalize() + __import__("pandas").Timedelta(days=1)).date())
+    res = sim.compare_account_policies(fitted.world, fitted.train, str(fitted.path), [day], seed=5,
+                                       moving=(0, 12, 18, 2.0))
+    assert list(res["policy"]) == list(sim.ACCOUNT_POLICIES)
+    assert (res["overspend"] == 0).all() and (res["spent"] <= res["budget"] + 1e-9).all()
+    assert (res["pct_of_oracle"] <= 100.0 + 1e-9).all()
+    assert res.set_index("policy").loc["account", "spent"] >= 0.95 * res["budget"].iloc[0]
+    summary = sim.summarize_account(res)
+    assert list(summary.index) == list(sim.ACCOUNT_POLICIES) and summary["max_overspend"].max() == 0.0

@@ -8,6 +8,7 @@ baseline from the same run).
     gaelp-bayes bench runtime        # per-bid time, batch throughput, import time, memory
     gaelp-bayes bench pacing         # policies vs a hindsight oracle, rich and sparse history
     gaelp-bayes bench scenarios      # every simulate scenario, 3 campaigns x 7 days, with/without learning
+    gaelp-bayes bench account        # one budget over ten campaigns: the account pacer beside fixed splits
     gaelp-bayes bench robustness     # the battery of data shapes: gate pass rates, time, held-out coverage
     gaelp-bayes bench cache          # Pacer.load/allocate of one campaign out of 100 .. 10,000 (cold page cache)
     gaelp-bayes bench scale          # sharded fits on a Dask LocalCluster (1, 2 workers) beside the joint fit
@@ -33,10 +34,10 @@ from .accuracy import (OPEN_BANDIT, bench_allocation, bench_calibration, bench_d
 from .common import OUT_DIR, _header, whole_numbers
 from .fitting import (ROBUSTNESS_SEEDS, SLOW_SHAPES, bench_fit, bench_robustness, bench_scale, bench_shard_cost,
                       bench_sparse)
-from .pacing import bench_pacing, bench_scenarios
+from .pacing import ACCOUNT_SEEDS, bench_account, bench_pacing, bench_scenarios
 from .speed import bench_allocation_speed, bench_cache, bench_events, bench_fleet, bench_runtime
 
-INDEX_ORDER = ("robustness", "pacing", "scenarios", "delay", "drift", "fleet", "calibration", "open_bandit", "allocation",
+INDEX_ORDER = ("robustness", "pacing", "scenarios", "account", "delay", "drift", "fleet", "calibration", "open_bandit", "allocation",
                "allocation_speed", "runtime_speed", "events", "sparse", "fit_speed")
 
 
@@ -105,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--seed", type=int, default=41)
     sc.add_argument("--days", type=int, default=7)
     sc.add_argument("--engine", **engine_choice)
+    ac = sub.add_parser("account", help="one budget over ten campaigns: the account pacer beside fixed splits")
+    ac.add_argument("--seeds", default=",".join(map(str, ACCOUNT_SEEDS)), type=whole_numbers, help="world seeds")
+    ac.add_argument("--days", type=int, default=3)
+    ac.add_argument("--engine", **engine_choice)
     ca = sub.add_parser("cache", help="Pacer.load and allocate of one campaign out of many (cold page cache)")
     ca.add_argument("--sizes", default="100,1000,10000", type=whole_numbers, help="campaigns, comma-separated (10,000: 20 GB on disk)")
     de = sub.add_parser("delay", help="history exported while conversions arrive: censored vs naive fit")
@@ -165,6 +170,7 @@ def _all(args: argparse.Namespace) -> None:
     bench_allocation(10, 500)
     bench_pacing(["rich", "sparse"])
     bench_scenarios()
+    bench_account()
     bench_delay()
     bench_drift()
     bench_fleet()
@@ -187,6 +193,7 @@ BENCHMARKS = {
     "runtime": lambda a: bench_runtime(a.model, a.campaign),
     "pacing": lambda a: bench_pacing(a.regimes.split(","), a.draws, engine=a.engine),
     "scenarios": lambda a: bench_scenarios(a.seed, a.days, engine=a.engine),
+    "account": lambda a: bench_account(tuple(a.seeds), a.days, engine=a.engine),
     "cache": lambda a: bench_cache(a.sizes),
     "delay": lambda a: bench_delay(seeds=tuple(a.seeds), engine=a.engine),
     "drift": lambda a: bench_drift(seeds=tuple(a.seeds), engine=a.engine),

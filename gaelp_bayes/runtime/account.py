@@ -34,6 +34,7 @@ from ..market import MAX_AMOUNT, auction_response, hour_cap, logged_bid
 from .checks import as_real, check_instant
 from .pacer import Pacer
 
+_clock = time.time  # the wall clock, bound once, as the pacer's
 RESPLIT_EVERY = 900.0  # seconds between splits of the account's money between its campaigns
 _HOURS = np.arange(24)
 
@@ -86,12 +87,13 @@ class AccountPacer:
     # ----- the hot path: one dictionary look-up, then the campaign's pacer ---------------------------------
     def adjust_bid(self, bid: float, campaign: str, now=None, bid_id=None) -> float:
         """The bid to place for an opportunity of ``campaign`` whose raw bid is ``bid`` (``Pacer.adjust_bid``)."""
-        pacer = self.pacers.get(campaign)
-        if pacer is None:
-            raise ValueError(f"campaign {campaign!r} is not paced by this account ({', '.join(self.pacers)})")
+        try:
+            pacer = self.pacers[campaign]
+        except (KeyError, TypeError):
+            raise ValueError(f"campaign {campaign!r} is not paced by this account ({', '.join(self.pacers)})") from None
         if now is None:
-            now = time.time()
-        if now.__class__ is float and now >= self._split_at or now.__class__ is not float:
+            now = _clock()
+        if now.__class__ is not float or now >= self._split_at:  # a split is due (or a clock to check first)
             t = check_instant(now)
             if t >= self._split_at:
                 self.resplit(t)
