@@ -522,7 +522,11 @@ def allocate_account(model_dir: str, budget: float | Decimal, *, date: str | Non
     floor = np.full(n_c, int(np.ceil(round(min_campaign * 100, 6))), np.int64)
     cap = np.full(n_c, budget_cents if max_campaign is None else int(np.floor(round(max_campaign * 100, 6))), np.int64)
     group_hi = np.minimum(cap, np.bincount(group, weights=hi, minlength=n_c).astype(np.int64))
-    reachable = np.minimum(group_hi, cap)
+    if (lo > hi).any():
+        cell = int(np.argmax(lo > hi))
+        raise AllocationError(f"infeasible bounds: {names[cell // 24]} hour {cell % 24} must get at least "
+                              f"{lo[cell] / 100:.2f} but can take at most {hi[cell] / 100:.2f} (max share, max per "
+                              "hour or capacity)")
     if (floor > group_hi).any():
         c = int(np.argmax(floor > group_hi))
         raise AllocationError(f"infeasible bounds: campaign {names[c]} must get at least {floor[c] / 100:.2f} but "
@@ -531,9 +535,9 @@ def allocate_account(model_dir: str, budget: float | Decimal, *, date: str | Non
     if np.maximum(floor, np.bincount(group, weights=lo, minlength=n_c)).sum() > budget_cents:
         raise AllocationError(f"infeasible bounds: the campaigns' and hours' minimums add to more than the budget "
                               f"{budget_cents / 100:.2f}")
-    if reachable.sum() < budget_cents:
+    if group_hi.sum() < budget_cents:
         raise AllocationError(f"infeasible bounds: the account's campaigns can absorb at most "
-                              f"{reachable.sum() / 100:.2f} (hourly capacity x headroom {headroom}, max share "
+                              f"{group_hi.sum() / 100:.2f} (hourly capacity x headroom {headroom}, max share "
                               f"{max_share:.0%}, max per campaign), less than the budget {budget_cents / 100:.2f}")
     x = account_fill(value.mean(axis=0), lo, hi, budget_cents, group, floor, group_hi)
     optimal = account_fill(value, lo, hi, budget_cents, group, floor, group_hi)

@@ -224,7 +224,11 @@ def test_the_account_plan_splits_one_budget_over_campaigns_and_hours(fitted, cap
     assert [c["campaign"] for c in out["campaigns"]] == plan.campaigns
     assert len(out["matrix"]) == 3 and all(len(row) == 24 for row in out["matrix"])
     assert sum(map(sum, out["matrix"])) == pytest.approx(300.0)
-    for extra in (["--risk", "cvar"], ["--campaign", "campaign_01"], ["--objective", "cpa"]):
-        assert cli.main(["allocate", path, "--budget", "300", "--account", *extra]) == 2
+    for extra, words in ((["--risk", "cvar"], "--risk"), (["--campaign", "campaign_01"], "--campaign"),
+                         (["--objective", "cpa"], "--objective cpa"), (["--min-per-hour", "100"], "hour 0 must get"),
+                         (["--min-campaign", "200"], "minimums add to more")):
+        assert cli.main(["allocate", path, "--budget", "300", "--account", "--date", "2026-02-10", "--force",
+                         *extra]) == 2
+        assert words in capsys.readouterr().err
     assert cli.main(["allocate", path, "--budget", "30", "--campaign", "campaign_01", "--max-campaign", "5"]) == 2
     assert "--min-campaign and --max-campaign" in capsys.readouterr().err
