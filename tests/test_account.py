@@ -109,6 +109,11 @@ def test_limits_unknown_campaigns_and_budget_moves_are_checked(fitted, tmp_path)
     assert sorted(loaded.pacers) == ["campaign_01", "campaign_02", "campaign_03"]
     assert sum(loaded.status(day + dt.timedelta(hours=1))["split"].values()) <= 300.0 + 1e-9
     loaded.close()
+    with pytest.raises(ValueError, match="not in the model"):
+        AccountPacer.load(fitted.path, 300.0, campaigns=["campaign_01", "nope"], now=day, force=True)
+    for budget in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="daily_budget"):
+            account(budget)
     with pytest.raises(TypeError, match="ledger"):
         AccountPacer.load(fitted.path, 300.0, ledger="sqlite:////tmp/x.db")
 

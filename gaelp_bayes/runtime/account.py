@@ -76,9 +76,13 @@ class AccountPacer:
             raise TypeError("an account pacer paces alone: ledger is not one of its options")
         if options.get("controller", "resolve") != "resolve":
             raise ValueError("an account pacer moves budgets mid-day: its campaigns need the re-solving controller")
-        names = list(cache.read_manifest(Path(path))["campaigns"]) if campaigns is None else list(campaigns)
+        known = list(cache.read_manifest(Path(path))["campaigns"])
+        names = known if campaigns is None else list(campaigns)
         if len(set(names)) != len(names) or not names:
             raise ValueError(f"campaigns must be distinct campaign names, got {names!r}")
+        unknown = [c for c in names if c not in known]
+        if unknown:  # (a campaign's pacer would pace it on the population level: not an account's campaign)
+            raise ValueError(f"campaign {unknown[0]!r} is not in the model ({', '.join(known)})")
         budget = as_real(daily_budget)
         pacers = {name: Pacer.load(path, budget, campaign=name, journal=journal, now=now, **options)
                   for name in names}  # each on the whole budget until the split: its replayed spend fits
