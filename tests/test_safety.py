@@ -142,7 +142,8 @@ def test_threads_on_the_wall_clock_lose_no_record():
     assert not errors, errors[:3]
     today = sum(c for d, c in costs if d == pacer.date)
     assert today <= 100.0 + 1e-9
-    assert pacer.status()["spent"] == pytest.approx(today)
+    assert pacer.status()["spent"] == pytest.approx(today, abs=1e-6)  # (status rounds to 6 decimals; a night hour
+    # of the wall clock plans little, and 0.27 spent failed the relative tolerance alone)
 
 
 def test_the_pacer_lock_excludes_wakes_its_waiters_and_reenters():
