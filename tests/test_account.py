@@ -99,6 +99,10 @@ def test_limits_unknown_campaigns_and_budget_moves_are_checked(fitted, tmp_path)
         acct.adjust_bid(1.0, campaign="nope", now=DAY + 60)
     with pytest.raises(ValueError, match="min_campaign"):
         account(300.0, min_campaign=200.0)
+    stopped = AccountPacer({"a": Pacer(replace(posterior(0), name="a"), 100.0, now=DAY),
+                            "b": Pacer(replace(posterior(1), name="b"), 100.0, now=DAY, stop_reason="a broken cache")},
+                           100.0, now=DAY)  # the stopped one keeps no budget: the live one gets the account's
+    assert stopped.pacers["b"].budget < 1e-6 and math.fsum(p.budget for p in stopped.pacers.values()) <= 100.0
     with pytest.raises(ValueError, match="its own campaign"):  # their journals would be one file
         AccountPacer({f"c{i}": Pacer(posterior(i), 100.0, now=DAY) for i in range(2)}, 100.0, now=DAY)
     pacer = Pacer(posterior(), 100.0, now=DAY)

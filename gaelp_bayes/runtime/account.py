@@ -94,7 +94,7 @@ class AccountPacer:
         try:
             pacer = self.pacers[campaign]
         except (KeyError, TypeError):
-            raise ValueError(f"campaign {campaign!r} is not paced by this account ({', '.join(self.pacers)})") from None
+            pacer = self._pacer(campaign)  # (raises)
         if now is None:
             now = _clock()
         if now.__class__ is not float or now >= self._split_at:  # a split is due (or a clock to check first)
@@ -120,10 +120,11 @@ class AccountPacer:
         self._pacer(campaign).record_conversion(click_time, conversions, now=now)
 
     def _pacer(self, campaign: str | None) -> Pacer:
-        pacer = self.pacers.get(campaign)
-        if pacer is None:
-            raise ValueError(f"campaign {campaign!r} is not paced by this account ({', '.join(self.pacers)})")
-        return pacer
+        """The pacer of ``campaign``, or a ``ValueError`` naming the account's campaigns."""
+        try:
+            return self.pacers[campaign]
+        except (KeyError, TypeError):
+            raise ValueError(f"campaign {campaign!r} is not paced by this account ({', '.join(self.pacers)})") from None
 
     # ----- the split ------------------------------------------------------------------------------------------
     def resplit(self, t: float) -> dict[str, float]:
@@ -141,21 +142,21 @@ class AccountPacer:
             self._splitting.release()
 
     def _split(self, t: float) -> dict[str, float]:
-        committed = {c: p._spent + p._out_sum + p._late_sum for c, p in self.pacers.items()}
-        left = max(self.budget - math.fsum(committed.values()), 0.0)
         live = [c for c, p in self.pacers.items() if not p._stop]
+        committed = {c: p._spent + p._out_sum + p._late_sum for c, p in self.pacers.items()}
+        # a stopped pacer keeps what it committed (a budget must be > 0: at least a nanocent); it bids no more
+        budgets = {c: v if c in live else max(v, 1e-9) for c, v in committed.items()}
+        left = max(self.budget - math.fsum(budgets.values()), 0.0)
         expected = expected_spend_at_one_price({c: self.pacers[c] for c in live}, left, t, self.budget)
-        budgets = dict(committed)
         if live:
             for c, share in split_within_limits(expected, left, committed, self.min_campaign,
                                                 self.max_campaign).items():
-                budgets[c] += share
-        # the budgets add to at most the account's (floating point: the last live one takes the exact rest)
-        if live:
+                budgets[c] = max(budgets[c] + share, 1e-9)
+            # the budgets add to at most the account's (floating point: the last live one takes the exact rest)
             last = live[-1]
             budgets[last] = max(self.budget - math.fsum(v for c, v in budgets.items() if c != last), committed[last])
-        for c in live:
-            self.pacers[c].set_budget(max(budgets[c], committed[c], 1e-9), t)
+        for c, pacer in self.pacers.items():
+            pacer.set_budget(max(budgets[c], 1e-9), t)
         self._split_at = t + RESPLIT_EVERY
         self.splits += 1
         return {c: p.budget for c, p in self.pacers.items()}
