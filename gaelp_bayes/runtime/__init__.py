@@ -97,10 +97,10 @@ from __future__ import annotations
 
 from .account import AccountPacer
 from .checks import check_count, check_instant
-from .controllers import CONTROLLERS
+from .controllers import CONTROLLERS, RESOLVE_EVERY
 from .journal import journal_file_name
-from .options import (AUCTION_TIMEOUT, CHECK_EVERY, FLUSH_EVERY, MAX_AUCTION_TIMEOUT, MAX_STORE_RETRY,
-                      PACER_MAX_SHARE, PLAN_OPTIONS, RESOLVE_EVERY, SYNC_EVERY, check_plan_options)
+from .options import (AUCTION_TIMEOUT, CHECK_EVERY, FLUSH_EVERY, MAX_AUCTION_TIMEOUT, MAX_STORE_RETRY, PACER_MAX_SHARE,
+                      PLAN_OPTIONS, SYNC_EVERY, check_plan_options)
 from .pacer import Pacer
 from .posterior import PACER_PARTS, CampaignPosterior, today_deviation
 

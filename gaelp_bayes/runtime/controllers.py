@@ -8,18 +8,42 @@ fleet's ledger carry (a controller without state leaves them at 0 and the day's 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-from ..market import auction_response
-from .options import DUAL_STEP, KI, KP, L_MAX, L_MIN, M_MAX, M_MIN, RESOLVE_EVERY, RESOLVE_GRID
+from ..market import MarketBelief, auction_response
 
-if TYPE_CHECKING:
-    from .pacer import Pacer
-
+KP, KI = 0.5, 1.0  # proportional gain, integral gain per hour (gap in units of budget/24)
+L_MIN, L_MAX = -3.0, 1.1  # bounds of the integral term L (log multiplier): no wind-up past them
+M_MIN, M_MAX = 0.05, 3.0  # bounds of the multiplier exp(L - KP * gap)
+DUAL_STEP = 0.5  # the dual-gradient controller's step: dual variable per average hour's budget of gap
+RESOLVE_EVERY = 60.0  # seconds between the re-solving controller's solves (and at every new plan)
+RESOLVE_MAX = 20.0  # the re-solving controller's largest multiplier: a market far dearer than the history (the
+# plan's factors are the history's) may need it; where the market is as learned it stays near 1
+RESOLVE_GRID = np.linspace(math.log(M_MIN), math.log(RESOLVE_MAX), 161)  # the log multipliers it solves among
 INF = math.inf
 _HOURS = np.arange(24)
+
+
+class Pacer(Protocol):
+    """What a controller reads of the pacer (``pacer.Pacer``) and, for the re-solving one, redraws."""
+
+    budget: float
+    _spent: float
+    _gap_scale: float
+    _starts: list[float]
+    _hour_cap: float
+    _log_k: np.ndarray
+    _plan_market: tuple[float, float]
+    _market: MarketBelief
+    _beliefs: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    _alloc: list[float]
+    _cum: list[float]
+
+    def _planned(self, t: float, h: int) -> float: ...
+
+    def _today(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 class Controller:

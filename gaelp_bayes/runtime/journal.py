@@ -9,7 +9,7 @@ import math
 import zlib
 
 from .checks import check_cost
-from .options import L_MAX, L_MIN
+from .controllers import L_MAX, L_MIN
 
 MAX_FILE_NAME = 120  # bytes of a journal file name; longer campaign names are cut and tagged with a hash
 

@@ -8,10 +8,8 @@ import numbers
 import numpy as np
 
 from ..market import LOGGED_WIN_RATE, PRICE_SIGMA
+from .controllers import CONTROLLERS
 
-KP, KI = 0.5, 1.0  # proportional gain, integral gain per hour (gap in units of budget/24)
-L_MIN, L_MAX = -3.0, 1.1  # bounds of the integral term L (log multiplier): no wind-up past them
-M_MIN, M_MAX = 0.05, 3.0  # bounds of the multiplier exp(L - KP * gap)
 BID_CAP_SHARE = 0.10  # a single bid <= 10% of the hour's allocation (plan option bid_cap_share)
 HOUR_SLACK = 0.25  # spend through hour h may run ahead of the plan by 25% of hour h's allocation
 PACER_MAX_SHARE = 0.5  # the pacer's hour share (plan option max_share; ``allocate``'s table uses 0.2 and
@@ -39,11 +37,6 @@ FLUSH_EVERY = 0.05  # seconds: the journal's group commit (flush + fsync of ever
 SYNC_EVERY = 5.0  # seconds between a fleet process's syncs with its ledger (and whenever its lease runs short)
 LEASE_SECONDS = 60.0  # a lease covers the bids held and this long of what the process recently committed
 STORE_RETRY, MAX_STORE_RETRY = 1.0, 8.0  # seconds to the next attempt to reach an unreachable ledger, doubling
-DUAL_STEP = 0.5  # the dual-gradient controller's step: dual variable per average hour's budget of gap
-RESOLVE_EVERY = 60.0  # seconds between the re-solving controller's solves (and at every new plan)
-RESOLVE_MAX = 20.0  # the re-solving controller's largest multiplier: a market far dearer than the history (the
-# plan's factors are the history's) may need it; where the market is as learned it stays near 1
-RESOLVE_GRID = np.linspace(math.log(M_MIN), math.log(RESOLVE_MAX), 161)  # the log multipliers it solves among
 PLAN_OPTIONS = {"max_share": PACER_MAX_SHARE, "max_per_hour": None, "tolerance": 0.95, "sigma": PRICE_SIGMA,
                 "win_rate": LOGGED_WIN_RATE, "bid_cap_share": BID_CAP_SHARE, "learn": True,
                 "auction_timeout": AUCTION_TIMEOUT, "controller": "resolve", "conversion_delay": None}
@@ -81,8 +74,6 @@ def check_plan_options(options: dict) -> dict:
             raise ValueError("pacer option conversion_delay must be None or a sample of delays in seconds "
                              "(finite numbers >= 0, at most 1,000,000)")
         out["conversion_delay"] = sample
-    from .controllers import CONTROLLERS  # (they read this module's numbers)
-
     if out["controller"] not in CONTROLLERS:
         raise ValueError(f"pacer option controller must be one of {', '.join(CONTROLLERS)}, "
                          f"got {out['controller']!r}")

@@ -21,13 +21,13 @@ from ..errors import CacheError, GaelpError
 from ..market import (MAX_AMOUNT, MarketBelief, auction_response, conversions_at_spend, hour_cap, threshold_plan,
                       threshold_scores)
 from .checks import EARLIEST, LATEST, _epoch, as_real, check_cost, check_count, check_instant
-from .controllers import CONTROLLERS, ResolvingController
+from .controllers import CONTROLLERS, L_MAX, L_MIN, ResolvingController
 from .journal import _journal_record, chain_next, chained, journal_file_name, unchained
 from .lock import PacerLock
 from .options import (CHECK_EVERY, CONTROL_STEP, DAY_BINS, DELAY_BIN, EARLIER_DAY, EXPIRY_BATCH, FLUSH_EVERY,
-                      HOUR_SLACK, INF, LEASE_SECONDS, L_MAX, L_MIN, MARKET_MOVED, MAX_AUCTION_TIMEOUT, MAX_STORE_RETRY,
-                      OUTAGE_FLOOR, OUTAGE_LOG, OVERSPEND_STOP, REFIT_ESS, REPLAN_GAIN, REPLAN_PROB, STORE_RETRY,
-                      SYNC_EVERY, check_plan_options)
+                      HOUR_SLACK, INF, LEASE_SECONDS, MARKET_MOVED, MAX_AUCTION_TIMEOUT, MAX_STORE_RETRY, OUTAGE_FLOOR,
+                      OUTAGE_LOG, OVERSPEND_STOP, REFIT_ESS, REPLAN_GAIN, REPLAN_PROB, STORE_RETRY, SYNC_EVERY,
+                      check_plan_options)
 from .posterior import PACER_PARTS, CampaignPosterior, today_deviation
 
 _clock = time.time  # the wall clock, bound once: adjust_bid reads it per bid
