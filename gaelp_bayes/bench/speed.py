@@ -179,6 +179,29 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
     then = now + (warm + 3 * n) * 1e-4
     capped_share = sum(capping.adjust_bid(1.0, then + i * 1e-4) > 0 for i in range(10_000)) / 10_000
     full_path = placed(load(FullPathPacer))
+    # the clock as a datetime (the README's ``now`` is "an instant"), and an hour whose room is full: a budget
+    # of 100 spent to its hour's room first, then bids that the room refuses
+    dated = load()
+    dated_start = _dt.datetime.fromtimestamp(now, _dt.timezone.utc)
+    step = _dt.timedelta(microseconds=100)
+    for i in range(warm):
+        dated.adjust_bid(2e-5, dated_start + i * step)
+    begin = time.perf_counter()
+    for i in range(warm, warm + n):
+        dated.adjust_bid(2e-5, dated_start + i * step)
+    datetime_clock = (time.perf_counter() - begin) / n * 1e6
+    stamps = [dated_start + i * step for i in range(n)]  # the same loop's cost of making the datetimes alone
+    begin = time.perf_counter()
+    for i in range(n):
+        noop(2e-5, stamps[i])
+    datetime_base = (time.perf_counter() - begin) / n * 1e6
+    full = Pacer.load(model_dir, daily_budget=100.0, campaign=campaign, force=True, strict=True, now=now,
+                      journal=tempfile.mkdtemp())
+    while full.adjust_bid(5.0, now) > 0:  # fill the hour's room: every bid recorded as won at its amount
+        full.record(full._bid_b[-1] if full._bid_b else 0.0, clicks=1, now=now)
+    full_hour = placed(full, 5.0)
+    later = now + (warm + 3 * n) * 1e-4
+    full_share = sum(full.adjust_bid(5.0, later + i * 1e-4) > 0 for i in range(10_000)) / 10_000
     from ..runtime import AccountPacer
 
     account = AccountPacer.load(model_dir, 1e9, journal=tempfile.mkdtemp(), now=now, force=True, strict=True)
@@ -246,6 +269,11 @@ def bench_runtime(model_dir: str, campaign: str | None, n: int = 200_000) -> Non
         f"ratio {capped / base:.1f}x |",
         f"| adjust_bid per call, bid placed as asked by the full path (quick window kept shut) | {full_path:.2f} us "
         f"| ratio {full_path / base:.1f}x |",
+        f"| adjust_bid per call, the clock passed as a datetime, bid placed as asked | {datetime_clock:.2f} us | "
+        f"no-op call with a datetime {datetime_base:.2f} us (ratio {datetime_clock / max(datetime_base, 1e-9):.1f}x) |",
+        f"| adjust_bid per call, a budget of 100 whose hour's room was filled first ({100 * full_share:.0f}% of the "
+        f"bids then placed) | {full_hour:.2f} us | "
+        f"ratio {full_hour / base:.1f}x |",
         f"| AccountPacer.adjust_bid per call ({len(account.pacers)} campaigns, one budget), bid placed as asked | "
         f"{account_bid:.2f} us | no-op call naming the campaign {account_base:.2f} us (ratio "
         f"{account_bid / account_base:.1f}x) |",

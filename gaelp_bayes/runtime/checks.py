@@ -39,10 +39,10 @@ def _epoch(now) -> float:
         return time.time()
     if now.__class__ is float:
         return now
+    if isinstance(now, dt.datetime):  # before the numbers' check, which costs a datetime clock 0.2 us a bid
+        return (now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)).timestamp()
     if isinstance(now, (numbers.Real, Decimal)) and not isinstance(now, (bool, np.bool_)):
         return as_real(now)
-    if isinstance(now, dt.datetime):
-        return (now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)).timestamp()
     if isinstance(now, np.datetime64):
         return math.nan if np.isnat(now) else float(now.astype("datetime64[us]").astype(np.int64)) / 1e6
     raise ValueError(f"now must be None, seconds since the epoch or a datetime, got {now!r}")
