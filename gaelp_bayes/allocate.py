@@ -169,8 +169,9 @@ def round_to_total(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: int) ->
 
 def hour_bounds(budget_cents: int, capacity: np.ndarray, min_per_hour: float, max_per_hour: float | None,
                 max_share: float, headroom: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-hour [lo, hi] in cents, unchecked."""
-    lo = np.full(24, int(np.ceil(round(min_per_hour * 100, 6))), dtype=np.int64)
+    """Per-hour [lo, hi] in cents, unchecked (one pair per entry of ``capacity``: a campaign's 24 hours, or an
+    account's campaign-hours)."""
+    lo = np.full(capacity.shape, int(np.ceil(round(min_per_hour * 100, 6))), dtype=np.int64)
     cap = np.floor(capacity * headroom * 100).astype(np.int64)
     hi = np.minimum(cap, int(np.floor(max_share * budget_cents + 1e-9)))
     if max_per_hour is not None:
@@ -179,21 +180,31 @@ def hour_bounds(budget_cents: int, capacity: np.ndarray, min_per_hour: float, ma
 
 
 def bounds_in_cents(budget_cents: int, capacity: np.ndarray, min_per_hour: float, max_per_hour: float | None,
-                    max_share: float, headroom: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-hour [lo, hi] in cents, or AllocationError naming the bound that makes the budget infeasible."""
+                    max_share: float, headroom: float,
+                    hour_name=lambda h: f"hour {h}") -> tuple[np.ndarray, np.ndarray]:
+    """Per-hour [lo, hi] in cents, or AllocationError naming the bound that makes the budget infeasible
+    (``hour_name``: how the error names an entry of ``capacity``)."""
     lo, hi = hour_bounds(budget_cents, capacity, min_per_hour, max_per_hour, max_share, headroom)
+    check_feasible(lo, hi, budget_cents, hour_name, "max share, max per hour or capacity", "the hourly minimums",
+                   "the hours", f"max share {max_share:.0%}, hourly capacity x headroom {headroom}")
+    return lo, hi
+
+
+def check_feasible(lo: np.ndarray, hi: np.ndarray, budget_cents: int, name, bound: str, minimums: str, whole: str,
+                   why: str) -> None:
+    """AllocationError if amounts within [``lo``, ``hi``] (cents; each entry named by ``name(i)``, its upper
+    bound explained by ``bound``) cannot add to the budget: ``minimums`` add to more, or ``whole`` can absorb
+    less (``why``)."""
     if (lo > hi).any():
-        h = int(np.argmax(lo > hi))
-        raise AllocationError(f"infeasible bounds: hour {h} must get at least {lo[h] / 100:.2f} but can take at most "
-                              f"{hi[h] / 100:.2f} (max share, max per hour or capacity)")
+        i = int(np.argmax(lo > hi))
+        raise AllocationError(f"infeasible bounds: {name(i)} must get at least {lo[i] / 100:.2f} but can take "
+                              f"at most {hi[i] / 100:.2f} ({bound})")
     if lo.sum() > budget_cents:
-        raise AllocationError(f"infeasible bounds: the hourly minimums add to {lo.sum() / 100:.2f}, "
+        raise AllocationError(f"infeasible bounds: {minimums} add to {lo.sum() / 100:.2f}, "
                               f"more than the budget {budget_cents / 100:.2f}")
     if hi.sum() < budget_cents:
-        raise AllocationError(f"infeasible bounds: the hours can absorb at most {hi.sum() / 100:.2f} "
-                              f"(max share {max_share:.0%}, hourly capacity x headroom {headroom}), "
+        raise AllocationError(f"infeasible bounds: {whole} can absorb at most {hi.sum() / 100:.2f} ({why}), "
                               f"less than the budget {budget_cents / 100:.2f}")
-    return lo, hi
 
 
 def campaign_draws(arrays: dict, manifest: dict, campaign: str | None, dow: int,
@@ -517,28 +528,16 @@ def allocate_account(model_dir: str, budget: float | Decimal, *, date: str | Non
     capacity = np.concatenate([d.capacity[0] for d in parts])
     group = np.repeat(np.arange(n_c), 24)
     budget_cents = int(Decimal(str(budget)).quantize(Decimal("0.01")) * 100)
-    lo, hi = hour_bounds(budget_cents, capacity, min_per_hour, max_per_hour, max_share, headroom)
-    lo = np.full(n_c * 24, lo[0], np.int64)
+    lo, hi = bounds_in_cents(budget_cents, capacity, min_per_hour, max_per_hour, max_share, headroom,
+                             hour_name=lambda cell: f"{names[cell // 24]} hour {cell % 24}")
     floor = np.full(n_c, int(np.ceil(round(min_campaign * 100, 6))), np.int64)
     cap = np.full(n_c, budget_cents if max_campaign is None else int(np.floor(round(max_campaign * 100, 6))), np.int64)
     group_hi = np.minimum(cap, np.bincount(group, weights=hi, minlength=n_c).astype(np.int64))
-    if (lo > hi).any():
-        cell = int(np.argmax(lo > hi))
-        raise AllocationError(f"infeasible bounds: {names[cell // 24]} hour {cell % 24} must get at least "
-                              f"{lo[cell] / 100:.2f} but can take at most {hi[cell] / 100:.2f} (max share, max per "
-                              "hour or capacity)")
-    if (floor > group_hi).any():
-        c = int(np.argmax(floor > group_hi))
-        raise AllocationError(f"infeasible bounds: campaign {names[c]} must get at least {floor[c] / 100:.2f} but "
-                              f"can take at most {group_hi[c] / 100:.2f} (its hours' capacity x headroom, max share, "
-                              "max per hour, max per campaign)")
-    if np.maximum(floor, np.bincount(group, weights=lo, minlength=n_c)).sum() > budget_cents:
-        raise AllocationError(f"infeasible bounds: the campaigns' and hours' minimums add to more than the budget "
-                              f"{budget_cents / 100:.2f}")
-    if group_hi.sum() < budget_cents:
-        raise AllocationError(f"infeasible bounds: the account's campaigns can absorb at most "
-                              f"{group_hi.sum() / 100:.2f} (hourly capacity x headroom {headroom}, max share "
-                              f"{max_share:.0%}, max per campaign), less than the budget {budget_cents / 100:.2f}")
+    check_feasible(np.maximum(floor, np.bincount(group, weights=lo, minlength=n_c).astype(np.int64)), group_hi,
+                   budget_cents, lambda c: f"campaign {names[c]}",
+                   "its hours' capacity x headroom, max share, max per hour, max per campaign",
+                   "the campaigns' and hours' minimums", "the account's campaigns",
+                   f"hourly capacity x headroom {headroom}, max share {max_share:.0%}, max per campaign")
     x = account_fill(value.mean(axis=0), lo, hi, budget_cents, group, floor, group_hi)
     optimal = account_fill(value, lo, hi, budget_cents, group, floor, group_hi)
     plan_score, opt_score = value @ x, (optimal * value).sum(axis=1)

@@ -226,7 +226,7 @@ def test_the_account_plan_splits_one_budget_over_campaigns_and_hours(fitted, cap
     assert sum(map(sum, out["matrix"])) == pytest.approx(300.0)
     for extra, words in ((["--risk", "cvar"], "--risk"), (["--campaign", "campaign_01"], "--campaign"),
                          (["--objective", "cpa"], "--objective cpa"), (["--min-per-hour", "100"], "hour 0 must get"),
-                         (["--min-campaign", "200"], "minimums add to more")):
+                         (["--min-campaign", "200"], "minimums add to 600.00, more than the budget 300.00")):
         assert cli.main(["allocate", path, "--budget", "300", "--account", "--date", "2026-02-10", "--force",
                          *extra]) == 2
         assert words in capsys.readouterr().err

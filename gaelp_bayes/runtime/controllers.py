@@ -22,7 +22,6 @@ RESOLVE_EVERY = 60.0  # seconds between the re-solving controller's solves (and 
 RESOLVE_MAX = 20.0  # the re-solving controller's largest multiplier: a market far dearer than the history (the
 # plan's factors are the history's) may need it; where the market is as learned it stays near 1
 RESOLVE_GRID = np.linspace(math.log(M_MIN), math.log(RESOLVE_MAX), 161)  # the log multipliers it solves among
-INF = math.inf
 _HOURS = np.arange(24)
 
 
@@ -114,7 +113,7 @@ class ResolvingController(Controller):
 
     def __init__(self, start: float) -> None:
         super().__init__(start)
-        self.m, self.resolve_at = 1.0, -INF
+        self.m, self.resolve_at = 1.0, -math.inf
 
     def multiplier(self, pacer: Pacer, t: float, h: int) -> float:
         if t >= self.resolve_at:
@@ -126,7 +125,7 @@ class ResolvingController(Controller):
             self.solve(pacer, t, h)
 
     def new_plan(self) -> None:
-        self.resolve_at = -INF
+        self.resolve_at = -math.inf
 
     def solve(self, pacer: Pacer, t: float, h: int) -> None:
         """Solve for ``m`` at ``t`` (hour ``h``) and redraw the pacer's curve from it."""
