@@ -232,9 +232,14 @@ def oracle_conversions(day: AuctionDay, budget: float) -> float:
     A uniform threshold bid cvr/lambda in a second-price auction wins exactly these, so this is the
     value of the best budget-feasible bidding policy that knows true rates and prices.
     """
-    order = np.argsort(-day.cvr / day.prices, kind="stable")
-    taken = np.cumsum(day.prices[order]) <= budget
-    return float(day.cvr[order][taken].sum())
+    return best_conversions(day.cvr, day.prices, budget)
+
+
+def best_conversions(cvr: np.ndarray, prices: np.ndarray, budget: float) -> float:
+    """The expected conversions of the opportunities with the most conversions per dollar, until ``budget``."""
+    order = np.argsort(-cvr / prices, kind="stable")
+    taken = np.cumsum(prices[order]) <= budget
+    return float(cvr[order][taken].sum())
 
 
 def replay(day: AuctionDay, policy, raw: float, budget: float, outage_from: float | None = None,
@@ -579,10 +584,7 @@ def account_day_replay(days: list[AuctionDay], raws: list[float], policy, budget
 def account_oracle(days: list[AuctionDay], budget: float) -> float:
     """The hindsight optimum over the account: the opportunities with the most conversions per dollar, of
     any campaign, until the budget is spent."""
-    cvr = np.concatenate([d.cvr for d in days])
-    prices = np.concatenate([d.prices for d in days])
-    order = np.argsort(-cvr / prices, kind="stable")
-    return float(cvr[order][np.cumsum(prices[order]) <= budget].sum())
+    return best_conversions(np.concatenate([d.cvr for d in days]), np.concatenate([d.prices for d in days]), budget)
 
 
 class _CampaignPacers:
