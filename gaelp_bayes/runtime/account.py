@@ -32,11 +32,11 @@ import numpy as np
 
 from ..market import MAX_AMOUNT, auction_response, hour_cap, logged_bid
 from .checks import as_real, check_instant
+from .controllers import hours_ahead
 from .pacer import Pacer
 
 _clock = time.time  # the wall clock, bound once, as the pacer's
 RESPLIT_EVERY = 900.0  # seconds between splits of the account's money between its campaigns
-_HOURS = np.arange(24)
 
 
 class AccountPacer:
@@ -184,10 +184,7 @@ def expected_spend_at_one_price(pacers: dict[str, Pacer], left: float, t: float,
         return {c: 0.0 for c in pacers}
     rows = []
     for pacer in pacers.values():
-        h = pacer._hour_index(t)
-        start, end = pacer._starts[h], pacer._starts[h + 1]
-        weight = np.where(_HOURS > h, 1.0, 0.0)
-        weight[h] = min(max((end - t) / (end - start), 0.0), 1.0)
+        weight = hours_ahead(pacer._starts, t, pacer._hour_index(t))
         cvr, cpc, vol = (a.mean(0) for a in pacer._today())
         sigma, win_rate = pacer._market_now()
         logged = pacer._market.prior[1]

@@ -25,6 +25,14 @@ RESOLVE_GRID = np.linspace(math.log(M_MIN), math.log(RESOLVE_MAX), 161)  # the l
 _HOURS = np.arange(24)
 
 
+def hours_ahead(starts: list[float], t: float, h: int) -> np.ndarray:
+    """How much of each hour of the day is still ahead at ``t`` (in hour ``h``, whose hours start at ``starts``):
+    1 for the hours after it, the rest of ``h``, 0 before."""
+    weight = np.where(_HOURS > h, 1.0, 0.0)
+    weight[h] = min(max((starts[h + 1] - t) / (starts[h + 1] - starts[h]), 0.0), 1.0)
+    return weight
+
+
 class Pacer(Protocol):
     """What a controller reads of the pacer (``pacer.Pacer``) and, for the re-solving one, redraws."""
 
@@ -130,10 +138,7 @@ class ResolvingController(Controller):
     def solve(self, pacer: Pacer, t: float, h: int) -> None:
         """Solve for ``m`` at ``t`` (hour ``h``) and redraw the pacer's curve from it."""
         spent = pacer._spent  # (not the bids held, which are no cost yet: a restart, which has none, solves alike)
-        start, end = pacer._starts[h], pacer._starts[h + 1]
-        rest = min(max((end - t) / (end - start), 0.0), 1.0)
-        weight = np.where(_HOURS > h, 1.0, 0.0)
-        weight[h] = rest
+        weight = hours_ahead(pacer._starts, t, h)
         if pacer._beliefs is None:  # the posterior means of today (as learned so far)
             pacer._beliefs = tuple(a.mean(0) for a in pacer._today())
         cvr, cpc, vol = pacer._beliefs
